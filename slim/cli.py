@@ -1,0 +1,20 @@
+"""Argument helpers shared by compress.py, eval.py and infer.py (flags as FACTS.md §4)."""
+import argparse
+
+
+def add_config_arguments(parser, with_dataset_dir=True):
+    """-c/--config, -o/--opt key=value ..., and -d/--dataset_dir, as the seed's tools had them."""
+    parser.add_argument("-c", "--config", required=True,
+                        help="detection config YAML, e.g. configs/yolov3_mobilenet_v1_voc.yml")
+    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config options: dotted keys, YAML values, e.g. "
+                             "YoloTrainFeed.batch_size=64 max_iters=258")
+    if with_dataset_dir:
+        parser.add_argument("-d", "--dataset_dir", default=None,
+                            help="dataset root; replaces dataset_dir of every feed")
+
+
+def new_parser(description):
+    """An ArgumentParser whose usage errors exit 2 with one line, as argparse already does."""
+    return argparse.ArgumentParser(description=description,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
