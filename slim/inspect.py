@@ -1,0 +1,290 @@
+"""`python -m slim inspect`: list a detector's conv weights, FLOPs and params; draw its graph.
+
+    python -m slim inspect -c configs/yolov3_mobilenet_v1_voc.yml [-o KEY=VALUE ...]
+                           [--json] [--graph out.dot]
+
+Replaces the seed's "paste this into a REPL" recipe for choosing `pruned_params`.
+For every conv weight it prints the shape, kind (conv / depthwise), output
+shape, FLOPs, the ops that read its output directly (`consumers`, e.g.
+batch_norm) and the ops its channels reach through channel-preserving ops
+(`reaches`: batch norm, activations, bias adds and upsampling are walked
+through; e.g. `concat`, `yolov3_loss`, `yolo_box` or the next conv's weight).
+A conv that reaches `concat` is one the seed could not prune; one that reaches
+`yolov3_loss` / `yolo_box` has a fixed channel layout.
+
+The programs are built at the eval feed's image shape (`YoloEvalFeed.image_shape`,
+default [3, 608, 608]; `--image_shape` overrides) so every shape is static.
+FLOPs are multiply-accumulates per image (see `slim.prune.flops`). `reaches`
+merges the train program (loss) and the eval program (yolo_box).
+
+`--json` prints {"flops", "params", "image_shape", "convs": [{"name", "shape",
+"kind", "groups", "output_shape", "flops", "params", "consumers", "reaches"}]}.
+`--graph FILE.dot` writes the op graph as graphviz dot with the convs filled;
+when the `dot` program is installed it also renders FILE.pdf.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from slim.errors import ConfigError, UserError
+
+DEFAULT_IMAGE_SHAPE = (3, 608, 608)
+CONV_OP_TYPES = ("conv2d", "depthwise_conv2d")
+# Ops whose output keeps the input's channels one-to-one: `reaches` walks through them.
+CHANNEL_PRESERVING_OP_TYPES = (
+    "batch_norm", "relu", "relu6", "leaky_relu", "sigmoid", "swish", "hard_swish", "tanh",
+    "elementwise_add", "scale", "dropout", "nearest_interp", "nearest_interp_v2",
+    "bilinear_interp", "bilinear_interp_v2", "pool2d")
+
+
+class GraphRenderError(UserError):
+    """The `dot` program failed to render the graph."""
+
+
+def add_inspect_arguments(parser):
+    """Add the `inspect` options to `parser` (other subcommands' engineers extend this)."""
+    parser.add_argument("-c", "--config", required=True,
+                        help="detection config YAML, e.g. configs/yolov3_mobilenet_v1_voc.yml")
+    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config options (dotted keys, YAML values)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--graph", metavar="FILE.dot", default=None,
+                        help="write the op graph (graphviz dot, convs filled); renders "
+                             "FILE.pdf too when graphviz's `dot` is installed")
+    parser.add_argument("--image_shape", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+                        help="input shape to count FLOPs at (default: the eval feed's "
+                             "image_shape, else 3 608 608)")
+    return parser
+
+
+def run_inspect(args, out=None):
+    """Run `inspect` for parsed `args`; prints the table or JSON to `out` (stdout)."""
+    out = out or sys.stdout
+    model, image_shape = model_from_config(args.config, args.opt, args.image_shape)
+    train, evaluation = build_inspected_programs(model, image_shape)
+    report = inspect_programs(evaluation.program, [train.program, evaluation.program])
+    report["image_shape"] = list(image_shape)
+    if args.graph:
+        written = write_graph(evaluation.program, args.graph)
+        report["graph_files"] = written
+    if args.json:
+        print(json.dumps(report, indent=1), file=out)
+    else:
+        print(format_table(report), file=out)
+    return 0
+
+
+def model_from_config(config_path, overrides, image_shape=None):
+    """(model, image_shape) of a detection config: `architecture` built with its sections."""
+    from slim.config import create, load_config
+    import slim.model  # noqa: F401  (registers the model modules)
+    cfg = load_config(config_path, overrides)
+    architecture = cfg.get("architecture")
+    if not architecture:
+        raise ConfigError(f"{config_path}: missing top-level key 'architecture' (e.g. YOLOv3)")
+    model = create(architecture, cfg)
+    if image_shape is None:
+        image_shape = _eval_image_shape(cfg)
+    if len(image_shape) != 3 or any(int(dim) <= 0 for dim in image_shape):
+        raise ConfigError(f"{config_path}: image_shape must be [C, H, W] with positive dims "
+                          f"to count FLOPs, got {list(image_shape)}")
+    return model, tuple(int(dim) for dim in image_shape)
+
+
+def _eval_image_shape(cfg):
+    feed_name = cfg.get("eval_feed")
+    section = cfg.get(feed_name) if feed_name else None
+    shape = section.get("image_shape") if isinstance(section, dict) else \
+        getattr(section, "image_shape", None)
+    if not shape or any(dim is None or int(dim) <= 0 for dim in shape):
+        return DEFAULT_IMAGE_SHAPE
+    return tuple(shape)
+
+
+def build_inspected_programs(model, image_shape):
+    """The train and eval programs of `model`, both at the static `image_shape`."""
+    from slim.model import build_eval_program, build_train_program
+    return (build_train_program(model, image_shape=image_shape),
+            build_eval_program(model, image_shape=image_shape))
+
+
+def inspect_programs(program, reach_programs=None):
+    """{"flops", "params", "convs": [...]} of `program`; `reaches` merged over
+    `reach_programs` (default: `program` alone)."""
+    from slim.prune.flops import program_flops, program_params
+    detail = program_flops(program, detail=True)
+    _, param_counts = program_params(program, detail=True)
+    reaches = {}
+    for other in reach_programs or [program]:
+        for name, found in conv_reaches(other).items():
+            merged = reaches.setdefault(name, [])
+            merged.extend(item for item in found if item not in merged)
+    block = program.global_block()
+    convs = []
+    for op in block.ops:
+        if op.type not in CONV_OP_TYPES:
+            continue
+        weight = op.input("Filter")[0]
+        shape = list(block._find_var_recursive(weight).shape)
+        output = op.output("Output")[0]
+        groups = int(op.attr("groups")) if op.has_attr("groups") else 1
+        convs.append({
+            "name": weight,
+            "shape": shape,
+            "kind": conv_kind(op.type, shape, groups),
+            "groups": groups,
+            "output_shape": list(block._find_var_recursive(output).shape)[1:],
+            "flops": detail.per_param.get(weight, 0),
+            "params": param_counts.get(weight, 0),
+            "consumers": sorted({consumer.type for consumer in _readers(block, output)}),
+            "reaches": reaches.get(weight, []),
+        })
+    return {"flops": detail.total, "params": sum(param_counts.values()), "convs": convs}
+
+
+def conv_kind(op_type, filter_shape, groups):
+    """'depthwise' for a conv with one input channel per group, else 'conv'."""
+    if op_type == "depthwise_conv2d" or (groups > 1 and filter_shape[1] == 1):
+        return "depthwise"
+    return "conv"
+
+
+def conv_reaches(program):
+    """{conv weight name: [what its output channels reach]} through channel-preserving ops.
+
+    An entry is an op type (`concat`, `yolov3_loss`, `yolo_box` ...) or, for a conv,
+    `conv:<weight name>`.
+    """
+    block = program.global_block()
+    result = {}
+    for op in block.ops:
+        if op.type in CONV_OP_TYPES:
+            result[op.input("Filter")[0]] = _walk_reaches(block, op.output("Output")[0])
+    return result
+
+
+def _walk_reaches(block, start_var):
+    found, seen, pending = [], set(), [start_var]
+    while pending:
+        var_name = pending.pop()
+        if var_name in seen:
+            continue
+        seen.add(var_name)
+        for reader in _readers(block, var_name):
+            if reader.type in CHANNEL_PRESERVING_OP_TYPES and _reads_as_activation(reader, var_name):
+                pending.extend(name for slot in reader.output_names
+                               for name in reader.output(slot)
+                               if slot in ("Out", "Y", "Output"))
+                continue
+            label = f"conv:{reader.input('Filter')[0]}" if reader.type in CONV_OP_TYPES \
+                else reader.type
+            if label not in found:
+                found.append(label)
+    return found
+
+
+def _reads_as_activation(op, var_name):
+    """True when `op` reads `var_name` as its data input (not e.g. as a bias)."""
+    for slot in ("X", "Input"):
+        if slot in op.input_names and var_name in op.input(slot):
+            return True
+    return False
+
+
+def _readers(block, var_name):
+    """Forward ops of `block` that read `var_name`."""
+    return [op for op in block.ops
+            if var_name in op.input_arg_names and not op.type.endswith("_grad")
+            and _is_forward(op)]
+
+
+def _is_forward(op):
+    return not op.has_attr("op_role") or (int(op.attr("op_role")) & 0x1F) == 0
+
+
+def format_table(report):
+    """The inspect report as a text table plus totals."""
+    rows = [("name", "kind", "shape", "output", "MFLOPs", "params", "reaches")]
+    for conv in report["convs"]:
+        rows.append((conv["name"], conv["kind"], "x".join(map(str, conv["shape"])),
+                     "x".join(map(str, conv["output_shape"])), f"{conv['flops'] / 1e6:.1f}",
+                     str(conv["params"]), ", ".join(conv["reaches"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.rjust(width) if index and column in (4, 5) else cell.ljust(width)
+                 for column, (cell, width) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells + [row[-1]]).rstrip())
+        if index == 0:
+            lines.append("-" * len(lines[0]))
+    shape = report.get("image_shape")
+    at = f" at input {'x'.join(map(str, shape))}" if shape else ""
+    lines.append("")
+    lines.append(f"{len(report['convs'])} convs{at}: FLOPs {report['flops']:,} multiply-adds "
+                 f"per image ({report['flops'] / 1e9:.2f} G MACs = "
+                 f"{2 * report['flops'] / 1e9:.2f} G FLOPs counting multiply and add); "
+                 f"params {report['params']:,}")
+    for path in report.get("graph_files", []):
+        lines.append(f"graph written: {path}")
+    return "\n".join(lines)
+
+
+def write_graph(program, path):
+    """Write `program`'s forward op graph as graphviz dot to `path` (convs filled, edges
+    labelled with the var shape); with `dot` installed also render the PDF next to it.
+    Returns the written file paths."""
+    with open(path, "w") as file:
+        file.write(program_to_dot(program))
+    written = [path]
+    dot = shutil.which("dot")
+    if dot:
+        rendered = os.path.splitext(path)[0] + ".pdf"
+        result = subprocess.run([dot, "-Tpdf", path, "-o", rendered],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise GraphRenderError(f"dot failed to render '{path}': "
+                                   f"{result.stderr.strip().splitlines()[-1:] or result.returncode}")
+        written.append(rendered)
+    return written
+
+
+def program_to_dot(program):
+    """Graphviz dot text of `program`'s forward ops: one node per op (conv nodes filled and
+    labelled with their weight and shape), one edge per var from producer to reader."""
+    block = program.global_block()
+    ops = [op for op in block.ops if _is_forward(op) and op.type not in ("feed", "fetch")]
+    lines = ["digraph program {", "  rankdir=TB;", '  node [shape=box, fontsize=10];']
+    producer = {}
+    for index, op in enumerate(ops):
+        label = op.type
+        style = ""
+        if op.type in CONV_OP_TYPES:
+            weight = op.input("Filter")[0]
+            shape = list(block._find_var_recursive(weight).shape)
+            label = f"{op.type}\\n{weight}\\n{shape}"
+            style = ', style=filled, fillcolor="#f4a261"'
+        lines.append(f'  op{index} [label="{_dot_escape(label)}"{style}];')
+        for name in op.output_arg_names:
+            producer[name] = index
+    inputs = {}
+    for index, op in enumerate(ops):
+        for name in op.input_arg_names:
+            var = block._find_var_recursive(name)
+            if var is None or var.persistable:
+                continue
+            if name in producer:
+                source = f"op{producer[name]}"
+            else:
+                source = inputs.setdefault(name, f"in{len(inputs)}")
+            lines.append(f'  {source} -> op{index} [label="{_dot_escape(str(list(var.shape)))}", '
+                         "fontsize=8];")
+    for name, node in inputs.items():
+        lines.append(f'  {node} [label="{_dot_escape(name)}", shape=ellipse];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_escape(text):
+    return text.replace('"', '\\"')

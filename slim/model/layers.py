@@ -1,0 +1,81 @@
+"""Classic static-graph building blocks shared by the backbone and the head.
+
+Every parameter gets an explicit name (FACTS.md §1), so programs built
+separately (train, eval) share one scope by name.
+"""
+import paddle
+from paddle.base.layer_helper import LayerHelper
+
+
+def _batch_norm(conv, act, names, norm_decay, is_test):
+    """Batch norm with the given names for (scale, offset, mean, variance)."""
+    scale_name, offset_name, mean_name, variance_name = names
+    decay = paddle.regularizer.L2Decay(norm_decay)
+    return paddle.static.nn.batch_norm(
+        conv, act=act, is_test=is_test,
+        param_attr=paddle.ParamAttr(name=scale_name, regularizer=decay),
+        bias_attr=paddle.ParamAttr(name=offset_name, regularizer=decay),
+        moving_mean_name=mean_name, moving_variance_name=variance_name)
+
+
+def conv_bn_relu(input, num_filters, filter_size, stride, padding, name, norm_decay, is_test,
+                 groups=1):
+    """MobileNet conv (no bias) + batch norm + relu: `<name>_weights`, `<name>_bn_{scale,...}`."""
+    conv = paddle.static.nn.conv2d(
+        input, num_filters, filter_size, stride=stride, padding=padding, groups=groups,
+        param_attr=paddle.ParamAttr(name=name + "_weights",
+                                    initializer=paddle.nn.initializer.KaimingUniform()),
+        bias_attr=False)
+    bn = name + "_bn"
+    names = (bn + "_scale", bn + "_offset", bn + "_mean", bn + "_variance")
+    return _batch_norm(conv, "relu", names, norm_decay, is_test)
+
+
+def conv_bn_leaky(input, num_filters, filter_size, stride, padding, name, norm_decay, is_test):
+    """YOLO conv (no bias) + batch norm + leaky relu(0.1): `<name>.conv.weights`, `<name>.bn.*`."""
+    conv = paddle.static.nn.conv2d(
+        input, num_filters, filter_size, stride=stride, padding=padding,
+        param_attr=paddle.ParamAttr(name=name + ".conv.weights"), bias_attr=False)
+    bn = name + ".bn"
+    names = (bn + ".scale", bn + ".offset", bn + ".mean", bn + ".var")
+    out = _batch_norm(conv, None, names, norm_decay, is_test)
+    return paddle.nn.functional.leaky_relu(out, negative_slope=0.1)
+
+
+def conv_with_bias(input, num_filters, name):
+    """Plain 1x1 conv with bias, no norm: `<name>.conv.weights`, `<name>.conv.bias`."""
+    return paddle.static.nn.conv2d(
+        input, num_filters, 1,
+        param_attr=paddle.ParamAttr(name=name + ".conv.weights"),
+        bias_attr=paddle.ParamAttr(name=name + ".conv.bias",
+                                   regularizer=paddle.regularizer.L2Decay(0.)))
+
+
+def upsample_nearest_2x(input):
+    """2x nearest-neighbour upsampling."""
+    return paddle.nn.functional.interpolate(input, scale_factor=2, mode="nearest")
+
+
+def multiclass_nms(bboxes, scores, nms):
+    """Append Paddle's multiclass_nms3 op; returns (detections, detections per image).
+
+    bboxes [N, M, 4] (x1, y1, x2, y2), scores [N, C, M]; `nms` a MultiClassNMS.
+    """
+    helper = LayerHelper("multiclass_nms3")
+    detections = helper.create_variable_for_type_inference(dtype=bboxes.dtype)
+    index = helper.create_variable_for_type_inference(dtype="int32")
+    detections_per_image = helper.create_variable_for_type_inference(dtype="int32")
+    helper.append_op(
+        type="multiclass_nms3",
+        inputs={"BBoxes": bboxes, "Scores": scores},
+        attrs={"background_label": int(nms.background_label),
+               "score_threshold": float(nms.score_threshold),
+               "nms_top_k": int(nms.nms_top_k),
+               "nms_threshold": float(nms.nms_threshold),
+               "keep_top_k": int(nms.keep_top_k),
+               "normalized": bool(nms.normalized),
+               "nms_eta": 1.0},
+        outputs={"Out": detections, "Index": index, "NmsRoisNum": detections_per_image})
+    for var in (detections, index, detections_per_image):
+        var.stop_gradient = True
+    return detections, detections_per_image

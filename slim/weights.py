@@ -1,0 +1,354 @@
+"""Save and load parameters between a Paddle scope and disk, in Paddle's own tensor format.
+
+Two layouts, both what Paddle (and the 2019 published weights) use:
+
+- a **directory** with one file per parameter, each file named exactly as the
+  parameter (written by Paddle's `save` op, as `paddle.static.save_vars` with
+  `filename=None` does);
+- one **combined** file (`__params__`-style, Paddle's `save_combine` op, as
+  `save_vars(filename=...)` / `save_inference_model` write): the tensors one
+  after another in parameter-name order, with no names stored.
+
+Each tensor record is Paddle's LoDTensor serialization: uint32 version (0),
+uint64 LoD level count and the levels, uint32 tensor version (0), int32 size of
+a `TensorDesc` protobuf (data type, dims), the protobuf, then the raw data.
+Writing goes through Paddle's own ops; reading parses the records here, so the
+file shapes can be checked against the program before anything is loaded, and
+a partial load of a combined file is possible. No pickle anywhere.
+
+Loading compares what is on disk with what the program expects: missing,
+unexpected and shape- or dtype-mismatched parameters are reported by name in a
+`WeightsError`, and nothing is loaded, unless `partial=True` (then the matching
+ones are loaded and a warning gives the counts — e.g. ImageNet backbone weights
+into the detector).
+"""
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import struct
+import tempfile
+
+import numpy as np
+
+from slim.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# Files that sit next to per-parameter files in Paddle model dirs and are not parameters.
+NON_PARAM_FILES = ("__model__", "__model__.infer", "__params__")
+
+# Paddle VarType data type codes -> numpy dtypes (BF16 has no numpy dtype).
+_NUMPY_DTYPES = {0: np.bool_, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float16,
+                 5: np.float32, 6: np.float64, 20: np.uint8, 21: np.int8}
+
+_LISTED_NAMES = 8  # names shown per category in one-line error messages
+
+
+class WeightsError(UserError):
+    """A weights file or directory does not match the program (missing, unexpected,
+    mismatched parameters) or is not Paddle's tensor format."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRecord:
+    """Where one serialized tensor sits in a file."""
+    path: str
+    shape: tuple
+    dtype: np.dtype
+    data_offset: int
+    data_size: int
+
+    def read(self):
+        """The tensor as a numpy array (bit-exact)."""
+        with open(self.path, "rb") as file:
+            file.seek(self.data_offset)
+            data = file.read(self.data_size)
+        if len(data) != self.data_size:
+            raise WeightsError(f"weights file '{self.path}' is truncated")
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.shape).copy()
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a load found and did: names loaded, missing from disk, unexpected on disk,
+    and mismatched ({name: (shape/dtype on disk, in the program)})."""
+    loaded: list
+    missing: list
+    unexpected: list
+    mismatched: dict
+
+    @property
+    def complete(self):
+        """True when disk and program agree exactly."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+
+def parameter_names(program):
+    """Names of all Parameters of `program` (incl. batch norm moving statistics), sorted."""
+    return sorted(param.name for param in program.global_block().all_parameters())
+
+
+def weights_format(path):
+    """'dir' for a directory of per-parameter files, 'combined' for a single file."""
+    if os.path.isdir(path):
+        return "dir"
+    if os.path.isfile(path):
+        return "combined"
+    raise WeightsError(f"weights path '{path}' does not exist (expected a directory of "
+                       "per-parameter files or a combined params file)")
+
+
+def save_weights(scope, program, path, combined=False, var_names=None):
+    """Save `program`'s parameters (or the persistable vars `var_names`) from `scope` to `path`.
+
+    combined=False writes the directory `path` with one file per variable;
+    combined=True writes the single file `path`. The write goes to a temporary
+    sibling first and replaces `path` only when complete.
+    """
+    import paddle
+    names = sorted(var_names) if var_names is not None else parameter_names(program)
+    block = program.global_block()
+    missing_in_scope = [name for name in names if not _initialized(scope, name)]
+    if missing_in_scope:
+        raise ValueError(f"cannot save: not initialized in the scope: {_listed(missing_in_scope)} "
+                         "(run the startup program or load weights first)")
+    variables = [block._find_var_recursive(name) for name in names]
+    unknown = [name for name, var in zip(names, variables) if var is None]
+    if unknown:
+        raise ValueError(f"cannot save: not variables of the program: {_listed(unknown)}")
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".", dir=parent)
+    try:
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        with paddle.static.scope_guard(scope):
+            paddle.static.save_vars(executor, staging, main_program=program, vars=variables,
+                                    filename="__params__" if combined else None)
+        _replace(os.path.join(staging, "__params__") if combined else staging, target)
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging)
+
+
+def load_weights(scope, program, path, partial=False, var_names=None, place=None):
+    """Load weights from `path` (a directory or a combined file) into `scope`.
+
+    Expects exactly `program`'s parameters (or `var_names`). Any missing, unexpected or
+    shape/dtype-mismatched name raises WeightsError listing them and loads nothing,
+    unless `partial` (then the matching ones load and a warning gives the counts).
+    `place` is where the tensors go (default CPU). Returns a LoadReport.
+    """
+    import paddle
+    expected_names = sorted(var_names) if var_names is not None else parameter_names(program)
+    block = program.global_block()
+    expected = {}
+    for name in expected_names:
+        var = block._find_var_recursive(name)
+        if var is None:
+            raise ValueError(f"'{name}' is not a variable of the program")
+        expected[name] = (tuple(var.shape), _numpy_dtype(var.dtype))
+
+    on_disk, unaligned = _records(path, expected_names)
+    report = _compare(expected, on_disk)
+    if unaligned is not None:
+        # a combined file stores no names: a different tensor count cannot be matched up
+        raise WeightsError(
+            f"weights file '{path}' holds {unaligned} tensors but the program expects "
+            f"{len(expected_names)} parameters; a combined file stores no names, so they "
+            "cannot be matched (save a directory of per-parameter files to load partially)")
+    if not report.complete and not partial:
+        raise WeightsError(f"weights '{path}' do not match the program: {_describe(report)}; "
+                           f"{len(report.loaded)} match (load with partial=True to load only those)")
+    place = place if place is not None else paddle.CPUPlace()
+    for name in report.loaded:
+        scope.var(name).get_tensor().set(on_disk[name].read(), place)
+    if not report.complete:
+        logger.warning("partially loaded weights '%s': %d of %d parameters loaded; %s",
+                       path, len(report.loaded), len(expected), _describe(report))
+    return report
+
+
+def read_weights(path, names=None):
+    """{name: ndarray} of a weights directory, or of a combined file given its `names`
+    (the parameter names in the order saved, i.e. sorted)."""
+    if weights_format(path) == "combined" and names is None:
+        raise ValueError("a combined params file stores no names: pass the parameter names")
+    records, unaligned = _records(path, sorted(names) if names is not None else None)
+    if unaligned is not None:
+        raise WeightsError(f"weights file '{path}' holds {unaligned} tensors, "
+                           f"expected {len(names)}")
+    return {name: record.read() for name, record in records.items()}
+
+
+def _records(path, expected_names):
+    """({name: TensorRecord}, None) or, for a combined file whose tensor count differs
+    from `expected_names`, ({}, tensor count)."""
+    if weights_format(path) == "dir":
+        records = {}
+        for entry in sorted(os.listdir(path)):
+            file_path = os.path.join(path, entry)
+            if entry.startswith(".") or entry in NON_PARAM_FILES or not os.path.isfile(file_path):
+                continue
+            with open(file_path, "rb") as file:
+                record = _read_record(file, file_path)
+                if record is None or file.seek(0, os.SEEK_END) != record.data_offset + record.data_size:
+                    raise WeightsError(f"weights file '{file_path}' is not a single Paddle tensor")
+            records[entry] = record
+        return records, None
+    records = []
+    with open(path, "rb") as file:
+        while True:
+            record = _read_record(file, path)
+            if record is None:
+                break
+            records.append(record)
+            file.seek(record.data_offset + record.data_size)
+    if expected_names is None or len(records) != len(expected_names):
+        return {}, len(records)
+    return dict(zip(expected_names, records)), None
+
+
+def _read_record(file, path):
+    """The next TensorRecord of `file`, or None at end of file."""
+    start = file.tell()
+    header = file.read(4)
+    if not header:
+        return None
+    try:
+        (version,) = struct.unpack("<I", header)
+        if version != 0:
+            raise ValueError(f"LoDTensor version {version}")
+        (lod_levels,) = struct.unpack("<Q", _read_exactly(file, 8))
+        for _ in range(lod_levels):
+            (level_size,) = struct.unpack("<Q", _read_exactly(file, 8))
+            file.seek(level_size, os.SEEK_CUR)
+        (tensor_version,) = struct.unpack("<I", _read_exactly(file, 4))
+        if tensor_version != 0:
+            raise ValueError(f"tensor version {tensor_version}")
+        (desc_size,) = struct.unpack("<i", _read_exactly(file, 4))
+        if not 0 < desc_size < 4096:
+            raise ValueError(f"tensor description size {desc_size}")
+        data_type, dims = _parse_tensor_desc(_read_exactly(file, desc_size))
+        if data_type not in _NUMPY_DTYPES:
+            raise ValueError(f"unsupported data type code {data_type}")
+        dtype = np.dtype(_NUMPY_DTYPES[data_type])
+        data_offset = file.tell()
+        data_size = math.prod(dims) * dtype.itemsize
+    except (ValueError, struct.error) as error:
+        raise WeightsError(f"weights file '{path}' is not Paddle's tensor format at byte "
+                           f"{start} ({error})") from None
+    return TensorRecord(path, tuple(dims), dtype, data_offset, data_size)
+
+
+def _read_exactly(file, size):
+    data = file.read(size)
+    if len(data) != size:
+        raise ValueError("unexpected end of file")
+    return data
+
+
+def _parse_tensor_desc(data):
+    """(data_type, dims) from a serialized `VarType.TensorDesc` protobuf
+    (field 1: data_type varint; field 2: repeated int64 dims, packed or not)."""
+    data_type, dims, position = None, [], 0
+    while position < len(data):
+        key, position = _varint(data, position)
+        field, wire_type = key >> 3, key & 7
+        if field == 1 and wire_type == 0:
+            data_type, position = _varint(data, position)
+        elif field == 2 and wire_type == 0:
+            dim, position = _varint(data, position)
+            dims.append(_signed64(dim))
+        elif field == 2 and wire_type == 2:
+            length, position = _varint(data, position)
+            end = position + length
+            while position < end:
+                dim, position = _varint(data, position)
+                dims.append(_signed64(dim))
+        else:
+            raise ValueError(f"unexpected field {field} in tensor description")
+    if data_type is None or any(dim < 0 for dim in dims):
+        raise ValueError("bad tensor description")
+    return data_type, dims
+
+
+def _varint(data, position):
+    value, shift = 0, 0
+    while True:
+        if position >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+
+
+def _signed64(value):
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _numpy_dtype(var_dtype):
+    """numpy dtype of a static Variable's dtype (a VarType on 2.6, a DataType on 3.x)."""
+    from paddle.base.data_feeder import convert_dtype
+    return np.dtype(convert_dtype(var_dtype))
+
+
+def _compare(expected, on_disk):
+    loaded, mismatched = [], {}
+    for name, (shape, dtype) in expected.items():
+        record = on_disk.get(name)
+        if record is None:
+            continue
+        if record.shape != shape or record.dtype != dtype:
+            mismatched[name] = (_shape_text(record.shape, record.dtype), _shape_text(shape, dtype))
+        else:
+            loaded.append(name)
+    missing = [name for name in expected if name not in on_disk]
+    unexpected = sorted(name for name in on_disk if name not in expected)
+    return LoadReport(loaded, missing, unexpected, mismatched)
+
+
+def _shape_text(shape, dtype):
+    return f"{list(shape)} {np.dtype(dtype).name}"
+
+
+def _listed(names):
+    names = list(names)
+    shown = ", ".join(names[:_LISTED_NAMES])
+    return shown + (f" ... and {len(names) - _LISTED_NAMES} more" if len(names) > _LISTED_NAMES else "")
+
+
+def _describe(report):
+    parts = []
+    if report.missing:
+        parts.append(f"{len(report.missing)} missing ({_listed(report.missing)})")
+    if report.unexpected:
+        parts.append(f"{len(report.unexpected)} unexpected ({_listed(report.unexpected)})")
+    if report.mismatched:
+        items = [f"{name}: file {disk} vs program {program}"
+                 for name, (disk, program) in report.mismatched.items()]
+        parts.append(f"{len(items)} mismatched ({_listed(items)})")
+    return "; ".join(parts)
+
+
+def _initialized(scope, name):
+    var = scope.find_var(name)
+    return var is not None and var.get_tensor()._is_initialized()
+
+
+def _replace(source, target):
+    """Move `source` to `target`, replacing a previous file or directory only at the end."""
+    if os.path.isdir(target) and not os.path.islink(target):
+        backup = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".old.",
+                                  dir=os.path.dirname(target))
+        os.rmdir(backup)
+        os.rename(target, backup)
+        os.rename(source, target)
+        shutil.rmtree(backup)
+    else:
+        os.replace(source, target)

@@ -1,0 +1,201 @@
+"""Weights I/O: Paddle's per-parameter files and combined file, bit-exact, mismatches by name."""
+import logging
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
+from slim.weights import (LoadReport, WeightsError, load_weights, parameter_names, read_weights,
+                          save_weights, weights_format)
+
+
+def _model(num_classes=3):
+    return YOLOv3(MobileNet(conv_group_scale=0.25), YOLOv3Head(num_classes=num_classes))
+
+
+@pytest.fixture(scope="module")
+def trained_scope():
+    """A scope with random (non-default) values in every parameter, incl. bn statistics."""
+    train = build_train_program(_model(), image_shape=[3, 64, 64])
+    scope = paddle.static.Scope()
+    rng = np.random.RandomState(3)
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(paddle.CPUPlace()).run(train.startup)
+    for name in parameter_names(train.program):
+        tensor = scope.find_var(name).get_tensor()
+        shape = np.array(tensor).shape
+        tensor.set(rng.standard_normal(shape).astype("float32"), paddle.CPUPlace())
+    return train.program, scope
+
+
+def _values(scope, names):
+    return {name: np.array(scope.find_var(name).get_tensor()) for name in names}
+
+
+def _assert_bit_exact(first, second):
+    assert set(first) == set(second)
+    for name in first:
+        assert first[name].dtype == second[name].dtype and first[name].shape == second[name].shape
+        assert first[name].tobytes() == second[name].tobytes(), name
+
+
+@pytest.mark.parametrize("combined", [False, True])
+def test_save_load_is_bit_exact(tmp_path, trained_scope, combined):
+    program, scope = trained_scope
+    path = str(tmp_path / ("__params__" if combined else "weights"))
+    save_weights(scope, program, path, combined=combined)
+    assert weights_format(path) == ("combined" if combined else "dir")
+    names = parameter_names(program)
+    if not combined:
+        assert sorted(os.listdir(path)) == names  # one file per parameter, named as it
+        assert "yolo_block.0.0.0.bn.var" in names
+    # load into a fresh scope through the *eval* program: same names, same scope layout
+    evaluation = build_eval_program(_model(), image_shape=[3, 64, 64])
+    fresh = paddle.static.Scope()
+    report = load_weights(fresh, evaluation.program, path)
+    assert report.complete and sorted(report.loaded) == names
+    _assert_bit_exact(_values(scope, names), _values(fresh, names))
+    _assert_bit_exact(_values(scope, names), read_weights(path, names if combined else None))
+
+
+def test_paddle_reads_what_we_write_and_we_read_what_paddle_writes(tmp_path, trained_scope):
+    program, scope = trained_scope
+    names = parameter_names(program)
+    params = program.global_block().all_parameters()
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    # ours -> paddle.static.load_vars, both layouts
+    save_weights(scope, program, str(tmp_path / "ours"))
+    save_weights(scope, program, str(tmp_path / "ours_combined" / "__params__"), combined=True)
+    for dirname, filename in ((tmp_path / "ours", None), (tmp_path / "ours_combined", "__params__")):
+        loaded = paddle.static.Scope()
+        with paddle.static.scope_guard(loaded):
+            paddle.static.load_vars(exe, str(dirname), main_program=program, vars=params,
+                                    filename=filename)
+        _assert_bit_exact(_values(scope, names), _values(loaded, names))
+    # paddle.static.save_vars -> ours
+    with paddle.static.scope_guard(scope):
+        paddle.static.save_vars(exe, str(tmp_path / "paddle"), main_program=program, vars=params)
+        paddle.static.save_vars(exe, str(tmp_path / "paddle"), main_program=program, vars=params,
+                                filename="__params__")
+    for path in (tmp_path / "paddle", tmp_path / "paddle" / "__params__"):
+        loaded = paddle.static.Scope()
+        load_weights(loaded, program, str(path))
+        _assert_bit_exact(_values(scope, names), _values(loaded, names))
+
+
+def _saved_dir(tmp_path, trained_scope):
+    program, scope = trained_scope
+    path = str(tmp_path / "weights")
+    save_weights(scope, program, path)
+    return program, scope, path
+
+
+def test_missing_params_are_named_and_nothing_is_loaded(tmp_path, trained_scope):
+    program, scope, path = _saved_dir(tmp_path, trained_scope)
+    os.remove(os.path.join(path, "conv1_weights"))
+    os.remove(os.path.join(path, "yolo_block.2.tip.bn.mean"))
+    fresh = paddle.static.Scope()
+    with pytest.raises(WeightsError, match=r"2 missing \(conv1_weights, yolo_block.2.tip.bn.mean\)"
+                                           r".*load with partial=True"):
+        load_weights(fresh, program, path)
+    assert fresh.find_var("conv2_1_sep_weights") is None
+
+
+def test_unexpected_params_are_named(tmp_path, trained_scope):
+    program, scope, path = _saved_dir(tmp_path, trained_scope)
+    os.rename(os.path.join(path, "conv1_weights"), os.path.join(path, "fc7_weights"))
+    with pytest.raises(WeightsError, match=r"1 missing \(conv1_weights\); "
+                                           r"1 unexpected \(fc7_weights\)"):
+        load_weights(paddle.static.Scope(), program, path)
+
+
+def test_shape_mismatch_is_named(tmp_path, trained_scope):
+    program, scope, path = _saved_dir(tmp_path, trained_scope)
+    # 20 VOC classes on disk, 3 classes in the program: the yolo_output convs differ
+    voc = build_eval_program(_model(num_classes=20), image_shape=[3, 64, 64])
+    with pytest.raises(WeightsError, match=r"6 mismatched \(yolo_output.0.conv.bias: "
+                                           r"file \[24\] float32 vs program \[75\] float32"):
+        load_weights(paddle.static.Scope(), voc.program, path)
+
+
+def test_partial_load_loads_the_matching_ones_and_warns(tmp_path, trained_scope, caplog):
+    program, scope, path = _saved_dir(tmp_path, trained_scope)
+    voc = build_eval_program(_model(num_classes=20), image_shape=[3, 64, 64])
+    fresh = paddle.static.Scope()
+    with caplog.at_level(logging.WARNING, logger="slim.weights"):
+        report = load_weights(fresh, voc.program, path, partial=True)
+    mismatched = {f"yolo_output.{i}.conv.{s}" for i in range(3) for s in ("weights", "bias")}
+    assert set(report.mismatched) == mismatched
+    assert not report.missing and not report.unexpected
+    assert set(report.loaded) == set(parameter_names(program)) - mismatched
+    assert fresh.find_var("yolo_output.0.conv.bias") is None
+    _assert_bit_exact(_values(scope, report.loaded), _values(fresh, report.loaded))
+    total = len(parameter_names(program))
+    assert f"{total - 6} of {total} parameters loaded" in caplog.text
+    assert "6 mismatched" in caplog.text
+
+
+def test_backbone_weights_load_partially_into_the_detector(tmp_path, trained_scope):
+    # like ImageNet MobileNetV1 weights: backbone names only, plus a classifier
+    program, scope = trained_scope
+    backbone = [name for name in parameter_names(program) if name.startswith("conv")]
+    path = str(tmp_path / "imagenet")
+    save_weights(scope, program, path, var_names=backbone)
+    save_weights(scope, program, str(tmp_path / "fc"), var_names=["conv1_weights"])
+    os.rename(str(tmp_path / "fc" / "conv1_weights"), os.path.join(path, "fc7_weights"))
+    fresh = paddle.static.Scope()
+    with pytest.raises(WeightsError, match="unexpected \\(fc7_weights\\)"):
+        load_weights(fresh, program, path)
+    report = load_weights(fresh, program, path, partial=True)
+    assert sorted(report.loaded) == backbone
+    assert report.unexpected == ["fc7_weights"]
+    assert report.missing and all(name.startswith("yolo_") for name in report.missing)
+    _assert_bit_exact(_values(scope, backbone), _values(fresh, backbone))
+
+
+def test_combined_file_with_another_tensor_count_cannot_be_matched(tmp_path, trained_scope):
+    program, scope = trained_scope
+    path = str(tmp_path / "__params__")
+    save_weights(scope, program, path, combined=True, var_names=parameter_names(program)[:-1])
+    with pytest.raises(WeightsError, match=r"holds 240 tensors but the program expects 241 "
+                                           r"parameters; a combined file stores no names"):
+        load_weights(paddle.static.Scope(), program, path, partial=True)
+
+
+def test_combined_file_shape_mismatch_is_named(tmp_path, trained_scope):
+    program, scope = trained_scope
+    path = str(tmp_path / "__params__")
+    save_weights(scope, program, path, combined=True)
+    voc = build_eval_program(_model(num_classes=20), image_shape=[3, 64, 64])
+    with pytest.raises(WeightsError, match=r"6 mismatched \(yolo_output.0.conv.bias"):
+        load_weights(paddle.static.Scope(), voc.program, path)
+    report = load_weights(paddle.static.Scope(), voc.program, path, partial=True)
+    assert isinstance(report, LoadReport) and len(report.loaded) == 241 - 6
+
+
+def test_corrupt_and_missing_files_are_user_errors(tmp_path, trained_scope):
+    program, scope, path = _saved_dir(tmp_path, trained_scope)
+    with open(os.path.join(path, "conv1_weights"), "r+b") as file:
+        file.truncate(100)  # header intact, data cut short
+    with pytest.raises(WeightsError, match=r"conv1_weights' is not a single Paddle tensor"):
+        load_weights(paddle.static.Scope(), program, path)
+    (tmp_path / "garbage").write_bytes(b"\x01\x00\x00\x00not a tensor")
+    with pytest.raises(WeightsError, match=r"garbage' is not Paddle's tensor format at byte 0"):
+        load_weights(paddle.static.Scope(), program, str(tmp_path / "garbage"))
+    with pytest.raises(WeightsError, match=r"'.*nowhere' does not exist"):
+        load_weights(paddle.static.Scope(), program, str(tmp_path / "nowhere"))
+
+
+def test_saving_over_existing_weights_replaces_them_whole(tmp_path, trained_scope):
+    program, scope, path = _saved_dir(tmp_path, trained_scope)
+    stale = os.path.join(path, "stale_param")
+    with open(stale, "wb") as file:
+        file.write(b"old")
+    save_weights(scope, program, path)
+    assert sorted(os.listdir(path)) == parameter_names(program)
+    assert sorted(os.listdir(tmp_path)) == ["weights"]  # no staging leftovers
+    with pytest.raises(ValueError, match="not initialized in the scope"):
+        save_weights(paddle.static.Scope(), program, path)
+    assert sorted(os.listdir(path)) == parameter_names(program)  # untouched after a failure
