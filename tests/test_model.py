@@ -116,6 +116,22 @@ def test_width_scale_rounds_channels_like_paddledetection():
     assert shapes["yolo_block.1.0.0.conv.weights"] == [256, 256 + int(512 * 0.3), 1, 1]
 
 
+def test_head_width_scale_scales_block_and_transition_channels_keeping_names():
+    model = YOLOv3(MobileNet(conv_group_scale=0.25), YOLOv3Head(num_classes=3, width_scale=0.25))
+    shapes = _conv_weights(build_eval_program(model, image_shape=[3, 64, 64]).program)
+    backbone_out = int(1024 * 0.25)
+    assert shapes["yolo_block.0.0.0.conv.weights"] == [128, backbone_out, 1, 1]
+    assert shapes["yolo_block.0.0.1.conv.weights"] == [256, 128, 3, 3]
+    assert shapes["yolo_block.0.tip.conv.weights"] == [256, 128, 3, 3]
+    assert shapes["yolo_transition.0.conv.weights"] == [64, 128, 1, 1]
+    assert shapes["yolo_block.1.0.0.conv.weights"] == [64, 64 + int(512 * 0.25), 1, 1]
+    assert shapes["yolo_transition.1.conv.weights"] == [32, 64, 1, 1]
+    assert shapes["yolo_block.2.2.conv.weights"] == [32, 64, 1, 1]
+    assert shapes["yolo_output.2.conv.weights"] == [3 * (5 + 3), 64, 1, 1]
+    with pytest.raises(ConfigError, match="width_scale"):
+        YOLOv3Head(width_scale=0)
+
+
 def test_train_and_eval_programs_share_parameters(voc_programs):
     train, evaluation = voc_programs
     train_params = {p.name: list(p.shape) for p in train.program.global_block().all_parameters()}

@@ -69,13 +69,16 @@ class YOLOv3Head:
             are not penalized as background.
         label_smooth: smooth the class targets in the loss.
         nms: MultiClassNMS options for the eval/infer program.
+        width_scale: multiplier of every detection-block and transition conv's channels
+            (1.0 is the published model; small values make CPU demos fast). Names are unchanged.
     """
     __shared__ = ["num_classes"]
 
     def __init__(self, anchor_masks: typing.List[typing.List[int]] = DEFAULT_ANCHOR_MASKS,
                  anchors: typing.List[typing.List[int]] = DEFAULT_ANCHORS, norm_decay: float = 0.,
                  num_classes: int = 80, ignore_thresh: float = 0.7,
-                 label_smooth: bool = False, nms: MultiClassNMS = MultiClassNMS()):
+                 label_smooth: bool = False, nms: MultiClassNMS = MultiClassNMS(),
+                 width_scale: float = 1.0):
         self.anchors = [[int(v) for v in anchor] for anchor in anchors]
         if any(len(anchor) != 2 for anchor in self.anchors):
             raise ConfigError(f"YOLOv3Head.anchors: every anchor must be [width, height], got {anchors}")
@@ -95,6 +98,9 @@ class YOLOv3Head:
         self.ignore_thresh = float(ignore_thresh)
         self.label_smooth = bool(label_smooth)
         self.nms = _nms_from(nms)
+        if not float(width_scale) > 0:
+            raise ConfigError(f"YOLOv3Head.width_scale: must be > 0, got {width_scale}")
+        self.width_scale = float(width_scale)
 
     def __repr__(self):
         return (f"YOLOv3Head(num_classes={self.num_classes}, anchor_masks={self.anchor_masks}, "
@@ -103,6 +109,10 @@ class YOLOv3Head:
     def mask_anchors(self, output_index):
         """Flat [w0, h0, w1, h1, ...] of the anchors predicted by output `output_index`."""
         return [v for i in self.anchor_masks[output_index] for v in self.anchors[i]]
+
+    def scaled_channels(self, channels):
+        """`channels` times width_scale, rounded down as the backbone does, at least 1."""
+        return max(1, int(channels * self.width_scale))
 
     def output_channels(self, output_index):
         """Channels of yolo_output.i: anchors x (4 box + 1 objectness + classes)."""
@@ -118,10 +128,11 @@ class YOLOv3Head:
             if i > 0:
                 import paddle
                 block = paddle.concat([route, block], axis=1)
-            route, tip = self._detection_block(block, 512 // (2 ** i), f"yolo_block.{i}", is_test)
+            route, tip = self._detection_block(block, self.scaled_channels(512 // (2 ** i)),
+                                               f"yolo_block.{i}", is_test)
             outputs.append(layers.conv_with_bias(tip, self.output_channels(i), f"yolo_output.{i}"))
             if i < len(blocks) - 1:
-                route = layers.conv_bn_leaky(route, 256 // (2 ** i), 1, 1, 0,
+                route = layers.conv_bn_leaky(route, self.scaled_channels(256 // (2 ** i)), 1, 1, 0,
                                              f"yolo_transition.{i}", self.norm_decay, is_test)
                 route = layers.upsample_nearest_2x(route)
         return outputs
