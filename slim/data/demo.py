@@ -1,0 +1,308 @@
+"""The embedded demo dataset: synthetic VOC-format scenes, generated deterministically in seconds.
+
+    python -m slim.data.demo --out dataset/demo [--train 400 --test 100 --seed 0] [--force]
+
+Writes `JPEGImages/*.jpg`, `Annotations/*.xml`, `train.txt`, `test.txt` (lines
+`JPEGImages/x.jpg Annotations/x.xml`) and `label_list.txt` (5 classes). Each
+scene (192-256 px a side) holds 1-6 objects - circle, square, triangle, star,
+cross - of random size (16 px and up), aspect, rotation, colour and texture
+(solid, stripes, checks, gradient, speckle; colour says nothing about the
+class), placed over a textured background with clutter (lines, arcs, blobs,
+dots), overlapping each other, sometimes cut by the image border or by
+clutter drawn on top. Boxes are the tight box of each object's visible pixels
+in continuous pixel coordinates (x2 = last column + 1). Objects that are
+small or mostly hidden are marked difficult.
+
+A sample is a pure function of (seed, split, index), so the test split does
+not change with --train. The output is written to a temporary directory and
+moved in place; an existing directory is only replaced if it is a demo dataset.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import xml.etree.ElementTree as ElementTree
+
+import cv2
+import numpy as np
+
+from slim.errors import DataError, exit_on_user_error
+
+CLASSES = ("circle", "square", "triangle", "star", "cross")
+GENERATOR_VERSION = 1
+MARKER_FILE = ".slim_demo.json"
+SPLIT_IDS = {"train": 1, "test": 2}
+MIN_OBJECT_SIDE = 16
+MIN_VISIBLE_FRACTION = 0.45
+DIFFICULT_VISIBLE_FRACTION = 0.65
+DIFFICULT_MAX_SIDE = 22
+
+
+def _unit_polygon(class_name, rng):
+    """Outline of a shape as (K, 2) points around the origin (radius ~1), before rotation."""
+    if class_name == "square":
+        return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
+    if class_name == "triangle":
+        angles = np.deg2rad([90, 210, 330]) + rng.uniform(-0.15, 0.15, 3)
+        return np.stack([np.cos(angles), -np.sin(angles)], axis=1)
+    if class_name == "star":
+        points = int(rng.choice([5, 5, 6]))
+        inner = rng.uniform(0.38, 0.5)
+        angles = np.pi / 2 + np.arange(2 * points) * np.pi / points
+        radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+        return np.stack([radii * np.cos(angles), -radii * np.sin(angles)], axis=1)
+    if class_name == "cross":
+        arm = rng.uniform(0.28, 0.42)
+        return np.array([[-arm, -1], [arm, -1], [arm, -arm], [1, -arm], [1, arm], [arm, arm],
+                         [arm, 1], [-arm, 1], [-arm, arm], [-1, arm], [-1, -arm], [-arm, -arm]],
+                        np.float64)
+    raise ValueError(class_name)
+
+
+def shape_mask(class_name, width, height, rng):
+    """A uint8 {0, 1} mask of size (height, width) whose shape touches all four sides."""
+    mask = np.zeros((height, width), np.uint8)
+    if class_name == "circle":
+        cv2.ellipse(mask, (((width - 1) / 2.0, (height - 1) / 2.0), (float(width), float(height)), 0.0), 1, -1)
+        return mask
+    polygon = _unit_polygon(class_name, rng)
+    max_rotation = {"square": 40, "cross": 40, "triangle": 180, "star": 180}[class_name]
+    angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation))
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    polygon = polygon @ rotation.T
+    low, high = polygon.min(axis=0), polygon.max(axis=0)
+    scaled = (polygon - low) / (high - low) * np.array([width - 1, height - 1])
+    cv2.fillPoly(mask, [np.round(scaled * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return mask
+
+
+def _random_color(rng, min_value=60):
+    hsv = np.array([[[rng.integers(0, 180), rng.integers(60, 256), rng.integers(min_value, 256)]]],
+                   np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def texture(width, height, rng):
+    """An (height, width, 3) float32 RGB fill: solid, stripes, checks, gradient or speckle."""
+    first, second = _random_color(rng), _random_color(rng)
+    kind = rng.choice(["solid", "solid", "stripes", "checks", "gradient", "speckle"])
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    if kind == "solid":
+        weight = np.zeros((height, width), np.float32)
+    elif kind == "stripes":
+        angle = rng.uniform(0, np.pi)
+        period = rng.uniform(4, 12)
+        weight = (((xs * np.cos(angle) + ys * np.sin(angle)) / period) % 1.0 < 0.5).astype(np.float32)
+    elif kind == "checks":
+        period = rng.uniform(4, 10)
+        weight = (((xs // period) + (ys // period)) % 2).astype(np.float32)
+    elif kind == "gradient":
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = xs * np.cos(angle) + ys * np.sin(angle)
+        weight = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
+    else:
+        weight = (rng.uniform(size=(height, width)) < 0.25).astype(np.float32) * 0.6
+    fill = first[None, None] * (1 - weight[..., None]) + second[None, None] * weight[..., None]
+    return fill + rng.normal(0, 6, (height, width, 1)).astype(np.float32)
+
+
+def background(width, height, rng):
+    """A cluttered float32 RGB background: smooth colour field, noise, lines, arcs, blobs, dots."""
+    coarse = rng.uniform(0, 255, (int(rng.integers(2, 6)), int(rng.integers(2, 6)), 3)).astype(np.float32)
+    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    image = image * rng.uniform(0.4, 0.9) + rng.uniform(0, 80)
+    image += rng.normal(0, rng.uniform(3, 12), image.shape).astype(np.float32)
+    _draw_clutter(image, rng, count=int(rng.integers(6, 18)))
+    return image
+
+
+def _draw_clutter(image, rng, count, thin_only=False):
+    height, width = image.shape[:2]
+    for _ in range(count):
+        color = tuple(float(v) for v in _random_color(rng, min_value=30))
+        kind = "line" if thin_only else rng.choice(["line", "line", "arc", "blob", "dots"])
+        if kind == "line":
+            points = rng.integers(0, [width, height], size=(int(rng.integers(2, 4)), 2)).astype(np.int32)
+            cv2.polylines(image, [points], False, color, int(rng.integers(1, 3)), cv2.LINE_AA)
+        elif kind == "arc":
+            center = tuple(int(v) for v in rng.integers(0, [width, height]))
+            axes = tuple(int(v) for v in rng.integers(8, 60, 2))
+            start = float(rng.uniform(0, 360))
+            cv2.ellipse(image, center, axes, float(rng.uniform(0, 180)), start,
+                        start + float(rng.uniform(60, 200)), color, int(rng.integers(1, 3)), cv2.LINE_AA)
+        elif kind == "blob":
+            # Translucent lumpy stains: a smooth, low-frequency radius, so they resemble
+            # none of the classes (no corners, not an ellipse).
+            center = rng.integers(0, [width, height])
+            angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+            radius = rng.uniform(6, 24) * (1 + 0.22 * np.cos(2 * angles + rng.uniform(0, 6.3))
+                                           + 0.18 * np.cos(3 * angles + rng.uniform(0, 6.3)))
+            points = np.stack([center[0] + radius * np.cos(angles), center[1] + radius * np.sin(angles)], 1)
+            stain = image.copy()
+            cv2.fillPoly(stain, [points.astype(np.int32)], color, cv2.LINE_AA)
+            alpha = rng.uniform(0.3, 0.6)
+            image[...] = image * (1 - alpha) + stain * alpha
+        else:
+            for _ in range(int(rng.integers(5, 20))):
+                center = tuple(int(v) for v in rng.integers(0, [width, height]))
+                cv2.circle(image, center, int(rng.integers(1, 3)), color, -1)
+
+
+def _object_size(image_w, image_h, rng):
+    longest = min(image_w, image_h) * np.exp(rng.uniform(np.log(0.12), np.log(0.6)))
+    aspect = np.exp(rng.uniform(np.log(0.7), np.log(1.45)))
+    width = max(MIN_OBJECT_SIDE, int(round(longest * min(1.0, aspect))))
+    height = max(MIN_OBJECT_SIDE, int(round(longest * min(1.0, 1.0 / aspect))))
+    return width, height
+
+
+def _paste(label_map, image, mask, fill, left, top, object_id):
+    """Paint `fill` through `mask` at (left, top), clipped to the image; update the label map."""
+    height, width = label_map.shape
+    mask_h, mask_w = mask.shape
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + mask_w, width), min(top + mask_h, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    sub_mask = mask[y0 - top:y1 - top, x0 - left:x1 - left].astype(bool)
+    image[y0:y1, x0:x1][sub_mask] = fill[y0 - top:y1 - top, x0 - left:x1 - left][sub_mask]
+    label_map[y0:y1, x0:x1][sub_mask] = object_id
+
+
+def make_scene(rng):
+    """One synthetic scene: (uint8 RGB image, [dict(name, box [x1, y1, x2, y2], difficult)])."""
+    width, height = int(rng.integers(192, 257)), int(rng.integers(192, 257))
+    image = background(width, height, rng)
+    label_map = np.zeros((height, width), np.int32)
+    objects = []  # (class_name, full pixel count)
+    for _ in range(int(rng.choice([1, 2, 2, 3, 3, 3, 4, 4, 5, 6]))):
+        class_name = CLASSES[int(rng.integers(len(CLASSES)))]
+        for _attempt in range(12):
+            obj_w, obj_h = _object_size(width, height, rng)
+            mask = shape_mask(class_name, obj_w, obj_h, rng)
+            # Up to ~30% of an object may fall outside the image (truncated objects).
+            left = int(rng.integers(-obj_w // 3, width - 2 * obj_w // 3 + 1))
+            top = int(rng.integers(-obj_h // 3, height - 2 * obj_h // 3 + 1))
+            trial_map, trial_image = label_map.copy(), image.copy()
+            _paste(trial_map, trial_image, mask, texture(obj_w, obj_h, rng), left, top, len(objects) + 1)
+            candidate = objects + [(class_name, int(mask.sum()))]
+            if all((trial_map == i + 1).sum() >= MIN_VISIBLE_FRACTION * full
+                   for i, (_, full) in enumerate(candidate)):
+                label_map, image, objects = trial_map, trial_image, candidate
+                break
+    _draw_clutter(image, rng, count=int(rng.integers(0, 4)), thin_only=True)  # occluders in front
+    if rng.uniform() < 0.5:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.0))
+    annotations = []
+    for index, (class_name, full) in enumerate(objects):
+        ys, xs = np.nonzero(label_map == index + 1)
+        box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        visible_fraction = len(xs) / full
+        difficult = (visible_fraction < DIFFICULT_VISIBLE_FRACTION
+                     or max(box[2] - box[0], box[3] - box[1]) < DIFFICULT_MAX_SIDE)
+        annotations.append({"name": class_name, "box": box, "difficult": int(difficult)})
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), annotations
+
+
+def voc_xml(file_name, width, height, annotations):
+    """A Pascal VOC annotation document as a string."""
+    root = ElementTree.Element("annotation")
+    ElementTree.SubElement(root, "folder").text = "JPEGImages"
+    ElementTree.SubElement(root, "filename").text = file_name
+    size = ElementTree.SubElement(root, "size")
+    for tag, value in (("width", width), ("height", height), ("depth", 3)):
+        ElementTree.SubElement(size, tag).text = str(value)
+    for annotation in annotations:
+        obj = ElementTree.SubElement(root, "object")
+        ElementTree.SubElement(obj, "name").text = annotation["name"]
+        ElementTree.SubElement(obj, "pose").text = "Unspecified"
+        ElementTree.SubElement(obj, "truncated").text = "0"
+        ElementTree.SubElement(obj, "difficult").text = str(annotation["difficult"])
+        box = ElementTree.SubElement(obj, "bndbox")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), annotation["box"]):
+            ElementTree.SubElement(box, tag).text = str(value)
+    ElementTree.indent(root)
+    return ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
+def _write_split(out_dir, split, count, seed):
+    lines = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
+        image, annotations = make_scene(rng)
+        stem = f"{split}_{index:05d}"
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        with open(os.path.join(out_dir, "JPEGImages", stem + ".jpg"), "wb") as image_file:
+            image_file.write(encoded.tobytes())
+        with open(os.path.join(out_dir, "Annotations", stem + ".xml"), "w", encoding="utf-8") as xml_file:
+            xml_file.write(voc_xml(stem + ".jpg", image.shape[1], image.shape[0], annotations))
+        lines.append(f"JPEGImages/{stem}.jpg Annotations/{stem}.xml\n")
+    with open(os.path.join(out_dir, f"{split}.txt"), "w", encoding="utf-8") as list_file:
+        list_file.writelines(lines)
+
+
+def generate_demo_dataset(out_dir, num_train=400, num_test=100, seed=0, force=False):
+    """Write the demo dataset to `out_dir`; returns out_dir.
+
+    Skips the work when `out_dir` already holds a demo dataset made with the same
+    parameters (unless `force`). Refuses to replace a non-empty directory that is
+    not a demo dataset.
+    """
+    if num_train < 1 or num_test < 1:
+        raise DataError(f"--train and --test must be at least 1, got {num_train} and {num_test}")
+    parameters = {"version": GENERATOR_VERSION, "train": num_train, "test": num_test, "seed": seed,
+                  "classes": list(CLASSES)}
+    out_dir = os.path.abspath(out_dir)
+    marker = os.path.join(out_dir, MARKER_FILE)
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not os.path.isfile(marker):
+            raise DataError(f"{out_dir} exists and is not a demo dataset (no {MARKER_FILE}); "
+                            f"choose another --out or remove it")
+        with open(marker, encoding="utf-8") as marker_file:
+            if not force and json.load(marker_file) == parameters:
+                return out_dir
+    temporary = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    os.makedirs(os.path.join(temporary, "JPEGImages"))
+    os.makedirs(os.path.join(temporary, "Annotations"))
+    for split, count in (("train", num_train), ("test", num_test)):
+        _write_split(temporary, split, count, seed)
+    with open(os.path.join(temporary, "label_list.txt"), "w", encoding="utf-8") as label_file:
+        label_file.write("\n".join(CLASSES) + "\n")
+    with open(os.path.join(temporary, MARKER_FILE), "w", encoding="utf-8") as marker_file:
+        json.dump(parameters, marker_file)
+    # Swap in the new directory only once it is complete.
+    previous = f"{out_dir}.old-{os.getpid()}"
+    if os.path.exists(out_dir):
+        os.rename(out_dir, previous)
+    os.rename(temporary, out_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+    return out_dir
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", default="dataset/demo", help="output directory")
+    parser.add_argument("--train", type=int, default=400, help="training images")
+    parser.add_argument("--test", type=int, default=100, help="test images")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
+    return parser.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    out_dir = generate_demo_dataset(args.out, args.train, args.test, args.seed, args.force)
+    print(f"demo dataset: {out_dir} ({args.train} train, {args.test} test images, "
+          f"classes: {', '.join(CLASSES)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
