@@ -1,0 +1,106 @@
+"""Channel importance criteria, registered by name: l1_norm, fpgm, bn_scale.
+
+A criterion scores every channel of a group from the parameters in the scope;
+the lowest-scored channels are pruned. Scores are summed over the group's
+members of the kind the criterion reads: the conv filters that produce the
+channels (l1_norm, fpgm; two summed convs add up), or the batch norm scales
+(bn_scale). With one producing conv, l1_norm is exactly the seed's (and
+PaddleSlim's) L1 norm of each filter.
+"""
+import numpy as np
+
+from slim.errors import did_you_mean
+from slim.prune.errors import PruneError
+from slim.prune.graph import BN_SCALE
+
+CRITERIA = {}  # name -> criterion(group, read_param) -> scores [group.size]; filled at import
+
+
+def register_criterion(name):
+    """Decorator: `criterion(group, read_param)` -> importance per channel (higher = keep)."""
+    def decorate(criterion):
+        CRITERIA[name] = criterion
+        return criterion
+    return decorate
+
+
+def get_criterion(name):
+    """The criterion called `name`; a PruneError naming the known ones otherwise."""
+    if name not in CRITERIA:
+        raise PruneError(f"unknown pruning criterion '{name}'{did_you_mean(name, CRITERIA)}; "
+                         f"known: {', '.join(sorted(CRITERIA))}")
+    return CRITERIA[name]
+
+
+def scope_reader(scope):
+    """read_param(name) -> numpy array of the tensor `name` in `scope`."""
+    def read_param(name):
+        var = scope.find_var(name)
+        if var is None or not var.get_tensor()._is_initialized():
+            raise PruneError(f"parameter '{name}' is not initialized in the scope: run the "
+                             "startup program or load weights before planning")
+        return np.array(var.get_tensor())
+    return read_param
+
+
+def _channel_rows(value, axis):
+    """`value` as [channels of `axis`, everything else] (a view when axis is 0)."""
+    return np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)
+
+
+def _per_filter_scores(group, read_param, score_rows):
+    """Sum over the group's producing conv filters of score_rows(rows of one conv)."""
+    filters = group.filters
+    if not filters:
+        raise PruneError(f"group of {group.key[0]} has no conv filters to score")
+    total = np.zeros(group.size)
+    scored = {}
+    for segment in filters:
+        if (segment.var, segment.axis) not in scored:
+            rows = _channel_rows(read_param(segment.var), segment.axis)
+            scored[(segment.var, segment.axis)] = score_rows(rows)
+        total += scored[(segment.var, segment.axis)][segment.start: segment.start + segment.length]
+    return total
+
+
+def _l1_rows(rows):
+    return np.abs(rows).sum(axis=1, dtype=np.float64)
+
+
+def _geometric_median_rows(rows):
+    rows = rows.astype(np.float64)
+    squared = (rows ** 2).sum(axis=1)
+    distances = squared[:, None] + squared[None, :] - 2.0 * rows @ rows.T
+    return np.sqrt(np.maximum(distances, 0.0)).sum(axis=1)
+
+
+@register_criterion("l1_norm")
+def l1_norm(group, read_param):
+    """Sum of |w| of each channel's filters (summed over the producing convs)."""
+    return _per_filter_scores(group, read_param, _l1_rows)
+
+
+@register_criterion("fpgm")
+def fpgm(group, read_param):
+    """Filter pruning via geometric median: the summed distance of a filter to the
+    other filters of its conv; filters near the median (small sum) are redundant."""
+    return _per_filter_scores(group, read_param, _geometric_median_rows)
+
+
+@register_criterion("bn_scale")
+def bn_scale(group, read_param):
+    """|gamma| of the batch norms on the channels (network slimming)."""
+    scales = group.members_with_role(BN_SCALE)
+    if not scales:
+        raise PruneError(f"criterion bn_scale: the channels of {group.key[0]} have no batch norm")
+    return sum(np.abs(read_param(s.var)[s.start: s.start + s.length]).astype(np.float64)
+               for s in scales)
+
+
+def group_importance(criterion, group, read_param):
+    """Scores [group.size] of `group` under the criterion named `criterion`."""
+    scores = np.asarray(get_criterion(criterion)(group, read_param), dtype=np.float64)
+    if scores.shape != (group.size,):
+        raise AssertionError(f"criterion {criterion} returned shape {scores.shape} for a group "
+                             f"of {group.size}")
+    return scores

@@ -1,0 +1,231 @@
+"""Exactness of pruning on small hand-built programs.
+
+With random weights and random batch norm statistics, the pruned program must
+compute what the unpruned program computes when the removed channels are
+zeroed instead (producing filters, depthwise filters, batch norm scale and
+offset, biases; see slim.prune.masking). Checked for the eval program
+(outputs) and the train program (loss, and every kept parameter, BN
+statistic and momentum velocity after one optimizer step).
+"""
+import warnings
+
+import numpy as np
+import paddle
+import pytest
+
+from slim.prune import analyze_program, apply_plan, plan_pruning
+from slim.prune.apply import plan_removals
+from slim.prune.masking import zero_removed_channels
+
+IMAGE = [-1, 3, 12, 12]
+
+
+def _conv(x, channels, name, kernel=3, groups=1, use_cudnn=True, stride=1, bias=False):
+    return paddle.static.nn.conv2d(
+        x, channels, kernel, stride=stride, padding=kernel // 2, groups=groups,
+        use_cudnn=use_cudnn, param_attr=paddle.ParamAttr(name=name + "_weights"),
+        bias_attr=paddle.ParamAttr(name=name + "_bias") if bias else False)
+
+
+def _bn(x, name, is_test, act=None):
+    return paddle.static.nn.batch_norm(
+        x, act=act, is_test=is_test, param_attr=paddle.ParamAttr(name=name + "_bn_scale"),
+        bias_attr=paddle.ParamAttr(name=name + "_bn_offset"),
+        moving_mean_name=name + "_bn_mean", moving_variance_name=name + "_bn_variance")
+
+
+def _cbr(x, channels, name, is_test, kernel=3, groups=1, use_cudnn=True, leaky=False, stride=1):
+    y = _bn(_conv(x, channels, name, kernel, groups, use_cudnn, stride), name, is_test,
+            act=None if leaky else "relu")
+    return paddle.nn.functional.leaky_relu(y, 0.1) if leaky else y
+
+
+def chain(x, is_test):
+    """Plain conv chain: conv-bn-relu x3, strided, then a biased conv."""
+    y = _cbr(x, 8, "c1", is_test)
+    y = _cbr(y, 12, "c2", is_test, stride=2)
+    y = _cbr(y, 10, "c3", is_test, kernel=1, leaky=True)
+    return _conv(y, 5, "head", kernel=1, bias=True)
+
+
+def depthwise_separable(x, is_test):
+    """conv, then depthwise (conv2d op with groups) + 1x1, then depthwise_conv2d op + 1x1."""
+    y = _cbr(x, 8, "conv1", is_test)
+    y = _cbr(y, 8, "conv2_dw", is_test, groups=8)
+    y = _cbr(y, 12, "conv2_sep", is_test, kernel=1)
+    y = _cbr(y, 12, "conv3_dw", is_test, groups=12, use_cudnn=False, stride=2)
+    y = _cbr(y, 16, "conv3_sep", is_test, kernel=1)
+    return _conv(y, 5, "head", kernel=1, bias=True)
+
+
+def concat_route(x, is_test):
+    """A pruned conv feeds a concat after upsampling (the YOLOv3 route), and another
+    pruned conv feeds it directly; a pooled branch feeds it too."""
+    stem = _cbr(x, 8, "stem", is_test)
+    deep = _cbr(stem, 12, "deep", is_test, stride=2)
+    route = _cbr(deep, 6, "route", is_test, kernel=1, leaky=True)
+    up = paddle.nn.functional.interpolate(route, scale_factor=2, mode="nearest")
+    side = _cbr(stem, 7, "side", is_test, kernel=1, leaky=True)
+    pooled = paddle.nn.functional.avg_pool2d(
+        paddle.nn.functional.interpolate(side, scale_factor=2, mode="bilinear"), 2, 2)
+    merged = paddle.concat([up, side, pooled], axis=1)
+    y = _cbr(merged, 9, "after", is_test, leaky=True)
+    return _conv(y, 5, "head", kernel=1, bias=True)
+
+
+def summed(x, is_test):
+    """Two convs summed (a residual): one channel set; then a grouped conv (groups 2)."""
+    stem = _cbr(x, 8, "stem", is_test)
+    left = _bn(_conv(stem, 10, "left", kernel=1), "left", is_test)
+    right = _bn(_conv(stem, 10, "right"), "right", is_test)
+    y = paddle.nn.functional.relu(left + right)
+    y = _cbr(y, 10, "third", is_test, kernel=1)
+    y = paddle.nn.functional.relu(y + paddle.nn.functional.relu(left + right))
+    y = _cbr(y, 12, "grouped", is_test, groups=2)
+    return _conv(y, 5, "head", kernel=1, bias=True)
+
+
+def detached(x, is_test):
+    """A branch without gradient (stop_gradient) feeds a concat: the backward pass has an
+    empty (@EMPTY@) gradient slot there, which must not shift the other inputs' gradients."""
+    kept = _cbr(x, 8, "kept", is_test)
+    frozen = _cbr(x, 6, "frozen", is_test, kernel=1)
+    frozen.stop_gradient = True
+    y = _cbr(paddle.concat([kept, frozen], axis=1), 9, "after", is_test)
+    return _conv(y, 5, "head", kernel=1, bias=True)
+
+
+def transposed(x, is_test):
+    """A biased conv, channel-wise PReLU, a transposed conv (its filter's axis 1 holds the
+    output channels), batch norm, adaptive average pooling, a spatial mean multiplied back."""
+    y = _conv(x, 8, "c1", bias=True)
+    y = paddle.static.nn.prelu(y, mode="channel", param_attr=paddle.ParamAttr(name="c1_alpha"))
+    y = paddle.static.nn.conv2d_transpose(
+        y, 6, filter_size=2, stride=2, param_attr=paddle.ParamAttr(name="up_weights"),
+        bias_attr=False)
+    y = paddle.nn.functional.adaptive_avg_pool2d(_bn(y, "up", is_test, act="relu"), 6)
+    y = y * paddle.mean(y, axis=[2, 3], keepdim=True)  # channel attention (broadcast multiply)
+    return _conv(y, 5, "head", kernel=1, bias=True)
+
+
+CASES = {"chain": chain, "transposed": transposed, "depthwise_separable": depthwise_separable,
+         "concat": concat_route, "summed": summed, "detached": detached}
+
+
+def build(case, is_test):
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+            image = paddle.static.data("image", IMAGE, "float32")
+            out = CASES[case](image, is_test)
+            loss = paddle.mean(out * out)
+            if not is_test:
+                paddle.optimizer.Momentum(
+                    0.05, 0.9, weight_decay=paddle.regularizer.L2Decay(1e-3)).minimize(loss)
+    return main, startup, out, loss
+
+
+def randomize(program, scope, seed=0):
+    """Random weights and random batch norm statistics (variance > 0)."""
+    rng = np.random.RandomState(seed)
+    for param in program.global_block().all_parameters():
+        shape = param.shape
+        if param.name.endswith("variance"):
+            value = rng.uniform(0.5, 2.0, shape)
+        elif param.name.endswith("scale"):
+            value = rng.uniform(0.5, 1.5, shape) * rng.choice([-1, 1], shape)
+        else:
+            value = rng.randn(*shape) * 0.5
+        scope.find_var(param.name).get_tensor().set(value.astype("float32"), paddle.CPUPlace())
+
+
+def persistables(program, scope):
+    return {var.name: np.array(scope.find_var(var.name).get_tensor())
+            for var in program.list_vars()
+            if var.persistable and scope.find_var(var.name) is not None
+            and scope.find_var(var.name).get_tensor()._is_initialized()}
+
+
+def restore(values, scope):
+    for name, value in values.items():
+        scope.find_var(name).get_tensor().set(value, paddle.CPUPlace())
+
+
+def assert_close(actual, expected):
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * scale)
+
+
+def kept_part(value, removals, name):
+    for (var, axis), removed in removals.items():
+        if var == name:
+            value = np.delete(value, removed, axis=axis)
+    return value
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("selection", ["auto", "listed"])
+def test_pruned_equals_masked(case, selection):
+    train, startup, train_out, loss = build(case, is_test=False)
+    evaluation, _, eval_out, _ = build(case, is_test=True)
+    scope = paddle.static.Scope()
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    image = np.random.RandomState(1).rand(2, *IMAGE[1:]).astype("float32")
+    with paddle.static.scope_guard(scope):
+        exe.run(startup)
+        randomize(train, scope)
+        initial = persistables(train, scope)
+        conv_weights = [c.weight for c in analyze_program(train).convs]
+        pruned_params = "auto" if selection == "auto" else \
+            [w for w in conv_weights if w != "head_weights"][::2]
+        plan = plan_pruning(train, scope, pruned_params, ratio=0.4,
+                            fixed_vars=[train_out.name])
+        assert plan.groups and all(g.channels_after < g.channels_before for g in plan.groups)
+        assert "head_weights" not in plan.matched
+
+        unpruned_out = exe.run(evaluation, feed={"image": image}, fetch_list=[eval_out])[0]
+        zero_removed_channels(plan, analyze_program(evaluation), scope)
+        masked_out = exe.run(evaluation, feed={"image": image}, fetch_list=[eval_out])[0]
+        masked_loss = exe.run(train, feed={"image": image}, fetch_list=[loss])[0]
+        masked_after_step = persistables(train, scope)
+        restore(initial, scope)
+
+        train_graph = analyze_program(train)
+        removals = plan_removals(plan, train_graph)
+        apply_plan(plan, [train, evaluation], scope)
+        pruned_out = exe.run(evaluation, feed={"image": image}, fetch_list=[eval_out])[0]
+        pruned_loss = exe.run(train, feed={"image": image}, fetch_list=[loss])[0]
+        pruned_after_step = persistables(train, scope)
+
+    # masking changed the output, so equality below is not vacuous
+    assert np.abs(unpruned_out - masked_out).max() > 1e-2
+    assert pruned_out.shape == masked_out.shape
+    assert_close(pruned_out, masked_out)
+    assert_close(pruned_loss, masked_loss)
+    velocities = [name for name in pruned_after_step if "velocity" in name]
+    assert velocities
+    shrunk = 0
+    for name, value in pruned_after_step.items():
+        expected = kept_part(masked_after_step[name], removals, name)
+        assert value.shape == expected.shape, name
+        shrunk += value.shape != masked_after_step[name].shape
+        assert_close(value, expected)
+    assert shrunk > 0
+
+
+def test_depthwise_groups_follow_channels():
+    train, startup, out, _ = build("depthwise_separable", is_test=False)
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(paddle.CPUPlace()).run(startup)
+        plan = plan_pruning(train, scope, ["conv1_weights", "conv2_sep_weights"], ratio=0.5)
+        apply_plan(plan, [train], scope)
+    groups = {op.input("Filter")[0]: op.attr("groups") for op in train.global_block().ops
+              if op.type in ("conv2d", "depthwise_conv2d", "conv2d_grad",
+                             "depthwise_conv2d_grad")}
+    assert groups["conv2_dw_weights"] == 4
+    assert groups["conv3_dw_weights"] == 6
+    assert groups["conv2_sep_weights"] == 1
+    assert train.global_block().var("conv2_dw_weights").shape[:2] == (4, 1)
+    assert np.array(scope.find_var("conv3_dw_weights").get_tensor()).shape[:2] == (6, 1)
