@@ -4,7 +4,11 @@ A class becomes a config module with `@register`. Its options are the keyword
 parameters of its `__init__` (name, default, type annotation); option docs come
 from the `Args:` section of the class docstring. An option listed in the
 class attribute `__inject__` names another registered module (e.g.
-`YOLOv3.backbone: MobileNet`) which `create` builds and passes in.
+`YOLOv3.backbone: MobileNet`) which `create` builds and passes in. An option
+listed in `__shared__` (e.g. `num_classes`) takes the top-level config key of
+the same name when the module's own section does not set it. A class may
+define a classmethod `check_config(options)` that checks the validated options
+together (e.g. an order of schedulers) and raises ConfigError naming the key.
 
     @register
     class MobileNet:
@@ -18,9 +22,11 @@ class attribute `__inject__` names another registered module (e.g.
 Registration happens at import time of the defining module; `Registry` is the
 one table, created once, read by the loader, schema checks and `create`.
 """
+import contextlib
 import dataclasses
 import inspect
 import re
+import typing
 
 from slim.errors import ConfigError, did_you_mean
 
@@ -55,9 +61,20 @@ class ModuleSpec:
     options: dict
     inject: tuple = ()
     yaml_tag: bool = True  # usable as `!Name {...}` in YAML
+    shared: tuple = ()
+
+    @property
+    def summary(self):
+        """The first paragraph of the description, on one line."""
+        return " ".join(self.doc.split("\n\n")[0].split()) if self.doc else ""
+
+    @property
+    def category(self):
+        """The python module that defines the class (groups `list` output)."""
+        return self.cls.__module__
 
 
-def _docstring_parts(cls):
+def docstring_parts(cls):
     """(summary, {arg: doc}) from a Google-style class docstring."""
     doc = inspect.getdoc(cls) or ""
     summary_lines, arg_docs, current = [], {}, None
@@ -82,18 +99,34 @@ def _docstring_parts(cls):
 
 def module_spec_of(cls, name=None, yaml_tag=True):
     """Build the ModuleSpec of `cls` from its __init__ signature and docstring."""
-    summary, arg_docs = _docstring_parts(cls)
+    summary, arg_docs = docstring_parts(cls)
     options = {}
     signature = inspect.signature(cls.__init__)
+    type_hints = resolved_type_hints(cls.__init__)
     for param in list(signature.parameters.values())[1:]:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         default = REQUIRED if param.default is param.empty else param.default
         annotation = None if param.annotation is param.empty else param.annotation
+        annotation = type_hints.get(param.name, annotation)
         options[param.name] = OptionSpec(param.name, default, annotation,
                                          arg_docs.get(param.name, ""))
     inject = tuple(getattr(cls, "__inject__", ()))
-    return ModuleSpec(name or cls.__name__, cls, summary, options, inject, yaml_tag)
+    shared = tuple(getattr(cls, "__shared__", ()))
+    for listed in inject + shared:
+        if listed not in options:
+            raise ValueError(f"{cls.__name__}: '{listed}' is listed in __inject__/__shared__ "
+                             f"but is not an __init__ option")
+    return ModuleSpec(name or cls.__name__, cls, summary, options, inject, yaml_tag, shared)
+
+
+def resolved_type_hints(function):
+    """Annotations with string (postponed) annotations evaluated; {} when they cannot be yet
+    (a forward reference to a class defined later: the checker resolves such names lazily)."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 -- any failure just means "keep the raw annotations"
+        return {}
 
 
 class Registry:
@@ -127,10 +160,35 @@ class Registry:
     def __contains__(self, name):
         return name in self._modules
 
+    def spec_of_class(self, cls):
+        """The ModuleSpec registered for exactly `cls`, or None."""
+        for spec in self._modules.values():
+            if spec.cls is cls:
+                return spec
+        return None
+
+    def spec_of_instance(self, obj):
+        """The ModuleSpec of the registered class of `obj` (exact type), or None."""
+        return self.spec_of_class(type(obj))
+
+    @contextlib.contextmanager
+    def temporary(self):
+        """Registrations made inside the `with` block are undone at its end (for tests that
+        register throw-away modules without leaking them into the real table). Import the
+        real module packages before entering: a first import inside would be undone too."""
+        saved = dict(self._modules)
+        try:
+            yield self
+        finally:
+            self._modules.clear()
+            self._modules.update(saved)
+
     def names(self):
+        """Registered module names, sorted."""
         return sorted(self._modules)
 
     def specs(self):
+        """Registered ModuleSpecs, sorted by name."""
         return [self._modules[n] for n in self.names()]
 
 

@@ -1,0 +1,286 @@
+"""The slim (compression) config: pruners, strategies and the compressor (FACTS.md section 3).
+
+    cfg = load_slim_config("configs/yolov3_mobilenet_v1_slim.yaml")
+    cfg.compressor.epoch                                  # 271
+    strategy = cfg.strategies["uniform_pruning_strategy"]
+    strategy.target_ratio, cfg.pruners[strategy.pruner].criterions   # 0.5, {'*': 'l1_norm'}
+
+The file keeps the PaddleSlim 1.x layout so the seed's file loads verbatim:
+each pruner and strategy is a mapping with a `class` key; the strategies the
+compressor runs are listed by name. This module only validates and returns
+the structure; the strategies themselves live with the compressor.
+"""
+import dataclasses
+import typing
+from typing import Dict, List, Literal, Optional, Tuple, Union
+
+from slim.config.registry import REQUIRED, ModuleSpec, OptionSpec, docstring_parts
+from slim.config.validate import InvalidValue, format_path, unknown_key_message, validate_options
+from slim.config.yaml_io import load_yaml_file
+from slim.errors import ConfigError, did_you_mean
+
+# Importance criteria of the pruning engine (issue 4): l1 norm of the filter (the seed's
+# choice), distance to the geometric median (FPGM), and the |scale| of the following BN.
+CRITERIA = ("l1_norm", "fpgm", "bn_scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class StructurePruner:
+    """Filter pruner: removes output channels of conv weights, ranked by a criterion.
+
+    Args:
+        pruning_axis: parameter-name pattern ('*' = all) -> axis to prune; only 0
+            (output channels, i.e. filters) is supported.
+        criterions: parameter-name pattern ('*' = all) -> importance criterion:
+            l1_norm, fpgm or bn_scale.
+    """
+    pruning_axis: Dict[str, int] = dataclasses.field(default_factory=lambda: {"*": 0})
+    criterions: Dict[str, Literal[CRITERIA]] = dataclasses.field(
+        default_factory=lambda: {"*": "l1_norm"})
+
+    @classmethod
+    def check_config(cls, options):
+        for pattern, axis in options["pruning_axis"].items():
+            if axis != 0:
+                raise InvalidValue(("pruning_axis", pattern),
+                                   f"pruning_axis '{pattern}': axis {axis} is not supported; "
+                                   f"only 0 (filters, the output channels of a conv)")
+
+
+def _check_ratio(options, key):
+    value = options[key]
+    if value is None:
+        return
+    if not (0.0 < value < 1.0):
+        raise InvalidValue((key,), f"key '{key}' must be in (0, 1), got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformPruneStrategy:
+    """Prune every matched parameter by one ratio, found so that `target_ratio` of the
+    FLOPs is removed, at `start_epoch`; then fine-tune.
+
+    Args:
+        pruner: name of a pruner in `pruners`.
+        start_epoch: epoch at whose start the pruning happens.
+        target_ratio: fraction of the model's FLOPs to remove, in (0, 1).
+        pruned_params: regex (full match over parameter names) or list of names of the conv
+            weights to prune; 'auto' selects every prunable conv.
+        metric_name: metric reported for the strategy (acc_top1 in the seed means the
+            detection metric of the config).
+    """
+    pruner: str = REQUIRED
+    start_epoch: int = 0
+    target_ratio: float = 0.5
+    pruned_params: Union[str, List[str]] = "conv.*_weights"
+    metric_name: Optional[str] = None
+
+    @classmethod
+    def check_config(cls, options):
+        _check_ratio(options, "target_ratio")
+        if options["start_epoch"] < 0:
+            raise InvalidValue(("start_epoch",), f"key 'start_epoch' must be >= 0, "
+                                                 f"got {options['start_epoch']}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitivePruneStrategy:
+    """Prune by per-parameter sensitivities: measure how the metric drops as each parameter is
+    pruned, then choose per-parameter ratios that remove `target_ratio` of the FLOPs.
+
+    Args:
+        pruner: name of a pruner in `pruners`.
+        start_epoch: first epoch of the strategy.
+        end_epoch: last epoch of the strategy.
+        target_ratio: fraction of the model's FLOPs to remove, in (0, 1).
+        delta_rate: step of pruning ratios when measuring sensitivities, in (0, 1).
+        num_steps: number of pruning steps to reach target_ratio.
+        eval_rate: fraction of the eval set used to measure sensitivities (none = all).
+        pruned_params: regex (full match) or list of names of the conv weights to prune.
+        sensitivities_file: file where measured sensitivities are saved and reused.
+        metric_name: metric used for the sensitivities.
+    """
+    pruner: str = REQUIRED
+    start_epoch: int = 0
+    end_epoch: int = 10
+    target_ratio: float = 0.5
+    delta_rate: float = 0.2
+    num_steps: int = 1
+    eval_rate: Optional[float] = None
+    pruned_params: Union[str, List[str]] = "conv.*_weights"
+    sensitivities_file: str = "./sensitivities.data"
+    metric_name: Optional[str] = None
+
+    @classmethod
+    def check_config(cls, options):
+        _check_ratio(options, "target_ratio")
+        _check_ratio(options, "delta_rate")
+        if options["eval_rate"] is not None and not 0.0 < options["eval_rate"] <= 1.0:
+            raise InvalidValue(("eval_rate",), f"key 'eval_rate' must be in (0, 1], "
+                                               f"got {options['eval_rate']!r}")
+        if options["num_steps"] < 1:
+            raise InvalidValue(("num_steps",), f"key 'num_steps' must be >= 1, "
+                                               f"got {options['num_steps']}")
+        if not 0 <= options["start_epoch"] <= options["end_epoch"]:
+            raise InvalidValue(("end_epoch",), f"keys 'start_epoch' ({options['start_epoch']}) and "
+                                               f"'end_epoch' ({options['end_epoch']}) must satisfy "
+                                               f"0 <= start_epoch <= end_epoch")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressorConfig:
+    """The compression run: epochs, evaluation, checkpoints and exports.
+
+    Args:
+        epoch: number of epochs (each `max_iters` iterations of the detection config).
+        eval_epoch: evaluate every this many epochs.
+        checkpoint_path: directory of per-epoch checkpoints; a restart resumes from the
+            highest complete one. null disables checkpoints.
+        init_model: a checkpoint directory to start from instead of the latest one.
+        strategies: names of the strategies to run, from `strategies`.
+        save_eval_model: write eval_model/__model__ + __params__ every epoch.
+        prune_infer_model: also write eval_model/__model__.infer (true: inputs image and
+            im_size, output the NMS boxes; or [[input names], [output names]]).
+    """
+    epoch: int = REQUIRED
+    eval_epoch: int = 1
+    checkpoint_path: Optional[str] = "./checkpoints/"
+    init_model: Optional[str] = None
+    strategies: List[str] = dataclasses.field(default_factory=list)
+    save_eval_model: bool = True
+    prune_infer_model: Union[bool, Tuple[List[str], List[str]]] = True
+
+    @classmethod
+    def check_config(cls, options):
+        for key in ("epoch", "eval_epoch"):
+            if options[key] < 1:
+                raise InvalidValue((key,), f"key '{key}' must be >= 1, got {options[key]}")
+        seen = set()
+        for i, name in enumerate(options["strategies"]):
+            if name in seen:
+                raise InvalidValue(("strategies", i), f"strategy '{name}' is listed twice")
+            seen.add(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlimConfig:
+    """A validated slim config file."""
+    path: str
+    version: float
+    pruners: Dict[str, StructurePruner]
+    strategies: Dict[str, Union[UniformPruneStrategy, SensitivePruneStrategy]]
+    compressor: CompressorConfig
+
+    def active_strategies(self):
+        """[(name, strategy)] in the order `compressor.strategies` lists them."""
+        return [(name, self.strategies[name]) for name in self.compressor.strategies]
+
+
+PRUNER_CLASSES = {cls.__name__: cls for cls in (StructurePruner,)}
+STRATEGY_CLASSES = {cls.__name__: cls for cls in (UniformPruneStrategy, SensitivePruneStrategy)}
+TOP_LEVEL_KEYS = ("version", "pruners", "strategies", "compressor")
+SUPPORTED_VERSIONS = (1.0,)
+
+
+def dataclass_spec(cls):
+    """A ModuleSpec of a dataclass (fields as options, default factories evaluated)."""
+    summary, arg_docs = docstring_parts(cls)
+    hints = typing.get_type_hints(cls)
+    options = {}
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = REQUIRED
+        options[field.name] = OptionSpec(field.name, default, hints[field.name],
+                                         arg_docs.get(field.name, ""))
+    return ModuleSpec(cls.__name__, cls, summary, options, yaml_tag=False)
+
+
+def load_slim_config(path):
+    """Load and validate a slim config file -> SlimConfig.
+
+    Raises ConfigError (one line, naming the file and key) for a missing file, an
+    unknown key or class, a strategy naming an unknown pruner, a compressor
+    strategy that is not defined, or a value out of range (e.g. target_ratio
+    outside (0, 1)).
+    """
+    path = str(path)
+    raw = load_yaml_file(path)
+    try:
+        return _validate_slim_config(raw, path)
+    except InvalidValue as error:
+        raise ConfigError(f"{path}: {error.message}") from None
+
+
+def _validate_slim_config(raw, path):
+    if not isinstance(raw, dict):
+        raise InvalidValue((), f"a slim config must be a YAML mapping with keys "
+                               f"{', '.join(TOP_LEVEL_KEYS)}, got {type(raw).__name__}")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise InvalidValue((key,), unknown_key_message(key, TOP_LEVEL_KEYS, None))
+    version = raw.get("version", 1.0)
+    if isinstance(version, str):
+        try:
+            version = float(version)
+        except ValueError:
+            pass
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+        raise InvalidValue(("version",), f"key 'version': {version!r} is not supported; "
+                                         f"use {SUPPORTED_VERSIONS[0]}")
+    pruners = _validate_named_objects(raw.get("pruners"), "pruners", PRUNER_CLASSES)
+    strategies = _validate_named_objects(raw.get("strategies"), "strategies", STRATEGY_CLASSES)
+    for name, strategy in strategies.items():
+        if strategy.pruner not in pruners:
+            raise InvalidValue(("strategies", name, "pruner"),
+                               f"strategy '{name}' names pruner '{strategy.pruner}', which is not "
+                               f"defined{did_you_mean(strategy.pruner, pruners)}; pruners: "
+                               f"{', '.join(pruners) or '(none)'}")
+    if "compressor" not in raw:
+        raise InvalidValue(("compressor",), "missing required key 'compressor'")
+    compressor_options = validate_options(dataclass_spec(CompressorConfig), raw["compressor"],
+                                          ("compressor",))
+    compressor = CompressorConfig(**compressor_options)
+    for i, name in enumerate(compressor.strategies):
+        if name not in strategies:
+            raise InvalidValue(("compressor", "strategies", i),
+                               f"compressor.strategies names '{name}', which is not defined"
+                               f"{did_you_mean(name, strategies)}; strategies: "
+                               f"{', '.join(strategies) or '(none)'}")
+        if strategies[name].start_epoch >= compressor.epoch:
+            raise InvalidValue(("strategies", name, "start_epoch"),
+                               f"strategy '{name}' starts at epoch {strategies[name].start_epoch}, "
+                               f"but compressor.epoch is {compressor.epoch}: it would never run")
+    return SlimConfig(path=path, version=float(version), pruners=pruners, strategies=strategies,
+                      compressor=compressor)
+
+
+def _validate_named_objects(section, section_name, classes):
+    """{name: {class: X, ...options}} -> {name: X(...)} with each mapping validated."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise InvalidValue((section_name,), f"key '{section_name}' must be a mapping of "
+                                            f"name -> {{class: ..., ...}}, got {section!r}")
+    built = {}
+    for name, options in section.items():
+        path = (section_name, name)
+        if not isinstance(options, dict):
+            raise InvalidValue(path, f"'{format_path(path)}' must be a mapping with a 'class' key, "
+                                     f"got {options!r}")
+        options = dict(options)
+        class_name = options.pop("class", None)
+        if class_name is None:
+            raise InvalidValue(path + ("class",), f"'{format_path(path)}' has no 'class' key; "
+                                                  f"known classes: {', '.join(classes)}")
+        if class_name not in classes:
+            raise InvalidValue(path + ("class",),
+                               f"'{format_path(path)}': unknown class '{class_name}'"
+                               f"{did_you_mean(class_name, classes)}; known classes: "
+                               f"{', '.join(classes)}")
+        cls = classes[class_name]
+        built[name] = cls(**validate_options(dataclass_spec(cls), options, path))
+    return built
