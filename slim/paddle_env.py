@@ -8,6 +8,7 @@ first thing and every entry point imports `slim` before paddle.
 """
 import os
 import sys
+import warnings
 
 PIR_FLAG = "FLAGS_enable_pir_api"
 
@@ -23,6 +24,8 @@ def select_classic_ir():
             f"{PIR_FLAG}={os.environ[PIR_FLAG]} is set; slim needs the classic static IR "
             f"(unset it or set {PIR_FLAG}=0)")
     os.environ[PIR_FLAG] = "0"
+    # Paddle 3 warns about a missing ccache at import; users would see it above every error.
+    warnings.filterwarnings("ignore", message="No ccache found")
     if "paddle" in sys.modules:
         _check_paddle_not_in_pir_mode()
 
