@@ -24,6 +24,8 @@ def select_classic_ir():
             f"{PIR_FLAG}={os.environ[PIR_FLAG]} is set; slim needs the classic static IR "
             f"(unset it or set {PIR_FLAG}=0)")
     os.environ[PIR_FLAG] = "0"
+    # Paddle's C++ INFO lines ("New Executor is Running.") would interleave with our reports.
+    os.environ.setdefault("GLOG_minloglevel", "1")
     # Paddle 3 warns about a missing ccache at import; users would see it above every error.
     warnings.filterwarnings("ignore", message="No ccache found")
     if "paddle" in sys.modules:
