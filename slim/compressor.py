@@ -1,0 +1,418 @@
+"""The compress driver: config -> programs -> pruning plans -> fine-tuning -> checkpoints + export.
+
+    python compress.py -s configs/yolov3_mobilenet_v1_slim.yaml \
+        -c configs/yolov3_mobilenet_v1_voc.yml -o max_iters=258 YoloTrainFeed.batch_size=64 \
+        -d dataset/voc
+
+One epoch is `max_iters` iterations (`max_iters: auto` = one pass over the
+training set at the total batch size). Before each epoch every strategy whose
+start_epoch has come fires (UniformPruneStrategy prunes), then the epoch
+trains; every `eval_epoch` epochs (and after the last) the model is evaluated
+and the best metric tracked; after every epoch rank 0 writes
+`${checkpoint_path}/${epoch}/` atomically, with `eval_model/__model__`,
+`__model__.infer` and `__params__` inside.
+
+Where training starts: the highest complete checkpoint in checkpoint_path
+(a restart after a crash), else `compressor.init_model` (a checkpoint dir, or
+weights), else the detection config's `weights` (a trained detector), else its
+`pretrain_weights` (backbone weights, loaded partially), else random init. A
+checkpoint's pruning plans are replayed before its tensors are loaded, and the
+LR schedule continues at its iteration. The config itself is never stored, so
+edits to it apply on restart.
+"""
+import dataclasses
+import itertools
+import json
+import os
+import re
+
+from slim.errors import ConfigError, UserError
+
+RECIPE_TOTAL_BATCH = 64  # the seed's recipe: 8 cards x 8 images (FACTS.md section 2)
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+# ----------------------------------------------------------------------------- LR scaling
+
+def scale_learning_rate(learning_rate, recipe_total_batch, total_batch):
+    """A LearningRate for `total_batch` images per iteration from one tuned for
+    `recipe_total_batch`: base_lr (and explicit PiecewiseDecay values) scaled linearly,
+    milestones and warmup steps scaled inversely, so the schedule covers the same number
+    of images. Returns (new LearningRate, description)."""
+    from slim.optimizer import LearningRate, LinearWarmup, PiecewiseDecay
+    if recipe_total_batch < 1:
+        raise UserError(f"--scale_lr {recipe_total_batch}: the recipe's total batch must be >= 1")
+    factor = total_batch / float(recipe_total_batch)
+    schedulers, changes = [], [f"base_lr {learning_rate.base_lr:g} -> "
+                               f"{learning_rate.base_lr * factor:g}"]
+    for schedule in learning_rate.schedulers:
+        if isinstance(schedule, PiecewiseDecay):
+            milestones = [max(1, int(round(m / factor))) for m in schedule.milestones]
+            values = None if schedule.values is None else [v * factor for v in schedule.values]
+            schedulers.append(PiecewiseDecay(schedule.gamma, milestones, values))
+            changes.append(f"milestones {list(schedule.milestones)} -> {milestones}")
+        elif isinstance(schedule, LinearWarmup):
+            steps = int(round(schedule.steps / factor))
+            schedulers.append(LinearWarmup(steps, schedule.start_factor))
+            changes.append(f"warmup steps {schedule.steps} -> {steps}")
+        else:
+            raise UserError(f"--scale_lr cannot rescale a {type(schedule).__name__} schedule; "
+                            "set its values by hand")
+    description = (f"--scale_lr: total batch {total_batch} vs the recipe's {recipe_total_batch}: "
+                   + ", ".join(changes))
+    return LearningRate(learning_rate.base_lr * factor, schedulers), description
+
+
+# ----------------------------------------------------------------------------- weights
+
+def _local_path(key, path):
+    """`path` if it exists locally; a UserError naming `key` for URLs, archives, missing paths."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(path)):
+        raise UserError(f"{key} '{path}' is a URL and nothing can be downloaded here: download "
+                        f"(and extract) it yourself, then pass the local path, e.g. -o {key}=/path/to/dir")
+    if not os.path.exists(path):
+        raise UserError(f"{key} '{path}' does not exist; expected a directory of per-parameter "
+                        "files, a combined params file, an eval_model dir or a checkpoint dir "
+                        f"(set -o {key}=PATH, or {key}=null to start without it)")
+    if os.path.isfile(path) and str(path).endswith(ARCHIVE_SUFFIXES):
+        raise UserError(f"{key} '{path}' is an archive: extract it and pass the directory")
+    return path
+
+
+def load_weights_into(key, path, programs, scope, executor, place, partial, log):
+    """Load `path` (see `_local_path`) into `scope` for `programs`; a checkpoint dir also
+    replays its pruning plans. Returns the plan records replayed."""
+    from slim import checkpoint as checkpoint_lib
+    from slim.export import PARAMS_NAME
+    from slim.prune import PrunePlan
+    from slim.weights import load_weights
+    path = _local_path(key, path)
+    if os.path.isfile(os.path.join(path, checkpoint_lib.MANIFEST_NAME)):
+        try:
+            checkpoint = checkpoint_lib.validate_checkpoint(path)
+        except checkpoint_lib.CheckpointError as error:
+            raise UserError(f"{key}: {error}") from None
+        for record in checkpoint.state.pruning_plans:
+            programs.apply(PrunePlan.from_dict(record["plan"]), scope)
+        checkpoint_lib.load_checkpoint_persistables(checkpoint, programs.train.program, scope,
+                                                    executor, only_parameters=True)
+        log(f"loaded {key} from checkpoint '{path}' (epoch {checkpoint.state.epoch}, "
+            f"{len(checkpoint.state.pruning_plans)} pruning plan(s) replayed)")
+        # Marked so that a resumed run replays them without taking them for its own strategies.
+        return [dict(record, source=key) for record in checkpoint.state.pruning_plans]
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, PARAMS_NAME)):
+        path = os.path.join(path, PARAMS_NAME)  # an eval_model dir: its combined params
+    report = load_weights(scope, programs.eval.program, path, partial=partial, place=place)
+    log(f"loaded {key} '{path}': {len(report.loaded)} parameters"
+        + (f" ({len(report.missing)} not in the file keep their initial values)"
+           if report.missing else ""))
+    return []
+
+
+# ----------------------------------------------------------------------------- the run
+
+def _prune_infer_model_enabled(value):
+    """prune_infer_model: true/false, or the seed's [[inputs], [outputs]] naming our feeds."""
+    if isinstance(value, bool):
+        return value
+    inputs, _outputs = value
+    if list(inputs) != ["image", "im_size"]:
+        raise ConfigError(f"compressor.prune_infer_model: inputs {list(inputs)} are not supported; "
+                          "the inference model takes [image, im_size] (or write true)")
+    return True
+
+
+def _starting_checkpoint(checkpoint_root, init_model, log):
+    """The checkpoint to resume from (see the module docstring), or None; and whether
+    init_model names weights rather than a checkpoint."""
+    from slim import checkpoint as checkpoint_lib
+    latest = checkpoint_lib.latest_complete_checkpoint(checkpoint_root, log=log) \
+        if checkpoint_root else None
+    if not init_model:
+        return latest, False
+    path = _local_path("compressor.init_model", init_model)
+    if not os.path.isfile(os.path.join(path, checkpoint_lib.MANIFEST_NAME)):
+        if latest is not None:
+            log(f"resuming from '{latest.path}' in checkpoint_path; init_model '{init_model}' "
+                "is not used")
+            return latest, False
+        return None, True
+    try:
+        chosen = checkpoint_lib.validate_checkpoint(path)
+    except checkpoint_lib.CheckpointError as error:
+        raise UserError(f"compressor.init_model: {error}") from None
+    if latest is not None and latest.state.epoch > chosen.state.epoch:
+        log(f"resuming from '{latest.path}' (epoch {latest.state.epoch}), newer than init_model "
+            f"'{init_model}' (epoch {chosen.state.epoch})")
+        return latest, False
+    return chosen, False
+
+
+@dataclasses.dataclass
+class CompressJob:
+    """Everything set up before the first epoch (see `prepare_job`)."""
+    args: object
+    cfg: object
+    slim_cfg: object
+    env: object
+    log: object
+    strategies: list
+    with_infer_model: bool
+    executor: object
+    place: object
+    scope: object
+    programs: object
+    scheduler: object
+    train_loader: object
+    max_iters: int
+    total_batch: int
+    metric_name: str
+    flops_before: float
+    params_before: float
+
+    @property
+    def compressor(self):
+        return self.slim_cfg.compressor
+
+
+@dataclasses.dataclass
+class RunState:
+    """Where the run is: what a checkpoint stores besides tensors."""
+    plan_records: list = dataclasses.field(default_factory=list)
+    next_epoch: int = 0
+    iteration: int = 0
+    best_metric: object = None
+    best_epoch: object = None
+    history: list = dataclasses.field(default_factory=list)
+    last_checkpoint: object = None
+
+
+def prepare_job(args):
+    """Validate both configs, choose the device, build loader, programs and scope."""
+    import numpy as np
+    import paddle
+    from slim import checkpoint as checkpoint_lib
+    from slim import distributed
+    from slim.config import create, load_config, load_slim_config
+    from slim.data import set_dataset_dir
+    from slim.data.loader import build_train_loader
+    from slim.metrics import resolve_metric_name
+    from slim.strategies import build_strategies
+    from slim.trainer import ProgramSet, log_to_stdout
+    paddle.enable_static()
+
+    cfg = load_config(args.config, args.opt)
+    set_dataset_dir(cfg, args.dataset_dir)
+    slim_cfg = load_slim_config(args.slim_file)
+    env = distributed.read_distributed_env()
+    log = log_to_stdout if env.is_main else (lambda message: None)
+    metric_name = resolve_metric_name(cfg.get("metric", "VOC"))
+    strategies = build_strategies(slim_cfg, metric_name, log=log)
+    compressor = slim_cfg.compressor
+    with_infer_model = _prune_infer_model_enabled(compressor.prune_infer_model)
+    if compressor.checkpoint_path and env.is_main:
+        checkpoint_lib.ensure_writable_dir(compressor.checkpoint_path, "compressor.checkpoint_path")
+    elif not compressor.checkpoint_path:
+        log("warning: compressor.checkpoint_path is null: no checkpoint or model will be saved")
+    for key, example in (("train_feed", "YoloTrainFeed"), ("eval_feed", "YoloEvalFeed")):
+        if not cfg.get(key):
+            raise ConfigError(f"{args.config}: {key} is not set (e.g. {key}: {example})")
+
+    place = distributed.select_place(cfg.get("use_gpu", False), env, log=log)
+    distributed.init_collective(env)
+    seed = cfg.get("random_seed")
+    if seed is not None:
+        paddle.seed(int(seed))
+        np.random.seed(int(seed))
+
+    model = create(cfg["architecture"], cfg)
+    train_feed = create(cfg["train_feed"], cfg)
+    eval_feed = create(cfg["eval_feed"], cfg)
+    train_loader = build_train_loader(train_feed, rank=env.rank, world_size=env.world_size,
+                                      seed=int(seed or 0))
+    total_batch = train_feed.batch_size * env.world_size
+    max_iters = cfg.get("max_iters", "auto")
+    if max_iters == "auto":
+        max_iters = train_loader.batches_per_epoch
+        log(f"max_iters auto: {train_loader.num_samples} training images / total batch "
+            f"{total_batch} = {max_iters} iterations per epoch")
+    learning_rate = create("LearningRate", cfg)
+    if getattr(args, "scale_lr", None):
+        learning_rate, description = scale_learning_rate(learning_rate, args.scale_lr, total_batch)
+        log(description)
+    scheduler = learning_rate.scheduler(0)
+    sync_bn = getattr(getattr(model, "backbone", None), "norm_type", "bn") == "sync_bn"
+    programs = ProgramSet(model, eval_feed.image_shape, create("OptimizerBuilder", cfg), scheduler,
+                          env, sync_bn)
+    if seed is not None:
+        programs.startup.random_seed = int(seed)
+    scope = paddle.static.Scope()
+    executor = paddle.static.Executor(place)
+    executor.run(programs.startup, scope=scope)
+    return CompressJob(args, cfg, slim_cfg, env, log, strategies, with_infer_model, executor, place,
+                       scope, programs, scheduler, train_loader, max_iters, total_batch, metric_name,
+                       programs.flops(), programs.params())
+
+
+def restore_state(job):
+    """Resume from a checkpoint (plans replayed, tensors and LR schedule restored) or load the
+    starting weights; return the RunState to continue from."""
+    from slim import checkpoint as checkpoint_lib
+    from slim.prune import PrunePlan
+    state = RunState()
+    start, init_is_weights = _starting_checkpoint(job.compressor.checkpoint_path,
+                                                  job.compressor.init_model, job.log)
+    if start is not None:
+        for record in start.state.pruning_plans:
+            job.programs.apply(PrunePlan.from_dict(record["plan"]), job.scope)
+        checkpoint_lib.load_checkpoint_persistables(start, job.programs.train.program, job.scope,
+                                                    job.executor)
+        state = RunState(list(start.state.pruning_plans), start.state.epoch + 1,
+                         int(start.state.iteration), start.state.best_metric,
+                         start.state.best_epoch, list(start.state.extra.get("history", [])),
+                         start.path)
+        job.log(f"resumed from checkpoint '{start.path}': epoch {start.state.epoch} done, "
+                f"iteration {state.iteration}, {len(state.plan_records)} pruning plan(s) replayed")
+        # Strategies whose plan the checkpoint holds do not fire again. (Plans that come
+        # with `weights` below are part of the starting model, not of this run's strategies.)
+        fired = {record["strategy"] for record in start.state.pruning_plans
+                 if "source" not in record}
+        for strategy in job.strategies:
+            if strategy.name in fired:
+                strategy.mark_replayed()
+    else:
+        sources = [("compressor.init_model", job.compressor.init_model if init_is_weights else None,
+                    False), ("weights", job.cfg.get("weights"), False),
+                   ("pretrain_weights", job.cfg.get("pretrain_weights"), True)]
+        for key, path, partial in sources:
+            if path:
+                state.plan_records = load_weights_into(key, path, job.programs, job.scope,
+                                                       job.executor, job.place, partial, job.log)
+                break
+    job.scheduler.last_epoch = state.iteration  # continue the schedule where it left off
+    job.scheduler.last_lr = job.scheduler.get_lr()
+    return state
+
+
+def _evaluate_epoch(job, state, epoch, eval_loader, metric, scalars):
+    """Evaluate the eval program now; update best metric and history; write --output_eval."""
+    from slim.evaluate import evaluate, result_summary, write_result_json
+    programs = job.programs
+    fetches = [programs.eval.fetches["bbox"], programs.eval.fetches["bbox_num"]]
+    result = evaluate(job.executor, programs.eval.program, ["image", "im_size"], fetches, job.scope,
+                      eval_loader, metric, description=f"eval epoch {epoch}")
+    value = float(result["mAP"])
+    if state.best_metric is None or value > state.best_metric:
+        state.best_metric, state.best_epoch = value, epoch
+    state.history.append({"epoch": epoch, "mAP": value})
+    scalars.add(f"eval/{job.metric_name}_mAP", value, state.iteration)
+    job.log(f"epoch {epoch} eval: {job.metric_name} mAP {100 * value:.2f} "
+            f"(best {100 * state.best_metric:.2f} at epoch {state.best_epoch})")
+    if job.args.output_eval:
+        summary = result_summary(result, eval_loader.label_names, job.metric_name)
+        summary["epoch"] = epoch
+        write_result_json(job.args.output_eval, summary)
+
+
+def _save_epoch(job, state, epoch):
+    """Write the checkpoint of `epoch` (with eval_model/ inside) atomically."""
+    from slim import checkpoint as checkpoint_lib
+    from slim.export import EVAL_MODEL_DIR, export_model
+    checkpoint_state = checkpoint_lib.CheckpointState(
+        epoch=epoch, iteration=state.iteration, best_metric=state.best_metric,
+        best_epoch=state.best_epoch, pruning_plans=state.plan_records,
+        extra={"history": state.history, "flops": job.programs.flops(),
+               "flops_unpruned": job.flops_before})
+
+    def write_eval_model(temp_dir):
+        export_model(job.programs.eval, job.scope, job.executor,
+                     os.path.join(temp_dir, EVAL_MODEL_DIR),
+                     with_eval_model=job.compressor.save_eval_model,
+                     with_infer_model=job.with_infer_model)
+    state.last_checkpoint = checkpoint_lib.save_checkpoint(
+        job.compressor.checkpoint_path, checkpoint_state, job.programs.train.program, job.scope,
+        job.executor, extra_writer=write_eval_model)
+    job.log(f"epoch {epoch}: checkpoint '{state.last_checkpoint}'")
+
+
+def run_epochs(job, state):
+    """Strategies, training, evaluation and checkpoints of every remaining epoch."""
+    from slim.data.loader import build_eval_loader
+    from slim.evaluate import make_metric
+    from slim.strategies import StrategyContext
+    from slim.trainer import ScalarWriter, TrainLog, run_iterations
+    from slim.config import create
+    epochs = job.compressor.epoch
+    if state.next_epoch >= epochs:
+        job.log(f"all {epochs} epochs are done (checkpoint '{state.last_checkpoint}'); "
+                "nothing to train")
+        return
+    eval_loader = metric = None
+    if job.env.is_main:
+        eval_loader = build_eval_loader(create(job.cfg["eval_feed"], job.cfg))
+        json_path = os.path.join(job.args.output_eval, "bbox.json") if job.args.output_eval else None
+        metric = make_metric(job.cfg, eval_loader, json_path=json_path)
+    vdl_dir = os.path.join(job.cfg.get("save_dir") or "output", "vdl")
+    scalars = ScalarWriter(vdl_dir, enabled=job.env.is_main)
+    if scalars.active:
+        job.log(f"VisualDL scalars -> {vdl_dir}")
+    train_log = TrainLog(job.cfg.get("log_iter", 20), job.cfg.get("log_smooth_window", 20),
+                         epochs * job.max_iters, job.total_batch, log=job.log, scalars=scalars)
+    # One batch stream for the whole run: worker processes start once, and the stream ends
+    # exactly after the last epoch, which shuts them down (an abandoned paddle DataLoader
+    # leaves its workers running).
+    stream = job.train_loader.batches(start_iteration=state.iteration,
+                                      num_iterations=(epochs - state.next_epoch) * job.max_iters)
+    try:
+        for epoch in range(state.next_epoch, epochs):
+            context = StrategyContext(epoch, job.programs, job.scope, job.log)
+            for strategy in job.strategies:
+                record = strategy.on_epoch_begin(context)
+                if record is not None:
+                    state.plan_records.append(record)
+            batches = itertools.islice(stream, job.max_iters)
+            state.iteration = run_iterations(job.executor, job.programs, job.scope, batches,
+                                             job.max_iters, job.scheduler, train_log, epoch, epochs,
+                                             state.iteration, state.last_checkpoint)
+            state.next_epoch = epoch + 1
+            if not job.env.is_main:
+                continue  # rank 0 alone evaluates and writes files
+            if (epoch + 1) % job.compressor.eval_epoch == 0 or epoch == epochs - 1:
+                _evaluate_epoch(job, state, epoch, eval_loader, metric, scalars)
+            if job.compressor.checkpoint_path:
+                _save_epoch(job, state, epoch)
+        for _ in stream:  # reach the end of the stream so the loader stops its workers
+            raise RuntimeError("the training data stream yielded more batches than the epochs use")
+    finally:
+        stream.close()
+        scalars.close()
+
+
+def summarize(job, state):
+    """Log the outcome; write compress_summary.json with --output_eval; return it."""
+    flops_after, params_after = job.programs.flops(), job.programs.params()
+    summary = {"flops_before": job.flops_before, "flops_after": flops_after,
+               "params_before": job.params_before, "params_after": params_after,
+               "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+               "metric": job.metric_name, "history": state.history,
+               "last_checkpoint": state.last_checkpoint, "max_iters": job.max_iters}
+    change = 100 * (flops_after - job.flops_before) / max(1, job.flops_before)
+    job.log(f"done: FLOPs {job.flops_before / 1e6:.1f}M -> {flops_after / 1e6:.1f}M "
+            f"({change:+.1f}%), params {job.params_before / 1e6:.2f}M -> {params_after / 1e6:.2f}M"
+            + (f", best {job.metric_name} mAP {100 * state.best_metric:.2f} at epoch "
+               f"{state.best_epoch}" if state.best_metric is not None else "")
+            + (f", last checkpoint '{state.last_checkpoint}'" if state.last_checkpoint else ""))
+    if job.env.is_main and job.args.output_eval:
+        os.makedirs(job.args.output_eval, exist_ok=True)
+        with open(os.path.join(job.args.output_eval, "compress_summary.json"), "w") as handle:
+            json.dump(summary, handle, indent=1)
+    return summary
+
+
+def run_compress(args):
+    """Entry of compress.py: validate both configs, then prune and fine-tune as they say.
+    Returns a summary dict (FLOPs, params, best metric, last checkpoint)."""
+    job = prepare_job(args)
+    state = restore_state(job)
+    run_epochs(job, state)
+    return summarize(job, state)

@@ -1,0 +1,288 @@
+"""`make demo`: the main job end to end on the embedded demo dataset, then the seed's table.
+
+    python -m slim.demo [--out output/demo] [--baseline_epochs 12] [-o KEY=VALUE ...]
+
+Steps, each run as the command a user would type (printed before it runs):
+
+1. `python -m slim.data.demo --out dataset/demo` (skipped when up to date);
+2. the baseline: `compress.py` with a slim config that has no strategy (plain training)
+   for `--baseline_epochs` epochs, written to `<out>/baseline/`; its final parameters are
+   copied to the detection config's `weights` path (output/demo/model_final), as
+   PaddleDetection's train.py left `model_final`;
+3. the seed's command: `compress.py -s configs/yolov3_mobilenet_v1_demo_slim.yaml
+   -c configs/yolov3_mobilenet_v1_demo.yml` (-50% FLOPs from those weights, then fine-tuning);
+4. `eval.py` on both final eval models;
+5. `infer.py` with both models on a few test images (drawn into `<out>/infer_*`);
+6. Paddle Inference latency of both `__model__.infer` files, measured side by side;
+7. the table (FLOPs, Box AP, model size, Paddle Inference ms/image), printed and written to
+   `<out>/results.md` and `<out>/results.json`.
+
+`-o` items go to both compress.py runs (e.g. `-o max_iters=5` for a quick smoke run).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from slim.errors import UserError, exit_on_user_error
+
+DETECTION_CONFIG = "configs/yolov3_mobilenet_v1_demo.yml"
+SLIM_CONFIG = "configs/yolov3_mobilenet_v1_demo_slim.yaml"
+DATASET_DIR = "dataset/demo"
+INFER_IMAGES = 4
+LATENCY_IMAGES = 20
+LATENCY_ROUNDS = 3
+
+BASELINE_SLIM_CONFIG = """# Plain training (no strategy) of the demo baseline, written by python -m slim.demo.
+version: 1.0
+compressor:
+  epoch: {epochs}
+  eval_epoch: {epochs}
+  checkpoint_path: {checkpoint_path}
+  strategies: []
+"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", default="output/demo", help="where every result goes")
+    parser.add_argument("--baseline_epochs", type=int, default=12,
+                        help="epochs (of max_iters iterations) of baseline training")
+    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for both compress.py runs")
+    return parser.parse_args(argv)
+
+
+def run_step(title, command, log_path=None):
+    """Run `command` (a list), echoing it; stream its output (and tee it to `log_path`)."""
+    print(f"\n=== {title}\n$ {' '.join(_quoted(part) for part in command)}", flush=True)
+    started = time.perf_counter()
+    log_file = open(log_path, "w") if log_path else None
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        for line in process.stdout:
+            sys.stdout.write(line)
+            if log_file:
+                log_file.write(line)
+        process.wait()
+    finally:
+        if log_file:
+            log_file.close()
+    if process.returncode != 0:
+        raise UserError(f"demo step '{title}' failed (exit {process.returncode}); see the output "
+                        "above" + (f" or {log_path}" if log_path else ""))
+    seconds = time.perf_counter() - started
+    print(f"--- {title}: {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def _quoted(part):
+    return f"'{part}'" if any(c in part for c in " []{}!*") else part
+
+
+def _python(*arguments):
+    return [sys.executable, *arguments]
+
+
+def _remove_our_dir(path, out_root):
+    """Delete `path` before a fresh run, only if it lies inside the output tree."""
+    absolute, root = os.path.abspath(path), os.path.abspath(out_root)
+    output_tree = os.path.abspath("output")
+    if os.path.exists(absolute) and (absolute.startswith(root + os.sep)
+                                     or absolute.startswith(output_tree + os.sep)):
+        shutil.rmtree(absolute)
+
+
+def last_checkpoint(checkpoint_root):
+    """The highest complete checkpoint (a UserError if there is none)."""
+    from slim.checkpoint import latest_complete_checkpoint
+    checkpoint = latest_complete_checkpoint(checkpoint_root)
+    if checkpoint is None:
+        raise UserError(f"no complete checkpoint in '{checkpoint_root}'")
+    return checkpoint
+
+
+def write_model_final(checkpoint, config_path, target, overrides=()):
+    """Copy the parameters of `checkpoint` to `target` as a weights directory (one file per
+    parameter, Paddle's format): what the detection config's `weights` points to."""
+    import paddle
+    from slim.checkpoint import read_checkpoint_tensors
+    from slim.config import create, load_config
+    from slim.model import build_eval_program
+    from slim.weights import save_weights
+    paddle.enable_static()
+    cfg = load_config(config_path, overrides)
+    evaluation = build_eval_program(create(cfg["architecture"], cfg),
+                                    image_shape=create(cfg["eval_feed"], cfg).image_shape)
+    tensors = read_checkpoint_tensors(checkpoint)
+    scope = paddle.static.Scope()
+    names = [param.name for param in evaluation.program.global_block().all_parameters()]
+    for name in names:
+        scope.var(name).get_tensor().set(tensors[name], paddle.CPUPlace())
+    save_weights(scope, evaluation.program, target)
+    return target
+
+
+def measure_latency(model_dirs, images, rounds=LATENCY_ROUNDS, threads=None):
+    """Median Paddle Inference ms per image (batch 1) of each model dir, measured
+    interleaved (model A, model B, A, B ...) so machine noise hits both alike."""
+    from slim import export
+    threads = threads or (os.cpu_count() or 1)
+    predictors = {name: export.inference_predictor(path, cpu_threads=threads)
+                  for name, path in model_dirs.items()}
+    for predictor in predictors.values():  # warm-up: first runs allocate and optimise
+        export.run_predictor(predictor, images[0])
+    timings = {name: [] for name in predictors}
+    for _ in range(rounds):
+        for feeds in images:
+            for name, predictor in predictors.items():
+                started = time.perf_counter()
+                export.run_predictor(predictor, feeds)
+                timings[name].append(1000.0 * (time.perf_counter() - started))
+    return {name: float(np.median(values)) for name, values in timings.items()}, threads
+
+
+def latency_inputs(config_path, count):
+    """`count` preprocessed test images (batch 1 feeds) from the eval feed."""
+    from slim.config import create, load_config
+    from slim.data.loader import build_eval_loader
+    feed = create("YoloEvalFeed", load_config(config_path))
+    loader = build_eval_loader(feed)
+    inputs = []
+    for batch in loader:  # batches come normalised (float32), as the models take them
+        for image, im_size in zip(batch["image"], batch["im_size"]):
+            inputs.append({"image": image[None], "im_size": im_size[None]})
+            if len(inputs) == count:
+                return inputs
+    return inputs
+
+
+def results_table(rows):
+    """The seed's table as markdown lines from rows of
+    {name, flops, flops_ratio, box_ap, size_mb, latency_ms}."""
+    lines = ["| model | FLOPs | Box AP (VOC 11-point) | model size | Paddle Inference ms/image |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['name']} | {100 * row['flops_ratio']:.1f}% "
+                     f"({row['flops'] / 1e9:.3f} G) | {100 * row['box_ap']:.2f} | "
+                     f"{row['size_mb']:.1f} MB | {row['latency_ms']:.1f} |")
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    for path in (DETECTION_CONFIG, SLIM_CONFIG):
+        if not os.path.isfile(path):
+            raise UserError(f"{path} not found: run the demo from the project root (make demo)")
+    from slim.config import load_config, load_slim_config
+    cfg = load_config(DETECTION_CONFIG, args.opt)
+    slim_cfg = load_slim_config(SLIM_CONFIG)
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    timings = {}
+
+    timings["dataset"] = run_step("demo dataset", _python("-m", "slim.data.demo", "--out", DATASET_DIR))
+
+    baseline_dir = os.path.join(out, "baseline")
+    _remove_our_dir(baseline_dir, out)
+    os.makedirs(baseline_dir)
+    baseline_slim = os.path.join(baseline_dir, "baseline_slim.yaml")
+    baseline_checkpoints = os.path.join(baseline_dir, "checkpoints")
+    with open(baseline_slim, "w") as handle:
+        handle.write(BASELINE_SLIM_CONFIG.format(epochs=args.baseline_epochs,
+                                                 checkpoint_path=baseline_checkpoints))
+    overrides = ["-o", "weights=null", *args.opt]
+    timings["baseline"] = run_step(
+        f"baseline: {args.baseline_epochs} epochs of plain training",
+        _python("compress.py", "-s", baseline_slim, "-c", DETECTION_CONFIG, *overrides,
+                "--output_eval", baseline_dir), os.path.join(baseline_dir, "train.log"))
+    baseline = last_checkpoint(baseline_checkpoints)
+    weights_path = cfg.get("weights") or os.path.join(out, "model_final")
+    _remove_our_dir(weights_path, out)
+    write_model_final(baseline, DETECTION_CONFIG, weights_path, args.opt)
+    print(f"baseline parameters of '{baseline.path}' -> {weights_path} (the config's weights)")
+
+    pruned_dir = os.path.join(out, "pruned")
+    _remove_our_dir(pruned_dir, out)
+    os.makedirs(pruned_dir)
+    pruned_checkpoints = slim_cfg.compressor.checkpoint_path
+    _remove_our_dir(pruned_checkpoints, out)
+    extra = ["-o", *args.opt] if args.opt else []
+    if cfg.get("weights") is None:
+        extra = ["-o", f"weights={weights_path}", *args.opt]
+    timings["compress"] = run_step(
+        "compress: prune -50% FLOPs, then fine-tune (the seed's command line)",
+        _python("compress.py", "-s", SLIM_CONFIG, "-c", DETECTION_CONFIG, *extra,
+                "--output_eval", pruned_dir), os.path.join(pruned_dir, "compress.log"))
+    pruned = last_checkpoint(pruned_checkpoints)
+
+    models = {"baseline": os.path.join(baseline.path, "eval_model"),
+              "-50% FLOPs": os.path.join(pruned.path, "eval_model")}
+    scores = {}
+    for name, model_dir in models.items():
+        eval_out = os.path.join(out, "eval_" + ("baseline" if name == "baseline" else "pruned"))
+        timings["eval " + name] = run_step(
+            f"eval.py: {name}", _python("eval.py", "-m", model_dir, "--model_name", "__model__",
+                                        "--params_name", "__params__", "-c", DETECTION_CONFIG,
+                                        "--output_eval", eval_out))
+        with open(os.path.join(eval_out, "eval_result.json")) as handle:
+            scores[name] = json.load(handle)
+
+    infer_images = os.path.join(out, "infer_images")
+    _remove_our_dir(infer_images, out)
+    os.makedirs(infer_images)
+    with open(os.path.join(DATASET_DIR, "test.txt")) as handle:
+        for line in list(handle)[:INFER_IMAGES]:
+            shutil.copy(os.path.join(DATASET_DIR, line.split()[0]), infer_images)
+    for name, model_dir in models.items():
+        infer_out = os.path.join(out, "infer_" + ("baseline" if name == "baseline" else "pruned"))
+        _remove_our_dir(infer_out, out)
+        timings["infer " + name] = run_step(
+            f"infer.py: {name}", _python("infer.py", "--model_path", model_dir, "--model_name",
+                                         "__model__.infer", "--params_name", "__params__", "-c",
+                                         DETECTION_CONFIG, "--infer_dir", infer_images,
+                                         "--output_dir", infer_out))
+
+    print("\n=== Paddle Inference latency (batch 1, interleaved, median)", flush=True)
+    latency, threads = measure_latency(models, latency_inputs(DETECTION_CONFIG, LATENCY_IMAGES))
+    flops = {"baseline": pruned.state.extra.get("flops_unpruned"),
+             "-50% FLOPs": pruned.state.extra.get("flops")}
+    rows = []
+    for name, model_dir in models.items():
+        rows.append({"name": name, "flops": flops[name],
+                     "flops_ratio": flops[name] / flops["baseline"],
+                     "box_ap": scores[name]["mAP"],
+                     "size_mb": os.path.getsize(os.path.join(model_dir, "__params__")) / 2 ** 20,
+                     "latency_ms": latency[name], "model_dir": model_dir})
+    table = results_table(rows)
+    total = time.perf_counter() - started
+    note = (f"Demo dataset {DATASET_DIR}, {DETECTION_CONFIG} + {SLIM_CONFIG}; Box AP on the "
+            f"{scores['baseline'].get('num_images')} test images; latency over "
+            f"{LATENCY_IMAGES} images x {LATENCY_ROUNDS} rounds, {threads} CPU threads; "
+            f"demo total {total / 60:.1f} min.")
+    with open(os.path.join(out, "results.md"), "w") as handle:
+        handle.write("\n".join(table + ["", note, ""]))
+    with open(os.path.join(out, "results.json"), "w") as handle:
+        json.dump({"rows": rows, "timings_s": timings, "total_s": total,
+                   "latency_threads": threads}, handle, indent=1)
+    print("\n" + "\n".join(table))
+    print("\n" + note)
+    print(f"wrote {os.path.join(out, 'results.md')} and {os.path.join(out, 'results.json')}")
+    return rows
+
+
+@exit_on_user_error
+def cli(argv=None):
+    main(argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,173 @@
+"""Scoring detections: the eval loop shared by training and eval.py, and eval.py's job.
+
+    python eval.py -m checkpoints/9/eval_model/ --model_name __model__ --params_name __params__ \
+        -c configs/yolov3_mobilenet_v1_voc.yml -d dataset/voc [--output_eval out/]
+
+The metric comes from the detection config's `metric` key: VOC mAP (`map_type`
+11point or integral, difficult objects ignored) or COCO mAP (pycocotools; a
+COCO dataset's own annotation JSON, or for VOC-format data a ground truth built
+from the eval records). eval.py prints mAP and per-class AP; with
+`--output_eval DIR` it writes `DIR/eval_result.json` (and `DIR/bbox.json`, the
+COCO detections, for COCO).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+from slim.errors import UserError
+
+RESULT_FILE = "eval_result.json"
+COCO_DETECTIONS_FILE = "bbox.json"
+
+
+def _ground_truths(batch):
+    """VOC-style ground truth of each image of an eval batch (padding rows dropped)."""
+    truths = []
+    for boxes, classes, difficult in zip(batch["gt_bbox"], batch["gt_class"], batch["difficult"]):
+        keep = classes >= 0
+        truths.append((boxes[keep], classes[keep], difficult[keep]))
+    return truths
+
+
+def make_metric(cfg, eval_loader, json_path=None):
+    """The metric of `cfg` (`metric`, `num_classes`, `map_type`) ready to score `eval_loader`."""
+    from slim.data.coco import COCODataSet
+    from slim.data.loader import open_dataset
+    from slim.metrics import coco_gt_from_voc, create_metric, resolve_metric_name
+    name = resolve_metric_name(cfg.get("metric", "VOC"))
+    num_classes = cfg.get("num_classes")
+    if name == "VOC":
+        return create_metric(name, num_classes=num_classes,
+                             map_type=cfg.get("map_type") or "11point")
+    source = open_dataset(eval_loader.feed.dataset)
+    if isinstance(source, COCODataSet):
+        coco_gt, category_ids = source.annotation_path(), source.category_ids()
+    else:
+        records = eval_loader.records
+        coco_gt = coco_gt_from_voc(
+            [(r["gt_bbox"], r["gt_class"], r["difficult"]) for r in records],
+            image_ids=[int(r["im_id"]) for r in records],
+            class_names=list(eval_loader.label_names),
+            image_sizes=[(r["h"], r["w"]) for r in records])
+        category_ids = [label + 1 for label in range(len(eval_loader.label_names))]
+    return create_metric(name, num_classes=num_classes, coco_gt=coco_gt,
+                         label_to_category_id=category_ids, json_path=json_path)
+
+
+def detections_of_run(results, split):
+    """Per-image detection arrays from the fetched results of one batch.
+
+    `results` is [bbox, bbox_num, ...] (our programs), or [bbox] alone as a LoDTensor
+    (models whose only output is the NMS result): its LoD gives the per-image split.
+    """
+    from slim.model import split_detections
+    if len(results) >= 2 and np.asarray(results[1]).ndim == 1:
+        return split_detections(np.asarray(results[0]), np.asarray(results[1]))
+    tensor = results[0]
+    lod = tensor.lod() if hasattr(tensor, "lod") else []
+    bbox = np.array(tensor)
+    if not lod:
+        return [bbox] if split == 1 else None
+    offsets = lod[0]
+    return [bbox[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metric,
+             progress=True, description="eval"):
+    """Run `program` over every batch of `eval_loader`, feed the detections to `metric`,
+    return metric.accumulate() (a dict with at least mAP and per_class_ap)."""
+    from tqdm import tqdm
+    from slim.metrics import VOCMetric
+    metric.reset()
+    lod_only = len(fetch_vars) == 1
+    for batch in tqdm(eval_loader, total=len(eval_loader), desc=description, unit="batch",
+                      disable=not progress, file=sys.stderr, leave=False):
+        feed = {name: batch[name] for name in feed_names}
+        results = executor.run(program, feed=feed, fetch_list=list(fetch_vars), scope=scope,
+                               return_numpy=not lod_only)
+        detections = detections_of_run(results, len(batch["im_id"]))
+        if detections is None:
+            raise UserError("the model's only output has no LoD, so its detections cannot be "
+                            "split per image; evaluate with YoloEvalFeed.batch_size=1")
+        if isinstance(metric, VOCMetric):
+            metric.update(detections, _ground_truths(batch))
+        else:
+            metric.update(detections, batch["im_id"])
+    return metric.accumulate()
+
+
+def check_image_shape(program, feed_name, image_shape, source):
+    """UserError when `program` declares a fixed input size other than the feed's image_shape."""
+    var = program.global_block().vars.get(feed_name)
+    if var is None:
+        return
+    declared = [int(d) for d in var.shape[1:]]
+    wanted = [int(d) for d in image_shape]
+    if any(d > 0 and d != w for d, w in zip(declared, wanted)):
+        raise UserError(f"the model takes images of {declared}, but {source}.image_shape is "
+                        f"{wanted}; set -o {source}.image_shape={declared}")
+
+
+def result_summary(result, class_names, metric_name):
+    """A JSON-able summary: metric, mAP, COCO stats if any, per-class AP by class name."""
+    per_class = result.get("per_class_ap") or []
+    names = list(class_names) if class_names is not None else []
+    summary = {"metric": metric_name, "mAP": result["mAP"],
+               "per_class_ap": {str(names[i]) if i < len(names) else str(i): ap
+                                for i, ap in enumerate(per_class)}}
+    for key, value in result.items():
+        if key not in ("mAP", "per_class_ap"):
+            summary[key] = value
+    return summary
+
+
+def write_result_json(out_dir, summary):
+    """Write `summary` to out_dir/eval_result.json; return the path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, RESULT_FILE)
+    with open(path, "w") as handle:
+        json.dump(summary, handle, indent=1)
+    return path
+
+
+def run_eval(args):
+    """Entry of eval.py: score a saved model on the eval feed's dataset."""
+    import paddle
+    from slim import distributed, export
+    from slim.config import create, load_config
+    from slim.data import set_dataset_dir
+    from slim.data.loader import build_eval_loader
+    from slim.metrics import format_metric_report, resolve_metric_name
+    paddle.enable_static()
+    cfg = load_config(args.config, args.opt)
+    set_dataset_dir(cfg, args.dataset_dir)
+    if not cfg.get("eval_feed"):
+        raise UserError(f"{args.config}: eval_feed is not set; name the eval data feed "
+                        "(e.g. eval_feed: YoloEvalFeed)")
+    env = distributed.DistributedEnv()
+    place = distributed.select_place(cfg.get("use_gpu", False), env, log=_stderr)
+    executor = paddle.static.Executor(place)
+    scope = paddle.static.Scope()
+    program, feed_names, fetch_vars = export.load_exported_program(
+        args.model_path, executor, scope, args.model_name, args.params_name)
+    feed = create(cfg["eval_feed"], cfg)
+    check_image_shape(program, "image", feed.image_shape, cfg["eval_feed"])
+    loader = build_eval_loader(feed)
+    json_path = (os.path.join(args.output_eval, COCO_DETECTIONS_FILE)
+                 if args.output_eval else None)
+    metric = make_metric(cfg, loader, json_path=json_path)
+    result = evaluate(executor, program, feed_names, fetch_vars, scope, loader, metric)
+    metric_name = resolve_metric_name(cfg.get("metric", "VOC"))
+    print(f"{metric_name} evaluation of {args.model_path} on {len(loader.records)} images")
+    print(format_metric_report(result, loader.label_names))
+    if args.output_eval:
+        summary = result_summary(result, loader.label_names, metric_name)
+        summary.update(model_path=args.model_path, num_images=len(loader.records))
+        print(f"wrote {write_result_json(args.output_eval, summary)}")
+    return result
+
+
+def _stderr(message):
+    print(message, file=sys.stderr)

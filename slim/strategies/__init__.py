@@ -1,0 +1,16 @@
+"""Compression strategies: what happens to the model at which epoch.
+
+A strategy is built from its slim-config entry (`slim.config.slim_config`) by
+the class named in its `class` key, looked up in `STRATEGY_CLASSES`, and is
+called by the driver at the start of every epoch. Adding one is one file plus
+one `register_strategy` line.
+
+    UniformPruneStrategy     prune every matched conv by one ratio that removes
+                             target_ratio of the FLOPs, at start_epoch
+    SensitivePruneStrategy   accepted in configs, refused at run time until the
+                             sensitivity analysis lands
+"""
+from slim.strategies.base import (STRATEGY_CLASSES, Strategy, StrategyContext,  # noqa: F401
+                                  build_strategies, register_strategy, resolve_metric_name)
+from slim.strategies.uniform_prune import UniformPruneStrategy  # noqa: F401
+from slim.strategies.sensitive_prune import SensitivePruneStrategy  # noqa: F401

@@ -1,0 +1,85 @@
+"""The strategy interface, the registry of strategy classes, and building them from a slim config."""
+import dataclasses
+
+from slim.errors import ConfigError, did_you_mean
+
+STRATEGY_CLASSES = {}  # class name in the slim config -> Strategy subclass; filled at import time
+
+# Names that mean "the detection metric" in a detection run. The seed's slim config says
+# acc_top1 (a classification metric PaddleSlim 1.x defaulted to); it maps here with a warning.
+DETECTION_METRIC_ALIASES = ("mAP", "map", "box_ap", "bbox_map", "VOC", "COCO")
+CLASSIFICATION_METRICS = ("acc_top1", "acc_top5", "top1", "top5", "accuracy")
+
+
+def register_strategy(cls):
+    """Class decorator: make `cls` the implementation of slim-config class `cls.__name__`."""
+    STRATEGY_CLASSES[cls.__name__] = cls
+    return cls
+
+
+@dataclasses.dataclass
+class StrategyContext:
+    """What a strategy may look at and change when it fires.
+
+    Attributes:
+        epoch: the epoch about to start.
+        programs: the driver's ProgramSet (train / eval programs, rebuilt after pruning).
+        scope: the scope holding every parameter and optimizer accumulator.
+        log: print-like function for one-line messages (rank 0 only).
+    """
+    epoch: int
+    programs: object
+    scope: object
+    log: object = print
+
+
+class Strategy:
+    """Base class: `name` (its key in the slim config), `start_epoch`, and the hooks.
+
+    `on_epoch_begin(context)` returns a JSON-able record when it changed the model
+    (e.g. a pruning plan), which the driver stores in the next checkpoint so a
+    resumed run replays it; None otherwise.
+    """
+
+    def __init__(self, name, options, slim_config):
+        self.name = name
+        self.options = options
+        self.start_epoch = int(getattr(options, "start_epoch", 0))
+
+    def on_epoch_begin(self, context):
+        """Called before every epoch; return a record when the model changed."""
+        return None
+
+
+def resolve_metric_name(strategy_name, metric_name, detection_metric, log=print):
+    """The metric a strategy reports: the detection metric of the config. A classification
+    name such as the seed's acc_top1 maps to it with a one-line warning."""
+    if metric_name is None or metric_name in DETECTION_METRIC_ALIASES:
+        return detection_metric
+    if metric_name in CLASSIFICATION_METRICS:
+        log(f"warning: strategy '{strategy_name}': metric_name '{metric_name}' is a classification "
+            f"metric; using the detection metric of the config ({detection_metric} mAP)")
+        return detection_metric
+    raise ConfigError(f"strategy '{strategy_name}': unknown metric_name '{metric_name}'"
+                      f"{did_you_mean(metric_name, DETECTION_METRIC_ALIASES)}; valid: "
+                      f"{', '.join(DETECTION_METRIC_ALIASES)} (or acc_top1, which maps to the "
+                      "detection metric)")
+
+
+def build_strategies(slim_config, detection_metric, log=print):
+    """The strategies `slim_config.compressor.strategies` lists, built in that order.
+
+    An unknown class exits 2 naming the known ones (the slim config loader already
+    checks class names against its schema; this checks that each has an implementation).
+    """
+    strategies = []
+    for name, options in slim_config.active_strategies():
+        class_name = type(options).__name__
+        cls = STRATEGY_CLASSES.get(class_name)
+        if cls is None:
+            raise ConfigError(f"{slim_config.path}: strategy '{name}': unknown class "
+                              f"'{class_name}'{did_you_mean(class_name, STRATEGY_CLASSES)}; known: "
+                              f"{', '.join(sorted(STRATEGY_CLASSES))}")
+        resolve_metric_name(name, getattr(options, "metric_name", None), detection_metric, log)
+        strategies.append(cls(name, options, slim_config))
+    return strategies

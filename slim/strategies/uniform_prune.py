@@ -1,0 +1,47 @@
+"""UniformPruneStrategy: at start_epoch, prune every matched conv by one ratio chosen so that
+`target_ratio` of the FLOPs goes, then training continues on the pruned program."""
+from slim.errors import ConfigError
+from slim.strategies.base import Strategy, register_strategy
+
+
+def pruner_criterion(strategy_name, pruner_name, pruner):
+    """The one criterion of a StructurePruner's `criterions` ({pattern: criterion})."""
+    criteria = sorted(set(pruner.criterions.values()))
+    if len(criteria) != 1:
+        raise ConfigError(f"pruner '{pruner_name}' (used by strategy '{strategy_name}'): "
+                          f"criterions name {', '.join(criteria) or 'nothing'}; one criterion for "
+                          "all parameters is supported, e.g. {'*': l1_norm}")
+    return criteria[0]
+
+
+@register_strategy
+class UniformPruneStrategy(Strategy):
+    """Prune `pruned_params` uniformly to remove `target_ratio` of the FLOPs at `start_epoch`."""
+
+    def __init__(self, name, options, slim_config):
+        super().__init__(name, options, slim_config)
+        self.pruner_name = options.pruner
+        self.criterion = pruner_criterion(name, options.pruner, slim_config.pruners[options.pruner])
+        self.target_ratio = float(options.target_ratio)
+        self.pruned_params = options.pruned_params
+        self.fired = False
+
+    def on_epoch_begin(self, context):
+        """Prune once, at the first epoch >= start_epoch; return the plan record."""
+        if self.fired or context.epoch < self.start_epoch:
+            return None
+        from slim.prune import format_summary, plan_summary
+        programs = context.programs
+        plan = programs.plan(self.pruned_params, self.target_ratio, self.criterion, context.scope)
+        summary = plan_summary(plan, programs.eval.program)  # before applying: FLOPs before/after
+        programs.apply(plan, context.scope)
+        context.log(f"strategy '{self.name}' at epoch {context.epoch}: pruned "
+                    f"{len(plan.matched)} params by ratio {plan.ratio:.4f} ({self.criterion}) "
+                    f"to remove {100 * self.target_ratio:.1f}% of the FLOPs")
+        context.log(format_summary(summary))
+        self.fired = True
+        return {"strategy": self.name, "epoch": context.epoch, "plan": plan.to_dict()}
+
+    def mark_replayed(self):
+        """A resumed run already holds this strategy's plan: do not prune again."""
+        self.fired = True

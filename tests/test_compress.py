@@ -1,0 +1,365 @@
+"""compress.py end to end on a tiny config: a checkpoint per epoch with the pruned shapes and
+the eval/inference models, the LR schedule and log lines, then eval.py and infer.py on the
+exported model, and Paddle Inference boxes equal to the Executor's.
+
+The workspace (tiny demo dataset + configs) and one uninterrupted compress run are shared
+with test_resume.py through `reference_run` (cached in the session's temp dir).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from slim import checkpoint as ck
+from slim import export
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# MobileNetV1 at width 0.125 + the YOLOv3 head, 64 px inputs, 2 iterations of 2 images per
+# epoch. (After 6 iterations the batch norm statistics are far from the activations, so the
+# eval-mode model detects little; test_eval_infer.py checks drawing and scoring on a model
+# that does detect.)
+DETECTION_CONFIG = """
+architecture: YOLOv3
+train_feed: YoloTrainFeed
+eval_feed: YoloEvalFeed
+test_feed: YoloTestFeed
+use_gpu: false
+max_iters: 2
+log_iter: 1
+log_smooth_window: 1
+metric: VOC
+map_type: 11point
+num_classes: 5
+random_seed: 1
+save_dir: output
+YOLOv3:
+  backbone: MobileNet
+  yolo_head: YOLOv3Head
+MobileNet:
+  norm_type: sync_bn
+  conv_group_scale: 0.125
+YOLOv3Head:
+  anchors: [[3, 4], [5, 9], [10, 7], [9, 18], [18, 13], [17, 35], [34, 26], [46, 58], [90, 80]]
+  nms: {keep_top_k: 20, nms_top_k: 100}
+LearningRate:
+  base_lr: 0.001
+  schedulers:
+  - !PiecewiseDecay {gamma: 0.1, milestones: [4]}
+  - !LinearWarmup {start_factor: 0., steps: 2}
+OptimizerBuilder:
+  optimizer: {type: Momentum, momentum: 0.9}
+  regularizer: {type: L2, factor: 0.0005}
+YoloTrainFeed:
+  batch_size: 2
+  image_shape: [3, 64, 64]
+  multi_scale_sizes: [64]
+  num_workers: 0
+  mixup_epoch: 1
+  dataset: {dataset_dir: data, annotation: train.txt, use_default_label: false}
+YoloEvalFeed:
+  batch_size: 2
+  image_shape: [3, 64, 64]
+  num_workers: 0
+  dataset: {dataset_dir: data, annotation: test.txt, use_default_label: false}
+YoloTestFeed:
+  batch_size: 2
+  image_shape: [3, 64, 64]
+  dataset: {dataset_dir: data, use_default_label: false}
+"""
+
+SEED_REGEX = ("(conv2_1_sep_weights)|(conv2_2_sep_weights)|(conv3_1_sep_weights)|"
+              "(conv4_1_sep_weights)|(conv5_1_sep_weights)|(conv5_2_sep_weights)|"
+              "(conv5_3_sep_weights)|(conv5_4_sep_weights)|(conv5_5_sep_weights)|"
+              "(conv5_6_sep_weights)|(yolo_block.0.0.0.conv.weights)|(yolo_block.0.0.1.conv.weights)|"
+              "(yolo_block.0.1.0.conv.weights)|(yolo_block.0.1.1.conv.weights)|"
+              "(yolo_block.1.0.0.conv.weights)|(yolo_block.1.0.1.conv.weights)|"
+              "(yolo_block.1.1.0.conv.weights)|(yolo_block.1.1.1.conv.weights)|"
+              "(yolo_block.1.2.conv.weights)|(yolo_block.2.0.0.conv.weights)|"
+              "(yolo_block.2.0.1.conv.weights)|(yolo_block.2.1.1.conv.weights)|"
+              "(yolo_block.2.2.conv.weights)|(yolo_block.2.tip.conv.weights)")
+
+# The seed's slim config with 3 epochs, pruning at epoch 1 (so epoch 0 is unpruned).
+SLIM_CONFIG = """
+version: 1.0
+pruners:
+  pruner_1: {class: StructurePruner, pruning_axis: {'*': 0}, criterions: {'*': l1_norm}}
+strategies:
+  uniform_pruning_strategy:
+    class: UniformPruneStrategy
+    pruner: pruner_1
+    start_epoch: 1
+    target_ratio: 0.5
+    pruned_params: 'SEED_REGEX'
+    metric_name: acc_top1
+compressor:
+  epoch: EPOCHS
+  eval_epoch: 1
+  checkpoint_path: CHECKPOINT_PATH
+  strategies: [uniform_pruning_strategy]
+"""
+
+EPOCHS = 3
+ITERATIONS_PER_EPOCH = 2
+PRUNED_PARAM = "conv2_1_sep_weights"  # 8 filters at width 0.125, 5 after the -50% FLOPs plan
+
+
+def make_workspace(root):
+    """Write the tiny demo dataset and the configs under `root`; return their paths."""
+    from slim.data.demo import main as make_demo_dataset
+    os.makedirs(root, exist_ok=True)
+    if not os.path.isdir(os.path.join(root, "data")):
+        make_demo_dataset(["--out", os.path.join(root, "data"), "--train", "8", "--test", "4"])
+    paths = {"root": root, "config": os.path.join(root, "tiny.yml")}
+    with open(paths["config"], "w") as handle:
+        handle.write(DETECTION_CONFIG)
+    return paths
+
+
+def write_slim_config(root, name, epochs=EPOCHS, checkpoint_path="ckpt"):
+    path = os.path.join(root, name)
+    with open(path, "w") as handle:
+        handle.write(SLIM_CONFIG.replace("SEED_REGEX", SEED_REGEX).replace("EPOCHS", str(epochs))
+                     .replace("CHECKPOINT_PATH", checkpoint_path))
+    return path
+
+
+def compress_command(slim_file, config, *extra):
+    return [sys.executable, "-u", os.path.join(ROOT, "compress.py"), "-s", slim_file, "-c", config,
+            *extra]
+
+
+def child_env(**extra):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               GLOG_minloglevel="2")
+    env.update(extra)
+    return env
+
+
+def reference_run(tmp_path_factory):
+    """One uninterrupted compress run (cached for the session): {paths, stdout, ckpt dir}."""
+    root = str(tmp_path_factory.getbasetemp() / "compress_reference")
+    done_marker = os.path.join(root, "done.json")
+    if os.path.isfile(done_marker):
+        with open(done_marker) as handle:
+            return json.load(handle)
+    paths = make_workspace(root)
+    slim_file = write_slim_config(root, "slim.yaml")
+    result = subprocess.run(compress_command(slim_file, paths["config"], "--output_eval", "out"),
+                            cwd=root, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = dict(paths, stdout=result.stdout, stderr=result.stderr,
+               checkpoints=os.path.join(root, "ckpt"), output_eval=os.path.join(root, "out"))
+    with open(done_marker, "w") as handle:
+        json.dump(run, handle)
+    return run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return reference_run(tmp_path_factory)
+
+
+def _checkpoint(run, epoch):
+    return ck.validate_checkpoint(os.path.join(run["checkpoints"], str(epoch)))
+
+
+def test_a_complete_checkpoint_per_epoch_with_eval_and_infer_models(run):
+    assert sorted(os.listdir(run["checkpoints"])) == [str(e) for e in range(EPOCHS)]
+    for epoch in range(EPOCHS):
+        checkpoint = _checkpoint(run, epoch)
+        assert checkpoint.state.epoch == epoch
+        assert checkpoint.state.iteration == (epoch + 1) * ITERATIONS_PER_EPOCH
+        assert sorted(os.listdir(os.path.join(checkpoint.path, "eval_model"))) == \
+            ["__model__", "__model__.infer", "__params__"]
+        assert "conv1_weights_velocity_0" in checkpoint.manifest["variables"]  # optimizer state
+
+
+def test_pruning_fires_at_start_epoch_and_removes_half_the_flops(run):
+    shapes = [_checkpoint(run, epoch).manifest["variables"][PRUNED_PARAM]["shape"]
+              for epoch in range(EPOCHS)]
+    assert [shape[0] for shape in shapes] == [8, 5, 5]
+    velocity = _checkpoint(run, 2).manifest["variables"][PRUNED_PARAM + "_velocity_0"]["shape"]
+    assert velocity == shapes[2]
+    plans = _checkpoint(run, 2).state.pruning_plans
+    assert [(p["strategy"], p["epoch"]) for p in plans] == [("uniform_pruning_strategy", 1)]
+    assert len(plans[0]["plan"]["matched"]) == 24
+    with open(os.path.join(run["output_eval"], "compress_summary.json")) as handle:
+        summary = json.load(handle)
+    assert abs(1 - summary["flops_after"] / summary["flops_before"] - 0.5) <= 0.005
+    assert summary["params_after"] < summary["params_before"]
+
+
+def test_log_lines_and_lr_schedule(run):
+    from slim.optimizer import LearningRate, LinearWarmup, PiecewiseDecay
+    lines = re.findall(r"^epoch (\d+)/2 iter (\d)/2 \(total (\d+)\) loss (\S+) loss_0 (\S+) "
+                       r"loss_1 (\S+) loss_2 (\S+) lr (\S+) (\S+) img/s eta \d+:\d\d$",
+                       run["stdout"], flags=re.MULTILINE)
+    assert [int(line[2]) for line in lines] == list(range(1, EPOCHS * ITERATIONS_PER_EPOCH + 1))
+    schedule = LearningRate(0.001, [PiecewiseDecay(0.1, [4]), LinearWarmup(2, 0.0)])
+    assert [float(line[7]) for line in lines] == pytest.approx(
+        [schedule.lr_at(i) for i in range(EPOCHS * ITERATIONS_PER_EPOCH)], rel=1e-5)
+    for line in lines:  # with log_smooth_window 1 the total is the sum of the parts
+        assert float(line[3]) == pytest.approx(sum(float(v) for v in line[4:7]), rel=1e-3)
+    assert "metric_name 'acc_top1' is a classification metric; using the detection metric" \
+        in run["stdout"]
+    assert len(re.findall(r"^epoch \d eval: VOC mAP \d+\.\d\d \(best", run["stdout"],
+                          flags=re.MULTILINE)) == EPOCHS
+
+
+def _eval_batch(run):
+    from slim.config import create, load_config
+    from slim.data.loader import build_eval_loader
+    cwd = os.getcwd()
+    os.chdir(run["root"])
+    try:
+        cfg = load_config(run["config"])
+        return next(iter(build_eval_loader(create("YoloEvalFeed", cfg))))
+    finally:
+        os.chdir(cwd)
+
+
+def test_paddle_inference_equals_executor_on_the_pruned_model(run):
+    """Both exported programs through Paddle Inference vs the Executor on a real eval batch:
+    `__model__` (boxes + the raw head outputs) and `__model__.infer` (boxes)."""
+    from slim.model import split_detections
+    model_dir = os.path.join(run["checkpoints"], "2", "eval_model")
+    batch = _eval_batch(run)
+    feeds = {"image": batch["image"], "im_size": batch["im_size"]}
+    executor = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    program, feed_names, fetch_vars = export.load_exported_program(model_dir, executor, scope,
+                                                                   model_name="__model__")
+    expected = executor.run(program, feed=feeds, fetch_list=fetch_vars, scope=scope)
+    assert np.array(scope.find_var(PRUNED_PARAM).get_tensor()).shape[0] == 5  # pruned model
+    assert [out.shape[1:] for out in expected[2:]] == [(30, 2, 2), (30, 4, 4), (30, 8, 8)]
+    full = export.run_predictor(export.inference_predictor(model_dir, model_name="__model__"), feeds)
+    for actual, wanted in zip(full[2:], expected[2:]):  # raw outputs: the whole pruned network
+        assert np.all(np.isfinite(wanted)) and np.abs(wanted).max() > 0
+        np.testing.assert_allclose(actual, wanted, rtol=1e-3, atol=1e-3 * np.abs(wanted).max())
+    for outputs in (full[:2], export.run_predictor(export.inference_predictor(model_dir), feeds)):
+        bbox, bbox_num = outputs
+        np.testing.assert_array_equal(bbox_num, expected[1])
+        for actual, wanted in zip(split_detections(bbox, bbox_num),
+                                  split_detections(expected[0], expected[1])):
+            np.testing.assert_array_equal(actual[:, 0], wanted[:, 0])
+            np.testing.assert_allclose(actual[:, 1:], wanted[:, 1:], rtol=1e-4, atol=1e-3)
+
+
+def test_eval_py_scores_the_exported_model_as_training_did(run, tmp_path):
+    import eval as eval_cli
+    cwd = os.getcwd()
+    os.chdir(run["root"])
+    try:
+        eval_cli.main(["-m", os.path.join("ckpt", "2", "eval_model"), "--model_name", "__model__",
+                       "--params_name", "__params__", "-c", run["config"],
+                       "--output_eval", str(tmp_path)])
+    finally:
+        os.chdir(cwd)
+    with open(tmp_path / "eval_result.json") as handle:
+        standalone = json.load(handle)
+    with open(os.path.join(run["output_eval"], "eval_result.json")) as handle:
+        during_training = json.load(handle)  # written by compress.py after the last epoch
+    assert during_training["epoch"] == 2
+    assert standalone["mAP"] == pytest.approx(during_training["mAP"], abs=1e-9)
+    assert standalone["per_class_ap"] == pytest.approx(during_training["per_class_ap"], abs=1e-9)
+    assert list(standalone["per_class_ap"]) == ["circle", "square", "triangle", "star", "cross"]
+
+
+def test_infer_py_draws_and_lists_detections(run, tmp_path, capsys):
+    import cv2
+    import infer as infer_cli
+    from slim.model import split_detections
+    model_dir = os.path.join(run["checkpoints"], "2", "eval_model")
+    images = os.path.join(run["root"], "data", "JPEGImages")
+    image = os.path.join(images, "test_00000.jpg")
+    threshold = 0.0
+    infer_cli.main(["--model_path", model_dir, "-c", run["config"], "--infer_dir", images,
+                    "--infer_img", image, "--output_dir", str(tmp_path),
+                    "--draw_threshold", str(threshold), "-o", "YoloTestFeed.dataset.dataset_dir="
+                    + os.path.join(run["root"], "data")])
+    assert sorted(os.listdir(tmp_path)) == ["detections.json", "test_00000.jpg"]  # infer_img wins
+    with open(tmp_path / "detections.json") as handle:
+        listed = json.load(handle)["images"]
+    assert [item["image"] for item in listed] == [image]
+    # The same image through the predictor: the listed detections are its rows >= threshold.
+    batch = _eval_batch(run)
+    feeds = {"image": batch["image"][:1], "im_size": batch["im_size"][:1]}
+    bbox, bbox_num = export.run_predictor(export.inference_predictor(model_dir), feeds)
+    rows = split_detections(bbox, bbox_num)[0]
+    rows = rows[rows[:, 1] >= threshold]
+    detections = listed[0]["detections"]
+    assert len(detections) == len(rows)
+    assert sorted(d["score"] for d in detections) == pytest.approx(sorted(rows[:, 1]), abs=1e-4)
+    assert {d["name"] for d in detections} <= {"circle", "square", "triangle", "star", "cross"}
+    drawn = cv2.imread(str(tmp_path / "test_00000.jpg"))
+    assert drawn.shape == cv2.imread(image).shape
+
+
+def _tiny_programs(run):
+    from slim.config import create, load_config
+    from slim.distributed import DistributedEnv
+    from slim.trainer import ProgramSet
+    cfg = load_config(run["config"])
+    programs = ProgramSet(create("YOLOv3", cfg), [3, 64, 64], create("OptimizerBuilder", cfg),
+                          create("LearningRate", cfg).scheduler(), DistributedEnv())
+    scope = paddle.static.Scope()
+    executor = paddle.static.Executor(paddle.CPUPlace())
+    executor.run(programs.startup, scope=scope)
+    return programs, scope, executor
+
+
+def test_weights_from_a_checkpoint_replay_its_plan_and_an_eval_model_must_fit(run, tmp_path):
+    from slim.compressor import load_weights_into
+    from slim.weights import WeightsError, save_weights
+    pruned = _checkpoint(run, 2)
+    tensors = ck.read_checkpoint_tensors(pruned)
+    programs, scope, executor = _tiny_programs(run)
+    messages = []
+    records = load_weights_into("weights", pruned.path, programs, scope, executor,
+                                paddle.CPUPlace(), False, messages.append)
+    assert [(r["strategy"], r["source"]) for r in records] == [("uniform_pruning_strategy", "weights")]
+    for param in programs.eval.program.global_block().all_parameters():
+        np.testing.assert_array_equal(np.array(scope.find_var(param.name).get_tensor()),
+                                      tensors[param.name], err_msg=param.name)
+    assert np.array(scope.find_var(PRUNED_PARAM + "_velocity_0").get_tensor()).shape[0] == 5
+    assert messages == [f"loaded weights from checkpoint '{pruned.path}' (epoch 2, 1 pruning "
+                        "plan(s) replayed)"]
+    # The same parameters as a weights dir load into the pruned programs ...
+    save_weights(scope, programs.eval.program, str(tmp_path / "model_final"))
+    load_weights_into("weights", str(tmp_path / "model_final"), programs, scope, executor,
+                      paddle.CPUPlace(), False, messages.append)
+    assert messages[-1].startswith(f"loaded weights '{tmp_path / 'model_final'}': ")
+    # ... but a pruned eval_model does not fit an unpruned model: named, nothing loaded.
+    unpruned, unpruned_scope, executor = _tiny_programs(run)
+    with pytest.raises(WeightsError, match=PRUNED_PARAM.replace(".", r"\.") + r": file \[5, "):
+        load_weights_into("weights", os.path.join(pruned.path, "eval_model"), unpruned,
+                          unpruned_scope, executor, paddle.CPUPlace(), False, messages.append)
+
+
+def test_init_model_starts_from_the_chosen_checkpoint(run, tmp_path, capsys):
+    import compress as compress_cli
+    slim_file = write_slim_config(str(tmp_path), "init.yaml", checkpoint_path=str(tmp_path / "ckpt"))
+    chosen = os.path.join(run["checkpoints"], "0")
+    with open(slim_file) as handle:
+        text = handle.read()
+    with open(slim_file, "w") as handle:
+        handle.write(text.replace("  eval_epoch: 1\n", f"  eval_epoch: 1\n  init_model: {chosen}\n"))
+    cwd = os.getcwd()
+    os.chdir(run["root"])
+    try:
+        compress_cli.main(["-s", slim_file, "-c", run["config"]])
+    finally:
+        os.chdir(cwd)
+    assert f"resumed from checkpoint '{chosen}': epoch 0 done, iteration 2" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["1", "2"]
+    resumed = ck.read_checkpoint_tensors(ck.validate_checkpoint(str(tmp_path / "ckpt" / "2")))
+    expected = ck.read_checkpoint_tensors(_checkpoint(run, 2))
+    assert resumed.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
