@@ -17,6 +17,7 @@ import pytest
 
 from slim import checkpoint as ck
 from slim import export
+from seed_facts import SEED_REGEX
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,16 +74,6 @@ YoloTestFeed:
   dataset: {dataset_dir: data, use_default_label: false}
 """
 
-SEED_REGEX = ("(conv2_1_sep_weights)|(conv2_2_sep_weights)|(conv3_1_sep_weights)|"
-              "(conv4_1_sep_weights)|(conv5_1_sep_weights)|(conv5_2_sep_weights)|"
-              "(conv5_3_sep_weights)|(conv5_4_sep_weights)|(conv5_5_sep_weights)|"
-              "(conv5_6_sep_weights)|(yolo_block.0.0.0.conv.weights)|(yolo_block.0.0.1.conv.weights)|"
-              "(yolo_block.0.1.0.conv.weights)|(yolo_block.0.1.1.conv.weights)|"
-              "(yolo_block.1.0.0.conv.weights)|(yolo_block.1.0.1.conv.weights)|"
-              "(yolo_block.1.1.0.conv.weights)|(yolo_block.1.1.1.conv.weights)|"
-              "(yolo_block.1.2.conv.weights)|(yolo_block.2.0.0.conv.weights)|"
-              "(yolo_block.2.0.1.conv.weights)|(yolo_block.2.1.1.conv.weights)|"
-              "(yolo_block.2.2.conv.weights)|(yolo_block.2.tip.conv.weights)")
 
 # The seed's slim config with 3 epochs, pruning at epoch 1 (so epoch 0 is unpruned).
 SLIM_CONFIG = """

@@ -12,19 +12,13 @@ import slim.model  # noqa: F401  (registers YOLOv3, MobileNet, YOLOv3Head)
 from slim.config import create, load_config, load_slim_config
 from slim.data.demo import CLASSES as DEMO_CLASSES
 from slim.optimizer import LinearWarmup, PiecewiseDecay
+from seed_facts import SEED_PARAMS as SEED_PRUNED_PARAMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOC_CONFIG = os.path.join("configs", "yolov3_mobilenet_v1_voc.yml")
 DEMO_CONFIG = os.path.join("configs", "yolov3_mobilenet_v1_demo.yml")
 SEED_SCHEDULERS = ("LearningRate.schedulers=[!PiecewiseDecay {gamma: 0.1, milestones: [110000, "
                    "124000]}, !LinearWarmup {start_factor: 0., steps: 2000}]")
-# FACTS.md section 1: the 24 parameters the seed prunes, in the order of its regex.
-SEED_PRUNED_PARAMS = (
-    [f"conv{block}_sep_weights" for block in ("2_1", "2_2", "3_1", "4_1", "5_1", "5_2", "5_3",
-                                              "5_4", "5_5", "5_6")]
-    + [f"yolo_block.{name}.conv.weights" for name in (
-        "0.0.0", "0.0.1", "0.1.0", "0.1.1", "1.0.0", "1.0.1", "1.1.0", "1.1.1", "1.2",
-        "2.0.0", "2.0.1", "2.1.1", "2.2", "2.tip")])
 
 
 def run(*args):

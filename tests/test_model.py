@@ -9,30 +9,7 @@ from slim.errors import ConfigError
 from slim.model import (MobileNet, MultiClassNMS, YOLOv3, YOLOv3Head, build_eval_program,
                         build_train_program, split_detections)
 
-# The seed's pruned_params regex, verbatim (dots unescaped, as users write them).
-SEED_REGEX = (
-    "(conv2_1_sep_weights)|(conv2_2_sep_weights)|(conv3_1_sep_weights)|(conv4_1_sep_weights)|"
-    "(conv5_1_sep_weights)|(conv5_2_sep_weights)|(conv5_3_sep_weights)|(conv5_4_sep_weights)|"
-    "(conv5_5_sep_weights)|(conv5_6_sep_weights)|(yolo_block.0.0.0.conv.weights)|"
-    "(yolo_block.0.0.1.conv.weights)|(yolo_block.0.1.0.conv.weights)|"
-    "(yolo_block.0.1.1.conv.weights)|(yolo_block.1.0.0.conv.weights)|"
-    "(yolo_block.1.0.1.conv.weights)|(yolo_block.1.1.0.conv.weights)|"
-    "(yolo_block.1.1.1.conv.weights)|(yolo_block.1.2.conv.weights)|"
-    "(yolo_block.2.0.0.conv.weights)|(yolo_block.2.0.1.conv.weights)|"
-    "(yolo_block.2.1.1.conv.weights)|(yolo_block.2.2.conv.weights)|"
-    "(yolo_block.2.tip.conv.weights)")
-SEED_PARAMS = [
-    "conv2_1_sep_weights", "conv2_2_sep_weights", "conv3_1_sep_weights", "conv4_1_sep_weights",
-    "conv5_1_sep_weights", "conv5_2_sep_weights", "conv5_3_sep_weights", "conv5_4_sep_weights",
-    "conv5_5_sep_weights", "conv5_6_sep_weights",
-    "yolo_block.0.0.0.conv.weights", "yolo_block.0.0.1.conv.weights",
-    "yolo_block.0.1.0.conv.weights", "yolo_block.0.1.1.conv.weights",
-    "yolo_block.1.0.0.conv.weights", "yolo_block.1.0.1.conv.weights",
-    "yolo_block.1.1.0.conv.weights", "yolo_block.1.1.1.conv.weights",
-    "yolo_block.1.2.conv.weights",
-    "yolo_block.2.0.0.conv.weights", "yolo_block.2.0.1.conv.weights",
-    "yolo_block.2.1.1.conv.weights", "yolo_block.2.2.conv.weights",
-    "yolo_block.2.tip.conv.weights"]
+from seed_facts import SEED_PARAMS, SEED_REGEX
 BACKBONE_BLOCKS = ["conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1",
                    "conv5_2", "conv5_3", "conv5_4", "conv5_5", "conv5_6", "conv6"]
 HEAD_CONVS = [f"yolo_block.{i}.{name}" for i in range(3)

@@ -15,16 +15,10 @@ from slim.prune.apply import plan_removals
 from slim.prune.flops import program_flops
 from slim.prune.masking import zero_removed_channels
 from test_prune_exact import persistables, restore
+from seed_facts import SEED_PARAMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_SLIM_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_slim.yaml")
-# FACTS.md section 1: the 24 conv weights the seed's regex names, in program order.
-SEED_PARAMS = (
-    [f"conv{block}_sep_weights" for block in ("2_1", "2_2", "3_1", "4_1", "5_1", "5_2", "5_3",
-                                               "5_4", "5_5", "5_6")]
-    + [f"yolo_block.{name}.conv.weights" for name in (
-        "0.0.0", "0.0.1", "0.1.0", "0.1.1", "1.0.0", "1.0.1", "1.1.0", "1.1.1", "1.2",
-        "2.0.0", "2.0.1", "2.1.1", "2.2", "2.tip")])
 CPU = paddle.CPUPlace()
 SIZE = 64
 NUM_CLASSES = 3
