@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from slim.data import VOCDataSet
-from slim.data.demo import CLASSES, MIN_OBJECT_SIDE, generate_demo_dataset, make_scene
+from slim.data.demo import (CLASSES, MIN_OBJECT_SIDE, OBJECTS_PER_SCENE, generate_demo_dataset,
+                            make_scene)
 from slim.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +52,7 @@ def test_layout_and_parsing_without_warnings(tmp_path, caplog):
         assert len(records) == count
         for record in records:
             assert 192 <= record["h"] <= 256 and 192 <= record["w"] <= 256
-            assert 1 <= len(record["gt_bbox"]) <= 6
+            assert 1 <= len(record["gt_bbox"]) <= max(OBJECTS_PER_SCENE) == 4
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 

@@ -4,8 +4,8 @@
 
 Writes `JPEGImages/*.jpg`, `Annotations/*.xml`, `train.txt`, `test.txt` (lines
 `JPEGImages/x.jpg Annotations/x.xml`) and `label_list.txt` (5 classes). Each
-scene (192-256 px a side) holds 1-6 objects - circle, square, triangle, star,
-cross - of random size (16 px and up), aspect, rotation, colour and texture
+scene (192-256 px a side) holds 1-4 objects - circle, square, triangle, star,
+cross - of random size (24 px and up), aspect, rotation, colour and texture
 (solid, stripes, checks, gradient, speckle; colour says nothing about the
 class), placed over a textured background with clutter (lines, arcs, blobs,
 dots), overlapping each other, sometimes cut by the image border or by
@@ -30,13 +30,19 @@ import numpy as np
 from slim.errors import DataError, exit_on_user_error
 
 CLASSES = ("circle", "square", "triangle", "star", "cross")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER_FILE = ".slim_demo.json"
 SPLIT_IDS = {"train": 1, "test": 2}
-MIN_OBJECT_SIDE = 16
+MIN_OBJECT_SIDE = 24
 MIN_VISIBLE_FRACTION = 0.45
 DIFFICULT_VISIBLE_FRACTION = 0.65
-DIFFICULT_MAX_SIDE = 22
+DIFFICULT_MAX_SIDE = 30
+# Scenes for the width-0.25 demo model at 160-224 px input: 1-4 objects whose longest
+# side is 15-60% of the scene's shorter side (>= ~24 px after resizing), a moderately
+# cluttered background.
+OBJECTS_PER_SCENE = [1, 2, 2, 3, 3, 3, 4, 4]
+OBJECT_SIDE_FRACTION = (0.15, 0.6)
+CLUTTER_COUNT = (3, 9)
 
 
 def _unit_polygon(class_name, rng):
@@ -113,7 +119,7 @@ def background(width, height, rng):
     image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     image = image * rng.uniform(0.4, 0.9) + rng.uniform(0, 80)
     image += rng.normal(0, rng.uniform(3, 12), image.shape).astype(np.float32)
-    _draw_clutter(image, rng, count=int(rng.integers(6, 18)))
+    _draw_clutter(image, rng, count=int(rng.integers(CLUTTER_COUNT[0], CLUTTER_COUNT[1] + 1)))
     return image
 
 
@@ -150,7 +156,8 @@ def _draw_clutter(image, rng, count, thin_only=False):
 
 
 def _object_size(image_w, image_h, rng):
-    longest = min(image_w, image_h) * np.exp(rng.uniform(np.log(0.12), np.log(0.6)))
+    longest = min(image_w, image_h) * np.exp(rng.uniform(np.log(OBJECT_SIDE_FRACTION[0]),
+                                                          np.log(OBJECT_SIDE_FRACTION[1])))
     aspect = np.exp(rng.uniform(np.log(0.7), np.log(1.45)))
     width = max(MIN_OBJECT_SIDE, int(round(longest * min(1.0, aspect))))
     height = max(MIN_OBJECT_SIDE, int(round(longest * min(1.0, 1.0 / aspect))))
@@ -176,7 +183,7 @@ def make_scene(rng):
     image = background(width, height, rng)
     label_map = np.zeros((height, width), np.int32)
     objects = []  # (class_name, full pixel count)
-    for _ in range(int(rng.choice([1, 2, 2, 3, 3, 3, 4, 4, 5, 6]))):
+    for _ in range(int(rng.choice(OBJECTS_PER_SCENE))):
         class_name = CLASSES[int(rng.integers(len(CLASSES)))]
         for _attempt in range(12):
             obj_w, obj_h = _object_size(width, height, rng)
@@ -191,7 +198,7 @@ def make_scene(rng):
                    for i, (_, full) in enumerate(candidate)):
                 label_map, image, objects = trial_map, trial_image, candidate
                 break
-    _draw_clutter(image, rng, count=int(rng.integers(0, 4)), thin_only=True)  # occluders in front
+    _draw_clutter(image, rng, count=int(rng.integers(0, 3)), thin_only=True)  # occluders in front
     if rng.uniform() < 0.5:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.0))
     annotations = []
