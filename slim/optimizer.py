@@ -257,10 +257,6 @@ class OptimizerBuilder:
             raise InvalidValue(("clip_grad_by_norm",), f"key 'clip_grad_by_norm' must be > 0, "
                                                        f"got {clip}")
 
-    def __call__(self, learning_rate):
-        """Same as build_optimizer(self, learning_rate)."""
-        return build_optimizer(self, learning_rate)
-
 
 def _unknown_choice(key, value, choices, what="value"):
     hint = did_you_mean(value, choices) if isinstance(value, str) else ""

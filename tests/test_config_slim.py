@@ -141,3 +141,10 @@ def test_shipped_slim_configs_load(name):
     (strategy_name, strategy), = cfg.active_strategies()
     assert strategy_name == "uniform_pruning_strategy" and strategy.target_ratio == 0.5
     assert cfg.pruners[strategy.pruner].criterions == {"*": "l1_norm"}
+
+
+def test_slim_config_criteria_are_the_pruning_engines_criteria():
+    # The slim config lists criteria without importing paddle; keep it in step with the engine.
+    from slim.config import slim_config
+    from slim.prune.criteria import CRITERIA
+    assert set(slim_config.CRITERIA) == set(CRITERIA)

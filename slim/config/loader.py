@@ -18,7 +18,7 @@ from slim.config.registry import REGISTRY
 from slim.config.schema import TOP_LEVEL
 from slim.config.validate import (InvalidValue, build_instance, format_path, instantiate_options,
                                   instantiate_value, option_types, options_of, validate_options)
-from slim.config.yaml_io import dump_yaml, load_yaml_file, parse_yaml_value
+from slim.config.yaml_io import load_yaml_file, parse_yaml_value
 from slim.errors import ConfigError, did_you_mean
 
 # Packages whose import registers the config modules a detection config names.
@@ -54,10 +54,6 @@ class Config(dict):
             return self[name]
         except KeyError:
             raise AttributeError(f"config has no key '{name}'") from None
-
-    def to_yaml(self):
-        """The whole config as YAML (what was actually used, defaults included)."""
-        return dump_yaml(dict(self))
 
 
 class _Provenance:
@@ -201,12 +197,10 @@ def _list_index(items, key, path, source):
             raise ConfigError(f"{source}: index {index} out of range for '{format_path(path)}' "
                               f"({len(items)} items)")
         return index % len(items)
-    named = [i for i, item in enumerate(items)
-             if REGISTRY.spec_of_instance(item) is not None
-             and REGISTRY.spec_of_instance(item).name == key]
+    names = [getattr(REGISTRY.spec_of_instance(item), "name", None) for item in items]
+    named = [i for i, name in enumerate(names) if name == key]
     if len(named) != 1:
-        present = [REGISTRY.spec_of_instance(item).name for item in items
-                   if REGISTRY.spec_of_instance(item) is not None]
+        present = [name for name in names if name]
         reason = "no" if not named else "more than one"
         raise ConfigError(f"{source}: '{format_path(path)}' has {reason} item '{key}'; address an "
                           f"item by index (0..{len(items) - 1}) or by tag name"
