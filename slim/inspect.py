@@ -29,9 +29,9 @@ import subprocess
 import sys
 
 from slim.errors import ConfigError, UserError
+from slim.prune.flops import CONV_OP_TYPES, is_forward_op
 
 DEFAULT_IMAGE_SHAPE = (3, 608, 608)
-CONV_OP_TYPES = ("conv2d", "depthwise_conv2d")
 # Ops whose output keeps the input's channels one-to-one: `reaches` walks through them.
 CHANNEL_PRESERVING_OP_TYPES = (
     "batch_norm", "relu", "relu6", "leaky_relu", "sigmoid", "swish", "hard_swish", "tanh",
@@ -202,12 +202,7 @@ def _reads_as_activation(op, var_name):
 def _readers(block, var_name):
     """Forward ops of `block` that read `var_name`."""
     return [op for op in block.ops
-            if var_name in op.input_arg_names and not op.type.endswith("_grad")
-            and _is_forward(op)]
-
-
-def _is_forward(op):
-    return not op.has_attr("op_role") or (int(op.attr("op_role")) & 0x1F) == 0
+            if var_name in op.input_arg_names and is_forward_op(op)]
 
 
 def format_table(report):
@@ -260,7 +255,7 @@ def program_to_dot(program):
     """Graphviz dot text of `program`'s forward ops: one node per op (conv nodes filled and
     labelled with their weight and shape), one edge per var from producer to reader."""
     block = program.global_block()
-    ops = [op for op in block.ops if _is_forward(op) and op.type not in ("feed", "fetch")]
+    ops = [op for op in block.ops if is_forward_op(op) and op.type not in ("feed", "fetch")]
     lines = ["digraph program {", "  rankdir=TB;", '  node [shape=box, fontsize=10];']
     producer = {}
     for index, op in enumerate(ops):

@@ -124,8 +124,6 @@ def test_inspect_table(capsys):
 
 def _scaled(convs, scale=0.25):
     """The width-0.25 backbone (channels int(c * 0.25)) with the full-width head."""
-    backbone = {"conv1_weights": 32}
-    backbone.update({f"{name}_sep_weights": channels for name, channels, _ in BACKBONE})
     scaled = {}
     previous = int(32 * scale)
     for name, (shape, stride, has_bn, has_bias) in convs.items():

@@ -68,11 +68,6 @@ class MobileNet:
         return (f"MobileNet(norm_type={self.norm_type!r}, norm_decay={self.norm_decay}, "
                 f"conv_group_scale={self.conv_group_scale})")
 
-    def out_channels(self):
-        """Channels of the three feature maps, shallowest (stride 8) first."""
-        by_name = {name: channels for name, channels, _ in DEPTHWISE_SEPARABLE_BLOCKS}
-        return [scaled_channels(by_name[name], self.conv_group_scale) for name in FEATURE_BLOCKS]
-
     def __call__(self, image, is_test):
         """Append the backbone to the current program; returns [stride 8, 16, 32] feature vars."""
         from slim.model import layers

@@ -72,7 +72,7 @@ def program_flops(program, detail=False):
     block = program.global_block()
     per_op = []
     for index, op in enumerate(block.ops):
-        if op.type not in COUNTED_OP_TYPES or not _is_forward(op):
+        if op.type not in COUNTED_OP_TYPES or not is_forward_op(op):
             continue
         flops, param, output = _OP_COUNTERS[op.type](block, op)
         per_op.append(OpFlops(index, op.type, param, output, int(flops)))
@@ -101,7 +101,8 @@ def program_params(program, detail=False):
     return (total, counts) if detail else total
 
 
-def _is_forward(op):
+def is_forward_op(op):
+    """True for ops of the forward pass (not backward, optimizer, LR or loss-scaling ops)."""
     if not op.has_attr("op_role"):
         return True
     return (int(op.attr("op_role")) & _NON_FORWARD_ROLE_BITS) == 0

@@ -67,7 +67,7 @@ def _percent_change(before, after):
     return 0.0 if not before else 100.0 * (after - before) / before
 
 
-def format_summary(summary, max_params_shown=1):
+def format_summary(summary):
     """The summary as a text table: one row per group (its producing conv weights, then a
     count of its other params), then totals."""
     rows = [("#", "channels", "FLOPs -%", "params")]
@@ -75,9 +75,6 @@ def format_summary(summary, max_params_shown=1):
     for number, group in enumerate(summary["groups"], 1):
         names = group["params"]
         shown = group.get("filters") or names[:1]
-        if len(shown) < max_params_shown:
-            shown = shown + [name for name in names if name not in shown][
-                : max_params_shown - len(shown)]
         rest = len(names) - len(shown)
         removed = group.get("flops_removed")
         rows.append((str(number),
