@@ -250,7 +250,7 @@ class TrainLoader:
     """
 
     def __init__(self, feed, records, rank=0, world_size=1, seed=0):
-        shard_bounds(len(records), rank, world_size)  # validates rank / world_size
+        start, stop = shard_bounds(len(records), rank, world_size)  # validates rank / world_size
         self.feed = feed
         self.records = records
         self.num_samples = len(records)
@@ -258,7 +258,6 @@ class TrainLoader:
         self.sizes = feed.sizes()
         self.samples = TrainSamples(records, seed, feed.mixup_epoch, feed.num_max_boxes,
                                     getattr(feed, "expand_max_ratio", 4.0))
-        start, stop = shard_bounds(self.num_samples, rank, world_size)
         if feed.drop_last:
             # Every rank runs the same number of full batches (collective training stays in step).
             self.batches_per_epoch = (self.num_samples // world_size) // feed.batch_size
