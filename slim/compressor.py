@@ -32,6 +32,16 @@ RECIPE_TOTAL_BATCH = 64  # the seed's recipe: 8 cards x 8 images (FACTS.md secti
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
 
+def replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=False):
+    """Replay a checkpoint's pruning plans on `programs` and `scope` (so shapes match),
+    then load its tensors (only the parameters with `only_parameters`)."""
+    from slim import checkpoint as checkpoint_lib
+    from slim.prune import PrunePlan
+    for record in checkpoint.state.pruning_plans:
+        programs.apply(PrunePlan.from_dict(record["plan"]), scope)
+    checkpoint_lib.load_checkpoint_persistables(checkpoint, programs.train.program, scope,
+                                                executor, only_parameters=only_parameters)
+
 # ----------------------------------------------------------------------------- LR scaling
 
 def scale_learning_rate(learning_rate, recipe_total_batch, total_batch):
@@ -84,7 +94,6 @@ def load_weights_into(key, path, programs, scope, executor, place, partial, log)
     replays its pruning plans. Returns the plan records replayed."""
     from slim import checkpoint as checkpoint_lib
     from slim.export import PARAMS_NAME
-    from slim.prune import PrunePlan
     from slim.weights import load_weights
     path = _local_path(key, path)
     if os.path.isfile(os.path.join(path, checkpoint_lib.MANIFEST_NAME)):
@@ -92,10 +101,7 @@ def load_weights_into(key, path, programs, scope, executor, place, partial, log)
             checkpoint = checkpoint_lib.validate_checkpoint(path)
         except checkpoint_lib.CheckpointError as error:
             raise UserError(f"{key}: {error}") from None
-        for record in checkpoint.state.pruning_plans:
-            programs.apply(PrunePlan.from_dict(record["plan"]), scope)
-        checkpoint_lib.load_checkpoint_persistables(checkpoint, programs.train.program, scope,
-                                                    executor, only_parameters=True)
+        replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=True)
         log(f"loaded {key} from checkpoint '{path}' (epoch {checkpoint.state.epoch}, "
             f"{len(checkpoint.state.pruning_plans)} pruning plan(s) replayed)")
         # Marked so that a resumed run replays them without taking them for its own strategies.
@@ -257,16 +263,11 @@ def prepare_job(args):
 def restore_state(job):
     """Resume from a checkpoint (plans replayed, tensors and LR schedule restored) or load the
     starting weights; return the RunState to continue from."""
-    from slim import checkpoint as checkpoint_lib
-    from slim.prune import PrunePlan
     state = RunState()
     start, init_is_weights = _starting_checkpoint(job.compressor.checkpoint_path,
                                                   job.compressor.init_model, job.log)
     if start is not None:
-        for record in start.state.pruning_plans:
-            job.programs.apply(PrunePlan.from_dict(record["plan"]), job.scope)
-        checkpoint_lib.load_checkpoint_persistables(start, job.programs.train.program, job.scope,
-                                                    job.executor)
+        replay_checkpoint(start, job.programs, job.scope, job.executor)
         state = RunState(list(start.state.pruning_plans), start.state.epoch + 1,
                          int(start.state.iteration), start.state.best_metric,
                          start.state.best_epoch, list(start.state.extra.get("history", [])),

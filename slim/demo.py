@@ -149,11 +149,11 @@ def measure_latency(model_dirs, images, rounds=LATENCY_ROUNDS, threads=None):
     return {name: float(np.median(values)) for name, values in timings.items()}, threads
 
 
-def latency_inputs(config_path, count):
-    """`count` preprocessed test images (batch 1 feeds) from the eval feed."""
-    from slim.config import create, load_config
+def latency_inputs(cfg, count):
+    """`count` preprocessed test images (batch 1 feeds) from the config's eval feed."""
+    from slim.config import create
     from slim.data.loader import build_eval_loader
-    feed = create("YoloEvalFeed", load_config(config_path))
+    feed = create(cfg["eval_feed"], cfg)
     loader = build_eval_loader(feed)
     inputs = []
     for batch in loader:  # batches come normalised (float32), as the models take them
@@ -252,7 +252,7 @@ def main(argv=None):
                                          "--output_dir", infer_out))
 
     print("\n=== Paddle Inference latency (batch 1, interleaved, median)", flush=True)
-    latency, threads = measure_latency(models, latency_inputs(DETECTION_CONFIG, LATENCY_IMAGES))
+    latency, threads = measure_latency(models, latency_inputs(cfg, LATENCY_IMAGES))
     flops = {"baseline": pruned.state.extra.get("flops_unpruned"),
              "-50% FLOPs": pruned.state.extra.get("flops")}
     rows = []

@@ -9,7 +9,6 @@ added, so the engine only ever sees single-card programs.
 """
 import collections
 import math
-import sys
 import time
 
 import numpy as np
@@ -231,7 +230,3 @@ def run_iterations(executor, programs, scope, batches, num_iterations, scheduler
 def log_to_stdout(message):
     """Print a log line and flush (logs are read live, e.g. by tests and tail -f)."""
     print(message, flush=True)
-
-
-def log_to_stderr(message):
-    print(message, file=sys.stderr, flush=True)

@@ -43,7 +43,6 @@ class Strategy:
 
     def __init__(self, name, options, slim_config):
         self.name = name
-        self.options = options
         self.start_epoch = int(getattr(options, "start_epoch", 0))
 
     def on_epoch_begin(self, context):

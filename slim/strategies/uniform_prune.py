@@ -20,7 +20,6 @@ class UniformPruneStrategy(Strategy):
 
     def __init__(self, name, options, slim_config):
         super().__init__(name, options, slim_config)
-        self.pruner_name = options.pruner
         self.criterion = pruner_criterion(name, options.pruner, slim_config.pruners[options.pruner])
         self.target_ratio = float(options.target_ratio)
         self.pruned_params = options.pruned_params
