@@ -148,3 +148,14 @@ def test_slim_config_criteria_are_the_pruning_engines_criteria():
     from slim.config import slim_config
     from slim.prune.criteria import CRITERIA
     assert set(slim_config.CRITERIA) == set(CRITERIA)
+
+
+def test_shipped_auto_slim_config_is_the_seed_config_with_auto_selection():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    seed = load_slim_config(os.path.join(root, "configs", "yolov3_mobilenet_v1_slim.yaml"))
+    auto = load_slim_config(os.path.join(root, "configs", "yolov3_mobilenet_v1_auto_slim.yaml"))
+    seed_strategy = seed.strategies["uniform_pruning_strategy"]
+    auto_strategy = auto.strategies["uniform_pruning_strategy"]
+    assert auto_strategy.pruned_params == "auto" != seed_strategy.pruned_params
+    assert auto_strategy.target_ratio == seed_strategy.target_ratio == 0.5
+    assert auto.compressor == seed.compressor
