@@ -109,6 +109,30 @@ def test_head_width_scale_scales_block_and_transition_channels_keeping_names():
         YOLOv3Head(width_scale=0)
 
 
+def test_objectness_prior_sets_the_initial_objectness_of_every_prediction():
+    head = YOLOv3Head(num_classes=3, width_scale=0.25, objectness_prior=0.01)
+    evaluation = build_eval_program(YOLOv3(MobileNet(conv_group_scale=0.25), head),
+                                    image_shape=[3, 64, 64])
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
+    executor.run(evaluation.startup, scope=scope)
+    image = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype("float32")
+    outputs = executor.run(evaluation.program, scope=scope,
+                           feed={"image": image, "im_size": np.full((2, 2), 64, "int32")},
+                           fetch_list=[evaluation.fetches[f"output_{i}"] for i in range(3)])
+    for i, output in enumerate(outputs):
+        bias = np.array(scope.find_var(f"yolo_output.{i}.conv.bias").get_tensor())
+        per_anchor = bias.reshape(3, 5 + 3)
+        np.testing.assert_allclose(per_anchor[:, 4], np.log(0.01 / 0.99), rtol=1e-6)
+        assert not per_anchor[:, :4].any() and not per_anchor[:, 5:].any()
+        # the bias dominates the initial logits: objectness starts near the prior
+        objectness = 1 / (1 + np.exp(-output.reshape(2, 3, 5 + 3, *output.shape[2:])[:, :, 4]))
+        assert 0.001 < np.median(objectness) < 0.05
+    assert YOLOv3Head().output_initial_bias(0) is None
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ConfigError, match="objectness_prior"):
+            YOLOv3Head(objectness_prior=bad)
+
+
 def test_train_and_eval_programs_share_parameters(voc_programs):
     train, evaluation = voc_programs
     train_params = {p.name: list(p.shape) for p in train.program.global_block().all_parameters()}

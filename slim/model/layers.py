@@ -42,12 +42,18 @@ def conv_bn_leaky(input, num_filters, filter_size, stride, padding, name, norm_d
     return paddle.nn.functional.leaky_relu(out, negative_slope=0.1)
 
 
-def conv_with_bias(input, num_filters, name):
-    """Plain 1x1 conv with bias, no norm: `<name>.conv.weights`, `<name>.conv.bias`."""
+def conv_with_bias(input, num_filters, name, initial_bias=None):
+    """Plain 1x1 conv with bias, no norm: `<name>.conv.weights`, `<name>.conv.bias`.
+
+    `initial_bias`: the bias's initial values (a list of num_filters floats); default zeros.
+    """
+    bias_initializer = None
+    if initial_bias is not None:
+        bias_initializer = paddle.nn.initializer.Assign([float(v) for v in initial_bias])
     return paddle.static.nn.conv2d(
         input, num_filters, 1,
         param_attr=paddle.ParamAttr(name=name + ".conv.weights"),
-        bias_attr=paddle.ParamAttr(name=name + ".conv.bias",
+        bias_attr=paddle.ParamAttr(name=name + ".conv.bias", initializer=bias_initializer,
                                    regularizer=paddle.regularizer.L2Decay(0.)))
 
 

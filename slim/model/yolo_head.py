@@ -6,6 +6,7 @@ Parameter names follow FACTS.md §1: `yolo_block.i.{0,1}.{0,1}`, `yolo_block.i.2
 `yolo_output.i.conv.{weights,bias}` (plain 1x1 conv).
 """
 import dataclasses
+import math
 import typing
 
 from slim.config.registry import register
@@ -71,6 +72,10 @@ class YOLOv3Head:
         nms: MultiClassNMS options for the eval/infer program.
         width_scale: multiplier of every detection-block and transition conv's channels
             (1.0 is the published model; small values make CPU demos fast). Names are unchanged.
+        objectness_prior: initial objectness probability of every prediction: the objectness
+            biases of yolo_output.i start at log(p / (1 - p)) (null: zero biases, p = 0.5, as
+            published). 0.01 keeps the background's loss small at the start of training from
+            scratch, whose gradients otherwise blow up the first convs' weights.
     """
     __shared__ = ["num_classes"]
 
@@ -78,7 +83,7 @@ class YOLOv3Head:
                  anchors: typing.List[typing.List[int]] = DEFAULT_ANCHORS, norm_decay: float = 0.,
                  num_classes: int = 80, ignore_thresh: float = 0.7,
                  label_smooth: bool = False, nms: MultiClassNMS = MultiClassNMS(),
-                 width_scale: float = 1.0):
+                 width_scale: float = 1.0, objectness_prior: typing.Optional[float] = None):
         self.anchors = [[int(v) for v in anchor] for anchor in anchors]
         if any(len(anchor) != 2 for anchor in self.anchors):
             raise ConfigError(f"YOLOv3Head.anchors: every anchor must be [width, height], got {anchors}")
@@ -101,6 +106,10 @@ class YOLOv3Head:
         if not float(width_scale) > 0:
             raise ConfigError(f"YOLOv3Head.width_scale: must be > 0, got {width_scale}")
         self.width_scale = float(width_scale)
+        if objectness_prior is not None and not 0 < float(objectness_prior) < 1:
+            raise ConfigError(f"YOLOv3Head.objectness_prior: must be in (0, 1) or null, "
+                              f"got {objectness_prior}")
+        self.objectness_prior = None if objectness_prior is None else float(objectness_prior)
 
     def __repr__(self):
         return (f"YOLOv3Head(num_classes={self.num_classes}, anchor_masks={self.anchor_masks}, "
@@ -118,6 +127,17 @@ class YOLOv3Head:
         """Channels of yolo_output.i: anchors x (4 box + 1 objectness + classes)."""
         return len(self.anchor_masks[output_index]) * (5 + self.num_classes)
 
+    def output_initial_bias(self, output_index):
+        """Initial bias of yolo_output.i: zeros, except log(p / (1 - p)) for each anchor's
+        objectness channel when objectness_prior p is set; None for all zeros."""
+        if self.objectness_prior is None:
+            return None
+        p = self.objectness_prior
+        bias = [0.0] * self.output_channels(output_index)
+        for anchor in range(len(self.anchor_masks[output_index])):
+            bias[anchor * (5 + self.num_classes) + 4] = math.log(p / (1 - p))
+        return bias
+
     def outputs(self, features, is_test):
         """Append the detection blocks; `features` shallowest first; returns the raw outputs,
         deepest (stride 32) first."""
@@ -130,7 +150,8 @@ class YOLOv3Head:
                 block = paddle.concat([route, block], axis=1)
             route, tip = self._detection_block(block, self.scaled_channels(512 // (2 ** i)),
                                                f"yolo_block.{i}", is_test)
-            outputs.append(layers.conv_with_bias(tip, self.output_channels(i), f"yolo_output.{i}"))
+            outputs.append(layers.conv_with_bias(tip, self.output_channels(i), f"yolo_output.{i}",
+                                                 initial_bias=self.output_initial_bias(i)))
             if i < len(blocks) - 1:
                 route = layers.conv_bn_leaky(route, self.scaled_channels(256 // (2 ** i)), 1, 1, 0,
                                              f"yolo_transition.{i}", self.norm_decay, is_test)
