@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from slim.data import VOCDataSet
-from slim.data.demo import (CLASSES, MIN_OBJECT_SIDE, OBJECTS_PER_SCENE, generate_demo_dataset,
-                            make_scene)
+from slim.data.demo import (CLASS_HUE_SPREAD, CLASSES, MIN_OBJECT_SIDE, OBJECTS_PER_SCENE,
+                            class_hue, generate_demo_dataset, make_scene)
 from slim.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +52,7 @@ def test_layout_and_parsing_without_warnings(tmp_path, caplog):
         assert len(records) == count
         for record in records:
             assert 192 <= record["h"] <= 256 and 192 <= record["w"] <= 256
-            assert 1 <= len(record["gt_bbox"]) <= max(OBJECTS_PER_SCENE) == 4
+            assert 1 <= len(record["gt_bbox"]) <= max(OBJECTS_PER_SCENE) == 3
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -75,7 +75,20 @@ def test_scenes_are_varied_and_objects_large_enough():
     assert (class_counts >= 15).all(), class_counts
     assert 0.02 < difficult / objects < 0.4, (difficult, objects)
     assert min(sides) < 40 and max(sides) > 100
-    assert objects / 60 > 2
+    assert objects / 60 > 1.8
+
+
+def test_class_hues_are_banded_but_not_decisive():
+    """Most objects take their class's hue band; one in five any hue, so colour alone
+    cannot name the class."""
+    rng = np.random.default_rng(3)
+    for class_index in range(len(CLASSES)):
+        hues = np.array([class_hue(class_index, rng) for _ in range(2000)])
+        distance = np.abs((hues - class_index * 36 + 90) % 180 - 90)
+        in_band = distance <= CLASS_HUE_SPREAD
+        assert 0.75 < in_band.mean() < 0.9
+        # the random fifth covers the whole hue circle, other classes' bands included
+        assert len(np.unique(hues[~in_band] // 36)) == len(CLASSES)
 
 
 def test_existing_demo_is_reused_and_foreign_directory_refused(tmp_path):

@@ -4,14 +4,16 @@
 
 Writes `JPEGImages/*.jpg`, `Annotations/*.xml`, `train.txt`, `test.txt` (lines
 `JPEGImages/x.jpg Annotations/x.xml`) and `label_list.txt` (5 classes). Each
-scene (192-256 px a side) holds 1-4 objects - circle, square, triangle, star,
-cross - of random size (24 px and up), aspect, rotation, colour and texture
-(solid, stripes, checks, gradient, speckle; colour says nothing about the
-class), placed over a textured background with clutter (lines, arcs, blobs,
-dots), overlapping each other, sometimes cut by the image border or by
-clutter drawn on top. Boxes are the tight box of each object's visible pixels
-in continuous pixel coordinates (x2 = last column + 1). Objects that are
-small or mostly hidden are marked difficult.
+scene (192-256 px a side) holds 1-3 objects - circle, square, triangle, star,
+cross - of random size (20-60% of the shorter side), aspect, rotation, colour
+and texture (solid, stripes, checks, gradient, speckle), placed over a muted
+background with greyish clutter (lines, arcs, blobs, dots), overlapping each
+other, sometimes cut by the image border or by clutter drawn on top. Objects
+are bright and saturated; each class has its own hue band, except one object
+in five, which gets any hue, so colour helps but shape still decides (see
+`class_hue`). Boxes are the tight box of each object's visible pixels in
+continuous pixel coordinates (x2 = last column + 1). Objects that are small
+or mostly hidden are marked difficult.
 
 A sample is a pure function of (seed, split, index), so the test split does
 not change with --train. The output is written to a temporary directory and
@@ -30,19 +32,25 @@ import numpy as np
 from slim.errors import DataError, exit_on_user_error
 
 CLASSES = ("circle", "square", "triangle", "star", "cross")
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER_FILE = ".slim_demo.json"
 SPLIT_IDS = {"train": 1, "test": 2}
 MIN_OBJECT_SIDE = 24
 MIN_VISIBLE_FRACTION = 0.45
 DIFFICULT_VISIBLE_FRACTION = 0.65
 DIFFICULT_MAX_SIDE = 30
-# Scenes for the width-0.25 demo model at 160-224 px input: 1-4 objects whose longest
-# side is 15-60% of the scene's shorter side (>= ~24 px after resizing), a moderately
-# cluttered background.
-OBJECTS_PER_SCENE = [1, 2, 2, 3, 3, 3, 4, 4]
-OBJECT_SIDE_FRACTION = (0.15, 0.6)
-CLUTTER_COUNT = (3, 9)
+# Scenes for the width-0.25 demo model trained from scratch for a few CPU minutes at
+# 160-224 px input: 1-3 objects whose longest side is 20-60% of the scene's shorter side,
+# bright saturated objects over a muted background with greyish clutter. Each class has its
+# own hue band (CLASS_HUE_SPREAD either side of its centre) except CLASS_HUE_RANDOM of the
+# objects, which get any hue: colour is a strong cue but not a sufficient one, so shape
+# still matters. (Version 2, any hue for any class over bright clutter, did not reach 1% mAP
+# in 1000 iterations; see the README.)
+OBJECTS_PER_SCENE = [1, 2, 2, 3, 3]
+OBJECT_SIDE_FRACTION = (0.2, 0.6)
+CLUTTER_COUNT = (2, 6)
+CLASS_HUE_SPREAD = 8
+CLASS_HUE_RANDOM = 0.2
 
 
 def _unit_polygon(class_name, rng):
@@ -83,15 +91,27 @@ def shape_mask(class_name, width, height, rng):
     return mask
 
 
-def _random_color(rng, min_value=60):
-    hsv = np.array([[[rng.integers(0, 180), rng.integers(60, 256), rng.integers(min_value, 256)]]],
-                   np.uint8)
+def _random_color(rng, min_value=60, hue=None, saturation=(60, 256)):
+    hue = rng.integers(0, 180) if hue is None else hue
+    hsv = np.array([[[hue, rng.integers(*saturation), rng.integers(min_value, 256)]]], np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
-def texture(width, height, rng):
-    """An (height, width, 3) float32 RGB fill: solid, stripes, checks, gradient or speckle."""
-    first, second = _random_color(rng), _random_color(rng)
+def class_hue(class_index, rng):
+    """A hue (OpenCV 0-180) for an object of class `class_index`: within CLASS_HUE_SPREAD of
+    the class's centre (class_index * 36), or, for a CLASS_HUE_RANDOM share of objects, any hue."""
+    if rng.uniform() < CLASS_HUE_RANDOM:
+        return int(rng.integers(0, 180))
+    return int(round(class_index * 36 + rng.uniform(-CLASS_HUE_SPREAD, CLASS_HUE_SPREAD))) % 180
+
+
+def texture(width, height, rng, hue=None):
+    """An (height, width, 3) float32 RGB fill: solid, stripes, checks, gradient or speckle,
+    in bright, saturated colours of `hue` (None: any hue)."""
+    bright = dict(min_value=150, saturation=(140, 256))
+    first = _random_color(rng, hue=hue, **bright)
+    second = _random_color(rng, hue=None if hue is None else (hue + int(rng.integers(-8, 9))) % 180,
+                           **bright)
     kind = rng.choice(["solid", "solid", "stripes", "checks", "gradient", "speckle"])
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     if kind == "solid":
@@ -117,7 +137,9 @@ def background(width, height, rng):
     """A cluttered float32 RGB background: smooth colour field, noise, lines, arcs, blobs, dots."""
     coarse = rng.uniform(0, 255, (int(rng.integers(2, 6)), int(rng.integers(2, 6)), 3)).astype(np.float32)
     image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    image = image * rng.uniform(0.4, 0.9) + rng.uniform(0, 80)
+    # muted (dark, greyish) so that the bright, saturated objects stand out
+    grey = image.mean(axis=2, keepdims=True)
+    image = (grey + (image - grey) * rng.uniform(0.1, 0.4)) * rng.uniform(0.25, 0.55) + rng.uniform(0, 40)
     image += rng.normal(0, rng.uniform(3, 12), image.shape).astype(np.float32)
     _draw_clutter(image, rng, count=int(rng.integers(CLUTTER_COUNT[0], CLUTTER_COUNT[1] + 1)))
     return image
@@ -126,7 +148,7 @@ def background(width, height, rng):
 def _draw_clutter(image, rng, count, thin_only=False):
     height, width = image.shape[:2]
     for _ in range(count):
-        color = tuple(float(v) for v in _random_color(rng, min_value=30))
+        color = tuple(float(v) for v in _random_color(rng, min_value=30, saturation=(0, 90)))
         kind = "line" if thin_only else rng.choice(["line", "line", "arc", "blob", "dots"])
         if kind == "line":
             points = rng.integers(0, [width, height], size=(int(rng.integers(2, 4)), 2)).astype(np.int32)
@@ -192,7 +214,8 @@ def make_scene(rng):
             left = int(rng.integers(-obj_w // 3, width - 2 * obj_w // 3 + 1))
             top = int(rng.integers(-obj_h // 3, height - 2 * obj_h // 3 + 1))
             trial_map, trial_image = label_map.copy(), image.copy()
-            _paste(trial_map, trial_image, mask, texture(obj_w, obj_h, rng), left, top, len(objects) + 1)
+            fill = texture(obj_w, obj_h, rng, hue=class_hue(CLASSES.index(class_name), rng))
+            _paste(trial_map, trial_image, mask, fill, left, top, len(objects) + 1)
             candidate = objects + [(class_name, int(mask.sum()))]
             if all((trial_map == i + 1).sum() >= MIN_VISIBLE_FRACTION * full
                    for i, (_, full) in enumerate(candidate)):
