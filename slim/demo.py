@@ -1,6 +1,6 @@
 """`make demo`: the main job end to end on the embedded demo dataset, then the seed's table.
 
-    python -m slim.demo [--out output/demo] [--baseline_epochs 12] [-o KEY=VALUE ...]
+    python -m slim.demo [--out output/demo] [--baseline_epochs 16] [-o KEY=VALUE ...]
 
 Steps, each run as the command a user would type (printed before it runs):
 
@@ -52,7 +52,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="output/demo", help="where every result goes")
-    parser.add_argument("--baseline_epochs", type=int, default=12,
+    parser.add_argument("--baseline_epochs", type=int, default=16,
                         help="epochs (of max_iters iterations) of baseline training")
     parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for both compress.py runs")
@@ -98,6 +98,16 @@ def _remove_our_dir(path, out_root):
     if os.path.exists(absolute) and (absolute.startswith(root + os.sep)
                                      or absolute.startswith(output_tree + os.sep)):
         shutil.rmtree(absolute)
+
+
+def baseline_schedule(cfg, epochs, warmup_steps=50):
+    """The `-o` item giving the baseline run its own LR schedule: warm-up, then x0.1 at 80%
+    and 93% of its `epochs` x max_iters iterations. (The config's schedule is the pruned
+    run's: the seed's command line fine-tunes for the slim config's few epochs.)"""
+    iterations = epochs * int(cfg["max_iters"])
+    milestones = [max(1, int(iterations * 0.8)), max(2, int(iterations * 0.93))]
+    return (f"LearningRate.schedulers=[!PiecewiseDecay {{gamma: 0.1, milestones: {milestones}}}, "
+            f"!LinearWarmup {{start_factor: 0., steps: {warmup_steps}}}]")
 
 
 def last_checkpoint(checkpoint_root):
@@ -199,7 +209,7 @@ def main(argv=None):
     with open(baseline_slim, "w") as handle:
         handle.write(BASELINE_SLIM_CONFIG.format(epochs=args.baseline_epochs,
                                                  checkpoint_path=baseline_checkpoints))
-    overrides = ["-o", "weights=null", *args.opt]
+    overrides = ["-o", "weights=null", baseline_schedule(cfg, args.baseline_epochs), *args.opt]
     timings["baseline"] = run_step(
         f"baseline: {args.baseline_epochs} epochs of plain training",
         _python("compress.py", "-s", baseline_slim, "-c", DETECTION_CONFIG, *overrides,

@@ -121,6 +121,25 @@ def test_demo_config_fits_the_demo_dataset_and_a_cpu():
     warmup = cfg["LearningRate"]["schedulers"][-1]
     assert isinstance(warmup, LinearWarmup) and warmup.steps == 50
     assert cfg.max_iters == 50
+    # training from scratch: Adam, an objectness prior, no mixup, no random expand (README)
+    assert cfg["OptimizerBuilder"]["optimizer"]["type"] == "Adam"
+    assert cfg["YOLOv3Head"]["objectness_prior"] == 0.01
+    assert (train["mixup_epoch"], train["expand_max_ratio"]) == (0, 1.0)
+    # the config's schedule is the pruned run's: its decays fall inside the slim config's epochs
+    demo_slim = load_slim_config(os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo_slim.yaml"))
+    decay = cfg["LearningRate"]["schedulers"][0]
+    assert max(decay.milestones) < demo_slim.compressor.epoch * cfg.max_iters
+
+
+def test_demo_baseline_gets_its_own_schedule():
+    from slim.demo import baseline_schedule
+    cfg = load_config(os.path.join(ROOT, DEMO_CONFIG))
+    override = baseline_schedule(cfg, 16)
+    baseline = load_config(os.path.join(ROOT, DEMO_CONFIG), [override])
+    decay, warmup = baseline["LearningRate"]["schedulers"]
+    assert decay.milestones == [640, 744] and decay.gamma == 0.1
+    assert isinstance(warmup, LinearWarmup) and warmup.steps == 50
+    assert baseline["LearningRate"]["base_lr"] == cfg["LearningRate"]["base_lr"]
 
 
 @pytest.mark.parametrize("name", ["yolov3_mobilenet_v1_slim.yaml",
