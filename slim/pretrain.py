@@ -1,0 +1,211 @@
+"""Pretrain the backbone as an object classifier on crops of a detection training set.
+
+    python -m slim.pretrain -c configs/yolov3_mobilenet_v1_demo.yml --out output/demo/pretrained_backbone
+        [--epochs 8] [--size 64] [--batch_size 32] [--lr 0.05] [-o KEY=VALUE ...]
+
+The published recipe starts the detector from an ImageNet-trained backbone.
+A CPU demo has none, so this does the same job on the detection data itself:
+every training object is cropped (square, with a random margin and shift) and
+labelled with its class, random background patches that overlap no object by
+more than 30% get an extra "background" label, and the backbone of the
+config's model (same parameter names and widths) plus a global-average-pool
+and fully connected layer learns to tell them apart. The backbone's weights
+(conv and batch norm, not the classifier layer) are written as a weights
+directory that the detection config's `pretrain_weights` loads.
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from slim.errors import UserError, exit_on_user_error
+
+BACKGROUND_OVERLAP = 0.3
+# Crop fill outside the image: the ImageNet mean colour, which normalises to ~0.
+FILL_RGB = (124, 116, 104)
+
+
+def object_crop_window(box, rng):
+    """(centre x, centre y, side) of a square crop around `box` [x1, y1, x2, y2]: the longest
+    side times 1.05-1.4, the centre shifted by up to 10% of the box."""
+    x1, y1, x2, y2 = box
+    width, height = x2 - x1, y2 - y1
+    side = max(width, height) * rng.uniform(1.05, 1.4)
+    centre_x = (x1 + x2) / 2 + rng.uniform(-0.1, 0.1) * width
+    centre_y = (y1 + y2) / 2 + rng.uniform(-0.1, 0.1) * height
+    return centre_x, centre_y, side
+
+
+def background_crop_window(image_width, image_height, boxes, rng, attempts=10):
+    """(centre x, centre y, side) of a square patch that covers at most BACKGROUND_OVERLAP of
+    any box's area and lies at most that much inside any box, or None if `attempts` random
+    patches all overlap too much."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for _ in range(attempts):
+        side = rng.uniform(24, max(25.0, min(image_width, image_height) * 0.6))
+        centre_x = rng.uniform(side / 2, max(side / 2, image_width - side / 2))
+        centre_y = rng.uniform(side / 2, max(side / 2, image_height - side / 2))
+        patch = (centre_x - side / 2, centre_y - side / 2, centre_x + side / 2, centre_y + side / 2)
+        overlap_x = np.clip(np.minimum(patch[2], boxes[:, 2]) - np.maximum(patch[0], boxes[:, 0]), 0, None)
+        overlap_y = np.clip(np.minimum(patch[3], boxes[:, 3]) - np.maximum(patch[1], boxes[:, 1]), 0, None)
+        overlap = overlap_x * overlap_y
+        # neither much of an object in the patch nor a patch mostly inside an object
+        if not len(boxes) or max((overlap / areas).max(),
+                                 overlap.max() / side ** 2) <= BACKGROUND_OVERLAP:
+            return centre_x, centre_y, side
+    return None
+
+
+def crop_square(image, window, size, flip):
+    """The square `window` (centre x, centre y, side) of an RGB uint8 image resized to `size`,
+    mirrored when `flip`, as a normalised float32 CHW array."""
+    import cv2
+    from slim.data.transforms import normalize_image
+    centre_x, centre_y, side = window
+    scale = size / side
+    matrix = np.array([[scale, 0, size / 2 - centre_x * scale],
+                       [0, scale, size / 2 - centre_y * scale]], np.float32)
+    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=FILL_RGB)
+    if flip:
+        crop = crop[:, ::-1]
+    return normalize_image(np.ascontiguousarray(crop))
+
+
+def make_crops(records, num_classes, size, rng, backgrounds_per_image=2):
+    """(images [N, 3, size, size] float32, labels [N] int64) for one epoch: every object of
+    `records` under its class, and up to `backgrounds_per_image` background patches per image
+    under label `num_classes`."""
+    from slim.data import records as records_lib
+    images, labels = [], []
+    for record in records:
+        image = records_lib.read_image_rgb(record["im_file"])
+        height, width = image.shape[:2]
+        for box, label in zip(record["gt_bbox"], record["gt_class"]):
+            images.append(crop_square(image, object_crop_window(box, rng), size, rng.uniform() < 0.5))
+            labels.append(int(label))
+        for _ in range(backgrounds_per_image):
+            window = background_crop_window(width, height, record["gt_bbox"], rng)
+            if window is not None:
+                images.append(crop_square(image, window, size, rng.uniform() < 0.5))
+                labels.append(num_classes)
+    return np.stack(images), np.array(labels, np.int64)
+
+
+def build_classifier_program(backbone, size, num_labels):
+    """Train and test programs of `backbone` + global average pool + fc over `num_labels`.
+
+    Returns (train program, test program, startup program, loss var, logits var); the
+    backbone's parameters keep the detector's names.
+    """
+    import paddle
+    import slim.paddle_env
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    slim.paddle_env.assert_classic_program(main)
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        image = paddle.static.data("image", [-1, 3, size, size], "float32")
+        label = paddle.static.data("label", [-1, 1], "int64")
+        deepest = backbone(image, is_test=False)[-1]
+        pooled = paddle.mean(deepest, axis=[2, 3])
+        logits = paddle.static.nn.fc(pooled, num_labels,
+                                     weight_attr=paddle.ParamAttr(name="pretrain_fc_weights"),
+                                     bias_attr=paddle.ParamAttr(name="pretrain_fc_offset"))
+        loss = paddle.mean(paddle.nn.functional.cross_entropy(logits, label))
+    return main, main.clone(for_test=True), startup, loss, logits
+
+
+def backbone_var_names(program):
+    """Persistable vars of the backbone (conv weights, batch norm parameters and statistics)."""
+    return sorted(var.name for var in program.list_vars()
+                  if var.persistable and not var.name.startswith("pretrain_fc")
+                  and var.name not in ("image", "label") and "learning_rate" not in var.name
+                  and "velocity" not in var.name)
+
+
+def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=0, log=print):
+    """Train the config's backbone on crops of its training set; write its weights to `out`.
+
+    Returns the test-split crop accuracy of each epoch.
+    """
+    import paddle
+    from slim.config import create
+    from slim.data.loader import load_feed_records
+    from slim.distributed import use_all_cpu_threads
+    from slim.weights import save_weights
+    use_all_cpu_threads()
+    num_classes = int(cfg["num_classes"])
+    train_records = load_feed_records(create(cfg["train_feed"], cfg), for_training=True)
+    test_records = load_feed_records(create(cfg["eval_feed"], cfg), for_training=False)
+    model = create(cfg["architecture"], cfg)
+    train, test, startup, loss, logits = build_classifier_program(model.backbone, size,
+                                                                  num_classes + 1)
+    rng = np.random.default_rng(seed)
+    test_images, test_labels = make_crops(test_records, num_classes, size,
+                                          np.random.default_rng([seed, 1]), backgrounds_per_image=1)
+    # crops per epoch: every object plus up to two background patches per image
+    crops_per_epoch = sum(len(r["gt_bbox"]) for r in train_records) + 2 * len(train_records)
+    steps_per_epoch = max(1, crops_per_epoch // batch_size)
+    with paddle.static.program_guard(train, startup):
+        scheduler = paddle.optimizer.lr.CosineAnnealingDecay(lr, epochs * steps_per_epoch)
+        paddle.optimizer.Momentum(scheduler, 0.9,
+                                  weight_decay=paddle.regularizer.L2Decay(5e-5)).minimize(loss)
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
+    executor.run(startup, scope=scope)
+    accuracies = []
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        images, labels = make_crops(train_records, num_classes, size, rng)
+        order = rng.permutation(len(labels))
+        losses = []
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            batch = order[start:start + batch_size]
+            value, = executor.run(train, feed={"image": images[batch], "label": labels[batch, None]},
+                                  fetch_list=[loss], scope=scope)
+            scheduler.step()
+            losses.append(float(np.asarray(value).reshape(-1)[0]))
+        predictions = np.concatenate([
+            np.argmax(executor.run(test, feed={"image": test_images[i:i + 256],
+                                               "label": test_labels[i:i + 256, None]},
+                                   fetch_list=[logits], scope=scope)[0], axis=1)
+            for i in range(0, len(test_labels), 256)])
+        accuracies.append(float(np.mean(predictions == test_labels)))
+        log(f"pretrain epoch {epoch}/{epochs - 1}: {len(labels)} crops, loss {np.mean(losses):.3f}, "
+            f"test crop accuracy {accuracies[-1]:.3f}, {time.perf_counter() - started:.0f} s")
+    save_weights(scope, train, out, var_names=backbone_var_names(train))
+    log(f"backbone weights -> {out} (load them with pretrain_weights: {out})")
+    return accuracies
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-c", "--config", required=True, help="detection config")
+    parser.add_argument("--out", required=True, help="weights directory to write")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64, help="crop side in pixels")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.05, help="Momentum LR (cosine decay)")
+    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="detection config overrides")
+    return parser.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv=None):
+    import paddle
+    from slim.config import load_config
+    args = parse_args(argv)
+    if args.epochs < 1 or args.size < 32 or args.size % 32 or args.batch_size < 2:
+        raise UserError("--epochs must be >= 1, --size a multiple of 32 (>= 32), "
+                        "--batch_size >= 2")
+    paddle.enable_static()
+    cfg = load_config(args.config, args.opt)
+    pretrain_backbone(cfg, args.out, args.epochs, args.size, args.batch_size, args.lr,
+                      log=lambda message: print(message, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
