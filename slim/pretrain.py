@@ -117,11 +117,11 @@ def build_classifier_program(backbone, size, num_labels):
 
 
 def backbone_var_names(program):
-    """Persistable vars of the backbone (conv weights, batch norm parameters and statistics)."""
-    return sorted(var.name for var in program.list_vars()
-                  if var.persistable and not var.name.startswith("pretrain_fc")
-                  and var.name not in ("image", "label") and "learning_rate" not in var.name
-                  and "velocity" not in var.name)
+    """The backbone's variables in a classifier program: its parameters (conv weights and
+    batch norm scale, offset, mean and variance, which Paddle holds as parameters) without
+    the classifier layer's."""
+    return sorted(p.name for p in program.global_block().all_parameters()
+                  if not p.name.startswith("pretrain_fc"))
 
 
 def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=0, log=print):
