@@ -203,6 +203,7 @@ def main(argv=None):
             raise UserError(f"{path} not found: run the demo from the project root (make demo)")
     from slim.config import load_config, load_slim_config
     cfg = load_config(DETECTION_CONFIG, args.opt)
+    opt_items = ["-o", *args.opt] if args.opt else []  # the user's -o, passed on to each step
     slim_cfg = load_slim_config(SLIM_CONFIG)
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -225,7 +226,7 @@ def main(argv=None):
         timings["pretrain"] = run_step(
             f"pretrain the backbone: {args.pretrain_epochs} epochs on object crops",
             _python("-m", "slim.pretrain", "-c", DETECTION_CONFIG, "--out", pretrained,
-                    "--epochs", str(args.pretrain_epochs), *(["-o", *args.opt] if args.opt else [])))
+                    "--epochs", str(args.pretrain_epochs), *opt_items))
         overrides.append(f"pretrain_weights={pretrained}")
     overrides += args.opt
     timings["baseline"] = run_step(
@@ -243,7 +244,7 @@ def main(argv=None):
     os.makedirs(pruned_dir)
     pruned_checkpoints = slim_cfg.compressor.checkpoint_path
     _remove_our_dir(pruned_checkpoints, out)
-    extra = ["-o", *args.opt] if args.opt else []
+    extra = opt_items
     if cfg.get("weights") is None:
         extra = ["-o", f"weights={weights_path}", *args.opt]
     timings["compress"] = run_step(

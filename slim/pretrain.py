@@ -74,24 +74,28 @@ def crop_square(image, window, size, flip):
     return normalize_image(np.ascontiguousarray(crop))
 
 
-def make_crops(records, num_classes, size, rng, backgrounds_per_image=2):
-    """(images [N, 3, size, size] float32, labels [N] int64) for one epoch: every object of
-    `records` under its class, and up to `backgrounds_per_image` background patches per image
-    under label `num_classes`."""
+def decode_images(records):
+    """The RGB uint8 image of every record, decoded once (crops are re-drawn every epoch)."""
     from slim.data import records as records_lib
-    images, labels = [], []
-    for record in records:
-        image = records_lib.read_image_rgb(record["im_file"])
+    return [records_lib.read_image_rgb(record["im_file"]) for record in records]
+
+
+def make_crops(records, images, num_classes, size, rng, backgrounds_per_image=2):
+    """(crops [N, 3, size, size] float32, labels [N] int64) for one epoch: every object of
+    `records` (whose decoded `images` are given) under its class, and up to
+    `backgrounds_per_image` background patches per image under label `num_classes`."""
+    crops, labels = [], []
+    for record, image in zip(records, images):
         height, width = image.shape[:2]
         for box, label in zip(record["gt_bbox"], record["gt_class"]):
-            images.append(crop_square(image, object_crop_window(box, rng), size, rng.uniform() < 0.5))
+            crops.append(crop_square(image, object_crop_window(box, rng), size, rng.uniform() < 0.5))
             labels.append(int(label))
         for _ in range(backgrounds_per_image):
             window = background_crop_window(width, height, record["gt_bbox"], rng)
             if window is not None:
-                images.append(crop_square(image, window, size, rng.uniform() < 0.5))
+                crops.append(crop_square(image, window, size, rng.uniform() < 0.5))
                 labels.append(num_classes)
-    return np.stack(images), np.array(labels, np.int64)
+    return np.stack(crops), np.array(labels, np.int64)
 
 
 def build_classifier_program(backbone, size, num_labels):
@@ -142,8 +146,10 @@ def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=
     train, test, startup, loss, logits = build_classifier_program(model.backbone, size,
                                                                   num_classes + 1)
     rng = np.random.default_rng(seed)
-    test_images, test_labels = make_crops(test_records, num_classes, size,
-                                          np.random.default_rng([seed, 1]), backgrounds_per_image=1)
+    train_images = decode_images(train_records)
+    test_images, test_labels = make_crops(test_records, decode_images(test_records), num_classes,
+                                          size, np.random.default_rng([seed, 1]),
+                                          backgrounds_per_image=1)
     # crops per epoch: every object plus up to two background patches per image
     crops_per_epoch = sum(len(r["gt_bbox"]) for r in train_records) + 2 * len(train_records)
     steps_per_epoch = max(1, crops_per_epoch // batch_size)
@@ -156,7 +162,7 @@ def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=
     accuracies = []
     started = time.perf_counter()
     for epoch in range(epochs):
-        images, labels = make_crops(train_records, num_classes, size, rng)
+        images, labels = make_crops(train_records, train_images, num_classes, size, rng)
         order = rng.permutation(len(labels))
         losses = []
         for start in range(0, len(order) - batch_size + 1, batch_size):

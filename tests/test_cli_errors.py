@@ -98,33 +98,25 @@ def test_unwritable_checkpoint_dir(workspace, capsys, tmp_path):
     assert blocker.read_text() == "a file where a directory should be"
 
 
-def test_weights_url_cannot_be_downloaded(workspace, capsys):
+def test_weights_url_cannot_be_downloaded(workspace, capsys, monkeypatch):
     slim_file = write_slim_config(workspace["root"], "url.yaml", checkpoint_path="ckpt_url")
     url = "https://paddle-imagenet-models-name.bj.bcebos.com/MobileNetV1_pretrained.tar"
-    cwd = os.getcwd()
-    os.chdir(workspace["root"])
-    try:
-        code, error = _exit_code_and_error(capsys, compress_cli.main,
-                                           ["-s", slim_file, "-c", workspace["config"],
-                                            "-o", f"pretrain_weights={url}"])
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(workspace["root"])
+    code, error = _exit_code_and_error(capsys, compress_cli.main,
+                                       ["-s", slim_file, "-c", workspace["config"],
+                                        "-o", f"pretrain_weights={url}"])
     assert code == 2
     assert f"pretrain_weights '{url}' is a URL" in error and "pass the local path" in error
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workspace, capsys):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workspace, capsys, monkeypatch):
     # An LR of 1e30 from iteration 2 on (epoch 1) blows the loss up; epoch 0 is saved first.
     slim_file = write_slim_config(workspace["root"], "nan.yaml", epochs=2, checkpoint_path="ckpt_nan")
     exploding = "LearningRate.schedulers=[!PiecewiseDecay {milestones: [2], values: [0.001, 1.0e+30]}]"
-    cwd = os.getcwd()
-    os.chdir(workspace["root"])
-    try:
-        code, error = _exit_code_and_error(capsys, compress_cli.main,
-                                           ["-s", slim_file, "-c", workspace["config"],
-                                            "-o", exploding])
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(workspace["root"])
+    code, error = _exit_code_and_error(capsys, compress_cli.main,
+                                       ["-s", slim_file, "-c", workspace["config"],
+                                        "-o", exploding])
     assert code == 2
     assert error.startswith("error: training stopped: the loss is not finite (")
     assert "at epoch 1 iteration" in error and "the last good checkpoint 'ckpt_nan/0' is kept" in error

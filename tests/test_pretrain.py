@@ -70,21 +70,17 @@ def test_classifier_program_has_the_detector_backbone_parameters():
     assert all(op.attr("is_test") for op in test.global_block().ops if op.type == "batch_norm")
 
 
-def test_pretrained_backbone_loads_into_the_detector(tmp_path):
+def test_pretrained_backbone_loads_into_the_detector(tmp_path, monkeypatch):
     from slim.config import create, load_config
     from slim.model import build_train_program
     from slim.weights import load_weights, read_weights
     paths = make_workspace(str(tmp_path))
-    cwd = os.getcwd()
-    os.chdir(paths["root"])  # the config's dataset_dir is relative to the workspace
-    try:
-        paddle.enable_static()
-        cfg = load_config(paths["config"])
-        lines = []
-        accuracies = pretrain.pretrain_backbone(cfg, str(tmp_path / "backbone"), epochs=2,
-                                                size=32, batch_size=8, log=lines.append)
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(paths["root"])  # the config's dataset_dir is relative to the workspace
+    paddle.enable_static()
+    cfg = load_config(paths["config"])
+    lines = []
+    accuracies = pretrain.pretrain_backbone(cfg, str(tmp_path / "backbone"), epochs=2,
+                                            size=32, batch_size=8, log=lines.append)
     assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
     assert lines[0].startswith("pretrain epoch 0/1:") and "test crop accuracy" in lines[0]
     train = build_train_program(create("YOLOv3", cfg))
