@@ -1,8 +1,20 @@
-"""User-facing errors: one line, exit code 2, no traceback."""
+"""User-facing errors: one line, exit code 2, no traceback.
+
+`exit_on_user_error` wraps every CLI main(). Besides our own `UserError`s it turns
+the errors that come from the user's environment rather than from a bug here into
+the same one line: an OSError (a full disk, a read-only or vanished directory, a
+permission), a PyYAML error, input nested too deeply for Python's recursion limit.
+Ctrl-C ends with one line and exit code 130 (`Interrupted` lets a long job name its
+last complete checkpoint in that line).
+"""
+import errno
 import functools
 import sys
 
 USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
+ECHO_LIMIT = 200  # characters of a user's value echoed in an error message
+MESSAGE_LIMIT = 2000  # characters of one error line at the most
 
 
 class UserError(Exception):
@@ -18,6 +30,24 @@ class DataError(UserError):
     """A dataset directory, list file or annotation file is unusable."""
 
 
+class Interrupted(Exception):
+    """The user stopped a job (Ctrl-C); the message says what was kept (the last complete
+    checkpoint). CLIs print it and exit 130."""
+
+
+def shorten(value, limit=ECHO_LIMIT):
+    """`value` as text fit to echo in a one-line message: control characters escaped and
+    cut to about `limit` characters (a user's value may be huge or hostile)."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except (ValueError, RecursionError):  # e.g. an int past Python's digit limit
+        text = f"<{type(value).__name__}>"
+    if len(text) > 4 * limit:
+        text = text[:4 * limit]
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)}+ characters)"
+
+
 def close_matches(word, candidates, n=1):
     """The closest candidate spellings of `word` (for 'did you mean' hints)."""
     import difflib
@@ -30,13 +60,50 @@ def did_you_mean(word, candidates):
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def describe_os_error(error):
+    """'No space left on device: /path' for an OSError (strerror and the file it names)."""
+    reason = error.strerror or errno.errorcode.get(error.errno or 0) or str(error)
+    name = error.filename if error.filename is not None else None
+    return f"{reason}: '{shorten(str(name))}'" if name else reason
+
+
+def one_line(message):
+    """`message` on one line, at most MESSAGE_LIMIT characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + " ..."
+
+
+def _environment_error_message(error):
+    """The one-line message for an error the environment or the input caused, or None for
+    anything else (a bug, which keeps its traceback)."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, OSError):
+        return describe_os_error(error)
+    if isinstance(error, RecursionError):
+        return "the input is nested too deeply to read (brackets or indentation hundreds of levels deep)"
+    if type(error).__module__.split(".")[0] == "yaml":
+        return f"YAML: {shorten(str(error), 400)}"
+    return None
+
+
 def exit_on_user_error(main):
-    """Decorate a CLI main(): a UserError becomes `error: <message>` on stderr and exit 2."""
+    """Decorate a CLI main(): a user or environment error becomes `error: <message>` on
+    stderr and exit 2; Ctrl-C becomes one line and exit 130."""
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(INTERRUPTED_EXIT_CODE)
+        except Interrupted as interruption:
+            print(f"interrupted: {one_line(interruption)}", file=sys.stderr)
+            sys.exit(INTERRUPTED_EXIT_CODE)
+        except Exception as error:  # noqa: BLE001 - re-raised below unless it is the user's
+            message = _environment_error_message(error)
+            if message is None:
+                raise
+            print(f"error: {one_line(message)}", file=sys.stderr)
             sys.exit(USER_ERROR_EXIT_CODE)
     return wrapper

@@ -1,0 +1,235 @@
+"""Where the tool writes: every output place checked before work starts, and only what the
+tool wrote itself ever replaced or deleted.
+
+Two kinds of output place:
+
+- a directory the tool makes **as a whole** (a checkpoint epoch dir, a demo dataset, a
+  weights dir, a temp dir): it carries the file OWNER_MARKER from the moment it is made,
+  and only a directory with that marker is ever replaced or removed;
+- a directory the tool **shares** with the user (infer.py's `--output_dir`, `--output_eval`):
+  the files written there are listed in its WRITTEN_LIST, and only those are replaced
+  on a later run; any other file in the way is an error naming it.
+
+`check_output_dir` is what every command calls for each of its output places before
+it does any work: the place is created if needed, proven writable with a probe file,
+and refused when it is one of the run's inputs.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+from slim.errors import UserError, describe_os_error, shorten
+
+OWNER_MARKER = ".slim-owned"
+WRITTEN_LIST = ".slim-written.json"
+
+
+class OutputPlaceError(UserError):
+    """An output place cannot be used: not writable, an input, or holding something the
+    tool did not write."""
+
+
+def _same_place(first, second):
+    """True when the two paths name the same existing file or directory."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return os.path.abspath(first) == os.path.abspath(second)
+
+
+def _missing_ancestors(path):
+    """The directories `os.makedirs(path)` would create, deepest first."""
+    missing = []
+    while path and not os.path.lexists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def check_output_dir(path, what, inputs=()):
+    """Make sure the directory `path` (the option `what`, e.g. '--output_dir') can take the
+    tool's output before any work starts: create it if needed and write a probe file.
+
+    OutputPlaceError (one line, exit 2) when `path` is empty, exists as a file, is the
+    same as one of `inputs` (paths the run reads), or cannot be created or written. On
+    failure the directories this call created are removed again. Returns the absolute path.
+    """
+    if path is None or str(path).strip() == "":
+        raise OutputPlaceError(f"{what} is empty; name a directory to write to")
+    absolute = os.path.abspath(str(path))
+    for source in inputs:
+        if source and os.path.exists(str(source)) and _same_place(absolute, str(source)):
+            raise OutputPlaceError(f"{what} '{shorten(path)}' is also an input of this run "
+                                   f"('{shorten(source)}'); choose another directory for the output")
+    if os.path.lexists(absolute) and not os.path.isdir(absolute):
+        raise OutputPlaceError(f"{what} '{shorten(path)}' exists and is not a directory; "
+                               "name a directory (it is created if missing)")
+    created = _missing_ancestors(absolute)
+    try:
+        os.makedirs(absolute, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".slim-probe-", dir=absolute)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        for directory in created:  # deepest first; only the empty dirs this call made
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+        raise OutputPlaceError(f"{what} '{shorten(path)}' cannot be written "
+                               f"({describe_os_error(error)}); choose a directory you can "
+                               "write to") from None
+    return absolute
+
+
+# ----------------------------------------------------------------------------- whole directories
+
+def is_owned_dir(path):
+    """True when `path` is a directory the tool made (it holds OWNER_MARKER)."""
+    return os.path.isdir(path) and not os.path.islink(path) \
+        and os.path.isfile(os.path.join(path, OWNER_MARKER))
+
+
+def mark_owned(path):
+    """Put OWNER_MARKER into the directory `path`, which the tool has just made."""
+    with open(os.path.join(path, OWNER_MARKER), "w", encoding="utf-8") as handle:
+        handle.write("written by slim; slim may replace or delete this directory\n")
+
+
+def make_owned_temp_dir(parent, prefix):
+    """A new, uniquely named directory under `parent`, marked as the tool's from the start."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    mark_owned(path)
+    return path
+
+
+def remove_owned_dir(path):
+    """Delete `path` if the tool made it (OWNER_MARKER); return whether it did. Anything
+    else is left alone."""
+    if not is_owned_dir(path):
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return not os.path.exists(path)
+
+
+def require_replaceable(path, what):
+    """OutputPlaceError unless `path` is absent, an empty directory, or a directory the tool
+    made: the check before a job that will end by replacing `path`."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
+        return
+    if is_owned_dir(path):
+        return
+    kind = "directory" if os.path.isdir(path) else "file"
+    raise OutputPlaceError(f"{what} '{shorten(path)}' is an existing {kind} that this tool did "
+                           f"not write (no {OWNER_MARKER}); it is left untouched: choose another "
+                           f"{what} or move it away")
+
+
+def replace_dir(temp_dir, final_dir, what):
+    """Move the finished, owned `temp_dir` to `final_dir`, replacing a previous `final_dir`
+    only if it is empty or the tool's own; OutputPlaceError otherwise (temp_dir removed)."""
+    try:
+        require_replaceable(final_dir, what)
+    except OutputPlaceError:
+        remove_owned_dir(temp_dir)
+        raise
+    previous = None
+    if os.path.lexists(final_dir):
+        if os.listdir(final_dir):
+            previous = tempfile.mkdtemp(prefix=os.path.basename(final_dir) + ".old-",
+                                        dir=os.path.dirname(os.path.abspath(final_dir)))
+            os.rmdir(previous)
+            os.rename(final_dir, previous)
+        else:
+            os.rmdir(final_dir)
+    os.rename(temp_dir, final_dir)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- shared directories
+
+class WrittenFiles:
+    """The files the tool wrote into one directory it shares with the user, listed in
+    `directory/WRITTEN_LIST`. Only these may be replaced by a later run.
+
+    Usage: `written = WrittenFiles(dir)`, `written.check(names, what)` before any work,
+    then `written.write_bytes(name, data)` / `written.write_json(name, value)` /
+    `written.record(name)` after writing a file some other way (e.g. cv2.imwrite).
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.names = set()
+        path = os.path.join(directory, WRITTEN_LIST)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                listed = json.load(handle).get("files", [])
+            self.names = {name for name in listed if isinstance(name, str) and is_plain_relative_path(name)}
+        except (OSError, ValueError, AttributeError):
+            self.names = set()  # unreadable list: nothing counts as ours, so nothing is replaced
+
+    def path(self, name):
+        """Where `name` goes in the directory."""
+        return os.path.join(self.directory, name)
+
+    def check(self, names, what, inputs=()):
+        """OutputPlaceError naming the first of `names` that exists and was not written by
+        the tool, or that is one of `inputs`."""
+        for name in names:
+            target = self.path(name)
+            for source in inputs:
+                if os.path.exists(target) and _same_place(target, source):
+                    raise OutputPlaceError(f"{what}: writing '{shorten(target)}' would replace the "
+                                           f"input '{shorten(source)}'; choose another {what}")
+            if os.path.lexists(target) and name not in self.names:
+                raise OutputPlaceError(f"{what}: '{shorten(target)}' exists and was not written by "
+                                       f"this tool; it is left untouched: move it or choose another "
+                                       f"{what}")
+
+    def record(self, name):
+        """Note that the tool has written `name` (the list is saved at once)."""
+        self.names.add(name)
+        write_atomically(self.path(WRITTEN_LIST),
+                          json.dumps({"files": sorted(self.names)}, indent=1).encode("utf-8"))
+
+    def write_bytes(self, name, data):
+        """Write `data` to `name` atomically and record it; return the path."""
+        self.check([name], self.directory)
+        path = self.path(name)
+        write_atomically(path, data)
+        self.record(name)
+        return path
+
+    def write_json(self, name, value):
+        """Write `value` as indented JSON to `name` atomically and record it; return the path."""
+        return self.write_bytes(name, json.dumps(value, indent=1).encode("utf-8"))
+
+
+def is_plain_relative_path(name):
+    """True for a plain file name or relative path inside a directory: no '..', no root."""
+    parts = name.replace("\\", "/").split("/")
+    return bool(name) and not os.path.isabs(name) and all(part not in ("", ".", "..")
+                                                           for part in parts)
+
+
+def write_atomically(path, data):
+    """Write `data` to a temp file beside `path`, fsync, then rename over `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temp_path = tempfile.mkstemp(prefix=".slim-tmp-", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
