@@ -9,6 +9,7 @@ last complete checkpoint in that line).
 """
 import errno
 import functools
+import reprlib
 import sys
 
 USER_ERROR_EXIT_CODE = 2
@@ -35,17 +36,50 @@ class Interrupted(Exception):
     checkpoint). CLIs print it and exit 130."""
 
 
-def shorten(value, limit=ECHO_LIMIT):
-    """`value` as text fit to echo in a one-line message: control characters escaped and
-    cut to about `limit` characters (a user's value may be huge or hostile)."""
+class _BoundedRepr(reprlib.Repr):
+    """repr() that does bounded work: a few levels and items of a container, long strings and
+    numbers cut (a user's value may be a huge or deeply nested structure)."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxarray = self.maxset = self.maxfrozenset = 12
+        self.maxdeque = self.maxdict = 12
+        self.maxstring = self.maxlong = self.maxother = limit
+
+    def repr_str(self, value, level):
+        return super().repr_str(value[:4 * self.maxstring], level)
+
+    def repr_int(self, value, level):
+        if value.bit_length() > 4 * self.maxlong * 4:  # far past what would be shown
+            return f"<int of about {int(value.bit_length() * 0.30103)} digits>"
+        return super().repr_int(value, level)
+
+
+def bounded_repr(value, limit=ECHO_LIMIT):
+    """repr(value) built with bounded work and about `limit` characters per scalar (containers
+    show their first items); safe for huge, deeply nested or self-referencing values."""
     try:
-        text = value if isinstance(value, str) else repr(value)
-    except (ValueError, RecursionError):  # e.g. an int past Python's digit limit
-        text = f"<{type(value).__name__}>"
+        return _BoundedRepr(limit).repr(value)
+    except (ValueError, RecursionError):  # e.g. an object whose own repr fails this way
+        return f"<{type(value).__name__}>"
+
+
+def shorten(value, limit=ECHO_LIMIT):
+    """`value` as text fit to echo in a one-line message: a string as it is, anything else as
+    its (bounded) repr; control characters escaped and cut to about `limit` characters (a
+    user's value may be huge or hostile)."""
+    text = value if isinstance(value, str) else bounded_repr(value, limit)
     if len(text) > 4 * limit:
         text = text[:4 * limit]
     text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)}+ characters)"
+
+
+def shorten_repr(value, limit=ECHO_LIMIT):
+    """Like `shorten`, but a string is quoted as repr() quotes it ('abc'): for messages that
+    must tell the string '5' from the number 5."""
+    return shorten(bounded_repr(value, limit) if isinstance(value, str) else value, limit)
 
 
 def close_matches(word, candidates, n=1):

@@ -14,7 +14,7 @@ from slim.config.registry import REGISTRY, REQUIRED
 from slim.config.schema import TOP_LEVEL
 from slim.config.validate import option_types, options_of, type_name
 from slim.config.yaml_io import flow_value
-from slim.errors import exit_on_user_error
+from slim.errors import exit_on_user_error, shorten
 
 _MISSING = object()
 
@@ -188,7 +188,8 @@ def generate_modules(names):
 def analyze_config(path, overrides=()):
     """Text of `analyze FILE`: the loaded config, values that differ from defaults marked."""
     cfg = load_config(path, overrides)
-    lines = [f"# {path}" + (" with -o " + " ".join(overrides) if overrides else ""),
+    lines = [f"# {shorten(path)}" + (" with -o " + " ".join(shorten(item) for item in overrides)
+                                      if overrides else ""),
              "# '# default: X' marks a value that differs from the default"]
     top_defaults = {name: option.default for name, option in TOP_LEVEL.options.items()}
     top_values = {key: cfg[key] for key in TOP_LEVEL.options}

@@ -12,6 +12,7 @@ raw tree (remembering which keys each one set or created, so an error names the
 against `schema.TOP_LEVEL`, each section against its module's options.
 """
 import importlib
+import re
 from collections.abc import Mapping
 
 from slim.config.registry import REGISTRY
@@ -19,7 +20,9 @@ from slim.config.schema import TOP_LEVEL
 from slim.config.validate import (InvalidValue, build_instance, format_path, instantiate_options,
                                   instantiate_value, option_types, options_of, validate_options)
 from slim.config.yaml_io import load_yaml_file, parse_yaml_value
-from slim.errors import ConfigError, did_you_mean
+from slim.errors import ConfigError, did_you_mean, shorten, shorten_repr
+
+_INDEX = re.compile(r"-?[0-9]+")  # a key segment that addresses a list item by position
 
 # Packages whose import registers the config modules a detection config names.
 MODULE_PACKAGES = ("slim.optimizer", "slim.model", "slim.data")
@@ -92,10 +95,10 @@ def load_config(path, overrides=()):
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path}: a config must be a YAML mapping of keys, "
+        raise ConfigError(f"{shorten(path)}: a config must be a YAML mapping of keys, "
                           f"got {type(raw).__name__}")
     raw = dict(raw)
-    provenance = _Provenance(path)
+    provenance = _Provenance(shorten(path))
     overrides = list(overrides or ())
     for item in overrides:
         apply_override(raw, item, provenance)
@@ -125,13 +128,18 @@ def _validate_config(raw, path, overrides):
 def unknown_top_level_key_message(key):
     """The error for a top-level key that is neither a top-level option nor a module."""
     hint = did_you_mean(key, list(TOP_LEVEL.options) + REGISTRY.names())
-    return (f"unknown key '{key}'{hint}; valid top-level keys: {', '.join(TOP_LEVEL.options)}; "
+    return (f"unknown key '{shorten(key)}'{hint}; valid top-level keys: {', '.join(TOP_LEVEL.options)}; "
             f"or a module section: {', '.join(REGISTRY.names())}")
+
+
+def override_source(item):
+    """'-o item' as errors name an override (cut and escaped: the item may be huge or hostile)."""
+    return f"-o {shorten(item, 100)}"
 
 
 def parse_override(item):
     """'A.b.c=value' -> (['A', 'b', 'c'], parsed value); ConfigError without '=' or a key."""
-    source = f"-o {item}"
+    source = override_source(item)
     key, separator, text = str(item).partition("=")
     if not separator:
         raise ConfigError(f"{source}: expected key=value (e.g. YoloTrainFeed.batch_size=64)")
@@ -150,7 +158,7 @@ def apply_override(raw, item, provenance=None):
     and tagged objects (rebuilt with the changed option).
     """
     segments, value = parse_override(item)
-    source = f"-o {item}"
+    source = override_source(item)
     provenance = provenance or _Provenance("<config>")
     _set_path(raw, segments, value, (), source, provenance)
 
@@ -185,25 +193,26 @@ def _set_path(node, segments, value, path, source, provenance):
         except InvalidValue as error:
             raise ConfigError(f"{source}: {error.message}") from None
         return instantiate_options(spec, checked, record=True)
-    raise ConfigError(f"{source}: cannot set '{key}' inside '{format_path(path)}', "
-                      f"which is {node!r}, not a mapping")
+    raise ConfigError(f"{source}: cannot set '{shorten(key)}' inside '{format_path(path)}', "
+                      f"which is {shorten_repr(node)}, not a mapping")
 
 
 def _list_index(items, key, path, source):
     """The index a key segment names in a list: a number, or the tag name of one element."""
-    if key.lstrip("-").isdigit():
-        index = int(key)
-        if not -len(items) <= index < len(items):
-            raise ConfigError(f"{source}: index {index} out of range for '{format_path(path)}' "
-                              f"({len(items)} items)")
+    if _INDEX.fullmatch(key):
+        # A long digit string is out of range anyway (and int() refuses past 4300 digits).
+        index = int(key) if len(key) <= 18 else None
+        if index is None or not -len(items) <= index < len(items):
+            raise ConfigError(f"{source}: index {shorten(key, 40)} out of range for "
+                              f"'{format_path(path)}' ({len(items)} items)")
         return index % len(items)
     names = [getattr(REGISTRY.spec_of_instance(item), "name", None) for item in items]
     named = [i for i, name in enumerate(names) if name == key]
     if len(named) != 1:
         present = [name for name in names if name]
         reason = "no" if not named else "more than one"
-        raise ConfigError(f"{source}: '{format_path(path)}' has {reason} item '{key}'; address an "
-                          f"item by index (0..{len(items) - 1}) or by tag name"
+        raise ConfigError(f"{source}: '{format_path(path)}' has {reason} item '{shorten(key)}'; "
+                          f"address an item by index (0..{len(items) - 1}) or by tag name"
                           + (f" ({', '.join(present)})" if present else ""))
     return named[0]
 
@@ -222,6 +231,7 @@ def create(name, cfg):
     except ConfigError as error:
         # A module's own __init__ check does not know the file: name it here.
         source = getattr(cfg, "path", None)
+        source = shorten(source) if source else source
         if source and not str(error).startswith(source):
             raise ConfigError(f"{source}: {error}") from None
         raise
@@ -238,7 +248,7 @@ def _create(name, cfg, building):
     try:
         options = validate_options(spec, cfg.get(name) or {}, (name,), shared_values=explicit)
     except InvalidValue as error:
-        source = getattr(cfg, "path", None) or "config"
+        source = shorten(getattr(cfg, "path", None) or "config")
         raise ConfigError(f"{source}: {error.message}") from None
     annotations = option_types(spec)
     kwargs = {}

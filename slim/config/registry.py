@@ -28,7 +28,7 @@ import inspect
 import re
 import typing
 
-from slim.errors import ConfigError, did_you_mean
+from slim.errors import ConfigError, did_you_mean, shorten
 
 
 class _Required:
@@ -154,7 +154,7 @@ class Registry:
         try:
             return self._modules[name]
         except KeyError:
-            raise ConfigError(f"unknown module '{name}'{did_you_mean(name, self._modules)}; "
+            raise ConfigError(f"unknown module '{shorten(name)}'{did_you_mean(name, self._modules)}; "
                               f"known: {', '.join(sorted(self._modules))}") from None
 
     def __contains__(self, name):

@@ -9,6 +9,7 @@ from typing import Literal, Optional, Union
 
 from slim.config.registry import REQUIRED, module_spec_of
 from slim.config.validate import InvalidValue, ModuleName
+from slim.errors import shorten_repr
 
 
 class DetectionConfigKeys:
@@ -61,11 +62,11 @@ class DetectionConfigKeys:
         for key in ("log_smooth_window", "log_iter", "snapshot_iter", "num_classes"):
             if options[key] <= 0:
                 raise InvalidValue((key,), f"key '{key}' must be a positive integer, "
-                                           f"got {options[key]!r}")
+                                           f"got {shorten_repr(options[key])}")
         max_iters = options["max_iters"]
         if max_iters != "auto" and max_iters <= 0:
             raise InvalidValue(("max_iters",), f"key 'max_iters' must be a positive integer or "
-                                               f"'auto', got {max_iters!r}")
+                                               f"'auto', got {shorten_repr(max_iters)}")
 
 
 TOP_LEVEL = module_spec_of(DetectionConfigKeys, name="top level", yaml_tag=False)

@@ -17,7 +17,7 @@ from typing import Dict, List, Literal, Optional, Tuple, Union
 from slim.config.registry import REQUIRED, ModuleSpec, OptionSpec, docstring_parts
 from slim.config.validate import InvalidValue, format_path, unknown_key_message, validate_options
 from slim.config.yaml_io import load_yaml_file
-from slim.errors import ConfigError, did_you_mean
+from slim.errors import ConfigError, did_you_mean, shorten, shorten_repr
 
 # Importance criteria of the pruning engine (issue 4): l1 norm of the filter (the seed's
 # choice), distance to the geometric median (FPGM), and the |scale| of the following BN.
@@ -43,7 +43,8 @@ class StructurePruner:
         for pattern, axis in options["pruning_axis"].items():
             if axis != 0:
                 raise InvalidValue(("pruning_axis", pattern),
-                                   f"pruning_axis '{pattern}': axis {axis} is not supported; "
+                                   f"pruning_axis '{shorten(pattern)}': axis {shorten(axis)} is not "
+                                   f"supported; "
                                    f"only 0 (filters, the output channels of a conv)")
 
 
@@ -52,7 +53,7 @@ def _check_ratio(options, key):
     if value is None:
         return
     if not (0.0 < value < 1.0):
-        raise InvalidValue((key,), f"key '{key}' must be in (0, 1), got {value!r}")
+        raise InvalidValue((key,), f"key '{key}' must be in (0, 1), got {shorten_repr(value)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ class UniformPruneStrategy:
         _check_ratio(options, "target_ratio")
         if options["start_epoch"] < 0:
             raise InvalidValue(("start_epoch",), f"key 'start_epoch' must be >= 0, "
-                                                 f"got {options['start_epoch']}")
+                                                 f"got {shorten(options['start_epoch'])}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +118,14 @@ class SensitivePruneStrategy:
         _check_ratio(options, "delta_rate")
         if options["eval_rate"] is not None and not 0.0 < options["eval_rate"] <= 1.0:
             raise InvalidValue(("eval_rate",), f"key 'eval_rate' must be in (0, 1], "
-                                               f"got {options['eval_rate']!r}")
+                                               f"got {shorten_repr(options['eval_rate'])}")
         if options["num_steps"] < 1:
             raise InvalidValue(("num_steps",), f"key 'num_steps' must be >= 1, "
-                                               f"got {options['num_steps']}")
+                                               f"got {shorten(options['num_steps'])}")
         if not 0 <= options["start_epoch"] <= options["end_epoch"]:
-            raise InvalidValue(("end_epoch",), f"keys 'start_epoch' ({options['start_epoch']}) and "
-                                               f"'end_epoch' ({options['end_epoch']}) must satisfy "
+            raise InvalidValue(("end_epoch",), f"keys 'start_epoch' ({shorten(options['start_epoch'])}) "
+                                               f"and 'end_epoch' ({shorten(options['end_epoch'])}) "
+                                               f"must satisfy "
                                                f"0 <= start_epoch <= end_epoch")
 
 
@@ -154,11 +156,11 @@ class CompressorConfig:
     def check_config(cls, options):
         for key in ("epoch", "eval_epoch"):
             if options[key] < 1:
-                raise InvalidValue((key,), f"key '{key}' must be >= 1, got {options[key]}")
+                raise InvalidValue((key,), f"key '{key}' must be >= 1, got {shorten(options[key])}")
         seen = set()
         for i, name in enumerate(options["strategies"]):
             if name in seen:
-                raise InvalidValue(("strategies", i), f"strategy '{name}' is listed twice")
+                raise InvalidValue(("strategies", i), f"strategy '{shorten(name)}' is listed twice")
             seen.add(name)
 
 
@@ -212,7 +214,7 @@ def load_slim_config(path):
     try:
         return _validate_slim_config(raw, path)
     except InvalidValue as error:
-        raise ConfigError(f"{path}: {error.message}") from None
+        raise ConfigError(f"{shorten(path)}: {error.message}") from None
 
 
 def _validate_slim_config(raw, path):
@@ -229,16 +231,16 @@ def _validate_slim_config(raw, path):
         except ValueError:
             pass
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
-        raise InvalidValue(("version",), f"key 'version': {version!r} is not supported; "
+        raise InvalidValue(("version",), f"key 'version': {shorten_repr(version)} is not supported; "
                                          f"use {SUPPORTED_VERSIONS[0]}")
     pruners = _validate_named_objects(raw.get("pruners"), "pruners", PRUNER_CLASSES)
     strategies = _validate_named_objects(raw.get("strategies"), "strategies", STRATEGY_CLASSES)
     for name, strategy in strategies.items():
         if strategy.pruner not in pruners:
             raise InvalidValue(("strategies", name, "pruner"),
-                               f"strategy '{name}' names pruner '{strategy.pruner}', which is not "
-                               f"defined{did_you_mean(strategy.pruner, pruners)}; pruners: "
-                               f"{', '.join(pruners) or '(none)'}")
+                               f"strategy '{shorten(name)}' names pruner '{shorten(strategy.pruner)}', "
+                               f"which is not defined{did_you_mean(strategy.pruner, pruners)}; "
+                               f"pruners: {_names(pruners)}")
     if "compressor" not in raw:
         raise InvalidValue(("compressor",), "missing required key 'compressor'")
     compressor_options = validate_options(dataclass_spec(CompressorConfig), raw["compressor"],
@@ -247,15 +249,21 @@ def _validate_slim_config(raw, path):
     for i, name in enumerate(compressor.strategies):
         if name not in strategies:
             raise InvalidValue(("compressor", "strategies", i),
-                               f"compressor.strategies names '{name}', which is not defined"
-                               f"{did_you_mean(name, strategies)}; strategies: "
-                               f"{', '.join(strategies) or '(none)'}")
+                               f"compressor.strategies names '{shorten(name)}', which is not "
+                               f"defined{did_you_mean(name, strategies)}; strategies: "
+                               f"{_names(strategies)}")
         if strategies[name].start_epoch >= compressor.epoch:
             raise InvalidValue(("strategies", name, "start_epoch"),
-                               f"strategy '{name}' starts at epoch {strategies[name].start_epoch}, "
-                               f"but compressor.epoch is {compressor.epoch}: it would never run")
+                               f"strategy '{shorten(name)}' starts at epoch "
+                               f"{shorten(strategies[name].start_epoch)}, but compressor.epoch is "
+                               f"{shorten(compressor.epoch)}: it would never run")
     return SlimConfig(path=path, version=float(version), pruners=pruners, strategies=strategies,
                       compressor=compressor)
+
+
+def _names(names):
+    """'a, b, c' of user-chosen names (pruners, strategies), cut for a message."""
+    return shorten(", ".join(str(name) for name in names)) or "(none)"
 
 
 def _validate_named_objects(section, section_name, classes):
@@ -264,13 +272,13 @@ def _validate_named_objects(section, section_name, classes):
         return {}
     if not isinstance(section, dict):
         raise InvalidValue((section_name,), f"key '{section_name}' must be a mapping of "
-                                            f"name -> {{class: ..., ...}}, got {section!r}")
+                                            f"name -> {{class: ..., ...}}, got {shorten_repr(section)}")
     built = {}
     for name, options in section.items():
         path = (section_name, name)
         if not isinstance(options, dict):
             raise InvalidValue(path, f"'{format_path(path)}' must be a mapping with a 'class' key, "
-                                     f"got {options!r}")
+                                     f"got {shorten_repr(options)}")
         options = dict(options)
         class_name = options.pop("class", None)
         if class_name is None:
@@ -278,7 +286,7 @@ def _validate_named_objects(section, section_name, classes):
                                                   f"known classes: {', '.join(classes)}")
         if class_name not in classes:
             raise InvalidValue(path + ("class",),
-                               f"'{format_path(path)}': unknown class '{class_name}'"
+                               f"'{format_path(path)}': unknown class '{shorten(class_name)}'"
                                f"{did_you_mean(class_name, classes)}; known classes: "
                                f"{', '.join(classes)}")
         cls = classes[class_name]

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Mapping
 
 from slim.config.registry import REGISTRY, resolved_type_hints
-from slim.errors import ConfigError, did_you_mean
+from slim.errors import ConfigError, did_you_mean, shorten, shorten_repr
 
 # Instances built from config remember their validated options here, so they can be
 # dumped back as `!Name {...}` and rebuilt when an `-o` override changes one option.
@@ -45,14 +45,15 @@ class ModuleName(str):
 
 
 def format_path(path):
-    """('LearningRate', 'schedulers', 0, 'gamma') -> 'LearningRate.schedulers[0].gamma'."""
+    """('LearningRate', 'schedulers', 0, 'gamma') -> 'LearningRate.schedulers[0].gamma', cut
+    and escaped for a message (the keys are the user's)."""
     text = ""
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += ("." if text else "") + str(part)
-    return text
+            text += ("." if text else "") + shorten(part, 80)
+    return shorten(text)
 
 
 def type_name(annotation):
@@ -99,7 +100,8 @@ def _resolve_forward(annotation):
 
 
 def _describe(value):
-    return f"{value!r} ({type(value).__name__})"
+    """'5 (int)': the value, cut for a message, and its type."""
+    return f"{shorten_repr(value)} ({type(value).__name__})"
 
 
 def _registered_subclass_tags(base):
@@ -134,7 +136,7 @@ def check_value(value, annotation, path, default=None):
         for choice in args:
             if value == choice and type(value) is type(choice):
                 return value
-        raise InvalidValue(path, f"key '{key}': {value!r} is not {type_name(annotation)}"
+        raise InvalidValue(path, f"key '{key}': {shorten_repr(value)} is not {type_name(annotation)}"
                                  f"{_choice_hint(value, args)}")
     if origin in (list, set, frozenset) or annotation in (list, set, frozenset):
         return _check_list(value, annotation, origin or annotation, args, path)
@@ -221,7 +223,7 @@ def _check_tuple(value, annotation, args, path):
         return tuple(check_value(item, args[0], path + (i,)) for i, item in enumerate(value))
     if len(value) != len(args):
         raise InvalidValue(path, f"key '{format_path(path)}' must be {type_name(annotation)} "
-                                 f"({len(args)} items), got {len(value)} items: {value!r}")
+                                 f"({len(args)} items), got {len(value)} items: {shorten_repr(value)}")
     return tuple(check_value(item, item_type, path + (i,))
                  for i, (item, item_type) in enumerate(zip(value, args)))
 
@@ -327,7 +329,7 @@ def _default_value(default, annotation, path):
 def unknown_key_message(key, valid_keys, owner):
     """"unknown key 'x' in Owner (did you mean 'y'?); valid keys: ..." (owner None: top level)."""
     where = f" in {owner}" if owner else ""
-    return (f"unknown key '{key}'{where}{did_you_mean(key, valid_keys)}; "
+    return (f"unknown key '{shorten(key)}'{where}{did_you_mean(key, valid_keys)}; "
             f"valid keys: {', '.join(valid_keys) or '(none)'}")
 
 
