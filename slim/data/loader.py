@@ -21,7 +21,7 @@ from slim.data import records as records_lib
 from slim.data import transforms
 from slim.data.coco import COCODataSet
 from slim.data.voc import VOCDataSet
-from slim.errors import DataError
+from slim.errors import DataError, shorten
 
 LOGGER = logging.getLogger("slim.data")
 
@@ -100,8 +100,8 @@ class TrainSamples:
                 return image, record
             if record["im_file"] not in self._warned_files:
                 self._warned_files.add(record["im_file"])
-                LOGGER.warning("skipped sample %s: image cannot be decoded; using the next image",
-                               record["im_file"])
+                LOGGER.warning("skipped sample %s: image cannot be decoded (changed since the dataset "
+                               "was checked?); using the next image", shorten(record["im_file"]))
         raise DataError(f"{_MAX_DECODE_RETRIES} images in a row cannot be decoded, from "
                         f"{self.records[record_index]['im_file']}")
 
@@ -143,7 +143,9 @@ class EvalSamples:
         image, record = _decode(record, self.apply_exif_orientation)
         if image is None:
             # Evaluation cannot drop an image without changing the metric: score it on a blank.
-            LOGGER.warning("image %s cannot be decoded; evaluated as a blank image", record["im_file"])
+            LOGGER.warning("image %s cannot be decoded (changed since the dataset was checked?); "
+                           "evaluated as a blank image",
+                           shorten(record["im_file"]))
             image = np.zeros((record["h"], record["w"], 3), np.uint8)
         return {
             "image": transforms.eval_transform(image, self.height, self.width, normalize=False),
@@ -392,19 +394,21 @@ def image_paths(infer_img=None, infer_dir=None):
 def build_test_loader(feed, paths):
     """Batches of (image, im_size, im_id, im_file) for inference over image files.
 
-    Unreadable images are skipped with a warning; im_id indexes `paths`.
+    Images that are missing, unreadable or corrupt are skipped with one warning each and a
+    summary line, like bad samples of a dataset; im_id indexes `paths`.
     """
+    report = records_lib.BadSampleReport("--infer_img/--infer_dir")
+    report.total = len(paths)
     records = []
     for index, path in enumerate(paths):
-        size = records_lib.image_size(path)
+        size, problem = records_lib.checked_image_size(path)
         if size is None:
-            LOGGER.warning("skipped image %s: missing, unreadable or corrupt", path)
+            report.skip(path, problem)
             continue
         records.append({"im_file": path, "im_id": np.int64(index), "h": size[0], "w": size[1],
                         "gt_bbox": np.zeros((0, 4), np.float32), "gt_class": np.zeros(0, np.int32),
                         "difficult": np.zeros(0, np.int32), "is_crowd": np.zeros(0, np.int32)})
-    if not records:
-        raise DataError(f"none of the {len(paths)} images can be read")
+    records_lib.require_usable(records, report)
     return TestLoader(feed, records, label_names(feed.dataset))
 
 

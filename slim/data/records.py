@@ -17,20 +17,34 @@ dropped with one warning line; a box partly outside the image is clipped (a
 warning when it sticks out by more than a pixel). A summary line follows.
 Only a missing dataset dir / annotation file, or nothing usable at all, is an
 error (DataError, exit 2).
+
+What is trusted: the files a dataset config names (`annotation`, `label_list`,
+`image_dir`) must resolve inside dataset_dir, symlinks followed (DataError
+naming the key otherwise); so must every image and XML path of a list file and
+every COCO file_name (the sample is skipped otherwise). A line of a list or
+label file is echoed at most LINE_EXCERPT_LIMIT characters long. An image is
+used only when its header is sound and all of its compressed data decodes
+without a decoder complaint (`checked_image_size`): libjpeg only *warns* about
+garbage inside a JPEG and still returns an image.
 """
 import logging
 import os
 import struct
+import sys
+import tempfile
+import threading
 
 import numpy as np
 
-from slim.errors import DataError
+from slim.errors import DataError, shorten
 
 LOGGER = logging.getLogger("slim.data")
 
 # Boxes sticking out of the image by at most this many pixels are clipped
 # silently: VOC boxes reach the last pixel (1-based) and COCO floats overshoot.
 CLIP_TOLERANCE_PIXELS = 1.0
+# Characters of one line of a list or label file echoed in a warning or error.
+LINE_EXCERPT_LIMIT = 60
 
 
 class DataSetOptions:
@@ -50,8 +64,14 @@ class DataSetOptions:
         return type(other) is type(self) and other.options() == self.options()
 
     def annotation_path(self):
-        """The annotation (list or JSON) file under dataset_dir."""
-        return os.path.join(self.dataset_dir, self.annotation)
+        """The annotation (list or JSON) file under dataset_dir; DataError when dataset_dir is
+        missing or `annotation` resolves outside it."""
+        require_dataset_dir(self.dataset_dir)
+        return require_inside(self.dataset_dir, "annotation", self.annotation)
+
+    def image_root(self):
+        """dataset_dir/image_dir; DataError when `image_dir` resolves outside dataset_dir."""
+        return require_inside(self.dataset_dir, "image_dir", self.image_dir)
 
 
 class BadSampleReport:
@@ -67,16 +87,17 @@ class BadSampleReport:
     def skip(self, where, why):
         """A whole sample is unusable: one warning line, counted."""
         self.skipped_samples += 1
-        LOGGER.warning("skipped sample %s: %s", where, why)
+        LOGGER.warning("skipped sample %s: %s", shorten(where), shorten(why, 400))
 
     def warn_object(self, where, why):
         """One object of a sample is dropped: one warning line, counted."""
         self.dropped_objects += 1
-        LOGGER.warning("%s: %s", where, why)
+        LOGGER.warning("%s: %s", shorten(where), shorten(why, 400))
 
     def clip(self, where, why):
+        """A box is clipped to its image: one warning line, counted."""
         self.clipped_boxes += 1
-        LOGGER.warning("%s: %s", where, why)
+        LOGGER.warning("%s: %s", shorten(where), shorten(why, 400))
 
     def summary(self, usable):
         """The one summary line printed when a source is opened."""
@@ -95,6 +116,66 @@ def require_dataset_dir(dataset_dir):
     if not os.path.isdir(dataset_dir):
         raise DataError(f"dataset_dir not found: {dataset_dir} (set it in the feed's dataset "
                         f"section or with -d/--dataset_dir)")
+
+
+def resolve_inside(dataset_dir, *parts):
+    """The real path of os.path.join(dataset_dir, *parts) when it lies inside the real path of
+    dataset_dir (symlinks followed), else None; None too for a path that cannot be resolved
+    (one with a NUL byte)."""
+    try:
+        root = os.path.realpath(dataset_dir)
+        path = os.path.realpath(os.path.join(dataset_dir, *parts))
+    except (ValueError, OSError):
+        return None
+    return path if os.path.commonpath([root, path]) == root else None
+
+
+def outside_message(what, value, dataset_dir, limit=LINE_EXCERPT_LIMIT):
+    """'<what> '<value>' is outside dataset_dir '<dir>' ...' for a path that escapes the dataset."""
+    return (f"{what} '{shorten(value, limit)}' is outside dataset_dir '{shorten(dataset_dir)}' "
+            f"(absolute paths, '..' and symlinks out of it are refused); name a file inside "
+            f"the dataset directory")
+
+
+def require_inside(dataset_dir, key, value):
+    """os.path.join(dataset_dir, value), or a DataError naming config key `key` when the path
+    resolves outside dataset_dir: a dataset config may only name the dataset's own files (the
+    lines of a list or label file are echoed in warnings, so any readable file would leak)."""
+    if resolve_inside(dataset_dir, value) is None:
+        raise DataError(outside_message(key, value, dataset_dir, limit=200))
+    return os.path.join(dataset_dir, value)
+
+
+def line_excerpt(line):
+    """At most LINE_EXCERPT_LIMIT characters of one line of a list or label file (str or bytes),
+    control characters escaped, to quote in a warning."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "backslashreplace")
+    return shorten(line.strip(), LINE_EXCERPT_LIMIT)
+
+
+def read_text_lines(path, what):
+    """The lines of a UTF-8 text file as (line number, text, problem) tuples.
+
+    A line that is not UTF-8 comes as (number, None, why, quoting a short excerpt). A UTF-8
+    byte-order mark is dropped; lines end at \\n, \\r\\n or \\r. A file with NUL bytes (binary, or
+    UTF-16) is a DataError naming `what` and the path.
+    """
+    with open(path, "rb") as text_file:
+        data = text_file.read()
+    if b"\x00" in data:
+        raise DataError(f"{what} {shorten(path)} is not a UTF-8 text file (it holds NUL bytes: "
+                        f"a binary or UTF-16 file?); save it as UTF-8 text")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            lines.append((number, raw.decode("utf-8"), None))
+        except UnicodeDecodeError as error:
+            lines.append((number, None, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                                        f"{error.start + 1}): '{line_excerpt(raw)}'"))
+    return lines
 
 
 def require_usable(records, report):
@@ -208,25 +289,158 @@ def _jpeg_size(head, path):
 
 
 def _decoded_size(path):
-    import cv2
-    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
+    data = _read_bytes(path)
+    if data is None:
         return None
-    return image.shape[0], image.shape[1]
+    cv2 = _cv2()
+    image, _ = _decode_checked(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return None if image is None else image.shape[:2]
+
+
+# libjpeg reports garbage inside a JPEG's compressed data only as a warning on stderr and still
+# returns an image (the damaged part grey or smeared); OpenCV passes on neither. These are the
+# libjpeg warnings (jerror.h, JWRN_*) that mean the pixels are not what was encoded.
+JPEG_CORRUPTION_WARNINGS = (b"Corrupt JPEG data", b"Premature end of JPEG file",
+                            b"Invalid SOS parameters for sequential JPEG",
+                            b"Inconsistent progression sequence")
+# What decoders print about an image they fail on: our warning line reports it instead.
+DECODER_FAILURE_MESSAGES = JPEG_CORRUPTION_WARNINGS + (b"libpng error", b"libpng warning")
+
+# File descriptor 2 is one per process: captures of it must not overlap (decoding threads), and
+# a fork must not happen mid-capture (the child would keep the capture file as its stderr).
+_STDERR_CAPTURE_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=_STDERR_CAPTURE_LOCK.acquire, after_in_parent=_STDERR_CAPTURE_LOCK.release,
+                        after_in_child=_STDERR_CAPTURE_LOCK.release)
+
+
+def _cv2():
+    import cv2
+    return cv2
+
+
+def _read_bytes(path):
+    """The bytes of a regular file as a uint8 array, or None (missing, not a file, unreadable, empty)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        return None
+    return data if data.size else None
+
+
+def _write_to_stderr(data):
+    """Write bytes to file descriptor 2 (best effort: a closed stderr loses them, as it would)."""
+    while data:
+        try:
+            data = data[os.write(2, data):]
+        except OSError:
+            return
+
+
+def _capture_file():
+    """An anonymous file in memory (Linux), else a temporary file: a full or read-only temp dir
+    must not stop decoding."""
+    try:
+        return os.fdopen(os.memfd_create("slim-decoder-messages"), "w+b")
+    except (AttributeError, OSError):  # not Linux, or memfd refused
+        return tempfile.TemporaryFile()
+
+
+def _run_capturing_stderr(function):
+    """(function(), the bytes written to file descriptor 2 meanwhile).
+
+    C libraries (libjpeg, libpng) print to fd 2 directly, out of Python's reach. The capture is
+    a file, not a pipe, so no amount of output can block the writer.
+    """
+    with _STDERR_CAPTURE_LOCK, _capture_file() as capture:
+        try:
+            sys.stderr.flush()  # what Python already wrote goes out before the switch
+        except (AttributeError, OSError, ValueError):
+            pass
+        try:
+            saved = os.dup(2)
+        except OSError:  # fd 2 closed: capture anyway, close it again after
+            saved = None
+        os.dup2(capture.fileno(), 2)
+        try:
+            result = function()
+        finally:
+            if saved is None:
+                os.close(2)
+            else:
+                os.dup2(saved, 2)
+                os.close(saved)
+        capture.seek(0)
+        return result, capture.read()
+
+
+def _decode_checked(data, flags):
+    """cv2.imdecode(data, flags) judged by what the decoder printed: (image, None) or (None, why).
+
+    The image is refused when it fails to decode or when libjpeg warned that its compressed
+    data is corrupt; the decoder's messages about it go into `why`, anything else printed on
+    stderr meanwhile (other threads, harmless decoder notes) is passed on unchanged.
+    """
+    cv2 = _cv2()
+    image, output = _run_capturing_stderr(lambda: cv2.imdecode(data, flags))
+    lines = output.splitlines(keepends=True)
+    corrupt = [line for line in lines if line.startswith(JPEG_CORRUPTION_WARNINGS)]
+    if image is not None and not corrupt:
+        _write_to_stderr(output)
+        return image, None
+    complaints = [line for line in lines if line.startswith(DECODER_FAILURE_MESSAGES)]
+    _write_to_stderr(b"".join(line for line in lines if not line.startswith(DECODER_FAILURE_MESSAGES)))
+    if corrupt:
+        return None, f"corrupt JPEG data (libjpeg: {_message_text(corrupt[0])})"
+    return None, "cannot be decoded" + (f" ({_message_text(complaints[0])})" if complaints else "")
+
+
+def _message_text(line):
+    return shorten(line.decode("utf-8", "replace").strip(), 100)
+
+
+def decode_problem(path):
+    """Why the image at `path` cannot be used after decoding all of its data, or None when it
+    decodes cleanly.
+
+    Decodes at 1/8 scale in grey: libjpeg still reads every compressed bit (and so sees every
+    corruption a full decode sees) but skips most of the work.
+    """
+    data = _read_bytes(path)
+    if data is None:
+        return "image missing, unreadable or empty"
+    cv2 = _cv2()
+    _, problem = _decode_checked(data, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+    return problem
+
+
+def checked_image_size(path):
+    """((height, width), None) for an image whose header and compressed data are sound, else
+    (None, why). What every source and the inference loader check before using an image."""
+    if not os.path.isfile(path):  # also refuses a FIFO or device, which could block a read
+        return None, "image not found (or not a regular file)"
+    size = image_size(path)
+    if size is None:
+        return None, "image missing, unreadable or corrupt"
+    problem = decode_problem(path)
+    return (None, problem) if problem else (size, None)
 
 
 def read_image_rgb(path, apply_exif_orientation=False):
-    """Decode an image as an (H, W, 3) uint8 RGB array; None if it cannot be decoded.
+    """Decode an image as an (H, W, 3) uint8 RGB array; None if it cannot be decoded or its
+    compressed data is corrupt (see `checked_image_size`).
 
     Annotations refer to the stored raster, so EXIF orientation is ignored unless
     asked for (inference on photos, where the user expects the upright view).
     """
-    import cv2
-    data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-    if data is None or data.size == 0:
+    cv2 = _cv2()
+    data = _read_bytes(path)
+    if data is None:
         return None
     flags = cv2.IMREAD_COLOR if apply_exif_orientation else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imdecode(data, flags)
+    image, _ = _decode_checked(data, flags)
     if image is None:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
