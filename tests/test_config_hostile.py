@@ -109,6 +109,13 @@ def test_alias_chain_nesting_past_the_limit_names_the_alias(tmp_path):
         f"needs a few levels")
 
 
+def test_override_key_with_too_many_dotted_parts_names_the_item():
+    key = "YOLOv3" + ".a" * 3000
+    message = config_error(load_config, DETECTION, DET_OVERRIDES + [key + "=1"])
+    assert message == (f"-o {key[:100]}... (400+ characters): the key has 3001 dotted parts; "
+                       f"at most {MAX_NESTING} (a config needs a few levels)")
+
+
 def test_recursive_alias_is_refused(tmp_path):
     path = write(tmp_path, "loop.yml", "architecture: YOLOv3\nmax_iters: &loop [1, *loop]\n")
     assert config_error(load_config, path) == (

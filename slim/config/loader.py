@@ -19,7 +19,7 @@ from slim.config.registry import REGISTRY
 from slim.config.schema import TOP_LEVEL
 from slim.config.validate import (InvalidValue, build_instance, format_path, instantiate_options,
                                   instantiate_value, option_types, options_of, validate_options)
-from slim.config.yaml_io import load_yaml_file, parse_yaml_value
+from slim.config.yaml_io import MAX_NESTING, load_yaml_file, parse_yaml_value
 from slim.errors import ConfigError, did_you_mean, shorten, shorten_repr
 
 _INDEX = re.compile(r"-?[0-9]+")  # a key segment that addresses a list item by position
@@ -147,6 +147,9 @@ def parse_override(item):
     if not all(segment.strip() for segment in segments):
         raise ConfigError(f"{source}: empty key; expected key=value with a dotted key "
                           f"such as YoloTrainFeed.batch_size=64")
+    if len(segments) > MAX_NESTING:
+        raise ConfigError(f"{source}: the key has {len(segments)} dotted parts; at most "
+                          f"{MAX_NESTING} (a config needs a few levels)")
     return [segment.strip() for segment in segments], parse_yaml_value(text, source)
 
 
