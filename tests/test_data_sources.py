@@ -102,7 +102,7 @@ def warning_lines(caplog):
 @pytest.mark.parametrize("case, sample, expected", [
     ("garbage image", ("x", voc_xml([("cat", (1, 1, 20, 20), 0)]), "garbage"), "unreadable or corrupt"),
     ("truncated image", ("x", voc_xml([("cat", (1, 1, 20, 20), 0)]), "truncated"), "unreadable or corrupt"),
-    ("missing image", ("x", voc_xml([("cat", (1, 1, 20, 20), 0)]), "missing"), "unreadable or corrupt"),
+    ("missing image", ("x", voc_xml([("cat", (1, 1, 20, 20), 0)]), "missing"), "image not found"),
     ("malformed xml", ("x", "<annotation><object><name>cat</name>", "good"), "malformed XML"),
     ("missing xml", ("x", None, "good"), "annotation file not found"),
     ("no objects", ("x", voc_xml([]), "good"), "no objects"),
@@ -262,7 +262,7 @@ def test_coco_bad_annotations_and_images_are_skipped(tmp_path, caplog):
     assert any("unknown category_id 99" in w for w in warnings)
     assert any("bbox [1, 1] is not [x, y, w, h]" in w for w in warnings)
     assert any("degenerate box" in w for w in warnings)
-    assert any("missing.jpg" in w and "unreadable" in w for w in warnings)
+    assert any("missing.jpg" in w and "image not found" in w for w in warnings)
     assert warnings[-1].startswith(f"dataset {tmp_path}/annotations/instances.json: 2 usable images of 4; "
                                    f"skipped 2 images, dropped 3 objects")
 

@@ -51,13 +51,18 @@ Interface for the driver (`slim.data.loader`; no paddle import until workers sta
 Feed only the program's inputs to the executor: `{name: batch[name] for name in feed_names}`.
 
 Bad data (see `slim.data.records`): bad samples are skipped, bad objects dropped or
-clipped, one warning line each and a summary line when the dataset is opened;
-DataError (exit 2) only for a missing dataset dir / list file or nothing usable.
+clipped, one warning line each and a summary line when the dataset (or the inference
+image list) is opened. A bad sample: a missing, truncated or corrupt image (all of its
+compressed data is decoded once; libjpeg's "Corrupt JPEG data" warnings count), a list
+line that is not UTF-8 or names a path outside dataset_dir, a missing or malformed XML.
+DataError (exit 2) for a missing dataset dir / list file, an `annotation`, `label_list`
+or `image_dir` resolving outside dataset_dir (symlinks followed), a label_list line that
+is not UTF-8 (skipping it would renumber the classes after it), a malformed COCO JSON, or
+nothing usable. A list or label line is echoed at most 60 characters long.
 
 `python -m slim.data.demo --out dataset/demo` writes the synthetic demo dataset;
 `python -m slim.data.voc_lists -d dataset/voc` writes the VOC list files.
 """
 from slim.data.coco import COCODataSet  # noqa: F401
-from slim.data.feeds import (YoloEvalFeed, YoloTestFeed, YoloTrainFeed,  # noqa: F401
-                             set_dataset_dir)
+from slim.data.feeds import YoloEvalFeed, YoloTestFeed, YoloTrainFeed, set_dataset_dir  # noqa: F401
 from slim.data.voc import VOC_CLASSES, VOCDataSet  # noqa: F401

@@ -13,7 +13,7 @@ import numpy as np
 
 from slim.config import register
 from slim.data import records as records_lib
-from slim.errors import DataError
+from slim.errors import DataError, shorten
 
 
 @register
@@ -42,7 +42,6 @@ class COCODataSet(records_lib.DataSetOptions):
                 "image_dir": self.image_dir}
 
     def _coco(self):
-        records_lib.require_dataset_dir(self.dataset_dir)
         path = os.path.abspath(self.annotation_path())
         if path not in self._parsed:
             self._parsed[path] = self._parse(path)
@@ -55,13 +54,11 @@ class COCODataSet(records_lib.DataSetOptions):
         try:
             with open(path, encoding="utf-8") as json_file:
                 content = json.load(json_file)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise DataError(f"malformed JSON in {path}: {error}") from None
-        if not isinstance(content, dict) or not isinstance(content.get("images"), list) \
-                or not isinstance(content.get("categories"), list):
-            raise DataError(f"{path} is not a COCO instances file: expected an object with "
-                            f"'images', 'annotations' and 'categories' lists")
-        content.setdefault("annotations", [])
+        except (ValueError, UnicodeDecodeError) as error:  # JSON syntax, bad UTF-8, huge numbers
+            raise DataError(f"malformed JSON in {path}: {shorten(str(error), 120)}") from None
+        except RecursionError:
+            raise DataError(f"malformed JSON in {path}: nested too deeply") from None
+        check_instances(content, path)
         from pycocotools.coco import COCO
         coco = COCO()
         coco.dataset = content
@@ -83,6 +80,7 @@ class COCODataSet(records_lib.DataSetOptions):
         path = self.annotation_path()
         report = report if report is not None else records_lib.BadSampleReport(path)
         coco = self._coco()
+        image_root = self.image_root()
         label_of_category = {cat_id: label for label, cat_id in enumerate(sorted(coco.cats))}
         image_ids = sorted(coco.imgs)
         report.total = len(image_ids)
@@ -91,13 +89,16 @@ class COCODataSet(records_lib.DataSetOptions):
             info = coco.imgs[image_id]
             where = f"{path} image {image_id}"
             file_name = info.get("file_name")
-            if not file_name:
-                report.skip(where, "no file_name")
+            if not file_name or not isinstance(file_name, str):
+                report.skip(where, f"file_name {shorten(file_name, 60)!r} is not a file name")
                 continue
-            image_path = os.path.join(self.dataset_dir, self.image_dir, file_name)
-            size = records_lib.image_size(image_path)
+            if records_lib.resolve_inside(self.dataset_dir, self.image_dir, file_name) is None:
+                report.skip(where, records_lib.outside_message("file_name", file_name, self.dataset_dir))
+                continue
+            image_path = os.path.join(image_root, file_name)
+            size, problem = records_lib.checked_image_size(image_path)
             if size is None:
-                report.skip(image_path, "image missing, unreadable or corrupt")
+                report.skip(image_path, problem)
                 continue
             record = self._record(coco, image_id, image_path, size, label_of_category, where, report)
             record = records_lib.finish_record(record, for_training, report)
@@ -113,14 +114,15 @@ class COCODataSet(records_lib.DataSetOptions):
             bbox = annotation.get("bbox")
             category = annotation.get("category_id")
             if category not in label_of_category:
-                report.warn_object(where, f"annotation {annotation_id}: unknown category_id "
-                                          f"{category!r} (known: {sorted(label_of_category)}); dropped")
+                report.warn_object(where, f"annotation {shorten(annotation_id, 60)}: unknown "
+                                          f"category_id {shorten(category, 60)} (known: "
+                                          f"{shorten(sorted(label_of_category))}); dropped")
                 continue
             try:
                 x, y, box_w, box_h = (float(v) for v in bbox)
             except (TypeError, ValueError):
-                report.warn_object(where, f"annotation {annotation_id}: bbox {bbox!r} is not "
-                                          f"[x, y, w, h]; dropped")
+                report.warn_object(where, f"annotation {shorten(annotation_id, 60)}: bbox "
+                                          f"{shorten(bbox, 60)} is not [x, y, w, h]; dropped")
                 continue
             boxes.append([x, y, x + box_w, y + box_h])
             labels.append(label_of_category[category])
@@ -136,3 +138,39 @@ class COCODataSet(records_lib.DataSetOptions):
             "is_crowd": np.asarray(crowd, np.int32),
             "annotation_file": where,
         }
+
+
+def _is_id(value, kinds=(int,)):
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+# What each entry of an instances file must hold for indexing: key -> accepted id types.
+_ENTRY_KEYS = {
+    "images": {"id": (int,)},
+    "categories": {"id": (int,), "name": (str,)},
+    "annotations": {"id": (int, str), "image_id": (int, str), "category_id": (int, str)},
+}
+
+
+def check_instances(content, path):
+    """DataError (one line naming the file and the entry) unless `content` is a COCO instances
+    object whose images, categories and annotations can be indexed: objects with int ids (ints
+    or strings for an annotation's references), unique category ids, named categories."""
+    if not isinstance(content, dict) or not isinstance(content.get("images"), list) \
+            or not isinstance(content.get("categories"), list) \
+            or not isinstance(content.setdefault("annotations", []), list):
+        raise DataError(f"{path} is not a COCO instances file: expected an object with "
+                        f"'images', 'annotations' and 'categories' lists")
+    for section, keys in _ENTRY_KEYS.items():
+        for index, entry in enumerate(content[section]):
+            bad = not isinstance(entry, dict) or any(not _is_id(entry.get(key), kinds)
+                                                     for key, kinds in keys.items())
+            if bad:
+                wanted = ", ".join(f"{key} ({'/'.join(k.__name__ for k in kinds)})"
+                                   for key, kinds in keys.items())
+                raise DataError(f"{path}: {section}[{index}] must be an object with {wanted}; "
+                                f"got {shorten(entry, 60)}")
+    category_ids = [category["id"] for category in content["categories"]]
+    if len(set(category_ids)) != len(category_ids):
+        repeated = sorted({i for i in category_ids if category_ids.count(i) > 1})
+        raise DataError(f"{path}: categories repeat the id {repeated[0]} (each label needs its own id)")

@@ -16,9 +16,9 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 
 from slim.config import register
-from slim.data.coco import COCODataSet
 from slim.data import records as records_lib
-from slim.errors import DataError, did_you_mean
+from slim.data.coco import COCODataSet
+from slim.errors import DataError, did_you_mean, shorten
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -63,7 +63,7 @@ class VOCDataSet(records_lib.DataSetOptions):
             return self.as_coco().label_names()
         if self.use_default_label:
             return list(VOC_CLASSES)
-        return read_label_list(os.path.join(self.dataset_dir, self.label_list))
+        return read_label_list(records_lib.require_inside(self.dataset_dir, "label_list", self.label_list))
 
     def is_coco(self):
         """True when `annotation` is a COCO instances JSON (PaddleDetection's rule)."""
@@ -82,33 +82,34 @@ class VOCDataSet(records_lib.DataSetOptions):
         """Parse the list file and XMLs into record dicts (see `slim.data.records`).
 
         `for_training` drops images left without objects; evaluation keeps them.
-        Bad samples go to `report` (a records.BadSampleReport) with one warning each.
+        Bad samples go to `report` (a records.BadSampleReport) with one warning each: a list
+        line that is not UTF-8, not two paths, or names a path outside dataset_dir; a missing
+        or malformed XML; a missing, truncated or corrupt image.
         """
         if self.is_coco():
             return self.as_coco().load_records(for_training, report)
-        report = report if report is not None else records_lib.BadSampleReport(self.annotation_path())
-        records_lib.require_dataset_dir(self.dataset_dir)
         list_path = self.annotation_path()
+        report = report if report is not None else records_lib.BadSampleReport(list_path)
         if not os.path.isfile(list_path):
             raise DataError(f"list file not found: {list_path} (annotation '{self.annotation}' "
                             f"under dataset_dir '{self.dataset_dir}'; see dataset/voc/README.md "
                             f"for creating trainval.txt / test.txt)")
+        self.image_root()  # image_dir must stay inside dataset_dir
         class_to_label = {name: i for i, name in enumerate(self.label_names())}
+        lines = records_lib.read_text_lines(list_path, "list file")
+        report.total = sum(1 for _, text, problem in lines if problem or text.strip())
         records = []
-        with open(list_path, encoding="utf-8") as list_file:
-            lines = list_file.read().splitlines()
-        report.total = sum(1 for line in lines if line.strip())
-        for line_number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
+        for line_number, text, problem in lines:
             where = f"{list_path}:{line_number}"
-            parts = line.split()
-            if len(parts) != 2:
-                report.skip(where, f"expected 'image_path xml_path', got {line.strip()!r}")
+            if problem:
+                report.skip(where, problem)
                 continue
-            image_path = os.path.join(self.dataset_dir, self.image_dir, parts[0])
-            xml_path = os.path.join(self.dataset_dir, parts[1])
-            record = parse_voc_xml(xml_path, image_path, class_to_label, report)
+            if not text.strip():
+                continue
+            paths = self._sample_paths(text, where, report)
+            if paths is None:
+                continue
+            record = parse_voc_xml(paths[1], paths[0], class_to_label, report)
             if record is None:
                 continue
             # The line index is stable when other lines are skipped or the list grows at its end.
@@ -118,20 +119,52 @@ class VOCDataSet(records_lib.DataSetOptions):
                 records.append(record)
         return records_lib.require_usable(records, report)
 
+    def _sample_paths(self, line, where, report):
+        """(image path, xml path) of a list line, or None after a warning (malformed, or a path
+        outside dataset_dir)."""
+        parts = line.split()
+        if len(parts) != 2:
+            report.skip(where, f"expected 'image_path xml_path', got '{records_lib.line_excerpt(line)}'")
+            return None
+        image_parts, xml_parts = (self.image_dir, parts[0]), (parts[1],)
+        for what, path_parts in (("image path", image_parts), ("xml path", xml_parts)):
+            if records_lib.resolve_inside(self.dataset_dir, *path_parts) is None:
+                report.skip(where, records_lib.outside_message(what, path_parts[-1], self.dataset_dir))
+                return None
+        return os.path.join(self.dataset_dir, *image_parts), os.path.join(self.dataset_dir, *xml_parts)
+
 
 def read_label_list(path):
-    """Class names from a label_list.txt (one a line, blank lines ignored)."""
+    """Class names from a label_list.txt (one a line, blank lines ignored).
+
+    A line that is not UTF-8 is an error, not a skip: leaving a class out would silently
+    renumber every class after it.
+    """
     if not os.path.isfile(path):
         raise DataError(f"label list not found: {path} (write one class name a line, or set "
                         f"use_default_label: true for the 20 VOC classes)")
-    with open(path, encoding="utf-8") as label_file:
-        names = [line.strip() for line in label_file if line.strip()]
+    names = []
+    for line_number, text, problem in records_lib.read_text_lines(path, "label list"):
+        if problem:
+            raise DataError(f"label list {path} line {line_number}: {problem}; save it as UTF-8 "
+                            f"(a class cannot be skipped: the classes after it would be renumbered)")
+        if text.strip():
+            names.append(text.strip())
     if not names:
         raise DataError(f"label list {path} is empty; expected one class name a line")
     if len(set(names)) != len(names):
         duplicated = sorted({n for n in names if names.count(n) > 1})
-        raise DataError(f"label list {path} repeats class names: {', '.join(duplicated)}")
+        shown = ", ".join(f"'{records_lib.line_excerpt(name)}'" for name in duplicated[:5])
+        raise DataError(f"label list {path} repeats class names: {shown}"
+                        f"{' ...' if len(duplicated) > 5 else ''}")
     return names
+
+
+def _known_classes(class_to_label):
+    """The class names for an 'unknown class' warning: each cut short, at most 25."""
+    if len(class_to_label) > 25:
+        return f"{len(class_to_label)} classes"
+    return ", ".join(records_lib.line_excerpt(name) for name in class_to_label)
 
 
 def _int_text(element, tag, default=0):
@@ -148,12 +181,13 @@ def parse_voc_xml(xml_path, image_path, class_to_label, report):
         return None
     try:
         root = ElementTree.parse(xml_path).getroot()
-    except (ElementTree.ParseError, OSError) as error:
-        report.skip(xml_path, f"malformed XML ({error})")
+    except (ElementTree.ParseError, OSError, LookupError, ValueError) as error:
+        # ValueError / LookupError: an unsupported or unknown encoding in the XML declaration.
+        report.skip(xml_path, f"malformed XML ({shorten(str(error), 100)})")
         return None
-    size = records_lib.image_size(image_path)
+    size, problem = records_lib.checked_image_size(image_path)
     if size is None:
-        report.skip(image_path, "image missing, unreadable or corrupt")
+        report.skip(image_path, problem)
         return None
     height, width = size
     boxes, labels, difficult = [], [], []
@@ -161,9 +195,10 @@ def parse_voc_xml(xml_path, image_path, class_to_label, report):
         name_element = obj.find("name")
         name = (name_element.text or "").strip() if name_element is not None else ""
         if name not in class_to_label:
-            known = ", ".join(class_to_label) if len(class_to_label) <= 25 else f"{len(class_to_label)} classes"
-            report.warn_object(xml_path, f"object {object_index}: unknown class name {name!r}"
-                                         f"{did_you_mean(name, class_to_label)} (known: {known}); object dropped")
+            hint = did_you_mean(name[:100], class_to_label)
+            report.warn_object(xml_path, f"object {object_index}: unknown class name "
+                                         f"'{records_lib.line_excerpt(name)}'{hint} "
+                                         f"(known: {_known_classes(class_to_label)}); object dropped")
             continue
         box_element = obj.find("bndbox")
         try:
@@ -174,7 +209,7 @@ def parse_voc_xml(xml_path, image_path, class_to_label, report):
             continue
         try:
             is_difficult = _int_text(obj, "difficult")
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, or inf
             is_difficult = 0
         boxes.append(box)
         labels.append(class_to_label[name])

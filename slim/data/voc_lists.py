@@ -15,8 +15,9 @@ import logging
 import os
 import sys
 
+from slim.data.records import line_excerpt, read_text_lines
 from slim.data.voc import VOC_CLASSES
-from slim.errors import DataError, exit_on_user_error
+from slim.errors import DataError, exit_on_user_error, shorten
 
 LOGGER = logging.getLogger("slim.data")
 TRAIN_SETS = (("VOC2007", "trainval"), ("VOC2012", "trainval"))
@@ -31,10 +32,14 @@ def _image_set_lines(dataset_dir, devkit, year, image_set):
         LOGGER.warning("%s not found; %s %s left out", ids_file, year, image_set)
         return None
     lines = []
-    with open(ids_file, encoding="utf-8") as ids:
-        for image_id in (line.strip() for line in ids):
-            if image_id:
-                lines.append(f"{year_dir}/JPEGImages/{image_id}.jpg {year_dir}/Annotations/{image_id}.xml\n")
+    for line_number, text, problem in read_text_lines(ids_file, "image set"):
+        if problem or len(text.split()) > 1:
+            why = problem or f"expected one image id, got '{line_excerpt(text)}'"
+            LOGGER.warning("skipped line %s:%d: %s", shorten(ids_file), line_number, why)
+            continue
+        image_id = text.strip()
+        if image_id:
+            lines.append(f"{year_dir}/JPEGImages/{image_id}.jpg {year_dir}/Annotations/{image_id}.xml\n")
     return lines
 
 
