@@ -326,6 +326,12 @@ def test_feed_takes_the_seed_dataset_mapping():
     ({"multi_scale_sizes": [320, 330]}, "330 is not a positive multiple of 32"),
     ({"dataset": {"dataset_dri": "x"}}, "unknown dataset option 'dataset_dri'"),
     ({"expand_max_ratio": 0.5}, r"expand_max_ratio must be a number in \[1, 16\]"),
+    ({"multi_scale_sizes": ["abc"]}, "multi_scale_sizes: abc is not a positive multiple of 32"),
+    ({"multi_scale_sizes": [float("inf")]}, "multi_scale_sizes: inf is not a positive multiple of 32"),
+    ({"multi_scale_sizes": 5}, "multi_scale_sizes must be a list of sizes, got 5"),
+    ({"image_shape": [3, "x", 32]},
+     r"image_shape must be \[3, H, W\] with positive integers H, W, got \[3, 'x', 32\]"),
+    ({"batch_size": "x" * 5000}, r"batch_size must be an integer >= 1, got x{200}\.\.\. \("),
 ])
 def test_feed_rejects_bad_values_with_a_config_error(options, message):
     from slim.errors import ConfigError

@@ -10,7 +10,7 @@ import copy
 from slim.config import register
 from slim.data.coco import COCODataSet
 from slim.data.voc import VOCDataSet
-from slim.errors import ConfigError
+from slim.errors import ConfigError, shorten
 
 DATASET_CLASSES = (VOCDataSet, COCODataSet)
 DEFAULT_MULTI_SCALE_SIZES = list(range(320, 608 + 1, 32))
@@ -32,28 +32,33 @@ def as_dataset(value, default_annotation):
         options.setdefault("annotation", default_annotation)
         unknown = sorted(set(options) - set(VOCDataSet().options()))
         if unknown:
-            raise ConfigError(f"unknown dataset option '{unknown[0]}'; valid: "
+            raise ConfigError(f"unknown dataset option '{shorten(unknown[0])}'; valid: "
                               f"{', '.join(VOCDataSet().options())}")
         return VOCDataSet(**options)
     raise ConfigError(f"dataset must be a mapping, !VOCDataSet or !COCODataSet, "
                       f"got {type(value).__name__}")
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_image_shape(feed_name, image_shape):
     if (not isinstance(image_shape, (list, tuple)) or len(image_shape) != 3
-            or int(image_shape[0]) != 3 or min(int(v) for v in image_shape) <= 0):
-        raise ConfigError(f"{feed_name}.image_shape must be [3, H, W] with positive H, W, "
-                          f"got {image_shape!r}")
-    if int(image_shape[1]) % 32 or int(image_shape[2]) % 32:
+            or not all(_is_int(v) for v in image_shape) or image_shape[0] != 3
+            or min(image_shape) <= 0):
+        raise ConfigError(f"{feed_name}.image_shape must be [3, H, W] with positive integers H, W, "
+                          f"got {shorten(image_shape)}")
+    if image_shape[1] % 32 or image_shape[2] % 32:
         raise ConfigError(f"{feed_name}.image_shape {list(image_shape)}: H and W must be multiples "
                           f"of 32 (the YOLOv3 output stride)")
-    return [int(v) for v in image_shape]
+    return list(image_shape)
 
 
 def _check_positive(feed_name, key, value, allow_zero=False):
     if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
         raise ConfigError(f"{feed_name}.{key} must be an integer >= {0 if allow_zero else 1}, "
-                          f"got {value!r}")
+                          f"got {shorten(value)}")
     return value
 
 
@@ -68,7 +73,7 @@ class _Feed:
         self.batch_size = _check_positive(name, "batch_size", batch_size)
         self.num_workers = _check_positive(name, "num_workers", num_workers, allow_zero=True)
         if not isinstance(samples, int) or samples == 0 or samples < -1:
-            raise ConfigError(f"{name}.samples must be -1 (all) or a positive count, got {samples!r}")
+            raise ConfigError(f"{name}.samples must be -1 (all) or a positive count, got {shorten(samples)}")
         self.samples = samples
 
     def __repr__(self):
@@ -109,10 +114,13 @@ class YoloTrainFeed(_Feed):
                  mixup_epoch: int = 250, num_max_boxes: int = 50, samples: int = -1,
                  expand_max_ratio: float = 4.0):
         self._init_common(dataset, image_shape, batch_size, num_workers, samples)
-        sizes = [int(size) for size in (multi_scale_sizes or [])]
-        bad = [size for size in sizes if size <= 0 or size % 32]
+        if not isinstance(multi_scale_sizes, (list, tuple, type(None))):
+            raise ConfigError(f"YoloTrainFeed.multi_scale_sizes must be a list of sizes, got "
+                              f"{shorten(multi_scale_sizes)}")
+        sizes = list(multi_scale_sizes or [])
+        bad = [size for size in sizes if not _is_int(size) or size <= 0 or size % 32]
         if bad:
-            raise ConfigError(f"YoloTrainFeed.multi_scale_sizes: {bad[0]} is not a positive "
+            raise ConfigError(f"YoloTrainFeed.multi_scale_sizes: {shorten(bad[0])} is not a positive "
                               f"multiple of 32")
         self.multi_scale_sizes = sizes
         self.shuffle = bool(shuffle)
