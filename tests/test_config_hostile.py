@@ -219,7 +219,7 @@ def test_shorten_of_a_shared_structure_does_bounded_work():
         value = [value] * 10
     started = time.perf_counter()
     text = shorten(value)
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.2  # a full repr takes seconds
     assert text.startswith("[[[[...], [...],") and len(text) < 260
 
 
