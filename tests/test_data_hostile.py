@@ -124,6 +124,19 @@ def test_other_output_during_a_decode_is_passed_on(tmp_path, capfd, monkeypatch,
     assert err.splitlines() == ["other output line", "other output line"]
 
 
+def test_corrupt_png_is_refused_with_libpng_message_in_our_line_only(tmp_path, capfd):
+    image = cv2.imdecode(np.frombuffer(textured_jpeg_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    png = bytearray(cv2.imencode(".png", image)[1].tobytes())
+    middle = len(png) // 2
+    png[middle:middle + 64] = bytes(64)
+    path = str(tmp_path / "bad.png")
+    write_bytes(path, bytes(png))
+    assert records_lib.image_size(path) == (120, 160)
+    size, problem = records_lib.checked_image_size(path)
+    assert size is None and problem.startswith("cannot be decoded (libpng error: "), problem
+    assert "libpng" not in capfd.readouterr().err
+
+
 def test_concurrent_checks_in_threads_judge_each_image_right_and_restore_stderr(tmp_path, corrupt_jpeg):
     """fd 2 is one per process: overlapping captures would mix up messages and leave stderr
     pointing at a deleted capture file."""

@@ -125,9 +125,10 @@ def resolve_inside(dataset_dir, *parts):
     try:
         root = os.path.realpath(dataset_dir)
         path = os.path.realpath(os.path.join(dataset_dir, *parts))
-    except (ValueError, OSError):
+        inside = os.path.commonpath([root, path]) == root
+    except (ValueError, OSError):  # a NUL byte; on Windows, another drive
         return None
-    return path if os.path.commonpath([root, path]) == root else None
+    return path if inside else None
 
 
 def outside_message(what, value, dataset_dir, limit=LINE_EXCERPT_LIMIT):
