@@ -13,12 +13,30 @@ upstream of NMS), so one `__params__` serves both, as in the seed:
     config = paddle.inference.Config("<dir>/__model__.infer", "<dir>/__params__")
     paddle.static.load_inference_model("<dir>", exe, model_filename="__model__.infer",
                                        params_filename="__params__")
+
+Beside them `model_manifest.json` (written last) lists every file with its size and
+sha256 and carries a checksum of itself (slim.file_manifest). `load_exported_program`
+trusts nothing it loads: it verifies the manifest when there is one, and for every model
+dir (with a manifest or without: external models, the seed's) checks that the program
+parses and that `__params__` holds exactly the tensors the program reads, in order, with
+their shapes and dtypes, and ends with the last one, before Paddle sees the files. Any
+mismatch, and any error Paddle still raises while loading, is one line naming the file.
 """
+import json
 import os
+
+from slim.checkpoint import persistable_vars
+from slim.errors import UserError, did_you_mean, shorten
+from slim.file_manifest import (ManifestError, check_file_entries, check_listed_file, check_seal,
+                                describe_files, read_manifest_json, seal)
+from slim.weights import numpy_dtype, read_combined_records
 
 MODEL_NAME = "__model__"
 INFER_MODEL_NAME = "__model__.infer"
 PARAMS_NAME = "__params__"
+MODEL_MANIFEST_NAME = "model_manifest.json"
+MODEL_FORMAT = "slim-model"
+MODEL_FORMAT_VERSION = 1
 EVAL_MODEL_DIR = "eval_model"
 INFER_FEEDS = ("image", "im_size")
 INFER_FETCHES = ("bbox", "bbox_num")
@@ -39,7 +57,8 @@ def _write_bytes(path, data):
 def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, with_infer_model=True):
     """Write `__model__` (if with_eval_model), `__model__.infer` (if with_infer_model) and
     `__params__` of the eval program `eval_built` (a slim.model BuiltProgram) with the
-    parameters in `scope` into `out_dir`; return {file name: path}."""
+    parameters in `scope` into `out_dir`, then `model_manifest.json` covering them; return
+    {file name: path} of the model files."""
     import paddle
     if not (with_eval_model or with_infer_model):
         return {}
@@ -73,26 +92,118 @@ def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, wit
     path = os.path.join(out_dir, PARAMS_NAME)
     _write_bytes(path, params)
     written[PARAMS_NAME] = path
+    manifest = seal({"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION,
+                     "files": describe_files(out_dir, sorted(written))})
+    _write_bytes(os.path.join(out_dir, MODEL_MANIFEST_NAME),
+                 json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     return written
 
 
 def load_exported_program(model_dir, executor, scope, model_name=INFER_MODEL_NAME,
                           params_name=PARAMS_NAME):
     """(program, feed names, fetch vars) of an exported model, parameters loaded into `scope`.
-    A missing file raises a UserError naming it."""
+
+    Checked first (see the module docstring): a missing file, a manifest mismatch, a
+    program that does not parse, or params that do not fit the program raise a one-line
+    UserError naming the file; so does any error of Paddle's own load.
+    """
     import paddle
-    from slim.errors import UserError
-    for name in (model_name, params_name):
+    model_path = os.path.join(model_dir, model_name)
+    params_path = os.path.join(model_dir, params_name)
+    _require_files(model_dir, (model_name, params_name))
+    verify_model_manifest(model_dir, (model_name, params_name))
+    program = read_program(model_path)
+    check_params_fit(program, params_path, model_path)
+    try:
+        with paddle.static.scope_guard(scope):
+            program, feed_names, fetch_vars = paddle.static.load_inference_model(
+                model_dir, executor, model_filename=model_name, params_filename=params_name)
+    except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
+        raise UserError(f"Paddle cannot load the model '{shorten(model_path)}' with "
+                        f"'{shorten(params_path)}': {_first_line(error)}") from None
+    return program, feed_names, fetch_vars
+
+
+def _require_files(model_dir, names):
+    """UserError naming the first of `names` that is not a file in `model_dir`."""
+    for name in names:
         if not os.path.isfile(os.path.join(model_dir, name)):
             present = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else []
-            from slim.errors import did_you_mean
-            raise UserError(f"model file '{os.path.join(model_dir, name)}' does not exist"
+            raise UserError(f"model file '{shorten(os.path.join(model_dir, name))}' does not exist"
                             f"{did_you_mean(name, present)}"
-                            f"{'; the dir holds: ' + ', '.join(present) if present else ''}")
-    with paddle.static.scope_guard(scope):
-        program, feed_names, fetch_vars = paddle.static.load_inference_model(
-            model_dir, executor, model_filename=model_name, params_filename=params_name)
-    return program, feed_names, fetch_vars
+                            f"{'; the dir holds: ' + shorten(', '.join(present)) if present else ''}")
+
+
+def verify_model_manifest(model_dir, names):
+    """If `model_dir` has a model_manifest.json: UserError unless it is intact (its own
+    checksum) and each of `names` is listed with the size and sha256 the file has. Without
+    a manifest nothing is checked here (see `check_params_fit`). Returns whether there was
+    a manifest."""
+    path = os.path.join(model_dir, MODEL_MANIFEST_NAME)
+    if not os.path.lexists(path):
+        return False
+    try:
+        manifest = read_manifest_json(path, MODEL_MANIFEST_NAME)
+        if manifest.get("format") != MODEL_FORMAT or manifest.get("version") != MODEL_FORMAT_VERSION:
+            raise ManifestError(f"{MODEL_MANIFEST_NAME} is not a {MODEL_FORMAT} manifest of "
+                                f"version {MODEL_FORMAT_VERSION}")
+        check_seal(manifest, MODEL_MANIFEST_NAME)
+        check_file_entries(manifest.get("files"))
+        for name in names:
+            record = manifest["files"].get(name)
+            if record is None:
+                raise ManifestError(f"{MODEL_MANIFEST_NAME} does not list {name}, so it was not "
+                                    "exported with this model")
+            check_listed_file(model_dir, name, record)
+    except ManifestError as error:
+        raise UserError(f"exported model '{shorten(model_dir)}' is damaged: {error}") from None
+    return True
+
+
+def read_program(model_path):
+    """The Program in the file `model_path`; UserError when it is not a Paddle inference
+    program (does not parse, or has no feed and fetch ops)."""
+    import paddle
+    with open(model_path, "rb") as handle:
+        data = handle.read()
+    try:
+        program = paddle.static.deserialize_program(data)
+        op_types = {op.type for op in program.global_block().ops}
+    except Exception as error:  # noqa: BLE001 - protobuf and Paddle raise many types here
+        raise UserError(f"model file '{shorten(model_path)}' is not a Paddle program "
+                        f"({_first_line(error, 120)})") from None
+    if not {"feed", "fetch"} <= op_types:
+        raise UserError(f"model file '{shorten(model_path)}' is not a Paddle inference program "
+                        "(it has no feed or no fetch ops)")
+    return program
+
+
+def check_params_fit(program, params_path, model_path):
+    """UserError unless the combined params file holds exactly the persistables `program`
+    reads (sorted by name, as Paddle loads them): same count, shapes and dtypes in order,
+    the last tensor complete and nothing after it."""
+    expected = persistable_vars(program)
+    records = read_combined_records(params_path)  # WeightsError: truncated, not tensors, trailing
+    if len(records) != len(expected):
+        raise UserError(f"params file '{shorten(params_path)}' holds {len(records)} tensors but "
+                        f"'{shorten(model_path)}' reads {len(expected)}: they are not from the "
+                        "same model")
+    for var, record in zip(expected, records):
+        shape, dtype = tuple(int(d) for d in var.shape), numpy_dtype(var.dtype)
+        if record.shape != shape or record.dtype != dtype:
+            raise UserError(f"params file '{shorten(params_path)}' does not fit "
+                            f"'{shorten(model_path)}': {var.name} is {list(record.shape)} "
+                            f"{record.dtype.name} in the file, {list(shape)} {dtype.name} in the "
+                            "program (are they from the same model, e.g. both pruned?)")
+
+
+def _first_line(error, limit=300):
+    """The telling line of an exception's message (Paddle's span dozens of lines; the
+    `XxxError: what` line is the one to show)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if "Error:" in line]
+    text = telling[-1] if telling else (lines[0] if lines else "")
+    return shorten(f"{type(error).__name__}: {text}", limit)
 
 
 def inference_predictor(model_dir, model_name=INFER_MODEL_NAME, params_name=PARAMS_NAME,

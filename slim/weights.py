@@ -37,12 +37,13 @@ from slim.errors import UserError
 logger = logging.getLogger(__name__)
 
 # Files that sit next to per-parameter files in Paddle model dirs and are not parameters.
-NON_PARAM_FILES = ("__model__", "__model__.infer", "__params__")
+NON_PARAM_FILES = ("__model__", "__model__.infer", "__params__", "model_manifest.json")
 
 # Paddle VarType data type codes -> numpy dtypes (BF16 has no numpy dtype).
 _NUMPY_DTYPES = {0: np.bool_, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float16,
                  5: np.float32, 6: np.float64, 20: np.uint8, 21: np.int8}
 
+_MAX_LOD_LEVELS = 32  # a record claiming more is damaged (Paddle's LoD is a few levels deep)
 _LISTED_NAMES = 8  # names shown per category in one-line error messages
 
 
@@ -149,7 +150,7 @@ def load_weights(scope, program, path, partial=False, var_names=None, place=None
         var = block._find_var_recursive(name)
         if var is None:
             raise ValueError(f"'{name}' is not a variable of the program")
-        expected[name] = (tuple(var.shape), _numpy_dtype(var.dtype))
+        expected[name] = (tuple(var.shape), numpy_dtype(var.dtype))
 
     on_disk, unaligned = _records(path, expected_names)
     report = _compare(expected, on_disk)
@@ -198,17 +199,34 @@ def _records(path, expected_names):
                     raise WeightsError(f"weights file '{file_path}' is not a single Paddle tensor")
             records[entry] = record
         return records, None
-    records = []
-    with open(path, "rb") as file:
-        while True:
-            record = _read_record(file, path)
-            if record is None:
-                break
-            records.append(record)
-            file.seek(record.data_offset + record.data_size)
+    records = read_combined_records(path)
     if expected_names is None or len(records) != len(expected_names):
         return {}, len(records)
     return dict(zip(expected_names, records)), None
+
+
+def read_combined_records(path):
+    """The TensorRecords of the combined params file `path`, in file order.
+
+    The file must be exactly the records: WeightsError (one line, naming the file) when a
+    record's data is cut short or anything follows the last record, so a truncated or
+    over-long file is never taken for a complete one.
+    """
+    records = []
+    with open(path, "rb") as file:
+        file_size = file.seek(0, os.SEEK_END)
+        file.seek(0)
+        while True:
+            record = _read_record(file, path)
+            if record is None:
+                return records
+            end = record.data_offset + record.data_size
+            if end > file_size:
+                raise WeightsError(f"weights file '{path}' is truncated: tensor {len(records)} "
+                                   f"{list(record.shape)} needs {end - file_size} more bytes "
+                                   "than the file has")
+            records.append(record)
+            file.seek(end)
 
 
 def _read_record(file, path):
@@ -222,6 +240,8 @@ def _read_record(file, path):
         if version != 0:
             raise ValueError(f"LoDTensor version {version}")
         (lod_levels,) = struct.unpack("<Q", _read_exactly(file, 8))
+        if lod_levels > _MAX_LOD_LEVELS:
+            raise ValueError(f"{lod_levels} LoD levels")
         for _ in range(lod_levels):
             (level_size,) = struct.unpack("<Q", _read_exactly(file, 8))
             file.seek(level_size, os.SEEK_CUR)
@@ -292,7 +312,7 @@ def _signed64(value):
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _numpy_dtype(var_dtype):
+def numpy_dtype(var_dtype):
     """numpy dtype of a static Variable's dtype (a VarType on 2.6, a DataType on 3.x)."""
     from paddle.base.data_feeder import convert_dtype
     return np.dtype(convert_dtype(var_dtype))

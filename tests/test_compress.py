@@ -167,7 +167,7 @@ def test_a_complete_checkpoint_per_epoch_with_eval_and_infer_models(run):
         assert checkpoint.state.epoch == epoch
         assert checkpoint.state.iteration == (epoch + 1) * ITERATIONS_PER_EPOCH
         assert sorted(os.listdir(os.path.join(checkpoint.path, "eval_model"))) == \
-            ["__model__", "__model__.infer", "__params__"]
+            ["__model__", "__model__.infer", "__params__", "model_manifest.json"]
         assert "conv1_weights_velocity_0" in checkpoint.manifest["variables"]  # optimizer state
 
 

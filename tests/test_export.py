@@ -1,5 +1,6 @@
 """Exported eval/inference models: Paddle Inference and load_inference_model give the
 Executor's eval output; the inference program keeps only what the NMS result needs."""
+import json
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ import paddle
 import pytest
 
 from slim import export
+from slim.file_manifest import file_sha256, manifest_checksum
 from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, split_detections
 
 
@@ -38,7 +40,15 @@ def _assert_same_detections(actual_bbox, actual_num, expected_bbox, expected_num
 
 
 def test_files_written(exported):
-    assert sorted(os.listdir(exported["dir"])) == ["__model__", "__model__.infer", "__params__"]
+    assert sorted(os.listdir(exported["dir"])) == ["__model__", "__model__.infer", "__params__",
+                                                   "model_manifest.json"]
+    with open(os.path.join(exported["dir"], export.MODEL_MANIFEST_NAME)) as handle:
+        manifest = json.load(handle)
+    assert manifest["format"] == "slim-model" and manifest["checksum"] == manifest_checksum(manifest)
+    assert sorted(manifest["files"]) == ["__model__", "__model__.infer", "__params__"]
+    for name, record in manifest["files"].items():
+        path = os.path.join(exported["dir"], name)
+        assert record == {"size": os.path.getsize(path), "sha256": file_sha256(path)}
     assert exported["bbox"].shape[1] == 6 and exported["bbox_num"].sum() == len(exported["bbox"]) > 0
 
 
