@@ -3,6 +3,9 @@
 Layout of one checkpoint (epoch 3):
 
     checkpoints/3/
+        .slim-owned                the tool's marker (slim.output_places.OWNER_MARKER): only a
+                                   dir with it (or, written before the marker existed, with a
+                                   slim-checkpoint manifest.json) is ever replaced or removed
         persistables               every persistable of the train program (params, BN
                                    statistics, optimizer accumulators, LR counters) in one
                                    file, Paddle's own combined tensor format (save_combine),
@@ -12,36 +15,55 @@ Layout of one checkpoint (epoch 3):
         eval_model/...             whatever the caller's `extra_writer` puts there
         manifest.json              written LAST: format, epoch, iteration, best metric,
                                    every file with its size and sha256, every variable
-                                   with its shape and dtype
+                                   with its shape and dtype, and a checksum of the manifest
+                                   itself (slim.file_manifest)
 
-Writing goes into a temp dir beside the final one (`.tmp-3-<pid>`), every file is
-fsynced, the manifest is written last, the temp dir is renamed to `3` and the
-parent dir fsynced. A crash at any moment leaves either the complete new
-checkpoint or none (plus a temp dir, which is never read and is removed by the
-next writer), so the previous epoch stays intact. `latest_complete_checkpoint`
-picks the highest epoch whose manifest parses and whose files are all present
-with the recorded sizes and hashes; anything else is skipped with a warning.
+Writing goes into a temp dir beside the final one (`.tmp-3-<pid>-<random>`, marked as the
+tool's before anything else is written into it), every file is fsynced, the manifest is
+written last, the temp dir is renamed to `3` and the parent dir fsynced. A crash at any
+moment leaves either the complete new checkpoint or none (plus a temp dir, which is never
+read and is removed by the next writer), so the previous epoch stays intact. A write that
+fails (disk full, a directory turned read-only) removes its temp dir and is one line
+naming the checkpoint, the reason and the last complete checkpoint.
 
-No pickle anywhere: tensors go through Paddle's `save`/`load` ops, the rest is JSON.
+`latest_complete_checkpoint` picks the highest epoch whose manifest parses, matches its own
+checksum, lists only plain file names inside the checkpoint, and whose files are all
+present with the recorded sizes and hashes and whose pruning plans are well formed;
+anything else is skipped with a warning. Manifests of version 1 (written before the
+checksum existed) are still read, with a warning that their manifest cannot be verified
+(their files still are): refusing them would throw away a run's progress on upgrade.
+
+`check_checkpoint_root` is what a run calls before it trains: an epoch-named entry in
+checkpoint_path that is not the tool's is an error naming it, and nothing is touched.
+
+No pickle anywhere: tensors go through Paddle's save ops, the rest is JSON.
 The config is not stored (as the seed says: edits to it apply on restart).
 """
 import dataclasses
-import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+import tempfile
 import time
 
-from slim.errors import UserError
+from slim.errors import UserError, describe_os_error, shorten
+from slim.file_manifest import (ManifestError, check_file_entries, check_listed_file, check_seal,
+                                describe_files, files_under, read_manifest_json, seal)
+from slim.output_places import OWNER_MARKER, is_owned_dir, make_owned_temp_dir
+from slim.prune.errors import PruneError
+from slim.prune.plan import PrunePlan
 
 CHECKPOINT_FORMAT = "slim-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2            # 2: the manifest carries its own checksum
+UNSEALED_VERSION = 1              # written before the checksum; still read (see above)
 MANIFEST_NAME = "manifest.json"
 PLANS_NAME = "pruning_plans.json"
 PERSISTABLES_FILE = "persistables"
 TEMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
+EPOCH_NAME = re.compile(r"[0-9]+")
 # Test hook: "SECONDS" or "SECONDS@EPOCH": sleep after the tensors are written and before the
 # manifest (of every checkpoint, or of that epoch's), so a test can kill the process in the
 # middle of a checkpoint write.
@@ -49,7 +71,7 @@ PAUSE_ENV = "SLIM_CHECKPOINT_TEST_PAUSE"
 
 
 class CheckpointError(UserError):
-    """A checkpoint cannot be written or does not fit the program it is loaded into."""
+    """A checkpoint cannot be written, is damaged, or does not fit the program it is loaded into."""
 
 
 @dataclasses.dataclass
@@ -75,10 +97,47 @@ class CheckpointState:
 
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
-    """A complete checkpoint on disk: its dir, its state and its manifest."""
+    """A complete checkpoint on disk: its dir, its state and its manifest. `sealed` is False
+    for a version-1 manifest, which has no checksum of its own."""
     path: str
     state: CheckpointState
     manifest: dict
+    sealed: bool = True
+
+
+# ----------------------------------------------------------------------------- ownership
+
+def is_checkpoint_dir(path):
+    """True when `path` is a directory this tool wrote as a checkpoint (or as a checkpoint's
+    temp dir): it holds OWNER_MARKER, or a manifest.json of format slim-checkpoint (how
+    checkpoints written before the marker are recognised). A symlink never is."""
+    if is_owned_dir(path):
+        return True
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    try:
+        manifest = read_manifest_json(os.path.join(path, MANIFEST_NAME), MANIFEST_NAME)
+    except ManifestError:
+        return False
+    return manifest.get("format") == CHECKPOINT_FORMAT
+
+
+def _foreign_entry_message(path, what):
+    return (f"{what}: '{shorten(path)}' is named like a checkpoint epoch but was not written by "
+            f"this tool (no {OWNER_MARKER}, no {CHECKPOINT_FORMAT} {MANIFEST_NAME}); it is left "
+            f"untouched: move it away or choose another {what}")
+
+
+def check_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):
+    """CheckpointError (one line, nothing touched) naming the first entry of `checkpoint_root`
+    named like an epoch (digits) that is not the tool's checkpoint dir: a later checkpoint
+    of that epoch would otherwise replace it. Call before training starts."""
+    if not checkpoint_root or not os.path.isdir(checkpoint_root):
+        return
+    for name in sorted(os.listdir(checkpoint_root)):
+        path = os.path.join(checkpoint_root, name)
+        if EPOCH_NAME.fullmatch(name) and not (name == str(int(name)) and is_checkpoint_dir(path)):
+            raise CheckpointError(_foreign_entry_message(path, what))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -87,13 +146,13 @@ def ensure_writable_dir(path, what="checkpoint_path"):
     """Create `path` if needed and prove it is writable; CheckpointError naming it otherwise."""
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f"{TEMP_PREFIX}probe-{os.getpid()}")
-        with open(probe, "w") as handle:
-            handle.write("ok")
+        handle, probe = tempfile.mkstemp(prefix=".slim-probe-", dir=path)
+        os.close(handle)
         os.remove(probe)
     except OSError as error:
-        raise CheckpointError(f"{what} '{path}' is not writable ({error.strerror or error}); "
-                              "choose a directory you can write to") from None
+        raise CheckpointError(f"{what} '{shorten(path)}' is not writable "
+                              f"({error.strerror or error}); choose a directory you can write "
+                              "to") from None
     return path
 
 
@@ -118,24 +177,41 @@ def _initialized_tensor(scope, name):
     return tensor if tensor._is_initialized() else None
 
 
-def _save_combined(executor, scope, variables, path):
-    """Write `variables` (sorted by name) from `scope` to one file with Paddle's save_combine op."""
+def serialize_combined(executor, scope, variables):
+    """`variables` (sorted by name) from `scope` as the bytes of one combined tensor file
+    (Paddle's save_combine op, into memory).
+
+    Into memory, not to a file: Paddle's file writer does not report a failed write (a
+    full disk or a file size limit leaves a short file and no error), Python's does.
+    """
     import paddle
     from paddle.base import core
     io_program = paddle.static.Program()
     block = io_program.global_block()
     clones = [block.create_var(name=var.name, shape=var.shape, dtype=var.dtype, type=var.type,
                                persistable=True) for var in variables]
-    marker = block.create_var(name="saved_persistables", type=core.VarDesc.VarType.RAW,
-                              persistable=True)
-    block.append_op(type="save_combine", inputs={"X": clones}, outputs={"Y": marker},
-                    attrs={"file_path": path})
-    executor.run(io_program, scope=scope)
+    output_name = "slim_serialized_persistables"
+    output = block.create_var(name=output_name, type=core.VarDesc.VarType.RAW, persistable=True)
+    block.append_op(type="save_combine", inputs={"X": clones}, outputs={"Y": output},
+                    attrs={"file_path": "", "save_to_memory": True})
+    # A throwaway executor: the caller's caches compiled programs, and one cached for an
+    # earlier (since freed) io_program would still point at the output var erased below.
+    paddle.static.Executor(executor.place).run(io_program, scope=scope)
+    data = scope.find_var(output_name).get_bytes()
+    scope.erase([output_name])  # one copy of every tensor is enough
+    return data
 
 
-def _fsync_file(path):
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+def _write_file(path, data):
+    """Write `data` to the new file `path` and fsync it; an OSError names `path` (a failed
+    write() or fsync() does not say which file it was)."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), path) from None
 
 
 def _fsync_dir(path):
@@ -151,19 +227,8 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_json(path, value):
-    with open(path, "w") as handle:
-        json.dump(value, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
+    _write_file(path, json.dumps(value, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def _test_pause_seconds(epoch):
@@ -187,48 +252,53 @@ def _pid_alive(pid):
     return True
 
 
+def _writer_of(name):
+    """(epoch, pid) from a temp/old dir name `.tmp-<epoch>-<pid>[-<random>]`, or None."""
+    parts = name.split("-")
+    if len(parts) < 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return int(parts[1]), int(parts[2])
+
+
 def remove_stale_temp_dirs(checkpoint_root):
-    """Delete temp/old dirs that crashed writers left in `checkpoint_root` (never a
-    checkpoint itself, never a dir of a writer that is still running)."""
+    """Clean up after crashed writers in `checkpoint_root`: remove their temp dirs, and put
+    back a previous checkpoint a crash left renamed to `.old-*` with nothing in its place.
+
+    Only the tool's own dirs (`is_checkpoint_dir`) of writers that are no longer running
+    are touched; a user's `.tmp-x` or `.old-x`, a file, or a live writer's dir is left
+    alone. Returns the names removed or put back.
+    """
     if not os.path.isdir(checkpoint_root):
         return []
-    removed = []
-    for name in os.listdir(checkpoint_root):
+    handled = []
+    for name in sorted(os.listdir(checkpoint_root)):
         if not (name.startswith(TEMP_PREFIX) or name.startswith(OLD_PREFIX)):
             continue
-        pid_text = name.rsplit("-", 1)[-1]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
-            continue
+        writer = _writer_of(name)
         path = os.path.join(checkpoint_root, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
+        if writer is None or not is_checkpoint_dir(path):
+            continue
+        epoch, pid = writer
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        final_dir = os.path.join(checkpoint_root, str(epoch))
+        if name.startswith(OLD_PREFIX) and not os.path.lexists(final_dir):
             try:
-                os.remove(path)
+                os.rename(path, final_dir)  # the crash hit between the two renames of a rewrite
             except OSError:
-                pass
-        removed.append(name)
-    return removed
+                continue
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        handled.append(name)
+    return handled
 
 
-def save_checkpoint(checkpoint_root, state, program, scope, executor, extra_writer=None):
-    """Write `state` and every persistable of `program` (read from `scope`) atomically to
-    `checkpoint_root/<state.epoch>/`; return that path.
-
-    `extra_writer(temp_dir)`, if given, adds files (e.g. `eval_model/`) inside the temp
-    dir before the manifest is written, so they are part of the same atomic step.
-    An existing checkpoint of the same epoch is replaced atomically too.
-    """
-    ensure_writable_dir(checkpoint_root)
-    remove_stale_temp_dirs(checkpoint_root)
-    final_dir = os.path.join(checkpoint_root, str(int(state.epoch)))
-    temp_dir = os.path.join(checkpoint_root, f"{TEMP_PREFIX}{int(state.epoch)}-{os.getpid()}")
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    os.makedirs(temp_dir)
-
+def _write_contents(temp_dir, state, program, scope, executor, extra_writer):
+    """Write the tensors, the plans, the caller's files and last the sealed manifest."""
     variables = [var for var in persistable_vars(program)
                  if _initialized_tensor(scope, var.name) is not None]
-    _save_combined(executor, scope, variables, os.path.join(temp_dir, PERSISTABLES_FILE))
+    data = serialize_combined(executor, scope, variables)
+    _write_file(os.path.join(temp_dir, PERSISTABLES_FILE), data)
     var_records = {}
     for var in variables:
         tensor = _initialized_tensor(scope, var.name)
@@ -237,14 +307,7 @@ def save_checkpoint(checkpoint_root, state, program, scope, executor, extra_writ
     _write_json(os.path.join(temp_dir, PLANS_NAME), list(state.pruning_plans))
     if extra_writer is not None:
         extra_writer(temp_dir)
-
-    files = {}
-    for dirpath, _, filenames in os.walk(temp_dir):
-        for filename in filenames:
-            path = os.path.join(dirpath, filename)
-            _fsync_file(path)
-            relative = os.path.relpath(path, temp_dir).replace(os.sep, "/")
-            files[relative] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    names = files_under(temp_dir, skip=(OWNER_MARKER,))
     for dirpath, _, _ in os.walk(temp_dir):
         _fsync_dir(dirpath)
 
@@ -254,77 +317,177 @@ def save_checkpoint(checkpoint_root, state, program, scope, executor, extra_writ
               f"({PAUSE_ENV})", flush=True)
         time.sleep(pause)
 
-    manifest = {
+    manifest = seal({
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "state": dataclasses.asdict(state),
         "variables": var_records,
-        "files": files,
+        "files": describe_files(temp_dir, names),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    })
     _write_json(os.path.join(temp_dir, MANIFEST_NAME), manifest)
     _fsync_dir(temp_dir)
 
-    old_dir = None
-    if os.path.exists(final_dir):
-        old_dir = os.path.join(checkpoint_root, f"{OLD_PREFIX}{int(state.epoch)}-{os.getpid()}")
-        shutil.rmtree(old_dir, ignore_errors=True)
-        os.rename(final_dir, old_dir)
-    os.rename(temp_dir, final_dir)
+
+def _install(temp_dir, final_dir, checkpoint_root, epoch):
+    """Rename the finished `temp_dir` to `final_dir`, replacing the tool's previous checkpoint
+    of that epoch; if the second rename fails the previous one is put back."""
+    previous = None
+    if os.path.lexists(final_dir):
+        previous = tempfile.mkdtemp(prefix=f"{OLD_PREFIX}{epoch}-{os.getpid()}-",
+                                    dir=checkpoint_root)
+        os.rmdir(previous)
+        os.rename(final_dir, previous)
+    try:
+        os.rename(temp_dir, final_dir)
+    except BaseException:
+        if previous is not None:
+            os.rename(previous, final_dir)
+        raise
     _fsync_dir(checkpoint_root)
-    if old_dir is not None:
-        shutil.rmtree(old_dir, ignore_errors=True)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _discard(temp_dir):
+    """Remove the tool's temp dir `temp_dir` if it is there; True when nothing is left."""
+    if temp_dir is None or not os.path.lexists(temp_dir):
+        return True
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    return not os.path.lexists(temp_dir)
+
+
+def _kept(last_complete):
+    return (f"the last complete checkpoint '{last_complete}' is kept" if last_complete
+            else "no checkpoint of this run was complete yet")
+
+
+def save_checkpoint(checkpoint_root, state, program, scope, executor, extra_writer=None,
+                    last_complete=None):
+    """Write `state` and every persistable of `program` (read from `scope`) atomically to
+    `checkpoint_root/<state.epoch>/`; return that path.
+
+    `extra_writer(temp_dir)`, if given, adds files (e.g. `eval_model/`) inside the temp
+    dir before the manifest is written, so they are part of the same atomic step.
+    An existing checkpoint of the same epoch is replaced atomically too; anything else of
+    that name is a CheckpointError and stays untouched.
+
+    A failed write (any OSError: disk full, file too large, a directory turned read-only)
+    removes the temp dir and raises a one-line CheckpointError naming the checkpoint, the
+    reason and `last_complete` (the caller's last complete checkpoint, if any).
+    """
+    ensure_writable_dir(checkpoint_root)
+    remove_stale_temp_dirs(checkpoint_root)
+    epoch = int(state.epoch)
+    final_dir = os.path.join(checkpoint_root, str(epoch))
+    if os.path.lexists(final_dir) and not is_checkpoint_dir(final_dir):
+        raise CheckpointError(_foreign_entry_message(final_dir, "checkpoint_path"))
+    temp_dir = None
+    try:
+        temp_dir = make_owned_temp_dir(checkpoint_root, f"{TEMP_PREFIX}{epoch}-{os.getpid()}-")
+        _write_contents(temp_dir, state, program, scope, executor, extra_writer)
+        _install(temp_dir, final_dir, checkpoint_root, epoch)
+    except OSError as error:
+        left = "" if _discard(temp_dir) else (f"; its partial temp dir '{temp_dir}' could not be "
+                                              "removed (the next run removes it)")
+        raise CheckpointError(f"cannot write checkpoint '{final_dir}': "
+                              f"{describe_os_error(error)}; {_kept(last_complete)}{left}") from None
+    except BaseException:
+        _discard(temp_dir)
+        raise
     return final_dir
 
 
 # ----------------------------------------------------------------------------- reading
 
 def read_manifest(checkpoint_dir):
-    """The parsed manifest of `checkpoint_dir`; CheckpointError naming what is wrong."""
-    path = os.path.join(checkpoint_dir, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint '{checkpoint_dir}' is incomplete: no {MANIFEST_NAME}")
+    """The parsed manifest of `checkpoint_dir`, checked: format, version, its own checksum
+    (version 2), and the shape of its sections and file entries (nothing listed is opened).
+    CheckpointError naming the checkpoint and what is wrong."""
     try:
-        with open(path) as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"checkpoint '{checkpoint_dir}': {MANIFEST_NAME} does not parse "
-                              f"({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint '{checkpoint_dir}': {MANIFEST_NAME} is not a "
-                              f"{CHECKPOINT_FORMAT} manifest")
-    if manifest.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint '{checkpoint_dir}': manifest version "
-                              f"{manifest.get('version')!r}, this slim reads {CHECKPOINT_VERSION}")
-    for key in ("state", "variables", "files"):
-        if not isinstance(manifest.get(key), dict):
-            raise CheckpointError(f"checkpoint '{checkpoint_dir}': manifest lacks '{key}'")
+        manifest = read_manifest_json(os.path.join(checkpoint_dir, MANIFEST_NAME), MANIFEST_NAME)
+        if manifest.get("format") != CHECKPOINT_FORMAT:
+            raise ManifestError(f"{MANIFEST_NAME} is not a {CHECKPOINT_FORMAT} manifest")
+        version = manifest.get("version")
+        if version not in (CHECKPOINT_VERSION, UNSEALED_VERSION) or isinstance(version, bool):
+            raise ManifestError(f"manifest version {shorten(version, 40)} is not one this slim "
+                                f"reads ({UNSEALED_VERSION}, {CHECKPOINT_VERSION})")
+        if version == CHECKPOINT_VERSION:
+            check_seal(manifest, MANIFEST_NAME)
+        for key in ("state", "variables", "files"):
+            if not isinstance(manifest.get(key), dict):
+                raise ManifestError(f"{MANIFEST_NAME} lacks '{key}'")
+        check_file_entries(manifest["files"])
+        _check_variable_records(manifest["variables"])
+    except ManifestError as error:
+        raise CheckpointError(f"checkpoint '{checkpoint_dir}' is damaged: {error}") from None
     return manifest
+
+
+def _check_variable_records(variables):
+    for name, record in variables.items():
+        shape = record.get("shape") if isinstance(record, dict) else None
+        if not isinstance(shape, list) or not all(_is_count(dim) for dim in shape) or \
+                not isinstance(record.get("dtype"), str):
+            raise ManifestError(f"its variable '{shorten(name, 80)}' is not "
+                                "{\"shape\": [sizes], \"dtype\": name}")
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _state_of(manifest):
+    """The CheckpointState of a manifest, every field checked, every pruning plan parsed;
+    ManifestError naming the first bad one."""
+    data = manifest["state"]
+    fields = {field.name for field in dataclasses.fields(CheckpointState)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ManifestError(f"its state has unknown fields {shorten(unknown, 80)}")
+    checks = {"epoch": _is_count, "iteration": _is_count,
+              "best_metric": lambda v: v is None or _is_number(v),
+              "best_epoch": lambda v: v is None or _is_count(v),
+              "pruning_plans": lambda v: isinstance(v, list),
+              "extra": lambda v: isinstance(v, dict)}
+    for name, is_valid in checks.items():
+        if name in ("epoch", "iteration") and name not in data:
+            raise ManifestError(f"its state lacks '{name}'")
+        if name in data and not is_valid(data[name]):
+            raise ManifestError(f"its state has a bad '{name}' ({shorten(data[name], 60)})")
+    for index, record in enumerate(data.get("pruning_plans", [])):
+        if not isinstance(record, dict) or not isinstance(record.get("strategy"), str):
+            raise ManifestError(f"pruning plan {index} is not {{\"strategy\": name, \"plan\": ...}}")
+        try:
+            PrunePlan.from_dict(record.get("plan"))
+        except PruneError as error:
+            reason = str(error).removeprefix("pruning plan: ")
+            raise ManifestError(f"pruning plan {index} ({shorten(record['strategy'], 60)}) is "
+                                f"malformed: {reason}") from None
+    return CheckpointState(**data)
 
 
 def validate_checkpoint(checkpoint_dir, verify_hashes=True):
     """A complete Checkpoint at `checkpoint_dir`, or CheckpointError saying why not:
-    missing or unparsable manifest, a missing file, a file of the wrong size or
-    (with verify_hashes) the wrong sha256, or a variable without its file."""
+    missing, unparsable, edited or malformed manifest, a file entry that is not a plain
+    name inside the checkpoint, a missing file, a file of the wrong size or (with
+    verify_hashes) the wrong sha256, a variable without its file, or a malformed state or
+    pruning plan."""
     manifest = read_manifest(checkpoint_dir)
-    for relative, record in manifest["files"].items():
-        path = os.path.join(checkpoint_dir, *relative.split("/"))
-        if not os.path.isfile(path):
-            raise CheckpointError(f"checkpoint '{checkpoint_dir}' is incomplete: {relative} is missing")
-        if os.path.getsize(path) != record.get("size"):
-            raise CheckpointError(f"checkpoint '{checkpoint_dir}' is corrupt: {relative} has "
-                                  f"{os.path.getsize(path)} bytes, the manifest says {record.get('size')}")
-        if verify_hashes and _sha256(path) != record.get("sha256"):
-            raise CheckpointError(f"checkpoint '{checkpoint_dir}' is corrupt: {relative} does not "
-                                  "match its sha256")
-    if manifest["variables"] and PERSISTABLES_FILE not in manifest["files"]:
-        raise CheckpointError(f"checkpoint '{checkpoint_dir}' is incomplete: the manifest lists "
-                              f"no {PERSISTABLES_FILE} file")
     try:
-        state = CheckpointState(**manifest["state"])
-    except TypeError as error:
-        raise CheckpointError(f"checkpoint '{checkpoint_dir}': bad state in manifest ({error})") from None
-    return Checkpoint(checkpoint_dir, state, manifest)
+        for relative, record in manifest["files"].items():
+            check_listed_file(checkpoint_dir, relative, record, verify_hash=verify_hashes)
+        if manifest["variables"] and PERSISTABLES_FILE not in manifest["files"]:
+            raise ManifestError(f"the manifest lists no {PERSISTABLES_FILE} file")
+        state = _state_of(manifest)
+    except ManifestError as error:
+        raise CheckpointError(f"checkpoint '{checkpoint_dir}' is damaged: {error}") from None
+    return Checkpoint(checkpoint_dir, state, manifest,
+                      sealed=manifest["version"] == CHECKPOINT_VERSION)
 
 
 def checkpoint_epochs(checkpoint_root):
@@ -332,20 +495,25 @@ def checkpoint_epochs(checkpoint_root):
     if not os.path.isdir(checkpoint_root):
         return []
     epochs = [int(name) for name in os.listdir(checkpoint_root)
-              if name.isdigit() and os.path.isdir(os.path.join(checkpoint_root, name))]
+              if EPOCH_NAME.fullmatch(name) and name == str(int(name))
+              and os.path.isdir(os.path.join(checkpoint_root, name))]
     return sorted(epochs, reverse=True)
 
 
-def latest_complete_checkpoint(checkpoint_root, log=None):
-    """The highest-epoch complete Checkpoint under `checkpoint_root`, or None.
+def complete_checkpoints(checkpoint_root, log=None):
+    """Every complete Checkpoint under `checkpoint_root`, highest epoch first (a generator:
+    each is validated when it is reached).
 
-    Temp dirs, dirs without a manifest, unparsable manifests and missing or damaged
-    files are skipped; each skipped epoch dir is reported through `log` (default:
-    a warning line on stderr).
+    Temp dirs, dirs the tool did not write, dirs without a manifest, edited or unparsable
+    manifests and missing or damaged files are skipped; each skipped epoch dir is reported
+    through `log` (default: a warning line on stderr), and so is a version-1 manifest.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     for epoch in checkpoint_epochs(checkpoint_root):
         path = os.path.join(checkpoint_root, str(epoch))
+        if not is_checkpoint_dir(path):
+            log(f"warning: skipping '{path}': not a checkpoint written by this tool")
+            continue
         try:
             checkpoint = validate_checkpoint(path)
         except CheckpointError as error:
@@ -355,15 +523,37 @@ def latest_complete_checkpoint(checkpoint_root, log=None):
             log(f"warning: skipping checkpoint '{path}': its manifest says epoch "
                 f"{checkpoint.state.epoch}")
             continue
-        return checkpoint
-    return None
+        if not checkpoint.sealed:
+            log(f"warning: checkpoint '{path}' has a version-{UNSEALED_VERSION} manifest without "
+                "a checksum (written by an older slim): its files are verified, its manifest "
+                "cannot be")
+        yield checkpoint
+
+
+def latest_complete_checkpoint(checkpoint_root, log=None):
+    """The highest-epoch complete Checkpoint under `checkpoint_root`, or None (see
+    `complete_checkpoints` for what is skipped)."""
+    return next(complete_checkpoints(checkpoint_root, log), None)
 
 
 def read_checkpoint_tensors(checkpoint):
-    """{name: ndarray} of every variable in `checkpoint` (bit-exact)."""
-    from slim.weights import read_weights
-    return read_weights(os.path.join(checkpoint.path, PERSISTABLES_FILE),
-                        names=sorted(checkpoint.manifest["variables"]))
+    """{name: ndarray} of every variable in `checkpoint` (bit-exact), each checked against
+    the shape its manifest records; CheckpointError naming the checkpoint otherwise."""
+    from slim.weights import WeightsError, read_weights
+    variables = checkpoint.manifest["variables"]
+    if not variables:
+        return {}
+    try:
+        tensors = read_weights(os.path.join(checkpoint.path, PERSISTABLES_FILE),
+                               names=sorted(variables))
+    except WeightsError as error:
+        raise CheckpointError(f"checkpoint '{checkpoint.path}' is damaged: {error}") from None
+    for name, tensor in tensors.items():
+        if list(tensor.shape) != variables[name]["shape"]:
+            raise CheckpointError(f"checkpoint '{checkpoint.path}' is damaged: {name} is "
+                                  f"{list(tensor.shape)} in {PERSISTABLES_FILE}, the manifest "
+                                  f"says {variables[name]['shape']}")
+    return tensors
 
 
 def load_checkpoint_persistables(checkpoint, program, scope, executor, only_parameters=False):

@@ -26,19 +26,45 @@ import json
 import os
 import re
 
-from slim.errors import ConfigError, UserError
+from slim.errors import ConfigError, UserError, shorten
 
 RECIPE_TOTAL_BATCH = 64  # the seed's recipe: 8 cards x 8 images (FACTS.md section 2)
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
 
-def replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=False):
+def replayable_plans(checkpoint, programs):
+    """The PrunePlans of `checkpoint`, proven to replay on `programs` before anything changes:
+    each is parsed, then applied in order to clones of the programs, and every group it
+    names must be a channel group there with the recorded channel count. CheckpointError
+    naming the checkpoint otherwise; `programs` themselves are never touched here, so a
+    refused checkpoint leaves nothing half pruned."""
+    from slim.checkpoint import CheckpointError
+    from slim.prune import PruneError, PrunePlan, analyze_program, apply_plan
+    from slim.prune.apply import find_group
+    try:
+        plans = [PrunePlan.from_dict(record["plan"]) for record in checkpoint.state.pruning_plans]
+        clones = [programs.eval.program.clone()]
+        if not programs.env.is_distributed:  # fleet's train program is not analysed (ProgramSet.apply)
+            clones.insert(0, programs.train.program.clone())
+        for plan in plans:
+            graphs = [analyze_program(clone) for clone in clones]
+            for group_plan in plan.groups:
+                if all(find_group(group_plan, graph) is None for graph in graphs):
+                    raise PruneError(f"group '{shorten(group_plan.key[0], 80)}' is not in this model")
+            apply_plan(plan, clones, graphs=graphs)
+    except PruneError as error:
+        raise CheckpointError(f"checkpoint '{checkpoint.path}': its pruning plans do not replay "
+                              f"on this model ({error})") from None
+    return plans
+
+
+def replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=False, plans=None):
     """Replay a checkpoint's pruning plans on `programs` and `scope` (so shapes match),
-    then load its tensors (only the parameters with `only_parameters`)."""
+    then load its tensors (only the parameters with `only_parameters`). `plans` are the
+    checkpoint's `replayable_plans` if the caller has them already."""
     from slim import checkpoint as checkpoint_lib
-    from slim.prune import PrunePlan
-    for record in checkpoint.state.pruning_plans:
-        programs.apply(PrunePlan.from_dict(record["plan"]), scope)
+    for plan in plans if plans is not None else replayable_plans(checkpoint, programs):
+        programs.apply(plan, scope)
     checkpoint_lib.load_checkpoint_persistables(checkpoint, programs.train.program, scope,
                                                 executor, only_parameters=only_parameters)
 
@@ -93,20 +119,22 @@ def load_weights_into(key, path, programs, scope, executor, place, partial, log)
     """Load `path` (see `_local_path`) into `scope` for `programs`; a checkpoint dir also
     replays its pruning plans. Returns the plan records replayed."""
     from slim import checkpoint as checkpoint_lib
-    from slim.export import PARAMS_NAME
+    from slim.export import PARAMS_NAME, verify_model_manifest
     from slim.weights import load_weights
     path = _local_path(key, path)
     if os.path.isfile(os.path.join(path, checkpoint_lib.MANIFEST_NAME)):
         try:
             checkpoint = checkpoint_lib.validate_checkpoint(path)
+            plans = replayable_plans(checkpoint, programs)
         except checkpoint_lib.CheckpointError as error:
             raise UserError(f"{key}: {error}") from None
-        replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=True)
+        replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=True, plans=plans)
         log(f"loaded {key} from checkpoint '{path}' (epoch {checkpoint.state.epoch}, "
             f"{len(checkpoint.state.pruning_plans)} pruning plan(s) replayed)")
         # Marked so that a resumed run replays them without taking them for its own strategies.
         return [dict(record, source=key) for record in checkpoint.state.pruning_plans]
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, PARAMS_NAME)):
+        verify_model_manifest(path, [PARAMS_NAME])  # an exported model's manifest, if it has one
         path = os.path.join(path, PARAMS_NAME)  # an eval_model dir: its combined params
     report = load_weights(scope, programs.eval.program, path, partial=partial, place=place)
     log(f"loaded {key} '{path}': {len(report.loaded)} parameters"
@@ -128,30 +156,52 @@ def _prune_infer_model_enabled(value):
     return True
 
 
-def _starting_checkpoint(checkpoint_root, init_model, log):
-    """The checkpoint to resume from (see the module docstring), or None; and whether
-    init_model names weights rather than a checkpoint."""
+def _usable_checkpoint(checkpoint_root, programs, log):
+    """(the highest complete checkpoint in `checkpoint_root` whose pruning plans replay on
+    `programs`, its plans), or (None, []). Every checkpoint passed over is a warning naming
+    it, and so is falling back below the highest epoch."""
     from slim import checkpoint as checkpoint_lib
-    latest = checkpoint_lib.latest_complete_checkpoint(checkpoint_root, log=log) \
-        if checkpoint_root else None
+    if not checkpoint_root:
+        return None, []
+    for checkpoint in checkpoint_lib.complete_checkpoints(checkpoint_root, log=log):
+        try:
+            plans = replayable_plans(checkpoint, programs)
+        except checkpoint_lib.CheckpointError as error:
+            log(f"warning: skipping {error}")
+            continue
+        if checkpoint.state.epoch < checkpoint_lib.checkpoint_epochs(checkpoint_root)[0]:
+            log(f"warning: resuming from the previous complete checkpoint '{checkpoint.path}' "
+                "(the newer ones above were skipped)")
+        return checkpoint, plans
+    if checkpoint_lib.checkpoint_epochs(checkpoint_root):
+        log(f"warning: no usable checkpoint in '{checkpoint_root}' (see above): training starts "
+            "from the beginning and replaces them epoch by epoch")
+    return None, []
+
+
+def _starting_checkpoint(checkpoint_root, init_model, programs, log):
+    """(the checkpoint to resume from (see the module docstring) or None, its replayable
+    plans, whether init_model names weights rather than a checkpoint)."""
+    from slim import checkpoint as checkpoint_lib
+    latest, latest_plans = _usable_checkpoint(checkpoint_root, programs, log)
     if not init_model:
-        return latest, False
+        return latest, latest_plans, False
     path = _local_path("compressor.init_model", init_model)
     if not os.path.isfile(os.path.join(path, checkpoint_lib.MANIFEST_NAME)):
         if latest is not None:
             log(f"resuming from '{latest.path}' in checkpoint_path; init_model '{init_model}' "
                 "is not used")
-            return latest, False
-        return None, True
+            return latest, latest_plans, False
+        return None, [], True
     try:
         chosen = checkpoint_lib.validate_checkpoint(path)
+        if latest is not None and latest.state.epoch > chosen.state.epoch:
+            log(f"resuming from '{latest.path}' (epoch {latest.state.epoch}), newer than "
+                f"init_model '{init_model}' (epoch {chosen.state.epoch})")
+            return latest, latest_plans, False
+        return chosen, replayable_plans(chosen, programs), False
     except checkpoint_lib.CheckpointError as error:
         raise UserError(f"compressor.init_model: {error}") from None
-    if latest is not None and latest.state.epoch > chosen.state.epoch:
-        log(f"resuming from '{latest.path}' (epoch {latest.state.epoch}), newer than init_model "
-            f"'{init_model}' (epoch {chosen.state.epoch})")
-        return latest, False
-    return chosen, False
 
 
 @dataclasses.dataclass
@@ -263,11 +313,13 @@ def prepare_job(args):
 def restore_state(job):
     """Resume from a checkpoint (plans replayed, tensors and LR schedule restored) or load the
     starting weights; return the RunState to continue from."""
+    from slim import checkpoint as checkpoint_lib
+    checkpoint_lib.check_checkpoint_root(job.compressor.checkpoint_path)  # before anything is written
     state = RunState()
-    start, init_is_weights = _starting_checkpoint(job.compressor.checkpoint_path,
-                                                  job.compressor.init_model, job.log)
+    start, plans, init_is_weights = _starting_checkpoint(
+        job.compressor.checkpoint_path, job.compressor.init_model, job.programs, job.log)
     if start is not None:
-        replay_checkpoint(start, job.programs, job.scope, job.executor)
+        replay_checkpoint(start, job.programs, job.scope, job.executor, plans=plans)
         state = RunState(list(start.state.pruning_plans), start.state.epoch + 1,
                          int(start.state.iteration), start.state.best_metric,
                          start.state.best_epoch, list(start.state.extra.get("history", [])),
@@ -332,7 +384,7 @@ def _save_epoch(job, state, epoch):
                      with_infer_model=job.with_infer_model)
     state.last_checkpoint = checkpoint_lib.save_checkpoint(
         job.compressor.checkpoint_path, checkpoint_state, job.programs.train.program, job.scope,
-        job.executor, extra_writer=write_eval_model)
+        job.executor, extra_writer=write_eval_model, last_complete=state.last_checkpoint)
     job.log(f"epoch {epoch}: checkpoint '{state.last_checkpoint}'")
 
 
@@ -348,6 +400,9 @@ def run_epochs(job, state):
         job.log(f"all {epochs} epochs are done (checkpoint '{state.last_checkpoint}'); "
                 "nothing to train")
         return
+    context = StrategyContext(state.next_epoch, job.programs, job.scope, job.log)
+    for strategy in job.strategies:
+        strategy.validate(context)  # a dry run: a config it cannot meet fails before training
     eval_loader = metric = None
     if job.env.is_main:
         eval_loader = build_eval_loader(create(job.cfg["eval_feed"], job.cfg))

@@ -11,6 +11,7 @@ import paddle
 import pytest
 
 from slim import checkpoint as ck
+from slim.output_places import make_owned_temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +48,9 @@ def _values(scope, program):
 def test_round_trip_is_bit_exact_including_optimizer_state(tmp_path):
     main, startup, loss = _tiny_train_program()
     scope, executor = _trained_scope(main, startup, loss)
-    plans = [{"strategy": "uniform", "epoch": 0, "plan": {"groups": [[0, 2]]}}]
+    plans = [{"strategy": "uniform", "epoch": 0, "plan": {"groups": [
+        {"key": ["conv_weights", 0, 0], "params": ["conv_weights"], "channels_before": 4,
+         "kept": [0, 2]}]}}]
     state = ck.CheckpointState(epoch=3, iteration=12, best_metric=0.5, best_epoch=2,
                                pruning_plans=plans, extra={"history": [1, 2]})
     path = ck.save_checkpoint(str(tmp_path), state, main, scope, executor)
@@ -101,9 +104,10 @@ def test_rewriting_an_epoch_replaces_it_and_cleans_stale_temp_dirs(tmp_path):
     main, startup, loss = _tiny_train_program()
     scope, executor = _trained_scope(main, startup, loss, steps=1)
     ck.save_checkpoint(str(tmp_path), ck.CheckpointState(0, 5), main, scope, executor)
-    (tmp_path / ".tmp-1-999999999").mkdir()  # a pid that cannot be alive
+    make_owned_temp_dir(str(tmp_path), ".tmp-1-999999999-")  # a crashed writer's: pid not alive
+    (tmp_path / ".tmp-1-999999998").mkdir()  # named alike, but not the tool's: kept
     ck.save_checkpoint(str(tmp_path), ck.CheckpointState(0, 9, best_metric=0.25), main, scope, executor)
-    assert sorted(os.listdir(tmp_path)) == ["0"]
+    assert sorted(os.listdir(tmp_path)) == [".tmp-1-999999998", "0"]
     assert ck.latest_complete_checkpoint(str(tmp_path)).state.iteration == 9
 
 
@@ -156,7 +160,8 @@ def test_kill_during_write_keeps_previous_epoch(tmp_path):
         os.kill(writer.pid, signal.SIGKILL)
     finally:
         writer.wait()
-    assert sorted(os.listdir(root_dir)) == [".tmp-1-%d" % writer.pid, "0"]
+    temp_dir, final_dir = sorted(os.listdir(root_dir))
+    assert temp_dir.startswith(".tmp-1-%d-" % writer.pid) and final_dir == "0"
     assert ck.latest_complete_checkpoint(root_dir).state.epoch == 0
     subprocess.run([sys.executable, str(script), "1"], check=True, capture_output=True)
     assert sorted(os.listdir(root_dir)) == ["0", "1"]  # the dead writer's temp dir is gone

@@ -11,6 +11,7 @@ programs of one model.
 import dataclasses
 import json
 
+from slim.errors import shorten
 from slim.prune.errors import PruneError
 
 PLAN_FORMAT_VERSION = 1
@@ -48,17 +49,54 @@ class GroupPlan:
 
     @classmethod
     def from_dict(cls, data):
-        key = tuple(data["key"])
-        if len(key) != 3:
+        """The group of `to_dict()` output; a PruneError names the first missing key or bad
+        value (never a KeyError, TypeError or IndexError)."""
+        if not isinstance(data, dict):
+            raise PruneError(f"pruning plan: a group must be a mapping, got {_shown(data)}")
+        for name in ("key", "channels_before", "kept"):
+            if name not in data:
+                raise PruneError(f"pruning plan: group lacks '{name}' (has "
+                                 f"{_shown(sorted(map(str, data)))})")
+        key = data["key"]
+        if not (isinstance(key, (list, tuple)) and len(key) == 3 and isinstance(key[0], str)
+                and _is_index(key[1]) and _is_index(key[2])):
             raise PruneError("pruning plan: group key must be [param, axis, start], got "
-                             f"{data['key']!r}")
-        kept = sorted(int(i) for i in data["kept"])
-        before = int(data["channels_before"])
+                             f"{_shown(key)}")
+        name = key[0]
+        before = data["channels_before"]
+        if not _is_index(before) or before < 1:
+            raise PruneError(f"pruning plan: group {_shown(name)}: channels_before must be a "
+                             f"count >= 1, got {_shown(before)}")
+        kept = data["kept"]
+        if not isinstance(kept, list) or not all(_is_int(i) for i in kept):
+            raise PruneError(f"pruning plan: group {_shown(name)}: kept must be a list of "
+                             f"channel indices, got {_shown(kept)}")
+        kept = sorted(kept)
         if not kept or kept[0] < 0 or kept[-1] >= before or len(set(kept)) != len(kept):
-            raise PruneError(f"pruning plan: group {key[0]}: kept indices must be distinct, in "
-                             f"[0, {before}) and not empty")
-        return cls((str(key[0]), int(key[1]), int(key[2])), list(data.get("params", [])),
-                   before, kept)
+            raise PruneError(f"pruning plan: group {_shown(name)}: kept indices must be distinct, "
+                             f"in [0, {before}) and not empty")
+        params = data.get("params", [])
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            raise PruneError(f"pruning plan: group {_shown(name)}: params must be a list of "
+                             f"names, got {_shown(params)}")
+        return cls((name, key[1], key[2]), list(params), before, kept)
+
+
+def _is_int(value):
+    """A JSON integer (not a bool, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_index(value):
+    return _is_int(value) and value >= 0
+
+
+def _is_ratio(value):
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _shown(value):
+    return shorten(value, 80)
 
 
 @dataclasses.dataclass
@@ -86,20 +124,34 @@ class PrunePlan:
 
     @classmethod
     def from_dict(cls, data):
-        """The plan of `to_dict()` output; a PruneError names what is malformed."""
+        """The plan of `to_dict()` output; a PruneError names what is malformed (any missing
+        key or bad value; never a KeyError, TypeError or IndexError)."""
         if not isinstance(data, dict) or not isinstance(data.get("groups"), list):
             raise PruneError("pruning plan: expected a mapping with a 'groups' list")
         version = data.get("version", PLAN_FORMAT_VERSION)
-        if version != PLAN_FORMAT_VERSION:
-            raise PruneError(f"pruning plan format version {version} is not supported "
+        if version != PLAN_FORMAT_VERSION or isinstance(version, bool):
+            raise PruneError(f"pruning plan format version {_shown(version)} is not supported "
                              f"(expected {PLAN_FORMAT_VERSION})")
         try:
             groups = [GroupPlan.from_dict(group) for group in data["groups"]]
-        except (KeyError, TypeError, ValueError) as error:
-            raise PruneError(f"pruning plan: malformed group ({type(error).__name__}: "
-                             f"{error})") from None
-        return cls(groups, data.get("criterion", "l1_norm"), list(data.get("matched", [])),
-                   data.get("ratio"), data.get("target_ratio"), dict(data.get("skipped", {})))
+        except PruneError as error:
+            reason = str(error).removeprefix("pruning plan: ")
+            raise PruneError(f"pruning plan: malformed group ({reason})") from None
+        criterion = data.get("criterion", "l1_norm")
+        matched = data.get("matched", [])
+        skipped = data.get("skipped", {})
+        if not isinstance(criterion, str):
+            raise PruneError(f"pruning plan: criterion must be a name, got {_shown(criterion)}")
+        if not isinstance(matched, list) or not all(isinstance(m, str) for m in matched):
+            raise PruneError(f"pruning plan: matched must be a list of names, got {_shown(matched)}")
+        if not isinstance(skipped, dict):
+            raise PruneError(f"pruning plan: skipped must be a mapping, got {_shown(skipped)}")
+        for name in ("ratio", "target_ratio"):
+            if not _is_ratio(data.get(name)):
+                raise PruneError(f"pruning plan: {name} must be a number or null, got "
+                                 f"{_shown(data.get(name))}")
+        return cls(groups, criterion, list(matched), data.get("ratio"), data.get("target_ratio"),
+                   dict(skipped))
 
     def to_json(self, indent=None):
         return json.dumps(self.to_dict(), indent=indent)

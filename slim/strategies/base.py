@@ -36,6 +36,8 @@ class StrategyContext:
 class Strategy:
     """Base class: `name` (its key in the slim config), `start_epoch`, and the hooks.
 
+    `validate(context)` is called once before the first iteration (a dry run that
+    changes nothing), so a config the strategy cannot meet fails before any training.
     `on_epoch_begin(context)` returns a JSON-able record when it changed the model
     (e.g. a pruning plan), which the driver stores in the next checkpoint so a
     resumed run replays it; None otherwise.
@@ -45,8 +47,18 @@ class Strategy:
         self.name = name
         self.start_epoch = int(getattr(options, "start_epoch", 0))
 
+    def validate(self, context):
+        """Called once before training starts: check, by a dry run on the model as it is
+        (nothing may change), that this strategy can do what its config asks; raise a
+        one-line UserError naming the option otherwise. Default: nothing to check."""
+        return None
+
     def on_epoch_begin(self, context):
         """Called before every epoch; return a record when the model changed."""
+        return None
+
+    def mark_replayed(self):
+        """A resumed run already holds what this strategy did (its record was replayed)."""
         return None
 
 

@@ -23,7 +23,22 @@ class UniformPruneStrategy(Strategy):
         self.criterion = pruner_criterion(name, options.pruner, slim_config.pruners[options.pruner])
         self.target_ratio = float(options.target_ratio)
         self.pruned_params = options.pruned_params
+        self.source = slim_config.path
         self.fired = False
+
+    def validate(self, context):
+        """Plan the pruning on the model as it is now (a dry run: the plan is computed, not
+        applied), so a `pruned_params` that matches nothing prunable, a bad regex or a
+        `target_ratio` that cannot be met is a one-line error before the first iteration."""
+        if self.fired:
+            return
+        from slim.prune import PruneError
+        try:
+            context.programs.plan(self.pruned_params, self.target_ratio, self.criterion,
+                                  context.scope)
+        except PruneError as error:
+            raise ConfigError(f"{self.source}: strategy '{self.name}': {error} (checked before "
+                              "training; nothing was trained)") from None
 
     def on_epoch_begin(self, context):
         """Prune once, at the first epoch >= start_epoch; return the plan record."""
