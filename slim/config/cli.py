@@ -1,8 +1,10 @@
-"""`python -m slim.config list | help MODULE | generate MODULE... | analyze FILE [-o ...]`.
+"""`python -m slim.config list | help NAME | generate MODULE... | analyze FILE [-o ...]`.
 
 The successor of PaddleDetection's tools/configure.py: what modules exist,
 what each option means and defaults to, a YAML template, the `-o` lines that
 override each option, and which values of a config differ from the defaults.
+`list` and `help` also cover the classes of the slim config (-s/--slim_file):
+pruners, strategies and the compressor block.
 """
 import argparse
 import shlex
@@ -12,11 +14,19 @@ import textwrap
 from slim.config.loader import import_module_packages, load_config
 from slim.config.registry import REGISTRY, REQUIRED
 from slim.config.schema import TOP_LEVEL
+from slim.config.slim_config import SUPPORTED_VERSIONS, config_class_specs
 from slim.config.validate import option_types, options_of, type_name
 from slim.config.yaml_io import flow_value
-from slim.errors import exit_on_user_error, shorten
+from slim.errors import ConfigError, did_you_mean, exit_on_user_error, shorten
 
 _MISSING = object()
+
+# Names the slim-config template gives its entries, and example values of the required options
+# it needs to load (a strategy names a pruner; the compressor needs an epoch count). A new
+# required option without an example is written `null  # required` and the template test fails.
+_TEMPLATE_NAMES = {"pruners": "pruner_1", "strategies": "strategy_1"}
+_REQUIRED_EXAMPLES = {("strategies", "pruner"): _TEMPLATE_NAMES["pruners"],
+                      ("compressor", "epoch"): 1}
 
 
 def _nested_option_defaults(annotation, default):
@@ -63,7 +73,7 @@ def render_mapping_lines(values, defaults, indent, annotations=None, mark_change
         default = defaults.get(key, _MISSING) if isinstance(defaults, dict) else _MISSING
         nested_defaults = _nested_option_defaults(annotations.get(key), default)
         if isinstance(value, dict) and value:
-            lines.append(f"{pad}{key}:")
+            lines.append(f"{pad}{flow_value(key)}:")
             nested_annotations = {}
             spec = REGISTRY.spec_of_class(annotations.get(key)) if isinstance(
                 annotations.get(key), type) else None
@@ -73,9 +83,9 @@ def render_mapping_lines(values, defaults, indent, annotations=None, mark_change
                                           nested_annotations, mark_changes)
             continue
         if value is REQUIRED:
-            lines.append(f"{pad}{key}: null  # required ({type_name(annotations.get(key))})")
+            lines.append(f"{pad}{flow_value(key)}: null  # required ({type_name(annotations.get(key))})")
             continue
-        line = f"{pad}{key}: {flow_value(value)}"
+        line = f"{pad}{flow_value(key)}: {flow_value(value)}"
         if (mark_changes and default is not _MISSING and default is not REQUIRED
                 and _normalized(value) != _normalized(default)):
             line += "  # default: " + flow_value(default)
@@ -159,11 +169,27 @@ def list_modules():
         lines.append(f"  [{category}]")
         for spec in by_category[category]:
             lines.append(f"    {spec.name.ljust(width)}  {spec.summary or '(undocumented)'}")
+    lines += ["", "SLIM CONFIG CLASSES (-s/--slim_file; python -m slim.config help NAME)"]
+    slim_classes = config_class_specs()
+    width = max(len(name) for name in slim_classes)
+    for section in dict.fromkeys(section for section, _ in slim_classes.values()):
+        lines.append(f"  [{section}]")
+        lines += [f"    {name.ljust(width)}  {spec.summary or '(undocumented)'}"
+                  for name, (sec, spec) in slim_classes.items() if sec == section]
     return "\n".join(lines)
 
 
 def help_module(name):
-    """Text of `help NAME`: description, options, a YAML template and the `-o` lines."""
+    """Text of `help NAME`: description, options, a YAML template and the `-o` lines
+    (of a detection-config module or a slim-config class)."""
+    slim_classes = config_class_specs()
+    if name in slim_classes:
+        return help_slim_class(name, *slim_classes[name])
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown module '{shorten(name)}'"
+                          f"{did_you_mean(name, REGISTRY.names() + list(slim_classes))}; "
+                          f"known: {', '.join(REGISTRY.names())}; "
+                          f"slim config classes: {', '.join(slim_classes)}")
     spec = REGISTRY.get(name)
     defaults = {n: option.default for n, option in spec.options.items()}
     parts = [f"{spec.name} ({spec.category})", "",
@@ -179,8 +205,74 @@ def help_module(name):
     return "\n".join(parts)
 
 
+def _slim_entry_lines(section, spec, values, indent):
+    """YAML lines of the options `values` of one slim-config part; required ones marked."""
+    annotations = option_types(spec)
+    lines = [] if section == "compressor" else [" " * indent + f"class: {spec.name}"]
+    for key, value in values.items():
+        key_lines = render_mapping_lines({key: value}, {}, indent, annotations)
+        if spec.options[key].required and value is not REQUIRED:
+            key_lines[0] += f"  # required ({type_name(annotations[key])})"
+        lines += key_lines
+    return lines
+
+
+def _slim_entry_values(section, spec, every_option):
+    """{option: value} of a template entry: every option at its default, or only the required
+    ones; required options get their example value."""
+    return {name: _REQUIRED_EXAMPLES.get((section, name), REQUIRED) if option.required
+            else option.default
+            for name, option in spec.options.items() if every_option or option.required}
+
+
+def slim_template(section, spec):
+    """A minimal slim config that loads, with every option of `spec` (a part of `section`) at
+    its default, and the parts it needs (a strategy's pruner, the compressor) at their required
+    options only."""
+    specs = config_class_specs()
+    entries = []  # (section, spec, every option?)
+    if section in ("pruners", "strategies"):
+        pruner = spec if section == "pruners" else next(
+            part_spec for part, part_spec in specs.values() if part == "pruners")
+        entries.append(("pruners", pruner, section == "pruners"))
+    if section == "strategies":
+        entries.append(("strategies", spec, True))
+    entries.append(("compressor", specs["compressor"][1], section == "compressor"))
+    lines = [f"version: {SUPPORTED_VERSIONS[0]}"]
+    for part, part_spec, every_option in entries:
+        values = _slim_entry_values(part, part_spec, every_option)
+        lines.append(f"{part}:")
+        if part == "compressor":
+            if section == "strategies":  # the compressor runs the strategies it lists
+                values["strategies"] = [_TEMPLATE_NAMES["strategies"]]
+            lines += _slim_entry_lines(part, part_spec, values, 2)
+        else:
+            lines.append(f"  {_TEMPLATE_NAMES[part]}:")
+            lines += _slim_entry_lines(part, part_spec, values, 4)
+    return "\n".join(lines)
+
+
+def help_slim_class(name, section, spec):
+    """Text of `help NAME` for a slim-config class: description, options and a slim config."""
+    where = ("the compressor block of a slim config" if section == "compressor"
+             else f"slim config: an entry of `{section}` with class: {name}")
+    parts = [f"{name} ({where})", "", "DESCRIPTION",
+             textwrap.indent(spec.doc or "(undocumented)", "  "), "", "OPTIONS"]
+    parts += _format_table(_option_rows(spec), ("option", "type", "default", "description")) or [
+        "  (no options)"]
+    parts += ["", "SLIM CONFIG TEMPLATE (-s/--slim_file; required values are examples)",
+              slim_template(section, spec), "",
+              "COMMAND LINE OPTIONS", "  none: -o overrides the detection config; edit the slim config"]
+    return "\n".join(parts)
+
+
 def generate_modules(names):
     """Text of `generate NAME...`: a YAML config with each module's section at its defaults."""
+    slim_classes = config_class_specs()
+    for name in names:
+        if name in slim_classes:
+            raise ConfigError(f"'{name}' is part of the slim config, not a detection config module; "
+                              f"python -m slim.config help {name} prints a slim config with it")
     specs = [REGISTRY.get(name) for name in names]
     return "\n\n".join(module_template(spec) for spec in specs)
 

@@ -201,6 +201,16 @@ def dataclass_spec(cls):
     return ModuleSpec(cls.__name__, cls, summary, options, yaml_tag=False)
 
 
+def config_class_specs():
+    """{name: (section, ModuleSpec)} of every part of a slim config, as the validator checks it:
+    the pruner and strategy classes (entries of `pruners` / `strategies`, chosen by their `class`
+    key) and the `compressor` block (named by its key)."""
+    specs = {name: ("pruners", dataclass_spec(cls)) for name, cls in PRUNER_CLASSES.items()}
+    specs.update({name: ("strategies", dataclass_spec(cls)) for name, cls in STRATEGY_CLASSES.items()})
+    specs["compressor"] = ("compressor", dataclass_spec(CompressorConfig))
+    return specs
+
+
 def load_slim_config(path):
     """Load and validate a slim config file -> SlimConfig.
 
