@@ -3,7 +3,9 @@ the eval/inference models, the LR schedule and log lines, then eval.py and infer
 exported model, and Paddle Inference boxes equal to the Executor's.
 
 The workspace (tiny demo dataset + configs) and one uninterrupted compress run are shared
-with test_resume.py through `reference_run` (cached in the session's temp dir).
+with test_resume.py through `reference_run` (cached in the session's temp dir). eval.py and
+infer.py are checked on `fitted_compress_run`, compress.py started from a model that detects
+(tests/fitted_model.py), so that their scores and boxes are not 0 == 0.
 """
 import json
 import os
@@ -15,6 +17,8 @@ import numpy as np
 import paddle
 import pytest
 
+from fitted_model import CLASSES, config_arguments, eval_batch, fitted_model
+from session_cache import cached_in_session
 from slim import checkpoint as ck
 from slim import export
 from seed_facts import SEED_REGEX
@@ -134,26 +138,63 @@ def child_env(**extra):
 
 def reference_run(tmp_path_factory):
     """One uninterrupted compress run (cached for the session): {paths, stdout, ckpt dir}."""
-    root = str(tmp_path_factory.getbasetemp() / "compress_reference")
-    done_marker = os.path.join(root, "done.json")
-    if os.path.isfile(done_marker):
-        with open(done_marker) as handle:
-            return json.load(handle)
+    return cached_in_session(tmp_path_factory, "compress_reference", _reference_run)
+
+
+def _reference_run(root):
     paths = make_workspace(root)
     slim_file = write_slim_config(root, "slim.yaml")
     result = subprocess.run(compress_command(slim_file, paths["config"], "--output_eval", "out"),
                             cwd=root, env=child_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    run = dict(paths, stdout=result.stdout, stderr=result.stderr,
-               checkpoints=os.path.join(root, "ckpt"), output_eval=os.path.join(root, "out"))
-    with open(done_marker, "w") as handle:
-        json.dump(run, handle)
-    return run
+    return dict(paths, stdout=result.stdout, stderr=result.stderr,
+                checkpoints=os.path.join(root, "ckpt"), output_eval=os.path.join(root, "out"))
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return reference_run(tmp_path_factory)
+
+
+# The fitted model holds only on its un-augmented images, and training batches are augmented,
+# so the run does not learn (base_lr 0; batch norm statistics still move), and the seed's
+# params are pruned lightly (5% of the FLOPs) at epoch 1: a 50% prune without fine-tuning
+# leaves the overfit model few boxes. Epoch 0 is unpruned, epoch 1 pruned; both detect.
+FITTED_RUN_TARGET_RATIO = 0.05
+FITTED_RUN_OPTIONS = ["max_iters=1", "LearningRate.base_lr=0", "LearningRate.schedulers=[]",
+                      "YoloTrainFeed.batch_size=4", "YoloTrainFeed.num_workers=0",
+                      "YoloTrainFeed.multi_scale_sizes=[128]",
+                      "YoloTrainFeed.dataset.annotation=test.txt"]
+
+
+def fitted_compress_run(tmp_path_factory):
+    """compress.py (in-process) from the fitted model's weights, 2 epochs (cached for the
+    session): {fitted (the fitted_model dict), checkpoints, output_eval}."""
+    fitted = fitted_model(tmp_path_factory)
+    return cached_in_session(tmp_path_factory, "compress_fitted",
+                             lambda root: _fitted_compress_run(root, fitted))
+
+
+def _fitted_compress_run(root, fitted):
+    import compress as compress_cli
+    run = {"fitted": fitted, "checkpoints": os.path.join(root, "ckpt"),
+           "output_eval": os.path.join(root, "out")}
+    slim_file = write_slim_config(root, "slim.yaml", epochs=2, checkpoint_path=run["checkpoints"])
+    with open(slim_file) as handle:
+        text = handle.read()
+    assert "target_ratio: 0.5\n" in text
+    with open(slim_file, "w") as handle:
+        handle.write(text.replace("target_ratio: 0.5\n",
+                                  f"target_ratio: {FITTED_RUN_TARGET_RATIO}\n"))
+    compress_cli.main(["-s", slim_file, *config_arguments(fitted), *FITTED_RUN_OPTIONS,
+                       f"weights={fitted['weights']}", f"save_dir={os.path.join(root, 'output')}",
+                       "--output_eval", run["output_eval"]])
+    return run
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    return fitted_compress_run(tmp_path_factory)
 
 
 def _checkpoint(run, epoch):
@@ -242,54 +283,67 @@ def test_paddle_inference_equals_executor_on_the_pruned_model(run):
             np.testing.assert_allclose(actual[:, 1:], wanted[:, 1:], rtol=1e-4, atol=1e-3)
 
 
-def test_eval_py_scores_the_exported_model_as_training_did(run, tmp_path):
+def test_eval_py_scores_the_exported_model_as_training_did(fitted_run, tmp_path):
+    """eval.py on each epoch's exported eval model (0 unpruned, 1 pruned) reports the mAP
+    compress.py's evaluation found for it, and it is a real score (> 0.5)."""
     import eval as eval_cli
-    cwd = os.getcwd()
-    os.chdir(run["root"])
-    try:
-        eval_cli.main(["-m", os.path.join("ckpt", "2", "eval_model"), "--model_name", "__model__",
-                       "--params_name", "__params__", "-c", run["config"],
-                       "--output_eval", str(tmp_path)])
-    finally:
-        os.chdir(cwd)
-    with open(tmp_path / "eval_result.json") as handle:
-        standalone = json.load(handle)
-    with open(os.path.join(run["output_eval"], "eval_result.json")) as handle:
+    with open(os.path.join(fitted_run["output_eval"], "compress_summary.json")) as handle:
+        history = json.load(handle)["history"]
+    with open(os.path.join(fitted_run["output_eval"], "eval_result.json")) as handle:
         during_training = json.load(handle)  # written by compress.py after the last epoch
-    assert during_training["epoch"] == 2
+    assert [item["epoch"] for item in history] == [0, 1] and during_training["epoch"] == 1
+    model_dirs = [os.path.join(fitted_run["checkpoints"], str(epoch), "eval_model")
+                  for epoch in (0, 1)]
+    assert os.path.getsize(os.path.join(model_dirs[1], "__params__")) < \
+        os.path.getsize(os.path.join(model_dirs[0], "__params__"))  # epoch 1 is pruned
+    for epoch, model_dir in enumerate(model_dirs):
+        out = tmp_path / str(epoch)
+        eval_cli.main(["-m", model_dir, "--model_name", "__model__", "--params_name",
+                       "__params__", *config_arguments(fitted_run["fitted"]),
+                       "--output_eval", str(out)])
+        with open(out / "eval_result.json") as handle:
+            standalone = json.load(handle)
+        assert history[epoch]["mAP"] > 0.5 and standalone["mAP"] > 0.5, (epoch, history)
+        assert standalone["mAP"] == pytest.approx(history[epoch]["mAP"], abs=1e-9)
     assert standalone["mAP"] == pytest.approx(during_training["mAP"], abs=1e-9)
     assert standalone["per_class_ap"] == pytest.approx(during_training["per_class_ap"], abs=1e-9)
-    assert list(standalone["per_class_ap"]) == ["circle", "square", "triangle", "star", "cross"]
+    assert list(standalone["per_class_ap"]) == CLASSES
 
 
-def test_infer_py_draws_and_lists_detections(run, tmp_path, capsys):
+def test_infer_py_draws_and_lists_detections(fitted_run, tmp_path):
+    """infer.py on the pruned fitted model (epoch 1): per image, the listed and drawn
+    detections are the predictor's rows >= threshold, and there are such rows."""
     import cv2
     import infer as infer_cli
     from slim.model import split_detections
-    model_dir = os.path.join(run["checkpoints"], "2", "eval_model")
-    images = os.path.join(run["root"], "data", "JPEGImages")
-    image = os.path.join(images, "test_00000.jpg")
-    threshold = 0.0
-    infer_cli.main(["--model_path", model_dir, "-c", run["config"], "--infer_dir", images,
-                    "--infer_img", image, "--output_dir", str(tmp_path),
-                    "--draw_threshold", str(threshold), "-o", "YoloTestFeed.dataset.dataset_dir="
-                    + os.path.join(run["root"], "data")])
-    assert sorted(os.listdir(tmp_path)) == ["detections.json", "test_00000.jpg"]  # infer_img wins
+    fitted = fitted_run["fitted"]
+    model_dir = os.path.join(fitted_run["checkpoints"], "1", "eval_model")
+    threshold = 0.1  # the demo's draw threshold: the lightly pruned model's scores are lower
+    infer_cli.main(["--model_path", model_dir, *config_arguments(fitted),
+                    "--infer_dir", fitted["images"], "--output_dir", str(tmp_path),
+                    "--draw_threshold", str(threshold)])
     with open(tmp_path / "detections.json") as handle:
         listed = json.load(handle)["images"]
-    assert [item["image"] for item in listed] == [image]
-    # The same image through the predictor: the listed detections are its rows >= threshold.
-    batch = _eval_batch(run)
-    feeds = {"image": batch["image"][:1], "im_size": batch["im_size"][:1]}
-    bbox, bbox_num = export.run_predictor(export.inference_predictor(model_dir), feeds)
-    rows = split_detections(bbox, bbox_num)[0]
-    rows = rows[rows[:, 1] >= threshold]
-    detections = listed[0]["detections"]
-    assert len(detections) == len(rows)
-    assert sorted(d["score"] for d in detections) == pytest.approx(sorted(rows[:, 1]), abs=1e-4)
-    assert {d["name"] for d in detections} <= {"circle", "square", "triangle", "star", "cross"}
-    drawn = cv2.imread(str(tmp_path / "test_00000.jpg"))
-    assert drawn.shape == cv2.imread(image).shape
+    with open(os.path.join(fitted["data"], "test.txt")) as handle:
+        names = [os.path.basename(line.split()[0]) for line in handle]
+    assert [os.path.basename(item["image"]) for item in listed] == names  # sorted = eval order
+    # The same images through the predictor: the listed detections are their rows >= threshold.
+    batch = eval_batch(fitted)
+    bbox, bbox_num = export.run_predictor(export.inference_predictor(model_dir),
+                                          {"image": batch["image"], "im_size": batch["im_size"]})
+    compared = 0
+    for item, rows in zip(listed, split_detections(bbox, bbox_num)):
+        rows = rows[rows[:, 1] >= threshold]
+        rows = rows[np.argsort(-rows[:, 1], kind="stable")]
+        detections = item["detections"]
+        assert [d["label"] for d in detections] == rows[:, 0].astype(int).tolist()
+        assert [d["score"] for d in detections] == pytest.approx(rows[:, 1], abs=1e-4)
+        assert [d["name"] for d in detections] == [CLASSES[int(label)] for label in rows[:, 0]]
+        for detection, row in zip(detections, rows):
+            assert detection["bbox"] == pytest.approx(row[2:], abs=0.02)
+        assert cv2.imread(item["output"]).shape == cv2.imread(item["image"]).shape
+        compared += len(rows)
+    assert compared >= len(listed)  # real detections were compared, not 0 with 0
 
 
 def _tiny_programs(run):
