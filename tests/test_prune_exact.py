@@ -5,7 +5,10 @@ compute what the unpruned program computes when the removed channels are
 zeroed instead (producing filters, depthwise filters, batch norm scale and
 offset, biases; see slim.prune.masking). Checked for the eval program
 (outputs) and the train program (loss, and every kept parameter, BN
-statistic and momentum velocity after one optimizer step).
+statistic and optimizer accumulator after one optimizer step, with Momentum
+and with Adam). The accumulators start random, as after some training, so a
+wrong slice of them shows. The kept channels themselves are checked against
+L1 norms computed here with numpy.
 """
 import warnings
 
@@ -112,7 +115,16 @@ CASES = {"chain": chain, "transposed": transposed, "depthwise_separable": depthw
          "concat": concat_route, "summed": summed, "detached": detached}
 
 
-def build(case, is_test):
+OPTIMIZERS = {
+    "momentum": lambda: paddle.optimizer.Momentum(
+        0.05, 0.9, weight_decay=paddle.regularizer.L2Decay(1e-3)),
+    "adam": lambda: paddle.optimizer.Adam(0.01, weight_decay=paddle.regularizer.L2Decay(1e-3)),
+}
+# Optimizer op input slots holding per-parameter state shaped like the parameter.
+ACCUMULATOR_SLOTS = {"momentum": ("Velocity",), "adam": ("Moment1", "Moment2")}
+
+
+def build(case, is_test, optimizer="momentum"):
     main, startup = paddle.static.Program(), paddle.static.Program()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -121,8 +133,7 @@ def build(case, is_test):
             out = CASES[case](image, is_test)
             loss = paddle.mean(out * out)
             if not is_test:
-                paddle.optimizer.Momentum(
-                    0.05, 0.9, weight_decay=paddle.regularizer.L2Decay(1e-3)).minimize(loss)
+                OPTIMIZERS[optimizer]().minimize(loss)
     return main, startup, out, loss
 
 
@@ -138,6 +149,27 @@ def randomize(program, scope, seed=0):
         else:
             value = rng.randn(*shape) * 0.5
         scope.find_var(param.name).get_tensor().set(value.astype("float32"), paddle.CPUPlace())
+
+
+def accumulators(program):
+    """{accumulator var: (its parameter, slot)} read from the optimizer ops' own slots."""
+    found = {}
+    for op in program.global_block().ops:
+        for slot in ACCUMULATOR_SLOTS.get(op.type, ()):
+            for name in op.input(slot):
+                found[name] = (op.input("Param")[0], slot)
+    return found
+
+
+def randomize_accumulators(program, scope, seed=2):
+    """Optimizer state as after some training: velocities and first moments of either sign,
+    second moments positive. (Fresh from the startup program they are all zero, and a
+    wrong slice of zeros is still zeros.)"""
+    rng = np.random.RandomState(seed)
+    for name, (_, slot) in accumulators(program).items():
+        shape = np.array(scope.find_var(name).get_tensor()).shape
+        value = rng.uniform(0.5, 1.5, shape) if slot == "Moment2" else rng.randn(*shape)
+        scope.find_var(name).get_tensor().set(value.astype("float32"), paddle.CPUPlace())
 
 
 def persistables(program, scope):
@@ -166,8 +198,9 @@ def kept_part(value, removals, name):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("selection", ["auto", "listed"])
-def test_pruned_equals_masked(case, selection):
-    train, startup, train_out, loss = build(case, is_test=False)
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_pruned_equals_masked(case, selection, optimizer):
+    train, startup, train_out, loss = build(case, is_test=False, optimizer=optimizer)
     evaluation, _, eval_out, _ = build(case, is_test=True)
     scope = paddle.static.Scope()
     exe = paddle.static.Executor(paddle.CPUPlace())
@@ -175,6 +208,7 @@ def test_pruned_equals_masked(case, selection):
     with paddle.static.scope_guard(scope):
         exe.run(startup)
         randomize(train, scope)
+        randomize_accumulators(train, scope)
         initial = persistables(train, scope)
         conv_weights = [c.weight for c in analyze_program(train).convs]
         pruned_params = "auto" if selection == "auto" else \
@@ -194,17 +228,28 @@ def test_pruned_equals_masked(case, selection):
         train_graph = analyze_program(train)
         removals = plan_removals(plan, train_graph)
         apply_plan(plan, [train, evaluation], scope)
+        pruned_state = persistables(train, scope)
         pruned_out = exe.run(evaluation, feed={"image": image}, fetch_list=[eval_out])[0]
         pruned_loss = exe.run(train, feed={"image": image}, fetch_list=[loss])[0]
         pruned_after_step = persistables(train, scope)
+
+    # Every accumulator keeps exactly the rows its parameter keeps (the parameter's own
+    # slicing is checked by the outputs below), before any step mixes them.
+    state_of = accumulators(train)
+    assert {slot for _, slot in state_of.values()} == set(ACCUMULATOR_SLOTS[optimizer])
+    sliced = 0
+    for name, (param, _) in state_of.items():
+        expected = kept_part(initial[name], removals, param)
+        assert pruned_state[name].shape == pruned_state[param].shape == expected.shape, name
+        np.testing.assert_array_equal(pruned_state[name], expected, err_msg=name)
+        sliced += expected.shape != initial[name].shape
+    assert sliced > 0
 
     # masking changed the output, so equality below is not vacuous
     assert np.abs(unpruned_out - masked_out).max() > 1e-2
     assert pruned_out.shape == masked_out.shape
     assert_close(pruned_out, masked_out)
     assert_close(pruned_loss, masked_loss)
-    velocities = [name for name in pruned_after_step if "velocity" in name]
-    assert velocities
     shrunk = 0
     for name, value in pruned_after_step.items():
         expected = kept_part(masked_after_step[name], removals, name)
@@ -212,6 +257,42 @@ def test_pruned_equals_masked(case, selection):
         shrunk += value.shape != masked_after_step[name].shape
         assert_close(value, expected)
     assert shrunk > 0
+
+
+# Channel groups worked out by hand from the case definitions: the convs whose output channels
+# are one set (summed: left + right, and third added to that sum), the channels each group
+# keeps at ratio 0.4 (n - round(0.4 n)), and how many equal slices of the channels are tied
+# (summed: the grouped conv with groups 2 reading them ties channel j to channel j + 5).
+L1_CASES = {
+    "chain": ({("c1",): 5, ("c2",): 7, ("c3",): 6}, 1),
+    "summed": ({("left", "right", "third"): 3}, 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(L1_CASES))
+def test_kept_channels_have_the_largest_l1_norms(case):
+    """The plan keeps the channels whose filters have the largest L1 norms (summed over the
+    convs of a group), computed here with numpy, not with the engine's criteria or graph."""
+    keeps, slices = L1_CASES[case]
+    train, startup, out, _ = build(case, is_test=False)
+    convs = [name + "_weights" for group in keeps for name in group]
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(paddle.CPUPlace()).run(startup)
+        randomize(train, scope)
+        plan = plan_pruning(train, scope, convs, ratio=0.4, fixed_vars=[out.name])
+        weights = {name: np.array(scope.find_var(name).get_tensor()) for name in convs}
+    kept = {group.key[0]: group.kept for group in plan.groups}
+    assert len(kept) == len(keeps)
+    for group, keep in keeps.items():
+        norms = 0
+        for name in group:
+            weight = weights[name + "_weights"].astype(np.float64)
+            per_filter = np.abs(weight).reshape(len(weight), -1).sum(axis=1)
+            norms = norms + per_filter.reshape(slices, -1).sum(axis=0)
+        largest = sorted(int(i) for i in np.argsort(-norms)[:keep])
+        assert np.unique(np.round(norms, 6)).size == norms.size  # no ties to break
+        assert kept[group[0] + "_weights"] == largest, group
 
 
 def test_depthwise_groups_follow_channels():
