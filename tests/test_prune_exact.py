@@ -196,6 +196,21 @@ def kept_part(value, removals, name):
     return value
 
 
+def assert_accumulators_follow_params(program, initial, pruned, removals, optimizer):
+    """Every optimizer accumulator of `program` (state before pruning in `initial`, after in
+    `pruned`) keeps exactly the rows its parameter keeps, before any step mixes them; and
+    some were sliced."""
+    state_of = accumulators(program)
+    assert {slot for _, slot in state_of.values()} == set(ACCUMULATOR_SLOTS[optimizer])
+    sliced = 0
+    for name, (param, _) in state_of.items():
+        expected = kept_part(initial[name], removals, param)
+        assert pruned[name].shape == pruned[param].shape == expected.shape, name
+        np.testing.assert_array_equal(pruned[name], expected, err_msg=name)
+        sliced += expected.shape != initial[name].shape
+    assert sliced > 0
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("selection", ["auto", "listed"])
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
@@ -233,17 +248,8 @@ def test_pruned_equals_masked(case, selection, optimizer):
         pruned_loss = exe.run(train, feed={"image": image}, fetch_list=[loss])[0]
         pruned_after_step = persistables(train, scope)
 
-    # Every accumulator keeps exactly the rows its parameter keeps (the parameter's own
-    # slicing is checked by the outputs below), before any step mixes them.
-    state_of = accumulators(train)
-    assert {slot for _, slot in state_of.values()} == set(ACCUMULATOR_SLOTS[optimizer])
-    sliced = 0
-    for name, (param, _) in state_of.items():
-        expected = kept_part(initial[name], removals, param)
-        assert pruned_state[name].shape == pruned_state[param].shape == expected.shape, name
-        np.testing.assert_array_equal(pruned_state[name], expected, err_msg=name)
-        sliced += expected.shape != initial[name].shape
-    assert sliced > 0
+    # (The parameters' own slicing is checked by the outputs below.)
+    assert_accumulators_follow_params(train, initial, pruned_state, removals, optimizer)
 
     # masking changed the output, so equality below is not vacuous
     assert np.abs(unpruned_out - masked_out).max() > 1e-2

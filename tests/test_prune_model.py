@@ -1,6 +1,7 @@
 """Pruning the full MobileNetV1-YOLOv3: exactness, the seed's FLOPs target, training and
 export after pruning. Width scale 0.25 and tiny inputs, except where the seed's numbers
 (VOC config, width 1, 608x608) are the point."""
+import math
 import os
 import warnings
 
@@ -14,7 +15,8 @@ from slim.prune import analyze_program, apply_plan, plan_pruning, plan_summary
 from slim.prune.apply import plan_removals
 from slim.prune.flops import program_flops
 from slim.prune.masking import zero_removed_channels
-from test_prune_exact import persistables, restore
+from test_prune_exact import (assert_accumulators_follow_params, persistables,
+                              randomize_accumulators, restore)
 from seed_facts import SEED_PARAMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +99,7 @@ def test_full_model_pruned_equals_masked(selection):
     with paddle.static.scope_guard(scope):
         exe.run(train.startup)
         randomize_model(train.program, scope)
+        randomize_accumulators(train.program, scope)
         initial = persistables(train.program, scope)
         plan = plan_pruning(train.program, scope,
                             "auto" if selection == "auto" else seed_strategy().pruned_params,
@@ -115,6 +118,8 @@ def test_full_model_pruned_equals_masked(selection):
 
         removals = plan_removals(plan, analyze_program(train.program))
         apply_plan(plan, [train.program, evaluation.program], scope)
+        assert_accumulators_follow_params(train.program, initial,
+                                          persistables(train.program, scope), removals, "momentum")
         pruned = exe.run(evaluation.program, feed=eval_feed(data["image"]), fetch_list=outputs)
         pruned_loss = exe.run(train.program, feed=data, fetch_list=[train.fetches["loss"]])[0]
         pruned_step = persistables(train.program, scope)
@@ -170,6 +175,69 @@ def test_seed_slim_config_removes_half_the_flops_and_auto_needs_a_smaller_ratio(
               f"{before / 1e9:.2f} GMACs, {len(plan.matched)} params")
     assert found["seed"][2] == 24 and found["auto"][2] == 47
     assert found["auto"][0] < found["seed"][0]
+
+
+# README, "-50% FLOPs on MobileNetV1-YOLOv3 (VOC config, 608x608)" and "FLOPs convention":
+# before pruning 21,744,297,471 MACs and 24,286,881 parameter values; after the seed's
+# regex / auto at target_ratio 0.5: (uniform ratio, GMACs, M params), as the README rounds,
+# and the exact MACs and params of the files it cites (bench/results/plan_voc_seed.json,
+# plan_voc_auto.json); the rounded params alone would miss a few thousand unsliced values.
+README_BEFORE = (21_744_297_471, 24_286_881)
+README_AFTER = {"seed": (0.3906, 10.868, 13.23), "auto": (0.2957, 10.875, 12.11)}
+EXACT_AFTER = {"seed": (10_867_800_671, 13_226_906), "auto": (10_874_507_690, 12_105_593)}
+# Every op type of the VOC eval program: counted ones, and ones that do no multiply-adds.
+COUNTED_OPS = ("conv2d", "batch_norm", "elementwise_add")
+UNCOUNTED_OPS = ("relu", "leaky_relu", "concat", "nearest_interp_v2", "transpose2", "yolo_box",
+                 "multiclass_nms3", "feed", "fetch")
+
+
+def independent_counts(program, scope):
+    """(MACs per image, parameter values) of `program`, counted here rather than by
+    slim.prune.flops: channel counts from the parameter arrays in `scope` (as pruning sliced
+    them), spatial sizes from the program's output vars. A conv costs its filter's size per
+    output position; batch norm and the bias add one per output element."""
+    block = program.global_block()
+    assert {op.type for op in block.ops} <= set(COUNTED_OPS + UNCOUNTED_OPS)
+
+    def size(name):
+        return np.array(scope.find_var(name).get_tensor()).size
+
+    def positions(name):
+        return math.prod(block.var(name).shape[2:])
+
+    macs = 0
+    for op in block.ops:
+        if op.type == "conv2d":
+            macs += size(op.input("Filter")[0]) * positions(op.output("Output")[0])
+        elif op.type == "batch_norm":
+            macs += size(op.input("Scale")[0]) * positions(op.output("Y")[0])
+        elif op.type == "elementwise_add":  # the yolo output convs' biases: one per channel
+            out = op.output("Out")[0]
+            assert size(op.input("Y")[0]) == block.var(out).shape[1]
+            macs += size(op.input("Y")[0]) * positions(out)
+    return macs, sum(size(param.name) for param in block.all_parameters())
+
+
+def test_readme_plan_numbers_from_an_independent_count():
+    """The README's table: each plan applied to the VOC eval program and its scope, then
+    FLOPs and params counted from the sliced arrays."""
+    strategy = seed_strategy()
+    evaluation = _voc_eval_program()
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(CPU).run(evaluation.startup)
+    assert independent_counts(evaluation.program, scope) == README_BEFORE
+    graph = analyze_program(evaluation.program)
+    for name, selection in (("seed", strategy.pruned_params), ("auto", "auto")):
+        plan = plan_pruning(evaluation.program, scope, selection,
+                            target_ratio=strategy.target_ratio, graph=graph)
+        undo = apply_plan(plan, [evaluation.program], scope, graphs=[graph])
+        macs, params = independent_counts(evaluation.program, scope)
+        undo.restore()
+        found = (round(plan.ratio, 4), round(macs / 1e9, 3), round(params / 1e6, 2))
+        assert found == README_AFTER[name], (name, plan.ratio, macs, params)
+        assert (macs, params) == EXACT_AFTER[name]
+    assert independent_counts(evaluation.program, scope) == README_BEFORE  # undone
 
 
 def test_pruned_model_trains_and_its_eval_program_exports(tmp_path):
