@@ -16,7 +16,6 @@ import shutil
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
-
 from session_cache import cached_in_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,6 +89,18 @@ def predictor_detections(model_dir, batch):
     return split_detections(bbox, bbox_num)
 
 
+def executor_outputs(model_dir, feeds, model_name="__model__.infer"):
+    """(the fetches of an exported program run by the Executor on `feeds`, its scope)."""
+    import paddle
+
+    from slim import export
+    executor = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    program, _, fetch_vars = export.load_exported_program(model_dir, executor, scope,
+                                                          model_name=model_name)
+    return executor.run(program, feed=feeds, fetch_list=fetch_vars, scope=scope), scope
+
+
 def _train_feed(batch):
     """The train program's feed for the eval batch: boxes as normalised (cx, cy, w, h)."""
     from slim.data.transforms import boxes_to_normalized_cxcywh, pad_ground_truth
@@ -111,6 +122,7 @@ def _fit(cfg, batch, truths):
     """Train the demo model on `batch` until its eval program scores mAP 1.0; return
     (eval BuiltProgram, scope, executor, iterations, mAP)."""
     import paddle
+
     from slim.config import create
     from slim.model import build_eval_program, build_train_program, split_detections
     paddle.seed(0)

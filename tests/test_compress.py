@@ -16,12 +16,12 @@ import sys
 import numpy as np
 import paddle
 import pytest
-
-from fitted_model import CLASSES, config_arguments, eval_batch, fitted_model
+from fitted_model import CLASSES, config_arguments, eval_batch, executor_outputs, fitted_model
+from seed_facts import SEED_REGEX
 from session_cache import cached_in_session
+
 from slim import checkpoint as ck
 from slim import export
-from seed_facts import SEED_REGEX
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -244,32 +244,22 @@ def test_log_lines_and_lr_schedule(run):
                           flags=re.MULTILINE)) == EPOCHS
 
 
-def _eval_batch(run):
-    from slim.config import create, load_config
-    from slim.data.loader import build_eval_loader
-    cwd = os.getcwd()
-    os.chdir(run["root"])
-    try:
-        cfg = load_config(run["config"])
-        return next(iter(build_eval_loader(create("YoloEvalFeed", cfg))))
-    finally:
-        os.chdir(cwd)
-
-
-def test_paddle_inference_equals_executor_on_the_pruned_model(run):
-    """Both exported programs through Paddle Inference vs the Executor on a real eval batch:
-    `__model__` (boxes + the raw head outputs) and `__model__.infer` (boxes)."""
+def test_paddle_inference_equals_executor_on_the_pruned_model(fitted_run):
+    """Both exported programs of the pruned fitted model through Paddle Inference vs the
+    Executor on its eval batch: `__model__` (boxes + the raw head outputs) and
+    `__model__.infer` (boxes), with boxes on every image to compare."""
     from slim.model import split_detections
-    model_dir = os.path.join(run["checkpoints"], "2", "eval_model")
-    batch = _eval_batch(run)
+    model_dir = os.path.join(fitted_run["checkpoints"], "1", "eval_model")
+    batch = eval_batch(fitted_run["fitted"])
     feeds = {"image": batch["image"], "im_size": batch["im_size"]}
-    executor = paddle.static.Executor(paddle.CPUPlace())
-    scope = paddle.static.Scope()
-    program, feed_names, fetch_vars = export.load_exported_program(model_dir, executor, scope,
-                                                                   model_name="__model__")
-    expected = executor.run(program, feed=feeds, fetch_list=fetch_vars, scope=scope)
-    assert np.array(scope.find_var(PRUNED_PARAM).get_tensor()).shape[0] == 5  # pruned model
-    assert [out.shape[1:] for out in expected[2:]] == [(30, 2, 2), (30, 4, 4), (30, 8, 8)]
+    expected, scope = executor_outputs(model_dir, feeds, "__model__")
+    _, unpruned_scope = executor_outputs(
+        os.path.join(fitted_run["checkpoints"], "0", "eval_model"), feeds, "__model__")
+    filters = [np.array(s.find_var(PRUNED_PARAM).get_tensor()).shape[0]
+               for s in (unpruned_scope, scope)]
+    assert filters[1] < filters[0]  # a pruned model
+    assert [out.shape[1:] for out in expected[2:]] == [(30, 4, 4), (30, 8, 8), (30, 16, 16)]
+    assert np.all(expected[1] > 0)  # boxes on every image
     full = export.run_predictor(export.inference_predictor(model_dir, model_name="__model__"), feeds)
     for actual, wanted in zip(full[2:], expected[2:]):  # raw outputs: the whole pruned network
         assert np.all(np.isfinite(wanted)) and np.abs(wanted).max() > 0
@@ -314,6 +304,7 @@ def test_infer_py_draws_and_lists_detections(fitted_run, tmp_path):
     """infer.py on the pruned fitted model (epoch 1): per image, the listed and drawn
     detections are the predictor's rows >= threshold, and there are such rows."""
     import cv2
+
     import infer as infer_cli
     from slim.model import split_detections
     fitted = fitted_run["fitted"]

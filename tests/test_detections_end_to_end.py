@@ -6,14 +6,21 @@ import json
 import os
 
 import numpy as np
-import paddle
 import pytest
+from fitted_model import (
+    CLASSES,
+    NUM_IMAGES,
+    config_arguments,
+    eval_batch,
+    executor_outputs,
+    fitted_model,
+    ground_truth_from_xml,
+    predictor_detections,
+    voc_map,
+)
 
 import eval as eval_cli
 import infer as infer_cli
-from fitted_model import (CLASSES, NUM_IMAGES, config_arguments, eval_batch, fitted_model,
-                          ground_truth_from_xml, predictor_detections, voc_map)
-from slim import export
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +36,8 @@ def truths(fitted):
 def _executor_detections(model_dir, batch):
     """Per-image detections of `batch` by the Executor running the exported `__model__.infer`."""
     from slim.model import split_detections
-    executor = paddle.static.Executor(paddle.CPUPlace())
-    scope = paddle.static.Scope()
-    program, feed_names, fetch_vars = export.load_exported_program(model_dir, executor, scope)
-    assert feed_names == ["image", "im_size"]
-    bbox, bbox_num = executor.run(program, feed={"image": batch["image"],
-                                                 "im_size": batch["im_size"]},
-                                  fetch_list=fetch_vars, scope=scope)
+    (bbox, bbox_num), _ = executor_outputs(model_dir, {"image": batch["image"],
+                                                       "im_size": batch["im_size"]})
     return split_detections(bbox, bbox_num)
 
 

@@ -7,11 +7,18 @@ import os
 
 import numpy as np
 import pytest
+from fitted_model import (
+    CLASSES,
+    NUM_IMAGES,
+    config_arguments,
+    eval_batch,
+    fitted_model,
+    ground_truth_from_xml,
+    predictor_detections,
+)
 
 import eval as eval_cli
 import infer as infer_cli
-from fitted_model import (CLASSES, NUM_IMAGES, config_arguments, eval_batch, fitted_model,
-                          ground_truth_from_xml, predictor_detections)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +89,7 @@ def test_infer_py_draws_detections_above_threshold(exported, tmp_path):
         rows = rows[np.argsort(-rows[:, 1], kind="stable")]
         assert [d["label"] for d in item["detections"]] == rows[:, 0].astype(int).tolist()
         assert [d["score"] for d in item["detections"]] == pytest.approx(rows[:, 1], abs=1e-4)
-        assert [d["name"] for d in item["detections"]] == [CLASSES[int(l)] for l in rows[:, 0]]
+        assert [d["name"] for d in item["detections"]] == [CLASSES[int(label)] for label in rows[:, 0]]
         for listed_detection, row in zip(item["detections"], rows):
             assert listed_detection["bbox"] == pytest.approx(row[2:], abs=0.02)
         drawn = cv2.imread(item["output"])

@@ -8,6 +8,8 @@ import warnings
 import numpy as np
 import paddle
 import pytest
+from seed_facts import SEED_PARAMS
+from test_prune_exact import assert_accumulators_follow_params, persistables, randomize_accumulators, restore
 
 from slim.export import export_model, inference_predictor, load_exported_program, run_predictor
 from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
@@ -15,9 +17,6 @@ from slim.prune import analyze_program, apply_plan, plan_pruning, plan_summary
 from slim.prune.apply import plan_removals
 from slim.prune.flops import program_flops
 from slim.prune.masking import zero_removed_channels
-from test_prune_exact import (assert_accumulators_follow_params, persistables,
-                              randomize_accumulators, restore)
-from seed_facts import SEED_PARAMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_SLIM_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_slim.yaml")
