@@ -68,22 +68,57 @@ def check_output_dir(path, what, inputs=()):
     if os.path.lexists(absolute) and not os.path.isdir(absolute):
         raise OutputPlaceError(f"{what} '{shorten(path)}' exists and is not a directory; "
                                "name a directory (it is created if missing)")
-    created = _missing_ancestors(absolute)
+    _create_and_probe(absolute, path, what)
+    return absolute
+
+
+def _create_and_probe(directory, path, what):
+    """Create `directory` if needed and write a probe file into it; OutputPlaceError naming
+    `path` (the user's spelling) otherwise, after removing the directories this call made."""
+    created = _missing_ancestors(directory)
     try:
-        os.makedirs(absolute, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".slim-probe-", dir=absolute)
+        os.makedirs(directory, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".slim-probe-", dir=directory)
         os.close(handle)
         os.remove(probe)
     except OSError as error:
-        for directory in created:  # deepest first; only the empty dirs this call made
+        for made in created:  # deepest first; only the empty dirs this call made
             try:
-                os.rmdir(directory)
+                os.rmdir(made)
             except OSError:
                 break
         raise OutputPlaceError(f"{what} '{shorten(path)}' cannot be written "
                                f"({describe_os_error(error)}); choose a directory you can "
                                "write to") from None
+
+
+def check_replaceable_dir(path, what, inputs=(), is_ours=None):
+    """The check before a job that makes the directory `path` as a whole (built in a temp
+    dir beside it, then swapped in with `replace_dir`): `path` must be absent, an empty
+    directory or the tool's own (`is_ours(path)`, default `is_owned_dir`), must neither be
+    nor contain one of `inputs`, and its parent must be creatable and writable.
+
+    OutputPlaceError (one line) otherwise; nothing is created but the missing parents.
+    Returns the absolute path.
+    """
+    if path is None or str(path).strip() == "":
+        raise OutputPlaceError(f"{what} is empty; name a directory to write to")
+    absolute = os.path.abspath(str(path))
+    for source in inputs:
+        if source and os.path.exists(str(source)) and (
+                _same_place(absolute, str(source)) or _is_inside(str(source), absolute)):
+            raise OutputPlaceError(f"{what} '{shorten(path)}' is or holds an input of this run "
+                                   f"('{shorten(source)}'); choose another directory for the output")
+    if not (is_ours or is_owned_dir)(absolute):
+        require_replaceable(absolute, what)
+    _create_and_probe(os.path.dirname(absolute), path, what)
     return absolute
+
+
+def _is_inside(path, directory):
+    """True when `path` lies somewhere under `directory` (real paths compared)."""
+    real_path, real_dir = os.path.realpath(path), os.path.realpath(directory)
+    return real_path.startswith(real_dir.rstrip(os.sep) + os.sep)
 
 
 # ----------------------------------------------------------------------------- whole directories
@@ -103,8 +138,18 @@ def mark_owned(path):
 def make_owned_temp_dir(parent, prefix):
     """A new, uniquely named directory under `parent`, marked as the tool's from the start."""
     path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    # mkdtemp makes it private (0700); it becomes the final output, which gets the
+    # permissions any directory the user makes would get.
+    os.chmod(path, 0o777 & ~_current_umask())
     mark_owned(path)
     return path
+
+
+def _current_umask():
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_owned_dir(path):
@@ -210,6 +255,23 @@ class WrittenFiles:
     def write_json(self, name, value):
         """Write `value` as indented JSON to `name` atomically and record it; return the path."""
         return self.write_bytes(name, json.dumps(value, indent=1).encode("utf-8"))
+
+
+def check_output_file(path, what, inputs=()):
+    """The check before work for one file the tool will write at `path` (e.g. `--graph
+    FILE.dot`) in a directory it shares with the user: the directory is created if needed
+    and writable, and `path` is no directory, none of `inputs`, and absent or a file the
+    tool wrote there before (WRITTEN_LIST). Returns (the WrittenFiles of its directory,
+    its file name) to write it with."""
+    if path is None or str(path).strip() == "":
+        raise OutputPlaceError(f"{what} is empty; name the file to write")
+    target = os.path.abspath(str(path))
+    if os.path.isdir(target):
+        raise OutputPlaceError(f"{what} '{shorten(path)}' is a directory; name a file to write")
+    written = WrittenFiles(check_output_dir(os.path.dirname(target), what, inputs))
+    name = os.path.basename(target)
+    written.check([name], what, inputs)
+    return written, name
 
 
 def is_plain_relative_path(name):

@@ -16,20 +16,23 @@ continuous pixel coordinates (x2 = last column + 1). Objects that are small
 or mostly hidden are marked difficult.
 
 A sample is a pure function of (seed, split, index), so the test split does
-not change with --train. The output is written to a temporary directory and
-moved in place; an existing directory is only replaced if it is a demo dataset.
+not change with --train. The output is built in a temporary directory beside
+`--out` and moved in place; an existing `--out` is only replaced if it is a demo
+dataset (it holds `.slim_demo.json`); anything else there is a one-line error
+before any work.
 """
 import argparse
 import json
 import os
-import shutil
 import sys
 import xml.etree.ElementTree as ElementTree
 
 import cv2
 import numpy as np
 
-from slim.errors import DataError, exit_on_user_error
+from slim.errors import DataError, exit_on_user_error, shorten
+from slim.output_places import (check_replaceable_dir, is_owned_dir, make_owned_temp_dir,
+                                mark_owned, remove_owned_dir, replace_dir)
 
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 GENERATOR_VERSION = 3
@@ -275,43 +278,73 @@ def _write_split(out_dir, split, count, seed):
         list_file.writelines(lines)
 
 
+def is_demo_dataset(path):
+    """True when `path` is a directory this generator wrote: it holds MARKER_FILE (every
+    demo dataset, older ones included) or the tool's OWNER_MARKER."""
+    return is_owned_dir(path) or (os.path.isdir(path) and not os.path.islink(path)
+                                  and os.path.isfile(os.path.join(path, MARKER_FILE)))
+
+
+def _is_up_to_date(out_dir, parameters):
+    """True when `out_dir` is a demo dataset made with exactly `parameters`."""
+    try:
+        with open(os.path.join(out_dir, MARKER_FILE), encoding="utf-8") as marker_file:
+            return json.load(marker_file) == parameters
+    except (OSError, ValueError):
+        return False  # no or unreadable marker: regenerate
+
+
+def check_demo_out(out_dir):
+    """Before any work: `out_dir` must be absent, empty or a demo dataset, and its parent
+    writable (the new dataset is built beside it). A one-line error naming it otherwise.
+    Returns the absolute path."""
+    if str(out_dir).strip() and os.path.isdir(out_dir) and not os.path.islink(out_dir) \
+            and not is_demo_dataset(out_dir) and os.listdir(out_dir):
+        raise DataError(f"--out '{shorten(out_dir)}' exists and is not a demo dataset (no "
+                        f"{MARKER_FILE}); it is left untouched: choose another --out or "
+                        "move it away")
+    return check_replaceable_dir(out_dir, "--out", is_ours=is_demo_dataset)
+
+
 def generate_demo_dataset(out_dir, num_train=400, num_test=100, seed=0, force=False):
     """Write the demo dataset to `out_dir`; returns out_dir.
 
     Skips the work when `out_dir` already holds a demo dataset made with the same
-    parameters (unless `force`). Refuses to replace a non-empty directory that is
-    not a demo dataset.
+    parameters (unless `force`). Refuses (DataError / OutputPlaceError, before any work)
+    an `out_dir` that is a file or a non-empty directory that is not a demo dataset, or
+    whose parent cannot be written. The dataset is built in a marked temp dir beside
+    `out_dir` and swapped in only when complete.
     """
     if num_train < 1 or num_test < 1:
         raise DataError(f"--train and --test must be at least 1, got {num_train} and {num_test}")
     parameters = {"version": GENERATOR_VERSION, "train": num_train, "test": num_test, "seed": seed,
                   "classes": list(CLASSES)}
-    out_dir = os.path.abspath(out_dir)
-    marker = os.path.join(out_dir, MARKER_FILE)
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not os.path.isfile(marker):
-            raise DataError(f"{out_dir} exists and is not a demo dataset (no {MARKER_FILE}); "
-                            f"choose another --out or remove it")
-        with open(marker, encoding="utf-8") as marker_file:
-            if not force and json.load(marker_file) == parameters:
-                return out_dir
-    temporary = f"{out_dir}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    os.makedirs(os.path.join(temporary, "JPEGImages"))
-    os.makedirs(os.path.join(temporary, "Annotations"))
-    for split, count in (("train", num_train), ("test", num_test)):
-        _write_split(temporary, split, count, seed)
-    with open(os.path.join(temporary, "label_list.txt"), "w", encoding="utf-8") as label_file:
-        label_file.write("\n".join(CLASSES) + "\n")
-    with open(os.path.join(temporary, MARKER_FILE), "w", encoding="utf-8") as marker_file:
-        json.dump(parameters, marker_file)
-    # Swap in the new directory only once it is complete.
-    previous = f"{out_dir}.old-{os.getpid()}"
-    if os.path.exists(out_dir):
-        os.rename(out_dir, previous)
-    os.rename(temporary, out_dir)
-    shutil.rmtree(previous, ignore_errors=True)
+    out_dir = check_demo_out(out_dir)
+    if not force and _is_up_to_date(out_dir, parameters):
+        return out_dir
+    temporary = make_owned_temp_dir(os.path.dirname(out_dir),
+                                    "." + os.path.basename(out_dir) + ".tmp-")
+    try:
+        _write_dataset(temporary, parameters)
+    except BaseException:
+        remove_owned_dir(temporary)
+        raise
+    if is_demo_dataset(out_dir) and not is_owned_dir(out_dir):
+        mark_owned(out_dir)  # a demo dataset written before OWNER_MARKER existed
+    replace_dir(temporary, out_dir, "--out")
     return out_dir
+
+
+def _write_dataset(out_dir, parameters):
+    """Every file of the demo dataset of `parameters` into the existing directory `out_dir`."""
+    os.makedirs(os.path.join(out_dir, "JPEGImages"))
+    os.makedirs(os.path.join(out_dir, "Annotations"))
+    for split in ("train", "test"):
+        _write_split(out_dir, split, parameters[split], parameters["seed"])
+    with open(os.path.join(out_dir, "label_list.txt"), "w", encoding="utf-8") as label_file:
+        label_file.write("\n".join(CLASSES) + "\n")
+    with open(os.path.join(out_dir, MARKER_FILE), "w", encoding="utf-8") as marker_file:
+        json.dump(parameters, marker_file)
 
 
 def parse_args(argv=None):
