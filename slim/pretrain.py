@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from slim.errors import UserError, exit_on_user_error
+from slim.errors import Interrupted, UserError, exit_on_user_error, shorten
 
 BACKGROUND_OVERLAP = 0.3
 # Crop fill outside the image: the ImageNet mean colour, which normalises to ~0.
@@ -128,16 +128,22 @@ def backbone_var_names(program):
                   if not p.name.startswith("pretrain_fc"))
 
 
-def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=0, log=print):
+def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=0, log=print,
+                      inputs=()):
     """Train the config's backbone on crops of its training set; write its weights to `out`.
 
-    Returns the test-split crop accuracy of each epoch.
+    `out` is checked first (`check_weights_target`: absent, empty or a weights dir the tool
+    wrote; not one of the run's inputs, e.g. the dataset dir, nor `inputs`), so a bad place
+    fails before training. Returns the test-split crop accuracy of each epoch.
     """
     import paddle
     from slim.config import create
     from slim.data.loader import load_feed_records
     from slim.distributed import use_all_cpu_threads
-    from slim.weights import save_weights
+    from slim.run_inputs import config_inputs
+    from slim.weights import check_weights_target, save_weights
+    check_weights_target(out, what="--out",
+                         inputs=config_inputs(cfg, ("train_feed", "eval_feed"), *inputs))
     use_all_cpu_threads()
     num_classes = int(cfg["num_classes"])
     train_records = load_feed_records(create(cfg["train_feed"], cfg), for_training=True)
@@ -179,7 +185,7 @@ def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=
         accuracies.append(float(np.mean(predictions == test_labels)))
         log(f"pretrain epoch {epoch}/{epochs - 1}: {len(labels)} crops, loss {np.mean(losses):.3f}, "
             f"test crop accuracy {accuracies[-1]:.3f}, {time.perf_counter() - started:.0f} s")
-    save_weights(scope, train, out, var_names=backbone_var_names(train))
+    save_weights(scope, train, out, var_names=backbone_var_names(train), what="--out")
     log(f"backbone weights -> {out} (load them with pretrain_weights: {out})")
     return accuracies
 
@@ -208,8 +214,12 @@ def main(argv=None):
                         "--batch_size >= 2")
     paddle.enable_static()
     cfg = load_config(args.config, args.opt)
-    pretrain_backbone(cfg, args.out, args.epochs, args.size, args.batch_size, args.lr,
-                      log=lambda message: print(message, flush=True))
+    try:
+        pretrain_backbone(cfg, args.out, args.epochs, args.size, args.batch_size, args.lr,
+                          log=lambda message: print(message, flush=True), inputs=[args.config])
+    except KeyboardInterrupt:
+        raise Interrupted(f"pretraining stopped before its weights were written; --out "
+                          f"'{shorten(args.out)}' is unchanged") from None
     return 0
 
 

@@ -26,18 +26,19 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import struct
-import tempfile
 
 import numpy as np
 
 from slim.errors import UserError
+from slim.output_places import (WrittenFiles, check_output_file, check_replaceable_dir,
+                                make_owned_temp_dir, remove_owned_dir, replace_dir)
 
 logger = logging.getLogger(__name__)
 
 # Files that sit next to per-parameter files in Paddle model dirs and are not parameters.
 NON_PARAM_FILES = ("__model__", "__model__.infer", "__params__", "model_manifest.json")
+COMBINED_STAGING_NAME = "__params__"  # the combined file's name inside save_weights' temp dir
 
 # Paddle VarType data type codes -> numpy dtypes (BF16 has no numpy dtype).
 _NUMPY_DTYPES = {0: np.bool_, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float16,
@@ -101,12 +102,14 @@ def weights_format(path):
                        "per-parameter files or a combined params file)")
 
 
-def save_weights(scope, program, path, combined=False, var_names=None):
+def save_weights(scope, program, path, combined=False, var_names=None, what="weights path"):
     """Save `program`'s parameters (or the persistable vars `var_names`) from `scope` to `path`.
 
-    combined=False writes the directory `path` with one file per variable;
-    combined=True writes the single file `path`. The write goes to a temporary
-    sibling first and replaces `path` only when complete.
+    combined=False writes the directory `path` with one file per variable, marked as the
+    tool's (OWNER_MARKER); combined=True writes the single file `path`, listed as the
+    tool's in its directory's WRITTEN_LIST. The write goes to a marked temp dir beside
+    `path` first and replaces `path` only when complete, and only if `path` is absent,
+    an empty directory, or what the tool wrote there before (see `check_weights_target`).
     """
     import paddle
     names = sorted(var_names) if var_names is not None else parameter_names(program)
@@ -119,19 +122,29 @@ def save_weights(scope, program, path, combined=False, var_names=None):
     unknown = [name for name, var in zip(names, variables) if var is None]
     if unknown:
         raise ValueError(f"cannot save: not variables of the program: {_listed(unknown)}")
-    target = os.path.abspath(path)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".", dir=parent)
+    target = check_weights_target(path, combined, what)
+    staging = make_owned_temp_dir(os.path.dirname(target), "." + os.path.basename(target) + ".tmp-")
     try:
         executor = paddle.static.Executor(paddle.CPUPlace())
         with paddle.static.scope_guard(scope):
             paddle.static.save_vars(executor, staging, main_program=program, vars=variables,
-                                    filename="__params__" if combined else None)
-        _replace(os.path.join(staging, "__params__") if combined else staging, target)
+                                    filename=COMBINED_STAGING_NAME if combined else None)
+        _replace(staging, target, combined, what)
     finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging)
+        remove_owned_dir(staging)  # left over only after a failure, or the combined file's
+
+
+def check_weights_target(path, combined=False, what="weights path", inputs=()):
+    """Check `path` before the work that ends in `save_weights` (so a run fails before it
+    trains, not after): a weights directory must be absent, empty or one the tool wrote
+    (OWNER_MARKER); a combined file must be absent or listed as the tool's in its
+    directory's WRITTEN_LIST (a user's file of that name is never replaced). Neither may
+    be or hold one of `inputs`; the place must be writable. OutputPlaceError (one line)
+    otherwise. Returns the absolute path."""
+    if not combined:
+        return check_replaceable_dir(path, what, inputs)
+    check_output_file(path, what, inputs)
+    return os.path.abspath(str(path))
 
 
 def load_weights(scope, program, path, partial=False, var_names=None, place=None):
@@ -361,14 +374,13 @@ def _initialized(scope, name):
     return var is not None and var.get_tensor()._is_initialized()
 
 
-def _replace(source, target):
-    """Move `source` to `target`, replacing a previous file or directory only at the end."""
-    if os.path.isdir(target) and not os.path.islink(target):
-        backup = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".old.",
-                                  dir=os.path.dirname(target))
-        os.rmdir(backup)
-        os.rename(target, backup)
-        os.rename(source, target)
-        shutil.rmtree(backup)
-    else:
-        os.replace(source, target)
+def _replace(staging, target, combined, what):
+    """Move what `save_weights` wrote into `staging` to `target`, replacing only what the
+    tool wrote before (the check is repeated: time has passed since the first one)."""
+    if not combined:
+        replace_dir(staging, target, what)
+        return
+    written = WrittenFiles(os.path.dirname(target))
+    written.check([os.path.basename(target)], what)
+    os.replace(os.path.join(staging, COMBINED_STAGING_NAME), target)
+    written.record(os.path.basename(target))

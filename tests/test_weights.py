@@ -7,6 +7,7 @@ import paddle
 import pytest
 
 from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
+from slim.output_places import OWNER_MARKER
 from slim.weights import (LoadReport, WeightsError, load_weights, parameter_names, read_weights,
                           save_weights, weights_format)
 
@@ -49,7 +50,8 @@ def test_save_load_is_bit_exact(tmp_path, trained_scope, combined):
     assert weights_format(path) == ("combined" if combined else "dir")
     names = parameter_names(program)
     if not combined:
-        assert sorted(os.listdir(path)) == names  # one file per parameter, named as it
+        # one file per parameter, named as it, and the tool's marker
+        assert sorted(os.listdir(path)) == sorted(names + [OWNER_MARKER])
         assert "yolo_block.0.0.0.bn.var" in names
     # load into a fresh scope through the *eval* program: same names, same scope layout
     evaluation = build_eval_program(_model(), image_shape=[3, 64, 64])
@@ -194,8 +196,9 @@ def test_saving_over_existing_weights_replaces_them_whole(tmp_path, trained_scop
     with open(stale, "wb") as file:
         file.write(b"old")
     save_weights(scope, program, path)
-    assert sorted(os.listdir(path)) == parameter_names(program)
+    expected = sorted(parameter_names(program) + [OWNER_MARKER])
+    assert sorted(os.listdir(path)) == expected
     assert sorted(os.listdir(tmp_path)) == ["weights"]  # no staging leftovers
     with pytest.raises(ValueError, match="not initialized in the scope"):
         save_weights(paddle.static.Scope(), program, path)
-    assert sorted(os.listdir(path)) == parameter_names(program)  # untouched after a failure
+    assert sorted(os.listdir(path)) == expected  # untouched after a failure
