@@ -21,14 +21,16 @@ LR schedule continues at its iteration. The config itself is never stored, so
 edits to it apply on restart.
 """
 import dataclasses
+import importlib.util
 import itertools
-import json
 import os
 import re
 
-from slim.errors import ConfigError, UserError, shorten
+from slim.errors import ConfigError, Interrupted, UserError, shorten
+from slim.output_places import WrittenFiles, check_output_dir
 
 RECIPE_TOTAL_BATCH = 64  # the seed's recipe: 8 cards x 8 images (FACTS.md section 2)
+SUMMARY_FILE = "compress_summary.json"  # in --output_eval
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
 
@@ -247,7 +249,6 @@ def prepare_job(args):
     """Validate both configs, choose the device, build loader, programs and scope."""
     import numpy as np
     import paddle
-    from slim import checkpoint as checkpoint_lib
     from slim import distributed
     from slim.config import create, load_config, load_slim_config
     from slim.data import set_dataset_dir
@@ -266,13 +267,13 @@ def prepare_job(args):
     strategies = build_strategies(slim_cfg, metric_name, log=log)
     compressor = slim_cfg.compressor
     with_infer_model = _prune_infer_model_enabled(compressor.prune_infer_model)
-    if compressor.checkpoint_path and env.is_main:
-        checkpoint_lib.ensure_writable_dir(compressor.checkpoint_path, "compressor.checkpoint_path")
-    elif not compressor.checkpoint_path:
-        log("warning: compressor.checkpoint_path is null: no checkpoint or model will be saved")
     for key, example in (("train_feed", "YoloTrainFeed"), ("eval_feed", "YoloEvalFeed")):
         if not cfg.get(key):
             raise ConfigError(f"{args.config}: {key} is not set (e.g. {key}: {example})")
+    if env.is_main:  # rank 0 alone writes
+        check_output_places(args, cfg, compressor, metric_name)
+    if not compressor.checkpoint_path:
+        log("warning: compressor.checkpoint_path is null: no checkpoint or model will be saved")
 
     place = distributed.select_place(cfg.get("use_gpu", False), env, log=log)
     distributed.init_collective(env)
@@ -308,6 +309,29 @@ def prepare_job(args):
     return CompressJob(args, cfg, slim_cfg, env, log, strategies, with_infer_model, executor, place,
                        scope, programs, scheduler, train_loader, max_iters, total_batch, metric_name,
                        programs.flops(), programs.params())
+
+
+def visualdl_dir(cfg):
+    """Where VisualDL scalars go: save_dir/vdl."""
+    return os.path.join(cfg.get("save_dir") or "output", "vdl")
+
+
+def check_output_places(args, cfg, compressor, metric_name):
+    """Every place compress.py writes, checked before any work: checkpoint_path, save_dir/vdl
+    (when VisualDL is installed: nothing goes there otherwise), --output_eval and the files
+    it gets. Each must be writable and none of the run's inputs (dataset dirs, configs,
+    init_model, weights); a one-line OutputPlaceError otherwise."""
+    from slim.evaluate import check_output_eval, result_file_names
+    from slim.run_inputs import config_inputs
+    inputs = config_inputs(cfg, ("train_feed", "eval_feed"), args.config, args.slim_file,
+                           compressor.init_model)
+    if compressor.checkpoint_path:
+        check_output_dir(compressor.checkpoint_path, "compressor.checkpoint_path", inputs)
+    if importlib.util.find_spec("visualdl") is not None:
+        check_output_dir(visualdl_dir(cfg), "save_dir", inputs)
+    if args.output_eval:
+        check_output_eval(args.output_eval, result_file_names(metric_name) + [SUMMARY_FILE],
+                          inputs)
 
 
 def restore_state(job):
@@ -349,7 +373,7 @@ def restore_state(job):
 
 def _evaluate_epoch(job, state, epoch, eval_loader, metric, scalars):
     """Evaluate the eval program now; update best metric and history; write --output_eval."""
-    from slim.evaluate import evaluate, result_summary, write_result_json
+    from slim.evaluate import evaluate, record_detections_json, result_summary, write_result_json
     programs = job.programs
     fetches = [programs.eval.fetches["bbox"], programs.eval.fetches["bbox_num"]]
     result = evaluate(job.executor, programs.eval.program, ["image", "im_size"], fetches, job.scope,
@@ -364,6 +388,7 @@ def _evaluate_epoch(job, state, epoch, eval_loader, metric, scalars):
     if job.args.output_eval:
         summary = result_summary(result, eval_loader.label_names, job.metric_name)
         summary["epoch"] = epoch
+        record_detections_json(job.args.output_eval, metric)
         write_result_json(job.args.output_eval, summary)
 
 
@@ -459,16 +484,37 @@ def summarize(job, state):
                f"{state.best_epoch}" if state.best_metric is not None else "")
             + (f", last checkpoint '{state.last_checkpoint}'" if state.last_checkpoint else ""))
     if job.env.is_main and job.args.output_eval:
-        os.makedirs(job.args.output_eval, exist_ok=True)
-        with open(os.path.join(job.args.output_eval, "compress_summary.json"), "w") as handle:
-            json.dump(summary, handle, indent=1)
+        WrittenFiles(job.args.output_eval).write_json(SUMMARY_FILE, summary)
     return summary
 
 
 def run_compress(args):
     """Entry of compress.py: validate both configs, then prune and fine-tune as they say.
-    Returns a summary dict (FLOPs, params, best metric, last checkpoint)."""
-    job = prepare_job(args)
-    state = restore_state(job)
-    run_epochs(job, state)
+    Returns a summary dict (FLOPs, params, best metric, last checkpoint). Ctrl-C ends in
+    `Interrupted` naming the last complete checkpoint, where the same command resumes."""
+    job = state = None
+    try:
+        job = prepare_job(args)
+        state = restore_state(job)
+        run_epochs(job, state)
+    except KeyboardInterrupt:
+        raise Interrupted(interruption_message(job, state)) from None
     return summarize(job, state)
+
+
+def interruption_message(job, state):
+    """What a Ctrl-C leaves behind, for the one line compress.py ends with: the last
+    complete checkpoint (a restart with the same command resumes after it), or that
+    there is none."""
+    root = job.compressor.checkpoint_path if job is not None else None
+    if state is None:
+        return ("stopped before training started; no checkpoint was written"
+                + (f" (a restart resumes from the highest complete checkpoint in '{shorten(root)}', "
+                   "if there is one)" if root else ""))
+    if state.last_checkpoint:
+        return (f"the last complete checkpoint is '{shorten(state.last_checkpoint)}'; the same "
+                "command resumes after it")
+    if not root:
+        return "no checkpoint was written (compressor.checkpoint_path is null)"
+    return (f"there is no complete checkpoint in '{shorten(root)}' yet; the same command starts "
+            "from the beginning")

@@ -24,16 +24,20 @@ Steps, each run as the command a user would type (printed before it runs):
 `-o` items go to both compress.py runs (e.g. `-o max_iters=5` for a quick smoke run).
 """
 import argparse
+import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-from slim.errors import UserError, exit_on_user_error
+from slim.errors import INTERRUPTED_EXIT_CODE, Interrupted, UserError, exit_on_user_error
+from slim.output_places import (WrittenFiles, check_output_dir, check_replaceable_dir,
+                                is_owned_dir, mark_owned, remove_owned_dir)
 
 DETECTION_CONFIG = "configs/yolov3_mobilenet_v1_demo.yml"
 SLIM_CONFIG = "configs/yolov3_mobilenet_v1_demo_slim.yaml"
@@ -44,6 +48,10 @@ INFER_IMAGES = 4
 DRAW_THRESHOLD = 0.1
 LATENCY_IMAGES = 20
 LATENCY_ROUNDS = 3
+RESULTS_MARKDOWN = "results.md"
+RESULTS_JSON = "results.json"
+RESULT_FILES = (RESULTS_MARKDOWN, RESULTS_JSON)
+STEP_STOP_SECONDS = 10  # after Ctrl-C, how long a step may take to stop on its own
 
 BASELINE_SLIM_CONFIG = """# Plain training (no strategy) of the demo baseline, written by python -m slim.demo.
 version: 1.0
@@ -69,27 +77,56 @@ def parse_args(argv=None):
 
 
 def run_step(title, command, log_path=None):
-    """Run `command` (a list), echoing it; stream its output (and tee it to `log_path`)."""
+    """Run `command` (a list), echoing it; stream its output (and tee it to `log_path`).
+
+    A step that fails is a UserError (exit 2; its own error line is in the output above);
+    one stopped by Ctrl-C (or exiting 130) is `Interrupted` (exit 130), after the step
+    has printed its last line (compress.py names its last complete checkpoint there)."""
     print(f"\n=== {title}\n$ {' '.join(_quoted(part) for part in command)}", flush=True)
     started = time.perf_counter()
     log_file = open(log_path, "w") if log_path else None
     try:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        for line in process.stdout:
-            sys.stdout.write(line)
-            if log_file:
-                log_file.write(line)
-        process.wait()
+        try:
+            for line in process.stdout:
+                _relay(line, log_file)
+            process.wait()
+        except KeyboardInterrupt:
+            _stop_step(process, log_file)
+            raise Interrupted(f"demo step '{title}' was stopped; its last line above says "
+                              "what it kept") from None
     finally:
         if log_file:
             log_file.close()
+    if process.returncode == INTERRUPTED_EXIT_CODE:
+        raise Interrupted(f"demo step '{title}' was stopped (exit {process.returncode}); its "
+                          "last line above says what it kept")
     if process.returncode != 0:
         raise UserError(f"demo step '{title}' failed (exit {process.returncode}); see the output "
                         "above" + (f" or {log_path}" if log_path else ""))
     seconds = time.perf_counter() - started
     print(f"--- {title}: {seconds:.0f} s", flush=True)
     return seconds
+
+
+def _relay(text, log_file):
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if log_file:
+        log_file.write(text)
+
+
+def _stop_step(process, log_file):
+    """After Ctrl-C: the step (in the same process group) got it too; let it print its
+    last lines and exit, and interrupt it if it is still running after a few seconds (the
+    signal went to this process alone)."""
+    try:
+        remaining, _ = process.communicate(timeout=STEP_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        remaining, _ = process.communicate()
+    _relay(remaining or "", log_file)
 
 
 def _quoted(part):
@@ -100,13 +137,67 @@ def _python(*arguments):
     return [sys.executable, *arguments]
 
 
-def _remove_our_dir(path, out_root):
-    """Delete `path` before a fresh run, only if it lies inside the output tree."""
-    absolute, root = os.path.abspath(path), os.path.abspath(out_root)
-    output_tree = os.path.abspath("output")
-    if os.path.exists(absolute) and (absolute.startswith(root + os.sep)
-                                     or absolute.startswith(output_tree + os.sep)):
-        shutil.rmtree(absolute)
+@dataclasses.dataclass
+class DemoPlaces:
+    """Everything the demo writes. `owned_dirs` are made whole by the demo (marked with
+    OWNER_MARKER, emptied at the start of a run); `weights` are weights directories
+    written by save_weights; `out` also gets RESULT_FILES."""
+    out: str
+    dataset: str
+    owned_dirs: dict
+    weights: dict
+
+    def __getitem__(self, name):
+        return self.owned_dirs.get(name) or self.weights[name]
+
+
+def demo_places(out, cfg, slim_cfg, with_pretraining):
+    """The demo's output places under `out` (and the config's weights and the slim
+    config's checkpoint_path)."""
+    owned = {name: os.path.join(out, name) for name in
+             ("baseline", "pruned", "eval_baseline", "eval_pruned", "infer_images",
+              "infer_baseline", "infer_pruned")}
+    owned["pruned_checkpoints"] = slim_cfg.compressor.checkpoint_path
+    weights = {"model_final": cfg.get("weights") or os.path.join(out, "model_final")}
+    if with_pretraining:
+        weights["pretrained_backbone"] = os.path.join(out, "pretrained_backbone")
+    return DemoPlaces(out, DATASET_DIR, owned, weights)
+
+
+def check_demo_places(places, inputs):
+    """Before any work: every place the demo writes is writable and free (absent, empty or
+    the demo's own), none is one of `inputs`; a one-line OutputPlaceError otherwise."""
+    from slim.data.demo import check_demo_out
+    from slim.weights import check_weights_target
+    check_output_dir(places.out, "--out", inputs)
+    WrittenFiles(places.out).check(RESULT_FILES, "--out", inputs)
+    check_demo_out(places.dataset)
+    for name, path in places.owned_dirs.items():
+        check_replaceable_dir(path, f"the demo's {name} directory", inputs, is_ours=_is_ours)
+    for name, path in places.weights.items():
+        check_weights_target(path, what=f"the demo's {name} weights", inputs=inputs)
+
+
+def _is_ours(path):
+    """True for a directory the tool made: marked with OWNER_MARKER, or holding nothing but
+    directories so marked (a checkpoint root that compress.py made, run by hand)."""
+    if is_owned_dir(path):
+        return True
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    entries = os.listdir(path)
+    return bool(entries) and all(is_owned_dir(os.path.join(path, entry)) for entry in entries)
+
+
+def fresh_owned_dir(path):
+    """`path` as a new, empty directory marked as the demo's (its previous contents, which
+    `check_demo_places` proved the tool's own, removed)."""
+    if not remove_owned_dir(path) and _is_ours(path):
+        for entry in os.listdir(path):
+            remove_owned_dir(os.path.join(path, entry))
+    os.makedirs(path, exist_ok=True)
+    mark_owned(path)
+    return path
 
 
 def baseline_schedule(cfg, epochs, warmup_steps=50):
@@ -205,15 +296,14 @@ def main(argv=None):
     cfg = load_config(DETECTION_CONFIG, args.opt)
     opt_items = ["-o", *args.opt] if args.opt else []  # the user's -o, passed on to each step
     slim_cfg = load_slim_config(SLIM_CONFIG)
+    places = demo_places(args.out, cfg, slim_cfg, args.pretrain_epochs > 0)
+    check_demo_places(places, [DATASET_DIR, DETECTION_CONFIG, SLIM_CONFIG])
     out = args.out
-    os.makedirs(out, exist_ok=True)
     timings = {}
 
     timings["dataset"] = run_step("demo dataset", _python("-m", "slim.data.demo", "--out", DATASET_DIR))
 
-    baseline_dir = os.path.join(out, "baseline")
-    _remove_our_dir(baseline_dir, out)
-    os.makedirs(baseline_dir)
+    baseline_dir = fresh_owned_dir(places["baseline"])
     baseline_slim = os.path.join(baseline_dir, "baseline_slim.yaml")
     baseline_checkpoints = os.path.join(baseline_dir, "checkpoints")
     with open(baseline_slim, "w") as handle:
@@ -221,8 +311,7 @@ def main(argv=None):
                                                  checkpoint_path=baseline_checkpoints))
     overrides = ["-o", "weights=null", baseline_schedule(cfg, args.baseline_epochs)]
     if args.pretrain_epochs > 0:
-        pretrained = os.path.join(out, "pretrained_backbone")
-        _remove_our_dir(pretrained, out)
+        pretrained = places["pretrained_backbone"]
         timings["pretrain"] = run_step(
             f"pretrain the backbone: {args.pretrain_epochs} epochs on object crops",
             _python("-m", "slim.pretrain", "-c", DETECTION_CONFIG, "--out", pretrained,
@@ -234,16 +323,12 @@ def main(argv=None):
         _python("compress.py", "-s", baseline_slim, "-c", DETECTION_CONFIG, *overrides,
                 "--output_eval", baseline_dir), os.path.join(baseline_dir, "train.log"))
     baseline = last_checkpoint(baseline_checkpoints)
-    weights_path = cfg.get("weights") or os.path.join(out, "model_final")
-    _remove_our_dir(weights_path, out)
+    weights_path = places["model_final"]
     write_model_final(baseline, DETECTION_CONFIG, weights_path, args.opt)
     print(f"baseline parameters of '{baseline.path}' -> {weights_path} (the config's weights)")
 
-    pruned_dir = os.path.join(out, "pruned")
-    _remove_our_dir(pruned_dir, out)
-    os.makedirs(pruned_dir)
-    pruned_checkpoints = slim_cfg.compressor.checkpoint_path
-    _remove_our_dir(pruned_checkpoints, out)
+    pruned_dir = fresh_owned_dir(places["pruned"])
+    pruned_checkpoints = fresh_owned_dir(places["pruned_checkpoints"])
     extra = opt_items
     if cfg.get("weights") is None:
         extra = ["-o", f"weights={weights_path}", *args.opt]
@@ -257,7 +342,7 @@ def main(argv=None):
               "-50% FLOPs": os.path.join(pruned.path, "eval_model")}
     scores = {}
     for name, model_dir in models.items():
-        eval_out = os.path.join(out, "eval_" + ("baseline" if name == "baseline" else "pruned"))
+        eval_out = fresh_owned_dir(places["eval_" + _short_name(name)])
         timings["eval " + name] = run_step(
             f"eval.py: {name}", _python("eval.py", "-m", model_dir, "--model_name", "__model__",
                                         "--params_name", "__params__", "-c", DETECTION_CONFIG,
@@ -265,15 +350,12 @@ def main(argv=None):
         with open(os.path.join(eval_out, "eval_result.json")) as handle:
             scores[name] = json.load(handle)
 
-    infer_images = os.path.join(out, "infer_images")
-    _remove_our_dir(infer_images, out)
-    os.makedirs(infer_images)
+    infer_images = fresh_owned_dir(places["infer_images"])
     with open(os.path.join(DATASET_DIR, "test.txt")) as handle:
         for line in list(handle)[:INFER_IMAGES]:
             shutil.copy(os.path.join(DATASET_DIR, line.split()[0]), infer_images)
     for name, model_dir in models.items():
-        infer_out = os.path.join(out, "infer_" + ("baseline" if name == "baseline" else "pruned"))
-        _remove_our_dir(infer_out, out)
+        infer_out = fresh_owned_dir(places["infer_" + _short_name(name)])
         timings["infer " + name] = run_step(
             f"infer.py: {name}", _python("infer.py", "--model_path", model_dir, "--model_name",
                                          "__model__.infer", "--params_name", "__params__", "-c",
@@ -298,15 +380,19 @@ def main(argv=None):
             f"{scores['baseline'].get('num_images')} test images; latency over "
             f"{LATENCY_IMAGES} images x {LATENCY_ROUNDS} rounds, {threads} CPU threads; "
             f"demo total {total / 60:.1f} min.")
-    with open(os.path.join(out, "results.md"), "w") as handle:
-        handle.write("\n".join(table + ["", note, ""]))
-    with open(os.path.join(out, "results.json"), "w") as handle:
-        json.dump({"rows": rows, "timings_s": timings, "total_s": total,
-                   "latency_threads": threads}, handle, indent=1)
+    results = WrittenFiles(out)
+    markdown = results.write_bytes(RESULTS_MARKDOWN, "\n".join(table + ["", note, ""]).encode("utf-8"))
+    summary = results.write_json(RESULTS_JSON, {"rows": rows, "timings_s": timings, "total_s": total,
+                                                "latency_threads": threads})
     print("\n" + "\n".join(table))
     print("\n" + note)
-    print(f"wrote {os.path.join(out, 'results.md')} and {os.path.join(out, 'results.json')}")
+    print(f"wrote {markdown} and {summary}")
     return rows
+
+
+def _short_name(model_name):
+    """'baseline' or 'pruned': the directory suffix of a model of `models`."""
+    return "baseline" if model_name == "baseline" else "pruned"
 
 
 @exit_on_user_error

@@ -8,15 +8,17 @@ The metric comes from the detection config's `metric` key: VOC mAP (`map_type`
 COCO dataset's own annotation JSON, or for VOC-format data a ground truth built
 from the eval records). eval.py prints mAP and per-class AP; with
 `--output_eval DIR` it writes `DIR/eval_result.json` (and `DIR/bbox.json`, the
-COCO detections, for COCO).
+COCO detections, for COCO). `--output_eval` is checked before the model is
+loaded (writable, not an input, and no file of those names there that the tool
+did not write: a user's file is never replaced).
 """
-import json
 import os
 import sys
 
 import numpy as np
 
 from slim.errors import UserError
+from slim.output_places import WrittenFiles, check_output_dir
 
 RESULT_FILE = "eval_result.json"
 COCO_DETECTIONS_FILE = "bbox.json"
@@ -123,13 +125,31 @@ def result_summary(result, class_names, metric_name):
     return summary
 
 
+def result_file_names(metric_name):
+    """The files an evaluation writes into --output_eval for the metric `metric_name`."""
+    return [RESULT_FILE] + ([COCO_DETECTIONS_FILE] if metric_name == "COCO" else [])
+
+
+def check_output_eval(output_eval, names, inputs=()):
+    """Before any work: --output_eval can be written, is none of `inputs`, and none of the
+    files `names` is in the way there unless the tool wrote it (a user's file of that name
+    is never replaced). A one-line OutputPlaceError otherwise."""
+    check_output_dir(output_eval, "--output_eval", inputs)
+    WrittenFiles(output_eval).check(names, "--output_eval", inputs)
+
+
 def write_result_json(out_dir, summary):
-    """Write `summary` to out_dir/eval_result.json; return the path."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, RESULT_FILE)
-    with open(path, "w") as handle:
-        json.dump(summary, handle, indent=1)
-    return path
+    """Write `summary` to out_dir/eval_result.json atomically (recorded as the tool's, so a
+    later run may replace it, and refused if a file of that name is not); return the path."""
+    return WrittenFiles(out_dir).write_json(RESULT_FILE, summary)
+
+
+def record_detections_json(out_dir, metric):
+    """Record the COCO detections file that `metric` wrote into `out_dir` as the tool's
+    (checked free by `check_output_eval` before the run)."""
+    json_path = getattr(metric, "json_path", None)
+    if json_path and os.path.isfile(json_path):
+        WrittenFiles(out_dir).record(os.path.basename(json_path))
 
 
 def run_eval(args):
@@ -146,6 +166,11 @@ def run_eval(args):
     if not cfg.get("eval_feed"):
         raise UserError(f"{args.config}: eval_feed is not set; name the eval data feed "
                         "(e.g. eval_feed: YoloEvalFeed)")
+    metric_name = resolve_metric_name(cfg.get("metric", "VOC"))
+    if args.output_eval:
+        from slim.run_inputs import config_inputs
+        check_output_eval(args.output_eval, result_file_names(metric_name),
+                          config_inputs(cfg, ("eval_feed",), args.config, args.model_path))
     env = distributed.DistributedEnv()
     place = distributed.select_place(cfg.get("use_gpu", False), env, log=_stderr)
     executor = paddle.static.Executor(place)
@@ -159,12 +184,12 @@ def run_eval(args):
                  if args.output_eval else None)
     metric = make_metric(cfg, loader, json_path=json_path)
     result = evaluate(executor, program, feed_names, fetch_vars, scope, loader, metric)
-    metric_name = resolve_metric_name(cfg.get("metric", "VOC"))
     print(f"{metric_name} evaluation of {args.model_path} on {len(loader.records)} images")
     print(format_metric_report(result, loader.label_names))
     if args.output_eval:
         summary = result_summary(result, loader.label_names, metric_name)
         summary.update(model_path=args.model_path, num_images=len(loader.records))
+        record_detections_json(args.output_eval, metric)
         print(f"wrote {write_result_json(args.output_eval, summary)}")
     return result
 

@@ -10,26 +10,60 @@ least `--draw_threshold` drawn (class name and score on each), and
 "bbox": [x1, y1, x2, y2]}]}` with boxes in original-image pixels. `--infer_img`
 wins over `--infer_dir`. Class names come from the test feed's dataset
 (`use_default_label` for VOC, or its `label_list`).
+
+`--output_dir` is checked before the model is loaded: it must be writable and
+not an input, and infer replaces there only files it wrote itself (listed in
+its `.slim-written.json`); a file of an output's name that infer did not
+write, or that is one of the input images, is a one-line error naming it.
+Every file is written to a temp name and renamed, so none is ever half written.
 """
-import json
 import os
 import sys
 
-from slim.errors import UserError
+from slim.errors import UserError, shorten
+from slim.output_places import WrittenFiles, check_output_dir
 
 DETECTIONS_FILE = "detections.json"
 
 
-def _output_path(output_dir, image_path, used):
-    """output_dir/<image file name>, made unique when two inputs share a name."""
-    name = os.path.basename(image_path)
-    stem, extension = os.path.splitext(name)
-    candidate, counter = name, 1
-    while candidate in used:
-        candidate = f"{stem}_{counter}{extension}"
-        counter += 1
-    used.add(candidate)
-    return os.path.join(output_dir, candidate)
+def output_names(image_paths):
+    """{image path: the file name of its drawn copy in --output_dir}: the image's own file
+    name, made unique when two inputs share a name."""
+    names, used = {}, set()
+    for image_path in image_paths:
+        stem, extension = os.path.splitext(os.path.basename(image_path))
+        candidate, counter = stem + extension, 1
+        while candidate in used or candidate == DETECTIONS_FILE:
+            candidate = f"{stem}_{counter}{extension}"
+            counter += 1
+        used.add(candidate)
+        names[image_path] = candidate
+    return names
+
+
+def check_infer_outputs(args, cfg, paths):
+    """Before the model is loaded: --output_dir is writable and no input, and none of the
+    files infer will write there (drawn images, detections.json) is a file infer did not
+    write or one of the input images. Returns (WrittenFiles of --output_dir, output names)."""
+    from slim.run_inputs import config_inputs
+    inputs = config_inputs(cfg, ("test_feed",), args.config, args.model_path, args.infer_dir,
+                           *paths)
+    check_output_dir(args.output_dir, "--output_dir", inputs)
+    names = output_names(paths)
+    written = WrittenFiles(args.output_dir)  # paths reported as the user spelled the dir
+    written.check([*names.values(), DETECTIONS_FILE], "--output_dir", inputs)
+    return written, names
+
+
+def write_drawn_image(written, name, image):
+    """Encode `image` as its file name's format and write it atomically into the output dir
+    (recorded as infer's); returns the path."""
+    import cv2
+    ok, encoded = cv2.imencode(os.path.splitext(name)[1] or ".jpg", image)
+    if not ok:
+        raise UserError(f"cannot encode the drawn image '{shorten(name)}' as "
+                        f"{os.path.splitext(name)[1] or 'JPEG'}")
+    return written.write_bytes(name, encoded.tobytes())
 
 
 def run_infer(args):
@@ -50,6 +84,7 @@ def run_infer(args):
         raise UserError(f"{args.config}: test_feed is not set; name the inference data feed "
                         "(e.g. test_feed: YoloTestFeed)")
     paths = image_paths(args.infer_img, args.infer_dir)
+    written_files, output_names_of = check_infer_outputs(args, cfg, paths)
     feed = create(cfg["test_feed"], cfg)
     env = distributed.DistributedEnv()
     place = distributed.select_place(cfg.get("use_gpu", False), env,
@@ -61,12 +96,8 @@ def run_infer(args):
     check_image_shape(program, "image", feed.image_shape, cfg["test_feed"])
     loader = build_test_loader(feed, paths)
     names = list(loader.label_names)
-    try:
-        os.makedirs(args.output_dir, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"--output_dir '{args.output_dir}' cannot be created ({error.strerror})") from None
 
-    written, used_names = [], set()
+    written = []
     lod_only = len(fetch_vars) == 1
     for batch in tqdm(loader, total=len(loader), desc="infer", unit="batch", file=sys.stderr,
                       leave=False):
@@ -78,9 +109,7 @@ def run_infer(args):
         for image_path, image_detections in zip(batch["im_file"], detections):
             image = cv2.imread(image_path, cv2.IMREAD_COLOR)
             drawn, rows = draw_detections(image, image_detections, names, args.draw_threshold)
-            out_path = _output_path(args.output_dir, image_path, used_names)
-            if not cv2.imwrite(out_path, drawn):
-                raise UserError(f"cannot write '{out_path}'")
+            out_path = write_drawn_image(written_files, output_names_of[image_path], drawn)
             written.append({
                 "image": image_path, "output": out_path,
                 "detections": [{"label": int(label),
@@ -89,10 +118,8 @@ def run_infer(args):
                                 "bbox": [round(float(v), 2) for v in box]}
                                for label, score, *box in rows.tolist()]})
             print(f"{image_path}: {len(rows)} detections >= {args.draw_threshold} -> {out_path}")
-    json_path = os.path.join(args.output_dir, DETECTIONS_FILE)
-    with open(json_path, "w") as handle:
-        json.dump({"model": os.path.join(args.model_path, args.model_name),
-                   "draw_threshold": args.draw_threshold, "images": written}, handle, indent=1)
+    json_path = written_files.write_json(DETECTIONS_FILE, {
+        "model": os.path.join(args.model_path, args.model_name),
+        "draw_threshold": args.draw_threshold, "images": written})
     print(f"wrote {len(written)} images and {json_path}")
     return written
-

@@ -20,15 +20,19 @@ merges the train program (loss) and the eval program (yolo_box).
 `--json` prints {"flops", "params", "image_shape", "convs": [{"name", "shape",
 "kind", "groups", "output_shape", "flops", "params", "consumers", "reaches"}]}.
 `--graph FILE.dot` writes the op graph as graphviz dot with the convs filled;
-when the `dot` program is installed it also renders FILE.pdf.
+when the `dot` program is installed it also renders FILE.pdf. Files are checked
+before any work and only replaced if this tool wrote them (a user's file of that
+name is an error).
 """
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
-from slim.errors import ConfigError, UserError
+from slim.errors import ConfigError, UserError, shorten
+from slim.output_places import WrittenFiles, check_output_file
 from slim.prune.flops import CONV_OP_TYPES, is_forward_op
 
 DEFAULT_IMAGE_SHAPE = (3, 608, 608)
@@ -66,8 +70,12 @@ def run_inspect(args, out=None):
     out = out or sys.stdout
     from slim.prune.slim_plan import check_plan_arguments, run_plan_inspect
     check_plan_arguments(args)
+    check_file_outputs(args)
     if getattr(args, "slim_file", None):
-        return run_plan_inspect(args, out)
+        result = run_plan_inspect(args, out)
+        if args.chart:
+            _record_written(args.chart)
+        return result
     model, image_shape = model_from_config(args.config, args.opt, args.image_shape)
     train, evaluation = build_inspected_programs(model, image_shape)
     report = inspect_programs(evaluation.program, [train.program, evaluation.program])
@@ -232,21 +240,70 @@ def format_table(report):
     return "\n".join(lines)
 
 
+def file_outputs(args):
+    """[(option, path)] of every file this inspect run writes: --graph FILE.dot (and
+    FILE.pdf when graphviz's `dot` is installed), or with -s the --chart FILE.png."""
+    if getattr(args, "slim_file", None):
+        return [("--chart", args.chart)] if getattr(args, "chart", None) else []
+    if not args.graph:
+        return []
+    outputs = [("--graph", args.graph)]
+    if shutil.which("dot"):
+        outputs.append(("--graph", rendered_graph_path(args.graph)))
+    return outputs
+
+
+def rendered_graph_path(path):
+    """FILE.pdf beside the dot file FILE.dot."""
+    return os.path.splitext(path)[0] + ".pdf"
+
+
+def check_file_outputs(args):
+    """Before any work: each file of `file_outputs` can be written and is absent or one this
+    tool wrote there before (a user's file is never replaced), and is not the config or the
+    slim config. A one-line OutputPlaceError otherwise."""
+    inputs = [path for path in (args.config, getattr(args, "slim_file", None)) if path]
+    if args.graph and not getattr(args, "slim_file", None) \
+            and os.path.abspath(rendered_graph_path(args.graph)) == os.path.abspath(args.graph):
+        raise UserError(f"--graph '{shorten(args.graph)}' is where the PDF is rendered; name the "
+                        "dot file FILE.dot")
+    for what, path in file_outputs(args):
+        check_output_file(path, what, inputs)
+
+
+def _record_written(path):
+    """Note in its directory's WRITTEN_LIST that the tool wrote the file `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    WrittenFiles(directory).record(os.path.basename(path))
+
+
 def write_graph(program, path):
     """Write `program`'s forward op graph as graphviz dot to `path` (convs filled, edges
     labelled with the var shape); with `dot` installed also render the PDF next to it.
-    Returns the written file paths."""
-    with open(path, "w") as file:
-        file.write(program_to_dot(program))
+    Both are written atomically and only over files the tool wrote before (see
+    `check_file_outputs`). Returns the written file paths."""
+    written_files, name = check_output_file(path, "--graph")
+    written_files.write_bytes(name, program_to_dot(program).encode("utf-8"))
     written = [path]
     dot = shutil.which("dot")
     if dot:
-        rendered = os.path.splitext(path)[0] + ".pdf"
-        result = subprocess.run([dot, "-Tpdf", path, "-o", rendered],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise GraphRenderError(f"dot failed to render '{path}': "
-                                   f"{result.stderr.strip().splitlines()[-1:] or result.returncode}")
+        rendered = rendered_graph_path(path)
+        rendered_files, rendered_name = check_output_file(rendered, "--graph")
+        handle, temp_path = tempfile.mkstemp(prefix=".slim-tmp-", suffix=".pdf",
+                                             dir=rendered_files.directory)
+        os.close(handle)
+        try:
+            result = subprocess.run([dot, "-Tpdf", path, "-o", temp_path],
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                raise GraphRenderError(
+                    f"dot failed to render '{path}': "
+                    f"{result.stderr.strip().splitlines()[-1:] or result.returncode}")
+            os.replace(temp_path, rendered)
+        finally:
+            if os.path.exists(temp_path):
+                os.remove(temp_path)
+        rendered_files.record(rendered_name)
         written.append(rendered)
     return written
 

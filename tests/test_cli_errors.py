@@ -94,7 +94,7 @@ def test_unwritable_checkpoint_dir(workspace, capsys, tmp_path):
     code, error = _exit_code_and_error(capsys, compress_cli.main,
                                        ["-s", slim_file, "-c", workspace["config"]])
     assert code == 2
-    assert f"compressor.checkpoint_path '{blocker / 'ckpt'}' is not writable" in error
+    assert f"compressor.checkpoint_path '{blocker / 'ckpt'}' cannot be written" in error
     assert blocker.read_text() == "a file where a directory should be"
 
 

@@ -108,7 +108,7 @@ def test_infer_img_wins_over_infer_dir(exported, tmp_path):
     infer_cli.main(["--model_path", exported["model_dir"], *config_arguments(exported),
                     "--infer_dir", os.path.join(exported["data"], "JPEGImages"),
                     "--infer_img", image, "--output_dir", str(tmp_path)])
-    assert sorted(os.listdir(tmp_path)) == ["detections.json", "test_00001.jpg"]
+    assert sorted(os.listdir(tmp_path)) == [".slim-written.json", "detections.json", "test_00001.jpg"]
 
 
 def test_bad_draw_threshold_is_a_user_error(exported, tmp_path, capsys):

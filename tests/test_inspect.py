@@ -161,8 +161,11 @@ def test_inspect_graph_writes_dot_and_renders_with_graphviz(tmp_path, monkeypatc
     assert sorted(filled) == sorted(conv["name"] for conv in report["convs"])
     assert 'label="image", shape=ellipse' in dot_text
     assert (tmp_path / "model.pdf").read_text() == "PDF\n"
-    assert (fake_bin / "args").read_text().split() == ["-Tpdf", str(graph), "-o",
-                                                       str(tmp_path / "model.pdf")]
+    # rendered into a temp file beside it, then renamed (never a half-written PDF)
+    arguments = (fake_bin / "args").read_text().split()
+    assert arguments[:3] == ["-Tpdf", str(graph), "-o"]
+    assert os.path.dirname(arguments[3]) == str(tmp_path) and arguments[3].endswith(".pdf")
+    assert sorted(os.listdir(tmp_path)) == [".slim-written.json", "bin", "model.dot", "model.pdf"]
 
 
 def test_inspect_graph_without_graphviz_writes_only_dot(tmp_path, monkeypatch, capsys):
@@ -170,7 +173,7 @@ def test_inspect_graph_without_graphviz_writes_only_dot(tmp_path, monkeypatch, c
     graph = tmp_path / "model.dot"
     assert main(["inspect", "-c", VOC_CONFIG, *TINY, "--graph", str(graph)]) == 0
     assert f"graph written: {graph}" in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path)) == ["model.dot"]
+    assert sorted(os.listdir(tmp_path)) == [".slim-written.json", "model.dot"]
 
 
 def test_inspect_user_errors_exit_2_with_one_line(capsys):
