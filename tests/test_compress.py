@@ -3,9 +3,9 @@ the eval/inference models, the LR schedule and log lines, then eval.py and infer
 exported model, and Paddle Inference boxes equal to the Executor's.
 
 The workspace (tiny demo dataset + configs) and one uninterrupted compress run are shared
-with test_resume.py through `reference_run` (cached in the session's temp dir). eval.py and
-infer.py are checked on `fitted_compress_run`, compress.py started from a model that detects
-(tests/fitted_model.py), so that their scores and boxes are not 0 == 0.
+with test_resume.py through `reference_run` (cached in the session's temp dir). eval.py,
+infer.py and Paddle Inference are checked on `fitted_compress_run`, compress.py started from
+a model that detects (tests/fitted_model.py), so that scores and boxes are not 0 == 0.
 """
 import json
 import os
