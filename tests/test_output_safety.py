@@ -218,6 +218,15 @@ def test_eval_never_replaces_a_user_result_file(workspace, capsys, tmp_path):
     assert (tmp_path / "eval_result.json").read_text() == "{\"mine\": true}\n"
 
 
+def test_eval_coco_never_replaces_a_user_detections_file(workspace, capsys, tmp_path):
+    (tmp_path / "bbox.json").write_text("[]\n")
+    code, error = _exit_code_and_error(capsys, eval_cli.main, [
+        "-m", str(tmp_path / "no_model"), "-c", workspace["config"], "-d", workspace["data"],
+        "-o", "metric=COCO", "--output_eval", str(tmp_path)])
+    assert code == 2 and str(tmp_path / "bbox.json") in error
+    assert (tmp_path / "bbox.json").read_text() == "[]\n"
+
+
 def _compress_argv(workspace, root, *extra):
     slim_file = write_slim_config(str(root), "slim.yaml", checkpoint_path=str(root / "ckpt"))
     return ["-s", slim_file, "-c", workspace["config"], "-d", workspace["data"], *extra]
