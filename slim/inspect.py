@@ -31,11 +31,11 @@ import subprocess
 import sys
 import tempfile
 
-from slim.errors import ConfigError, UserError, shorten
+from slim.errors import UserError, shorten
 from slim.output_places import WrittenFiles, check_output_file
+from slim.model.from_config import model_from_config
 from slim.prune.flops import CONV_OP_TYPES, is_forward_op
 
-DEFAULT_IMAGE_SHAPE = (3, 608, 608)
 # Ops whose output keeps the input's channels one-to-one: `reaches` walks through them.
 CHANNEL_PRESERVING_OP_TYPES = (
     "batch_norm", "relu", "relu6", "leaky_relu", "sigmoid", "swish", "hard_swish", "tanh",
@@ -90,31 +90,6 @@ def run_inspect(args, out=None):
     return 0
 
 
-def model_from_config(config_path, overrides, image_shape=None):
-    """(model, image_shape) of a detection config: `architecture` built with its sections."""
-    from slim.config import create, load_config
-    import slim.model  # noqa: F401  (registers the model modules)
-    cfg = load_config(config_path, overrides)
-    architecture = cfg.get("architecture")
-    if not architecture:
-        raise ConfigError(f"{config_path}: missing top-level key 'architecture' (e.g. YOLOv3)")
-    model = create(architecture, cfg)
-    if image_shape is None:
-        image_shape = _eval_image_shape(cfg)
-    if len(image_shape) != 3 or any(int(dim) <= 0 for dim in image_shape):
-        raise ConfigError(f"{config_path}: image_shape must be [C, H, W] with positive dims "
-                          f"to count FLOPs, got {list(image_shape)}")
-    return model, tuple(int(dim) for dim in image_shape)
-
-
-def _eval_image_shape(cfg):
-    feed_name = cfg.get("eval_feed")
-    section = cfg.get(feed_name) if feed_name else None
-    shape = section.get("image_shape") if isinstance(section, dict) else \
-        getattr(section, "image_shape", None)
-    if not shape or any(dim is None or int(dim) <= 0 for dim in shape):
-        return DEFAULT_IMAGE_SHAPE
-    return tuple(shape)
 
 
 def build_inspected_programs(model, image_shape):

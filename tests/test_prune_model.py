@@ -146,7 +146,7 @@ def test_full_model_pruned_equals_masked(selection):
 
 
 def _voc_eval_program():
-    from slim.inspect import model_from_config
+    from slim.model.from_config import model_from_config
     model, image_shape = model_from_config(
         os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_voc.yml"), [])
     return build_eval_program(model, image_shape=list(image_shape))

@@ -88,7 +88,7 @@ def run_plan_inspect(args, out=None):
     --chart writes the channels chart. The programs and scope are built here and dropped."""
     import paddle
     from slim.config import load_slim_config
-    from slim.inspect import model_from_config
+    from slim.model.from_config import model_from_config
     from slim.model import build_eval_program
     from slim.prune.report import format_summary, plot_channels
     out = out or sys.stdout

@@ -1,0 +1,94 @@
+"""No import cycles between slim's modules (imports anywhere in a file count, including those
+inside functions: a cycle there still ties two modules' reasons to change together)."""
+import ast
+import os
+
+SLIM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "slim")
+
+
+def slim_modules():
+    """{dotted module name: file path} of every module of the slim package."""
+    modules = {}
+    base = os.path.dirname(SLIM_DIR)
+    for directory, _, files in os.walk(SLIM_DIR):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                dotted = os.path.relpath(path, base)[:-3].replace(os.sep, ".")
+                modules[dotted[:-len(".__init__")] if dotted.endswith(".__init__") else dotted] = path
+    return modules
+
+
+def _owning_module(name, modules):
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_edges(modules):
+    """{module: set of slim modules it imports}."""
+    edges = {}
+    for module, path in modules.items():
+        package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+        targets = set()
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                owner = _owning_module(name, modules)
+                if owner and owner != module and not module.startswith(owner + "."):
+                    targets.add(owner)
+        edges[module] = targets
+    return edges
+
+
+def find_cycles(edges):
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(node):
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in edges[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_finds_a_cycle():
+    assert find_cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_slim_has_no_import_cycles():
+    modules = slim_modules()
+    assert len(modules) > 50
+    assert find_cycles(import_edges(modules)) == []
