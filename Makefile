@@ -16,10 +16,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(PADDLE)
 REQUIREMENTS := requirements/common.txt requirements/paddle-$(PADDLE).txt
 
-.PHONY: venv test demo bench clean help
+.PHONY: venv test lint demo bench clean help
 
 help:
 	@echo "make test [PADDLE=3|2.6]   create $(VENV)/ if needed, run the test suite"
+	@echo "make lint                  ruff: lint rules and import order (pyproject.toml)"
 	@echo "make demo [PADDLE=3|2.6]   end-to-end demo on the embedded synthetic dataset"
 	@echo "make bench                 benchmarks in bench/ (tables + JSON in bench/results/)"
 
@@ -35,6 +36,13 @@ $(STAMP): $(REQUIREMENTS) pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+$(VENV)/.installed-lint: requirements/lint.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements/lint.txt
+	touch $@
+
+lint: $(VENV)/.installed-lint
+	$(VENV)/bin/ruff check .
 
 demo: $(STAMP)
 	$(PY) -m slim.demo

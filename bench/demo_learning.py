@@ -46,6 +46,7 @@ def gradient_ratios(cfg):
     """[(conv weight name, |w|, |g|, |g| / |w|)] for one training batch at initialisation."""
     import numpy as np
     import paddle
+
     from slim.config import create
     from slim.data.loader import build_train_loader
     from slim.model import build_train_program
@@ -70,6 +71,7 @@ def learning_curve(cfg, iterations, eval_every, pretrain_weights=None):
     """[(iteration, smoothed train loss, test VOC mAP %)] of one training run."""
     import numpy as np
     import paddle
+
     from slim.config import create
     from slim.data.loader import build_eval_loader, build_train_loader
     from slim.distributed import DistributedEnv, use_all_cpu_threads
@@ -107,6 +109,7 @@ def learning_curve(cfg, iterations, eval_every, pretrain_weights=None):
 def main(argv=None):
     args = parse_args(argv)
     import paddle
+
     from slim.config import load_config
     paddle.enable_static()
     cfg = load_config(args.config, args.opt)

@@ -88,9 +88,11 @@ def runs(executor, program, scope, fetches):
 def paddleslim_worker(args):
     """Runs inside the PaddleSlim venv: prune with paddleslim.prune.Pruner, write JSON."""
     import logging
+
     import paddle
     paddle.enable_static()
     from paddleslim.prune import Pruner
+
     from slim.prune.flops import program_flops
     messages = []
 
@@ -164,6 +166,7 @@ def paddleslim_worker(args):
 
 def ours(model_dir, check_dir, repeats):
     import paddle
+
     from slim.config import load_slim_config
     from slim.prune import PruneError, analyze_program, apply_plan, plan_pruning
     from slim.prune.flops import program_flops
@@ -223,9 +226,10 @@ def ours(model_dir, check_dir, repeats):
 def save_models(directory):
     """The VOC config's eval program at 608 and at CHECK_SIZE, one set of initial weights."""
     import paddle
+
     from slim.export import export_model
-    from slim.model.from_config import model_from_config
     from slim.model import build_eval_program
+    from slim.model.from_config import model_from_config
     model, shape = model_from_config(VOC_CONFIG, [])
     exe = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()

@@ -49,8 +49,16 @@ import tempfile
 import time
 
 from slim.errors import UserError, describe_os_error, shorten
-from slim.file_manifest import (ManifestError, check_file_entries, check_listed_file, check_seal,
-                                describe_files, files_under, read_manifest_json, seal)
+from slim.file_manifest import (
+    ManifestError,
+    check_file_entries,
+    check_listed_file,
+    check_seal,
+    describe_files,
+    files_under,
+    read_manifest_json,
+    seal,
+)
 from slim.output_places import OWNER_MARKER, is_owned_dir, make_owned_temp_dir
 from slim.prune.errors import PruneError
 from slim.prune.plan import PrunePlan

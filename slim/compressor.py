@@ -249,6 +249,7 @@ def prepare_job(args):
     """Validate both configs, choose the device, build loader, programs and scope."""
     import numpy as np
     import paddle
+
     from slim import distributed
     from slim.config import create, load_config, load_slim_config
     from slim.data import set_dataset_dir
@@ -415,11 +416,11 @@ def _save_epoch(job, state, epoch):
 
 def run_epochs(job, state):
     """Strategies, training, evaluation and checkpoints of every remaining epoch."""
+    from slim.config import create
     from slim.data.loader import build_eval_loader
     from slim.evaluate import make_metric
     from slim.strategies import StrategyContext
     from slim.trainer import ScalarWriter, TrainLog, run_iterations
-    from slim.config import create
     epochs = job.compressor.epoch
     if state.next_epoch >= epochs:
         job.log(f"all {epochs} epochs are done (checkpoint '{state.last_checkpoint}'); "

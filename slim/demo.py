@@ -36,8 +36,14 @@ import time
 import numpy as np
 
 from slim.errors import INTERRUPTED_EXIT_CODE, Interrupted, UserError, exit_on_user_error
-from slim.output_places import (WrittenFiles, check_output_dir, check_replaceable_dir,
-                                is_owned_dir, mark_owned, remove_owned_dir)
+from slim.output_places import (
+    WrittenFiles,
+    check_output_dir,
+    check_replaceable_dir,
+    is_owned_dir,
+    mark_owned,
+    remove_owned_dir,
+)
 
 DETECTION_CONFIG = "configs/yolov3_mobilenet_v1_demo.yml"
 SLIM_CONFIG = "configs/yolov3_mobilenet_v1_demo_slim.yaml"
@@ -223,6 +229,7 @@ def write_model_final(checkpoint, config_path, target, overrides=()):
     """Copy the parameters of `checkpoint` to `target` as a weights directory (one file per
     parameter, Paddle's format): what the detection config's `weights` points to."""
     import paddle
+
     from slim.checkpoint import read_checkpoint_tensors
     from slim.config import create, load_config
     from slim.model import build_eval_program

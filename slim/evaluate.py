@@ -81,6 +81,7 @@ def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metr
     """Run `program` over every batch of `eval_loader`, feed the detections to `metric`,
     return metric.accumulate() (a dict with at least mAP and per_class_ap)."""
     from tqdm import tqdm
+
     from slim.metrics import VOCMetric
     metric.reset()
     lod_only = len(fetch_vars) == 1
@@ -155,6 +156,7 @@ def record_detections_json(out_dir, metric):
 def run_eval(args):
     """Entry of eval.py: score a saved model on the eval feed's dataset."""
     import paddle
+
     from slim import distributed, export
     from slim.config import create, load_config
     from slim.data import set_dataset_dir

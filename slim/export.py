@@ -27,8 +27,15 @@ import os
 
 from slim.checkpoint import persistable_vars
 from slim.errors import UserError, did_you_mean, shorten
-from slim.file_manifest import (ManifestError, check_file_entries, check_listed_file, check_seal,
-                                describe_files, read_manifest_json, seal)
+from slim.file_manifest import (
+    ManifestError,
+    check_file_entries,
+    check_listed_file,
+    check_seal,
+    describe_files,
+    read_manifest_json,
+    seal,
+)
 from slim.weights import numpy_dtype, read_combined_records
 
 MODEL_NAME = "__model__"

@@ -71,6 +71,7 @@ def run_infer(args):
     import cv2
     import paddle
     from tqdm import tqdm
+
     from slim import distributed, export
     from slim.config import create, load_config
     from slim.data.loader import build_test_loader, image_paths

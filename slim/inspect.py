@@ -32,8 +32,8 @@ import sys
 import tempfile
 
 from slim.errors import UserError, shorten
-from slim.output_places import WrittenFiles, check_output_file
 from slim.model.from_config import model_from_config
+from slim.output_places import WrittenFiles, check_output_file
 from slim.prune.flops import CONV_OP_TYPES, is_forward_op
 
 # Ops whose output keeps the input's channels one-to-one: `reaches` walks through them.

@@ -134,7 +134,8 @@ class LearningRate:
     """
 
     def __init__(self, base_lr: float = 0.01,
-                 schedulers: List[LRSchedule] = (PiecewiseDecay(), LinearWarmup())):
+                 schedulers: List[LRSchedule] = (PiecewiseDecay(), LinearWarmup())):  # noqa: B008
+        # (a read-only default the config registry documents; schedules are never mutated)
         self.base_lr = base_lr
         self.schedulers = list(schedulers)
 

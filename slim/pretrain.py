@@ -62,6 +62,7 @@ def crop_square(image, window, size, flip):
     """The square `window` (centre x, centre y, side) of an RGB uint8 image resized to `size`,
     mirrored when `flip`, as a normalised float32 CHW array."""
     import cv2
+
     from slim.data.transforms import normalize_image
     centre_x, centre_y, side = window
     scale = size / side
@@ -105,6 +106,7 @@ def build_classifier_program(backbone, size, num_labels):
     backbone's parameters keep the detector's names.
     """
     import paddle
+
     import slim.paddle_env
     main, startup = paddle.static.Program(), paddle.static.Program()
     slim.paddle_env.assert_classic_program(main)
@@ -137,6 +139,7 @@ def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=
     fails before training. Returns the test-split crop accuracy of each epoch.
     """
     import paddle
+
     from slim.config import create
     from slim.data.loader import load_feed_records
     from slim.distributed import use_all_cpu_threads
@@ -207,6 +210,7 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     import paddle
+
     from slim.config import load_config
     args = parse_args(argv)
     if args.epochs < 1 or args.size < 32 or args.size % 32 or args.batch_size < 2:

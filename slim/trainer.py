@@ -52,6 +52,7 @@ class ProgramSet:
         """Fresh programs with every plan so far applied, then the optimizer (and, when
         `distributed`, fleet's collective ops) added to the train program."""
         import paddle
+
         from slim import distributed as distributed_lib
         from slim.model import build_eval_program, build_train_program
         from slim.optimizer import build_optimizer

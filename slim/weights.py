@@ -31,8 +31,14 @@ import struct
 import numpy as np
 
 from slim.errors import UserError
-from slim.output_places import (WrittenFiles, check_output_file, check_replaceable_dir,
-                                make_owned_temp_dir, remove_owned_dir, replace_dir)
+from slim.output_places import (
+    WrittenFiles,
+    check_output_file,
+    check_replaceable_dir,
+    make_owned_temp_dir,
+    remove_owned_dir,
+    replace_dir,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ import os
 import re
 
 import pytest
+from test_compress import SEED_REGEX, SLIM_CONFIG, make_workspace, write_slim_config
 
 import compress as compress_cli
 import eval as eval_cli
 import infer as infer_cli
 from slim import checkpoint as ck
-from test_compress import SLIM_CONFIG, SEED_REGEX, make_workspace, write_slim_config
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from slim.config.validate import InvalidValue, ModuleName, check_value, options_
 from slim.config.yaml_io import parse_yaml
 from slim.errors import ConfigError
 
-
 # --- test-only modules (registered by the `toy_modules` fixture, removed after each test) ---
 
 class ToyDataSet:
@@ -42,7 +41,8 @@ class ToyFeed:
         sizes: multi-scale sizes.
     """
 
-    def __init__(self, dataset: ToyDataSet = ToyDataSet(annotation="test.txt"), batch_size: int = 8,
+    def __init__(self, dataset: ToyDataSet = ToyDataSet(annotation="test.txt"),  # noqa: B008 (as the feeds)
+                 batch_size: int = 8,
                  image_shape: Tuple[int, int, int] = (3, 32, 32), sizes: list[int] = (32, 64)):
         self.dataset = dataset
         self.batch_size = batch_size

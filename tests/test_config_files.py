@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from seed_facts import SEED_PARAMS as SEED_PRUNED_PARAMS
 
 import slim.data  # noqa: F401  (registers the feeds and datasets)
 import slim.model  # noqa: F401  (registers YOLOv3, MobileNet, YOLOv3Head)
 from slim.config import create, load_config, load_slim_config
 from slim.data.demo import CLASSES as DEMO_CLASSES
 from slim.optimizer import LinearWarmup, PiecewiseDecay
-from seed_facts import SEED_PARAMS as SEED_PRUNED_PARAMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOC_CONFIG = os.path.join("configs", "yolov3_mobilenet_v1_voc.yml")

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from slim.data import VOCDataSet
-from slim.data.demo import (CLASS_HUE_SPREAD, CLASSES, MIN_OBJECT_SIDE, OBJECTS_PER_SCENE,
-                            class_hue, generate_demo_dataset, make_scene)
+from slim.data.demo import (
+    CLASS_HUE_SPREAD,
+    CLASSES,
+    MIN_OBJECT_SIDE,
+    OBJECTS_PER_SCENE,
+    class_hue,
+    generate_demo_dataset,
+    make_scene,
+)
 from slim.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +40,8 @@ def test_generator_is_deterministic_and_test_split_independent_of_train_size(tmp
     bigger = tree_bytes(generate_demo_dataset(str(tmp_path / "c"), num_train=8, num_test=3, seed=4))
     a = tree_bytes(first)
     for name in a:
-        if name.startswith(("JPEGImages/test_", "Annotations/test_", "JPEGImages/train_", "Annotations/train_")):
+        if name.startswith(("JPEGImages/test_", "Annotations/test_",
+                            "JPEGImages/train_", "Annotations/train_")):
             assert bigger[name] == a[name], name
     other_seed = tree_bytes(generate_demo_dataset(str(tmp_path / "d"), num_train=6, num_test=3, seed=5))
     assert other_seed["JPEGImages/train_00000.jpg"] != a["JPEGImages/train_00000.jpg"]

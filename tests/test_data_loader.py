@@ -4,8 +4,14 @@ import pytest
 
 from slim.data import YoloEvalFeed, YoloTestFeed, YoloTrainFeed
 from slim.data.demo import generate_demo_dataset
-from slim.data.loader import (build_eval_loader, build_test_loader, build_train_loader, dataset_size,
-                              image_paths, shard_bounds)
+from slim.data.loader import (
+    build_eval_loader,
+    build_test_loader,
+    build_train_loader,
+    dataset_size,
+    image_paths,
+    shard_bounds,
+)
 from slim.errors import DataError
 
 
@@ -139,7 +145,8 @@ def test_dataset_size_counts_usable_training_images(demo_dir):
 
 
 def test_eval_batches_keep_original_size_id_and_ground_truth(demo_dir):
-    feed = YoloEvalFeed(dataset={"dataset_dir": demo_dir, "annotation": "test.txt", "use_default_label": False},
+    feed = YoloEvalFeed(dataset={"dataset_dir": demo_dir, "annotation": "test.txt",
+                                 "use_default_label": False},
                         image_shape=[3, 96, 128], batch_size=2, num_workers=0)
     loader = build_eval_loader(feed)
     assert loader.label_names == ["circle", "square", "triangle", "star", "cross"]
@@ -197,11 +204,13 @@ def test_image_that_fails_to_decode_late_is_replaced_in_training_and_blank_in_ev
     list(loader.epoch(1))
     warnings = [r.getMessage() for r in caplog.records if "cannot be decoded" in r.getMessage()]
     assert len(warnings) == 1 and "train_00003.jpg" in warnings[0]
-    feed = YoloEvalFeed(dataset={"dataset_dir": demo_dir, "annotation": "train.txt", "use_default_label": False},
+    feed = YoloEvalFeed(dataset={"dataset_dir": demo_dir, "annotation": "train.txt",
+                                 "use_default_label": False},
                         image_shape=[3, 64, 64], batch_size=4, num_workers=0, samples=4)
     batch = next(iter(build_eval_loader(feed)))
     assert list(batch["im_id"]) == [0, 1, 2, 3]
     blank = batch["image"][3]
-    np.testing.assert_allclose(blank[:, 0, 0], -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225]),
+    normalised_black = -np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(blank[:, 0, 0], normalised_black,
                                rtol=1e-5)
     assert any("train_00003.jpg" in r.getMessage() and "blank" in r.getMessage() for r in caplog.records)

@@ -209,7 +209,8 @@ def test_image_size_reads_jpeg_and_png_headers(tmp_path):
 
 # ---------------------------------------------------------------- COCO
 
-def make_coco(root, annotations_extra=(), images_extra=(), categories=((1, "person"), (3, "car"), (7, "dog"))):
+def make_coco(root, annotations_extra=(), images_extra=(),
+              categories=((1, "person"), (3, "car"), (7, "dog"))):
     for name in ("1.jpg", "2.jpg", "3.jpg"):
         write_jpeg(os.path.join(root, "images", name))
     content = {
@@ -343,7 +344,8 @@ def test_set_dataset_dir_replaces_every_feed_dataset_dir_without_touching_defaul
     default_before = REGISTRY.get("YoloTrainFeed").options["dataset"].default.options()
     config = {
         "architecture": "YOLOv3",
-        "YoloTrainFeed": {"batch_size": 8, "dataset": {"dataset_dir": "dataset/voc", "annotation": "trainval.txt"}},
+        "YoloTrainFeed": {"batch_size": 8,
+                          "dataset": {"dataset_dir": "dataset/voc", "annotation": "trainval.txt"}},
         "YoloEvalFeed": {"dataset": VOCDataSet(annotation="test.txt")},
         "YoloTestFeed": {"dataset": REGISTRY.get("YoloTestFeed").options["dataset"].default},
         "MobileNet": {"conv_group_scale": 1},
@@ -382,7 +384,8 @@ def test_voc_list_script_writes_paddledetection_lists(tmp_path):
     assert (tmp_path / "label_list.txt").read_text().split() == list(VOC_CLASSES)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "dataset", "voc", "create_list.py"),
                              "--dataset_dir", str(tmp_path / "novoc")], capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.startswith("error: ") and "VOCdevkit not found" in result.stderr
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
+    assert "VOCdevkit not found" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -392,7 +395,8 @@ def test_coco_json_is_parsed_once_per_dataset_object(tmp_path, monkeypatch):
                                  "image_dir": "images"})
     parses = []
     real_parse = COCODataSet._parse
-    monkeypatch.setattr(COCODataSet, "_parse", lambda self, path: parses.append(path) or real_parse(self, path))
+    monkeypatch.setattr(COCODataSet, "_parse",
+                        lambda self, path: parses.append(path) or real_parse(self, path))
     open_dataset(feed.dataset).label_names()
     load_feed_records(feed, for_training=False)
     assert open_dataset(feed.dataset).category_ids() == [1, 3, 7]

@@ -25,6 +25,9 @@ import types
 import numpy as np
 import paddle
 import pytest
+from test_checkpoint import ROOT, _tiny_train_program, _trained_scope
+from test_cli_errors import _exit_code_and_error
+from test_compress import make_workspace, reference_run, write_slim_config
 
 import compress as compress_cli
 import eval as eval_cli
@@ -37,9 +40,6 @@ from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program
 from slim.output_places import OWNER_MARKER, make_owned_temp_dir
 from slim.prune import GroupPlan, PruneError, PrunePlan, apply_plan, plan_pruning
 from slim.weights import WeightsError, read_combined_records
-from test_checkpoint import ROOT, _tiny_train_program, _trained_scope
-from test_cli_errors import _exit_code_and_error
-from test_compress import make_workspace, reference_run, write_slim_config
 
 TINY_GROUP = {"key": ["conv_weights", 0, 0], "channels_before": 4, "kept": [0, 2],
               "params": ["conv_weights", "bn_scale", "bn_offset", "bn_mean", "bn_var"]}

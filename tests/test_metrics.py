@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 
 from slim.errors import ConfigError, DataError
-from slim.metrics import (COCO_STAT_NAMES, COCOMetric, GroundTruth, VOCMetric, box_iou,
-                          coco_gt_from_voc, create_metric, format_metric_report,
-                          metric_from_config, voc_ap_11point, voc_ap_integral)
+from slim.metrics import (
+    COCO_STAT_NAMES,
+    COCOMetric,
+    GroundTruth,
+    VOCMetric,
+    box_iou,
+    coco_gt_from_voc,
+    create_metric,
+    format_metric_report,
+    metric_from_config,
+    voc_ap_11point,
+    voc_ap_integral,
+)
 
 EXACT = 1e-12
 
@@ -255,7 +265,8 @@ def test_factory_builds_by_the_config_metric_key():
 
 
 def test_factory_rejects_unknown_or_incomplete_metric_settings():
-    with pytest.raises(ConfigError, match=r"metric: unknown 'VCO' \(did you mean 'VOC'\?\); valid: VOC, COCO"):
+    with pytest.raises(ConfigError,
+                       match=r"metric: unknown 'VCO' \(did you mean 'VOC'\?\); valid: VOC, COCO"):
         create_metric("VCO", num_classes=20)
     with pytest.raises(ConfigError, match="metric is not set"):
         metric_from_config({"num_classes": 20})
@@ -281,7 +292,8 @@ def coco_case():
 
 def test_coco_perfect_detections_give_ap_one():
     detections, ground_truths = coco_case()
-    detections = [[detection(int(c), 0.9, b) for b, c in zip(ground_truths[0].boxes, ground_truths[0].classes)]]
+    truth = ground_truths[0]
+    detections = [[detection(int(c), 0.9, b) for b, c in zip(truth.boxes, truth.classes)]]
     metric = COCOMetric(coco_gt_from_voc(ground_truths, image_ids=[42], label_to_category_id=[3, 7]))
     metric.update(detections, [42])
     result = metric.accumulate()

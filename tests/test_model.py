@@ -4,12 +4,19 @@ import re
 import numpy as np
 import paddle
 import pytest
+from seed_facts import SEED_PARAMS, SEED_REGEX
 
 from slim.errors import ConfigError
-from slim.model import (MobileNet, MultiClassNMS, YOLOv3, YOLOv3Head, build_eval_program,
-                        build_train_program, split_detections)
+from slim.model import (
+    MobileNet,
+    MultiClassNMS,
+    YOLOv3,
+    YOLOv3Head,
+    build_eval_program,
+    build_train_program,
+    split_detections,
+)
 
-from seed_facts import SEED_PARAMS, SEED_REGEX
 BACKBONE_BLOCKS = ["conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1",
                    "conv5_2", "conv5_3", "conv5_4", "conv5_5", "conv5_6", "conv6"]
 HEAD_CONVS = [f"yolo_block.{i}.{name}" for i in range(3)

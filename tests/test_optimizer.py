@@ -5,8 +5,14 @@ import pytest
 
 from slim.config import REGISTRY
 from slim.config.validate import InvalidValue, validate_options
-from slim.optimizer import (GlobalNormClip, IterationLRScheduler, LearningRate, LinearWarmup,
-                            OptimizerBuilder, PiecewiseDecay, build_optimizer)
+from slim.optimizer import (
+    GlobalNormClip,
+    LearningRate,
+    LinearWarmup,
+    OptimizerBuilder,
+    PiecewiseDecay,
+    build_optimizer,
+)
 
 # The seed's VOC recipe: warmup 1000 iterations from 0, decay x0.1 at 55000 and 62000.
 VOC_LR = LearningRate(0.001, [PiecewiseDecay(0.1, [55000, 62000]), LinearWarmup(1000, 0.0)])

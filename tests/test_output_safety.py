@@ -14,6 +14,8 @@ import time
 
 import paddle
 import pytest
+from test_cli_errors import _exit_code_and_error
+from test_compress import ROOT, child_env, compress_command, make_workspace, write_slim_config
 
 import compress as compress_cli
 import eval as eval_cli
@@ -22,8 +24,6 @@ from slim import pretrain
 from slim.data import demo as data_demo
 from slim.errors import Interrupted, UserError
 from slim.output_places import OWNER_MARKER, WRITTEN_LIST, OutputPlaceError, _current_umask
-from test_cli_errors import _exit_code_and_error
-from test_compress import ROOT, child_env, compress_command, make_workspace, write_slim_config
 
 UNWRITABLE = "/proc/slim-output-safety/x"  # cannot be created, not even by root
 

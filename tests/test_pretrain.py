@@ -6,12 +6,10 @@ import sys
 
 import numpy as np
 import paddle
-import pytest
+from test_compress import ROOT, make_workspace
 
 from slim import pretrain
 from slim.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-from test_compress import ROOT, make_workspace
 
 
 def _to_rgb(chw):

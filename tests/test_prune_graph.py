@@ -5,16 +5,25 @@ import warnings
 import numpy as np
 import paddle
 import pytest
+from test_prune_exact import IMAGE, _cbr, _conv, build, persistables, randomize
 
-from slim.prune import (GroupPlan, PruneError, PrunePlan, PruneWarning, analyze_program,
-                        apply_plan, format_summary, plan_pruning, plan_summary, plot_channels,
-                        select_params)
+from slim.prune import (
+    GroupPlan,
+    PruneError,
+    PrunePlan,
+    PruneWarning,
+    analyze_program,
+    apply_plan,
+    format_summary,
+    plan_pruning,
+    plan_summary,
+    plot_channels,
+    select_params,
+)
 from slim.prune.criteria import group_importance
 from slim.prune.flops import program_flops, program_params
-from slim.prune.graph import (BN_MEAN, BN_OFFSET, BN_SCALE, BN_VARIANCE, DEPTHWISE_FILTER,
-                              FILTER, INPUT_FILTER)
+from slim.prune.graph import BN_MEAN, BN_OFFSET, BN_SCALE, BN_VARIANCE, DEPTHWISE_FILTER, FILTER, INPUT_FILTER
 from slim.prune.pruner import keep_count
-from test_prune_exact import IMAGE, _cbr, _conv, build, persistables, randomize
 
 CPU = paddle.CPUPlace()
 

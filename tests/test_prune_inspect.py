@@ -39,8 +39,8 @@ def test_inspect_slim_json_plans_the_seed_config(capsys, tmp_path):
     assert first["channels_before"] == 64
     assert first["channels_after"] == 64 - round(64 * report["ratio"])
     # the FLOPs before are those of the plain eval program at the config's 608x608
-    from slim.model.from_config import model_from_config
     from slim.model import build_eval_program
+    from slim.model.from_config import model_from_config
     model, shape = model_from_config(VOC, [])
     assert report["flops_before"] == program_flops(build_eval_program(model, list(shape)).program)
     assert report["image_shape"] == [3, 608, 608]

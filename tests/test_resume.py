@@ -9,10 +9,16 @@ import subprocess
 import time
 
 import numpy as np
+from test_compress import (
+    PRUNED_PARAM,
+    child_env,
+    compress_command,
+    make_workspace,
+    reference_run,
+    write_slim_config,
+)
 
 from slim import checkpoint as ck
-from test_compress import (PRUNED_PARAM, child_env, compress_command, make_workspace,
-                           reference_run, write_slim_config)
 
 UNPRUNED_FILTERS, PRUNED_FILTERS = 8, 5
 

@@ -8,8 +8,15 @@ import pytest
 
 from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
 from slim.output_places import OWNER_MARKER
-from slim.weights import (LoadReport, WeightsError, load_weights, parameter_names, read_weights,
-                          save_weights, weights_format)
+from slim.weights import (
+    LoadReport,
+    WeightsError,
+    load_weights,
+    parameter_names,
+    read_weights,
+    save_weights,
+    weights_format,
+)
 
 
 def _model(num_classes=3):

@@ -7,8 +7,8 @@
 `python -m slim.config list | help MODULE | generate MODULE... | analyze FILE`
 documents every module and checks a config.
 """
+from slim.config.loader import Config, apply_override, create, load_config  # noqa: F401
 from slim.config.registry import REGISTRY, REQUIRED, ModuleSpec, OptionSpec, register  # noqa: F401
+from slim.config.slim_config import SlimConfig, load_slim_config  # noqa: F401
 from slim.config.validate import ModuleName  # noqa: F401
 from slim.config.yaml_io import ConfigLoader, dump_yaml  # noqa: F401
-from slim.config.loader import Config, apply_override, create, load_config  # noqa: F401
-from slim.config.slim_config import SlimConfig, load_slim_config  # noqa: F401

@@ -17,8 +17,16 @@ from collections.abc import Mapping
 
 from slim.config.registry import REGISTRY
 from slim.config.schema import TOP_LEVEL
-from slim.config.validate import (InvalidValue, build_instance, format_path, instantiate_options,
-                                  instantiate_value, option_types, options_of, validate_options)
+from slim.config.validate import (
+    InvalidValue,
+    build_instance,
+    format_path,
+    instantiate_options,
+    instantiate_value,
+    option_types,
+    options_of,
+    validate_options,
+)
 from slim.config.yaml_io import MAX_NESTING, load_yaml_file, parse_yaml_value
 from slim.errors import ConfigError, did_you_mean, shorten, shorten_repr
 

@@ -31,8 +31,14 @@ import cv2
 import numpy as np
 
 from slim.errors import DataError, exit_on_user_error, shorten
-from slim.output_places import (check_replaceable_dir, is_owned_dir, make_owned_temp_dir,
-                                mark_owned, remove_owned_dir, replace_dir)
+from slim.output_places import (
+    check_replaceable_dir,
+    is_owned_dir,
+    make_owned_temp_dir,
+    mark_owned,
+    remove_owned_dir,
+    replace_dir,
+)
 
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 GENERATOR_VERSION = 3
@@ -81,7 +87,8 @@ def shape_mask(class_name, width, height, rng):
     """A uint8 {0, 1} mask of size (height, width) whose shape touches all four sides."""
     mask = np.zeros((height, width), np.uint8)
     if class_name == "circle":
-        cv2.ellipse(mask, (((width - 1) / 2.0, (height - 1) / 2.0), (float(width), float(height)), 0.0), 1, -1)
+        ellipse = (((width - 1) / 2.0, (height - 1) / 2.0), (float(width), float(height)), 0.0)
+        cv2.ellipse(mask, ellipse, 1, -1)
         return mask
     polygon = _unit_polygon(class_name, rng)
     max_rotation = {"square": 40, "cross": 40, "triangle": 180, "star": 180}[class_name]

@@ -90,23 +90,28 @@ class YoloTrainFeed(_Feed):
     (N,num_max_boxes) float32 (1 for real boxes, mixup weights when mixed, 0 for padding).
 
     Args:
-        dataset: the training set: a mapping of VOCDataSet options (an annotation ending in .json reads a COCO instances file from image_dir), or !VOCDataSet {...}.
+        dataset: the training set: a mapping of VOCDataSet options (an annotation ending in .json reads a COCO
+            instances file from image_dir), or !VOCDataSet {...}.
         image_shape: [3, H, W]; the training size when multi_scale_sizes is empty.
-        multi_scale_sizes: square input sizes (multiples of 32); each batch draws one at random. Empty for image_shape only.
+        multi_scale_sizes: square input sizes (multiples of 32); each batch draws one at random. Empty for
+            image_shape only.
         batch_size: images per batch per card.
         shuffle: shuffle the samples every epoch.
         drop_last: drop the last incomplete batch of an epoch.
-        num_workers: worker processes decoding and augmenting (0 = in the main process; capped at the CPU count).
+        num_workers: worker processes decoding and augmenting (0 = in the main process; capped at the CPU
+            count).
         bufsize: samples buffered ahead of training, over all workers.
         use_process: use worker processes (true) or threads (false) for num_workers.
-        mixup_epoch: mix pairs of images (beta(1.5, 1.5) weights) during the first mixup_epoch passes over the data.
+        mixup_epoch: mix pairs of images (beta(1.5, 1.5) weights) during the first mixup_epoch passes over the
+            data.
         num_max_boxes: ground-truth boxes per image after padding/truncation.
         samples: use only the first N samples of the dataset (-1 for all); for quick runs.
-        expand_max_ratio: random expand (zoom out, half the samples) places the image on a canvas up to this many times larger; 1 turns it off.
+        expand_max_ratio: random expand (zoom out, half the samples) places the image on a canvas up to this
+            many times larger; 1 turns it off.
     """
     default_annotation = "trainval.txt"
 
-    def __init__(self, dataset: VOCDataSet = VOCDataSet(annotation="trainval.txt"),
+    def __init__(self, dataset: VOCDataSet = VOCDataSet(annotation="trainval.txt"),  # noqa: B008 (copied)
                  image_shape: list = [3, 608, 608],  # noqa: B006 (read-only default)
                  multi_scale_sizes: list = DEFAULT_MULTI_SCALE_SIZES,
                  batch_size: int = 8, shuffle: bool = True, drop_last: bool = True,
@@ -145,7 +150,8 @@ class YoloEvalFeed(_Feed):
     """Evaluation data: resize to image_shape, normalise; keep im_size/im_id and the ground truth.
 
     Args:
-        dataset: the evaluation set: a mapping of VOCDataSet options (an annotation ending in .json reads a COCO instances file from image_dir), or !VOCDataSet {...}.
+        dataset: the evaluation set: a mapping of VOCDataSet options (an annotation ending in .json reads a
+            COCO instances file from image_dir), or !VOCDataSet {...}.
         image_shape: [3, H, W] network input.
         batch_size: images per batch.
         num_workers: worker processes decoding images (0 = in the main process; capped at the CPU count).
@@ -154,7 +160,7 @@ class YoloEvalFeed(_Feed):
     """
     default_annotation = "test.txt"
 
-    def __init__(self, dataset: VOCDataSet = VOCDataSet(annotation="test.txt"),
+    def __init__(self, dataset: VOCDataSet = VOCDataSet(annotation="test.txt"),  # noqa: B008 (copied)
                  image_shape: list = [3, 608, 608],  # noqa: B006 (read-only default)
                  batch_size: int = 8, num_workers: int = 8, use_process: bool = False,
                  samples: int = -1):
@@ -169,14 +175,15 @@ class YoloTestFeed(_Feed):
     Only the dataset's label names are used (for drawing); images come from --infer_img/--infer_dir.
 
     Args:
-        dataset: where the class names come from: use_default_label for the VOC classes, or label_list under dataset_dir.
+        dataset: where the class names come from: use_default_label for the VOC classes, or label_list under
+            dataset_dir.
         image_shape: [3, H, W] network input.
         batch_size: images per batch.
         num_workers: worker processes decoding images (0 = in the main process).
     """
     default_annotation = "test.txt"
 
-    def __init__(self, dataset: VOCDataSet = VOCDataSet(annotation="test.txt"),
+    def __init__(self, dataset: VOCDataSet = VOCDataSet(annotation="test.txt"),  # noqa: B008 (copied)
                  image_shape: list = [3, 608, 608],  # noqa: B006 (read-only default)
                  batch_size: int = 1, num_workers: int = 0):
         self._init_common(dataset, image_shape, batch_size, num_workers, -1)

@@ -4,11 +4,14 @@ Both metrics accumulate over batches with `update(...)` and return a dict with
 at least `mAP` and `per_class_ap` from `accumulate()`; `create_metric` picks
 one by the config's `metric` key.
 """
-from slim.metrics.coco import (COCO_STAT_NAMES, COCOMetric, coco_gt_from_voc,  # noqa: F401
-                               detections_to_coco_json, load_coco_gt)
-from slim.metrics.factory import (METRIC_BUILDERS, create_metric, metric_from_config,  # noqa: F401
-                                  resolve_metric_name)
+from slim.metrics.coco import (  # noqa: F401
+                               COCO_STAT_NAMES,
+                               COCOMetric,
+                               coco_gt_from_voc,
+                               detections_to_coco_json,
+                               load_coco_gt,
+)
+from slim.metrics.factory import METRIC_BUILDERS, create_metric, metric_from_config, resolve_metric_name  # noqa: F401
 from slim.metrics.inputs import GroundTruth, as_detection_rows, as_ground_truth  # noqa: F401
 from slim.metrics.report import format_metric_report  # noqa: F401
-from slim.metrics.voc import (VOCMetric, box_iou, precision_recall, voc_ap_11point,  # noqa: F401
-                              voc_ap_integral)
+from slim.metrics.voc import VOCMetric, box_iou, precision_recall, voc_ap_11point, voc_ap_integral  # noqa: F401

@@ -5,7 +5,6 @@ Program builders live in `slim.model.programs`; see its docstring for the
 feeds, fetches and the NMS output layout.
 """
 from slim.model.mobilenet import MobileNet  # noqa: F401
+from slim.model.programs import BuiltProgram, build_eval_program, build_train_program, split_detections  # noqa: F401
 from slim.model.yolo_head import MultiClassNMS, YOLOv3Head  # noqa: F401
 from slim.model.yolov3 import YOLOv3  # noqa: F401
-from slim.model.programs import (  # noqa: F401
-    BuiltProgram, build_eval_program, build_train_program, split_detections)

@@ -67,6 +67,7 @@ def _static_shape(image_shape):
 
 def _new_programs():
     import paddle
+
     import slim.paddle_env
     main, startup = paddle.static.Program(), paddle.static.Program()
     slim.paddle_env.assert_classic_program(main)

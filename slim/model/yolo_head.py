@@ -188,6 +188,7 @@ class YOLOv3Head:
     def detections(self, outputs, im_size):
         """Decode every output with yolo_box and run multiclass NMS; returns (bbox, rois_num)."""
         import paddle
+
         from slim.model import layers
         boxes, scores = [], []
         for i, output in enumerate(outputs):

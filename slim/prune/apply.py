@@ -119,7 +119,7 @@ def apply_plan(plan, programs, scope=None, place=None, startup_programs=(), grap
     programs = list(programs)
     graphs = list(graphs) if graphs is not None else [analyze_program(p) for p in programs]
     per_program, persistable = [], {}
-    for program, graph in zip(programs, graphs):
+    for graph in graphs:
         removals = plan_removals(plan, graph)
         per_program.append(removals)
         for (var, axis), removed in removals.items():

@@ -19,8 +19,17 @@ blocked, and the reason names the op.
 import collections
 import dataclasses
 
-from slim.prune.ops import (CONV_TRANSPOSE_TYPES, CONV_TYPES, Fixed, Link, OpView, Segment,
-                            Unsupported, conv_kind, rule_for)
+from slim.prune.ops import (
+    CONV_TRANSPOSE_TYPES,
+    CONV_TYPES,
+    Fixed,
+    Link,
+    OpView,
+    Segment,
+    Unsupported,
+    conv_kind,
+    rule_for,
+)
 
 # Member roles, by what the member is to the group's channels.
 FILTER = "filter"                # conv weight producing the channels (axis 0)

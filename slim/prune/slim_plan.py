@@ -87,9 +87,10 @@ def run_plan_inspect(args, out=None):
     """`inspect -s`: print the plan of args.slim_file over args.config (table or --json);
     --chart writes the channels chart. The programs and scope are built here and dropped."""
     import paddle
+
     from slim.config import load_slim_config
-    from slim.model.from_config import model_from_config
     from slim.model import build_eval_program
+    from slim.model.from_config import model_from_config
     from slim.prune.report import format_summary, plot_channels
     out = out or sys.stdout
     slim_config = load_slim_config(args.slim_file)

@@ -10,7 +10,13 @@ one `register_strategy` line.
     SensitivePruneStrategy   accepted in configs, refused at run time until the
                              sensitivity analysis lands
 """
-from slim.strategies.base import (STRATEGY_CLASSES, Strategy, StrategyContext,  # noqa: F401
-                                  build_strategies, register_strategy, resolve_metric_name)
-from slim.strategies.uniform_prune import UniformPruneStrategy  # noqa: F401
+from slim.strategies.base import (  # noqa: F401
+                                  STRATEGY_CLASSES,
+                                  Strategy,
+                                  StrategyContext,
+                                  build_strategies,
+                                  register_strategy,
+                                  resolve_metric_name,
+)
 from slim.strategies.sensitive_prune import SensitivePruneStrategy  # noqa: F401
+from slim.strategies.uniform_prune import UniformPruneStrategy  # noqa: F401
