@@ -30,7 +30,7 @@ import struct
 
 import numpy as np
 
-from slim.errors import UserError
+from slim.errors import UserError, shorten
 from slim.output_places import (
     WrittenFiles,
     check_output_file,
@@ -135,9 +135,34 @@ def save_weights(scope, program, path, combined=False, var_names=None, what="wei
         with paddle.static.scope_guard(scope):
             paddle.static.save_vars(executor, staging, main_program=program, vars=variables,
                                     filename=COMBINED_STAGING_NAME if combined else None)
+        _check_written(staging, combined, names, scope, what)
         _replace(staging, target, combined, what)
     finally:
         remove_owned_dir(staging)  # left over only after a failure, or the combined file's
+
+
+def _check_written(staging, combined, names, scope, what):
+    """Read back what Paddle's save ops wrote into `staging`. They do not report a short
+    write (a full disk, a file size limit): without this a truncated weights file would be
+    swapped in as if complete. WeightsError (one line) unless every tensor is there, whole,
+    with the shape it has in `scope`."""
+    path = os.path.join(staging, COMBINED_STAGING_NAME) if combined else staging
+    try:
+        records, count = _records(path, names)
+    except WeightsError as error:
+        records, count, reason = None, None, str(error)
+    else:
+        reason = None
+        if count is not None or sorted(records) != sorted(names):
+            reason = f"{count if count is not None else len(records)} tensors of {len(names)} were written"
+        else:
+            wrong = [name for name in names
+                     if list(records[name].shape) != list(scope.find_var(name).get_tensor().shape())]
+            if wrong:
+                reason = f"{_listed(wrong)} written with the wrong shape"
+    if reason is not None:
+        raise WeightsError(f"cannot write {what} '{shorten(path)}': the file written is incomplete "
+                           f"({reason}); is the disk full? Nothing was replaced")
 
 
 def check_weights_target(path, combined=False, what="weights path", inputs=()):

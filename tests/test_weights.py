@@ -1,6 +1,9 @@
 """Weights I/O: Paddle's per-parameter files and combined file, bit-exact, mismatches by name."""
 import logging
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -209,3 +212,52 @@ def test_saving_over_existing_weights_replaces_them_whole(tmp_path, trained_scop
     with pytest.raises(ValueError, match="not initialized in the scope"):
         save_weights(paddle.static.Scope(), program, path)
     assert sorted(os.listdir(path)) == expected  # untouched after a failure
+
+
+SIZE_LIMITED_SAVER = """
+import resource, signal, sys
+sys.path.insert(0, {root!r})
+import slim, paddle
+import numpy as np
+paddle.enable_static()
+from slim.errors import exit_on_user_error
+from slim.weights import save_weights
+main, startup = paddle.static.Program(), paddle.static.Program()
+with paddle.static.program_guard(main, startup):
+    image = paddle.static.data("image", [None, 3, 8, 8], "float32")
+    paddle.static.nn.conv2d(image, 256, 3, name="conv")
+scope = paddle.static.Scope()
+paddle.static.Executor(paddle.CPUPlace()).run(startup, scope=scope)
+combined, limit = sys.argv[2] == "combined", int(sys.argv[3])
+if limit:  # writes past the limit fail (EFBIG) instead of killing the process
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+exit_on_user_error(lambda: save_weights(scope, main, sys.argv[1], combined=combined))()
+"""
+
+
+@pytest.mark.parametrize("layout", ["dir", "combined"])
+def test_save_weights_refuses_a_short_write(tmp_path, layout):
+    """Paddle's save ops leave a truncated file without an error when the disk is full (here:
+    a file size limit); save_weights reads back what was written and replaces nothing."""
+    script = tmp_path / "saver.py"
+    script.write_text(SIZE_LIMITED_SAVER.format(root=os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    target = str(tmp_path / ("weights" if layout == "dir" else "params"))
+
+    def save(limit):
+        return subprocess.run([sys.executable, str(script), target, layout, str(limit)],
+                              capture_output=True, text=True, timeout=300)
+    assert save(0).returncode == 0
+    saved = {name: os.path.getsize(os.path.join(target, name)) for name in os.listdir(target)} \
+        if layout == "dir" else os.path.getsize(target)
+    limited = save(4096)  # the conv weight alone is 256 * 3 * 9 * 4 = 27 KB
+    assert limited.returncode == 2, limited.stderr[-2000:]
+    assert "Traceback" not in limited.stderr
+    assert re.search(r"^error: cannot write weights path '.*': the file written is incomplete "
+                     r"\(.*\); is the disk full\? Nothing was replaced$", limited.stderr, re.M), \
+        limited.stderr
+    after = {name: os.path.getsize(os.path.join(target, name)) for name in os.listdir(target)} \
+        if layout == "dir" else os.path.getsize(target)
+    assert after == saved  # the complete earlier save is still there
+    assert [name for name in os.listdir(tmp_path) if ".tmp-" in name] == []
