@@ -322,12 +322,14 @@ def check_output_places(args, cfg, compressor, metric_name):
     (when VisualDL is installed: nothing goes there otherwise), --output_eval and the files
     it gets. Each must be writable and none of the run's inputs (dataset dirs, configs,
     init_model, weights); a one-line OutputPlaceError otherwise."""
+    from slim import checkpoint as checkpoint_lib
     from slim.evaluate import check_output_eval, result_file_names
     from slim.run_inputs import config_inputs
     inputs = config_inputs(cfg, ("train_feed", "eval_feed"), args.config, args.slim_file,
                            compressor.init_model)
     if compressor.checkpoint_path:
         check_output_dir(compressor.checkpoint_path, "compressor.checkpoint_path", inputs)
+        checkpoint_lib.check_checkpoint_root(compressor.checkpoint_path)
     if importlib.util.find_spec("visualdl") is not None:
         check_output_dir(visualdl_dir(cfg), "save_dir", inputs)
     if args.output_eval:
@@ -338,8 +340,6 @@ def check_output_places(args, cfg, compressor, metric_name):
 def restore_state(job):
     """Resume from a checkpoint (plans replayed, tensors and LR schedule restored) or load the
     starting weights; return the RunState to continue from."""
-    from slim import checkpoint as checkpoint_lib
-    checkpoint_lib.check_checkpoint_root(job.compressor.checkpoint_path)  # before anything is written
     state = RunState()
     start, plans, init_is_weights = _starting_checkpoint(
         job.compressor.checkpoint_path, job.compressor.init_model, job.programs, job.log)
