@@ -74,6 +74,9 @@ class Registry:
             view._items[name] = item
         return view
 
+    def __iter__(self):
+        return iter(self.names())
+
     def __contains__(self, name):
         return self.find(name) is not None
 

@@ -266,7 +266,7 @@ def test_factory_builds_by_the_config_metric_key():
 
 def test_factory_rejects_unknown_or_incomplete_metric_settings():
     with pytest.raises(ConfigError,
-                       match=r"metric: unknown 'VCO' \(did you mean 'VOC'\?\); valid: VOC, COCO"):
+                       match=r"metric: unknown 'VCO' \(did you mean 'VOC'\?\); valid: COCO, VOC"):
         create_metric("VCO", num_classes=20)
     with pytest.raises(ConfigError, match="metric is not set"):
         metric_from_config({"num_classes": 20})

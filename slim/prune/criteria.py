@@ -9,27 +9,22 @@ PaddleSlim's) L1 norm of each filter.
 """
 import numpy as np
 
-from slim.errors import did_you_mean
 from slim.prune.errors import PruneError
 from slim.prune.graph import BN_SCALE
+from slim.registry import Registry
 
-CRITERIA = {}  # name -> criterion(group, read_param) -> scores [group.size]; filled at import
+# name -> criterion(group, read_param) -> scores [group.size]; filled at import
+CRITERIA = Registry("pruning criterion", error=PruneError)
 
 
 def register_criterion(name):
     """Decorator: `criterion(group, read_param)` -> importance per channel (higher = keep)."""
-    def decorate(criterion):
-        CRITERIA[name] = criterion
-        return criterion
-    return decorate
+    return CRITERIA.register(name)
 
 
 def get_criterion(name):
     """The criterion called `name`; a PruneError naming the known ones otherwise."""
-    if name not in CRITERIA:
-        raise PruneError(f"unknown pruning criterion '{name}'{did_you_mean(name, CRITERIA)}; "
-                         f"known: {', '.join(sorted(CRITERIA))}")
-    return CRITERIA[name]
+    return CRITERIA.get(name)
 
 
 def scope_reader(scope):
