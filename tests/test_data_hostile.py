@@ -195,6 +195,44 @@ def test_corrupt_jpeg_is_skipped_and_counted_in_infer_loading(tmp_path, caplog, 
     assert_no_raw_decoder_line(capfd.readouterr().err)
 
 
+def png_claiming_size(width, height):
+    """A structurally valid PNG (IHDR, one IDAT, IEND) whose header claims width x height."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_header_is_skipped_without_decoding(tmp_path, caplog):
+    """A PNG header claiming 100000 x 100000 pixels: skipped naming its size, and a direct
+    decode (which OpenCV refuses with an exception) is 'cannot be decoded', not a crash."""
+    good, bomb = str(tmp_path / "good.jpg"), str(tmp_path / "bomb.png")
+    write_bytes(good, textured_jpeg_bytes())
+    write_bytes(bomb, png_claiming_size(100000, 100000))
+    make_voc(tmp_path / "voc", [("a", CAT, "good")])
+    feed = YoloTestFeed(dataset={"dataset_dir": str(tmp_path / "voc"), "use_default_label": False},
+                        image_shape=[3, 64, 64])
+    with caplog.at_level(logging.INFO, logger="slim.data"):
+        loader = build_test_loader(feed, [bomb, good])
+    assert [batch["im_file"] for batch in loader] == [[good]]
+    assert_one_skip_line_and_counted(caplog, "bomb.png", "100000x100000 pixels is larger than the limit")
+    assert records_lib.read_image_rgb(bomb) is None
+    assert records_lib.decode_problem(bomb).startswith("cannot be decoded (OpenCV")
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (3, 200), (200, 7)])
+def test_images_smaller_than_8_pixels_a_side_are_used(tmp_path, height, width):
+    """The 1/8-scale check decode cannot shrink them: they are decoded whole instead."""
+    for extension in (".png", ".jpg"):
+        path = str(tmp_path / f"tiny{extension}")
+        assert cv2.imwrite(path, np.full((height, width, 3), 200, np.uint8))
+        assert records_lib.checked_image_size(path) == ((height, width), None)
+
+
 @pytest.mark.parametrize("use_process", [True, False], ids=["worker processes", "threads"])
 def test_image_corrupted_after_loading_is_caught_when_decoded_by_a_worker(tmp_path, capfd, corrupt_jpeg,
                                                                         use_process):

@@ -45,6 +45,9 @@ LOGGER = logging.getLogger("slim.data")
 CLIP_TOLERANCE_PIXELS = 1.0
 # Characters of one line of a list or label file echoed in a warning or error.
 LINE_EXCERPT_LIMIT = 60
+# Largest image used (PIL's decompression-bomb limit): a header may claim any size, and a
+# decoded 3-channel image takes 3 bytes a pixel (this limit: about 540 MB).
+MAX_IMAGE_PIXELS = 2 * 89478485
 
 
 class DataSetOptions:
@@ -385,7 +388,10 @@ def _decode_checked(data, flags):
     stderr meanwhile (other threads, harmless decoder notes) is passed on unchanged.
     """
     cv2 = _cv2()
-    image, output = _run_capturing_stderr(lambda: cv2.imdecode(data, flags))
+    try:
+        image, output = _run_capturing_stderr(lambda: cv2.imdecode(data, flags))
+    except cv2.error as error:  # OpenCV's own refusals: too many pixels, a size it cannot scale
+        return None, f"cannot be decoded (OpenCV: {_message_text(str(error).encode())})"
     lines = output.splitlines(keepends=True)
     corrupt = [line for line in lines if line.startswith(JPEG_CORRUPTION_WARNINGS)]
     if image is not None and not corrupt:
@@ -402,9 +408,9 @@ def _message_text(line):
     return shorten(line.decode("utf-8", "replace").strip(), 100)
 
 
-def decode_problem(path):
-    """Why the image at `path` cannot be used after decoding all of its data, or None when it
-    decodes cleanly.
+def decode_problem(path, size=None):
+    """Why the image at `path` (of (height, width) `size` by its header, read if not given)
+    cannot be used after decoding all of its data, or None when it decodes cleanly.
 
     Decodes at 1/8 scale in grey: libjpeg still reads every compressed bit (and so sees every
     corruption a full decode sees) but skips most of the work.
@@ -413,7 +419,10 @@ def decode_problem(path):
     if data is None:
         return "image missing, unreadable or empty"
     cv2 = _cv2()
-    _, problem = _decode_checked(data, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+    # OpenCV cannot scale an image of fewer than 8 pixels a side down by 8: decode those whole.
+    size = size or image_size(path) or (0, 0)
+    scale = cv2.IMREAD_REDUCED_GRAYSCALE_8 if min(size) >= 8 else cv2.IMREAD_GRAYSCALE
+    _, problem = _decode_checked(data, scale | cv2.IMREAD_IGNORE_ORIENTATION)
     return problem
 
 
@@ -425,7 +434,10 @@ def checked_image_size(path):
     size = image_size(path)
     if size is None:
         return None, "image missing, unreadable or corrupt"
-    problem = decode_problem(path)
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        return None, (f"image of {size[1]}x{size[0]} pixels is larger than the limit of "
+                      f"{MAX_IMAGE_PIXELS} pixels")
+    problem = decode_problem(path, size)
     return (None, problem) if problem else (size, None)
 
 
