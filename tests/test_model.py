@@ -320,3 +320,59 @@ def test_nms_accepts_a_plain_mapping():
     assert nms_op.attr("score_threshold") == pytest.approx(0.05)
     assert nms_op.attr("nms_threshold") == pytest.approx(0.45)
     assert nms_op.attr("normalized") is False
+
+
+LEARNING_RATE = 1e-3  # the tiny model's first gradients are up to ~1e4
+
+
+def _one_momentum_step(conv_decay, global_decay, initial=None):
+    """{param: (initial value, value after one Momentum step)} of a tiny model whose backbone
+    has `conv_decay`, trained with the optimizer's global L2 factor `global_decay`, starting
+    from `initial` ({param: value}; default: the startup program's)."""
+    model = YOLOv3(MobileNet(conv_group_scale=0.25, conv_decay=conv_decay),
+                   YOLOv3Head(num_classes=3))
+    train = build_train_program(model, image_shape=[3, 64, 64])
+    with paddle.static.program_guard(train.program, train.startup):
+        paddle.optimizer.Momentum(LEARNING_RATE, 0.9, weight_decay=paddle.regularizer.L2Decay(global_decay)) \
+            .minimize(train.fetches["loss"])
+    exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+    names = [p.name for p in train.program.global_block().all_parameters()]
+    with paddle.static.scope_guard(scope):
+        exe.run(train.startup)
+        for name, value in (initial or {}).items():
+            scope.find_var(name).get_tensor().set(value, paddle.CPUPlace())
+        before = {name: np.array(scope.find_var(name).get_tensor()) for name in names}
+        exe.run(train.program, feed=_train_batch(size=64), fetch_list=[train.fetches["loss"]])
+        after = {name: np.array(scope.find_var(name).get_tensor()) for name in names}
+    return {name: (before[name], after[name]) for name in names}
+
+
+def test_conv_decay_sets_the_l2_of_the_backbone_conv_weights_only():
+    backbone = ["conv1_weights"] + [f"{b}_{part}_weights" for b in BACKBONE_BLOCKS
+                                    for part in ("dw", "sep")]
+    global_decay = 10.0  # large, so that its term stands far above float32 rounding of the step
+    no_l2 = _one_momentum_step(conv_decay=None, global_decay=0.0)
+    initial = {name: before for name, (before, _) in no_l2.items()}
+    today = _one_momentum_step(conv_decay=None, global_decay=global_decay, initial=initial)
+    zero = _one_momentum_step(conv_decay=0.0, global_decay=global_decay, initial=initial)
+    assert len(backbone) == 27
+    for name in backbone:
+        initial = no_l2[name][0]
+        np.testing.assert_array_equal(today[name][0], initial)
+        np.testing.assert_array_equal(zero[name][0], initial)
+        # conv_decay 0: the backbone conv weights move as without any L2
+        np.testing.assert_allclose(zero[name][1], no_l2[name][1], rtol=0, atol=1e-7)
+        # null: the global L2 applies (first Momentum step: w - lr * (grad + decay * w))
+        np.testing.assert_allclose(today[name][1] - no_l2[name][1],
+                                   -LEARNING_RATE * global_decay * initial, rtol=1e-3, atol=1e-5)
+    head_weight = "yolo_block.0.0.0.conv.weights"
+    np.testing.assert_allclose(zero[head_weight][1], today[head_weight][1], rtol=0, atol=1e-7)
+    assert not np.allclose(zero[head_weight][1], no_l2[head_weight][1], rtol=0, atol=1e-7)
+
+
+def test_conv_decay_must_be_null_or_a_non_negative_number():
+    assert MobileNet().conv_decay is None
+    assert MobileNet(conv_decay=0).conv_decay == 0.0
+    for bad in (-1e-4, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"MobileNet.conv_decay: must be null or a number >= 0"):
+            MobileNet(conv_decay=bad)

@@ -19,12 +19,18 @@ def _batch_norm(conv, act, names, norm_decay, is_test):
 
 
 def conv_bn_relu(input, num_filters, filter_size, stride, padding, name, norm_decay, is_test,
-                 groups=1):
-    """MobileNet conv (no bias) + batch norm + relu: `<name>_weights`, `<name>_bn_{scale,...}`."""
+                 groups=1, conv_decay=None):
+    """MobileNet conv (no bias) + batch norm + relu: `<name>_weights`, `<name>_bn_{scale,...}`.
+
+    `conv_decay`: L2 factor of the conv weight (its own regularizer, which Paddle uses instead
+    of the optimizer's); None leaves it to the optimizer's global regularizer.
+    """
+    regularizer = None if conv_decay is None else paddle.regularizer.L2Decay(conv_decay)
     conv = paddle.static.nn.conv2d(
         input, num_filters, filter_size, stride=stride, padding=padding, groups=groups,
         param_attr=paddle.ParamAttr(name=name + "_weights",
-                                    initializer=paddle.nn.initializer.KaimingUniform()),
+                                    initializer=paddle.nn.initializer.KaimingUniform(),
+                                    regularizer=regularizer),
         bias_attr=False)
     bn = name + "_bn"
     names = (bn + "_scale", bn + "_offset", bn + "_mean", bn + "_variance")

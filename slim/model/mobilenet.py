@@ -5,6 +5,7 @@ published weights load by name and users' `pruned_params` regexes match:
 `conv1_weights`, `convX_Y_dw_weights`, `convX_Y_sep_weights`, each followed by
 batch norm `<conv>_bn_{scale,offset,mean,variance}` and relu.
 """
+import math
 import typing
 
 from slim.config.registry import register
@@ -41,12 +42,17 @@ class MobileNet:
         norm_type: normalization after every conv: 'bn' (batch norm) or 'sync_bn'
             (batch norm synchronized across cards; plain batch norm on one card).
         norm_decay: L2 weight decay of the batch norm scale and offset.
+        conv_decay: L2 weight decay of the backbone conv weights. null (default): the
+            optimizer's global regularizer applies (PaddleDetection v0.1.0); a number F >= 0
+            gives each backbone conv weight its own L2Decay(F) instead (later
+            PaddleDetection configs set 0: no L2 on the 27 backbone conv weights).
         conv_group_scale: width multiplier of every conv (channels = int(c * scale)).
         with_extra_blocks: SSD extra feature blocks; not supported (YOLOv3 uses three feature maps).
     """
 
     def __init__(self, norm_type: typing.Literal["bn", "sync_bn"] = "bn", norm_decay: float = 0.,
-                 conv_group_scale: float = 1.0, with_extra_blocks: bool = False):
+                 conv_group_scale: float = 1.0, with_extra_blocks: bool = False,
+                 conv_decay: typing.Optional[float] = None):
         if norm_type not in SUPPORTED_NORM_TYPES:
             raise ConfigError(f"MobileNet.norm_type: unsupported value '{norm_type}'"
                               f"{did_you_mean(norm_type, SUPPORTED_NORM_TYPES)}; "
@@ -56,6 +62,8 @@ class MobileNet:
         if scaled_channels(32, conv_group_scale) < 1:
             raise ConfigError(f"MobileNet.conv_group_scale: {conv_group_scale} leaves conv1 "
                               f"with no channels (int(32 * scale) must be >= 1)")
+        if conv_decay is not None and not (math.isfinite(conv_decay) and conv_decay >= 0):
+            raise ConfigError(f"MobileNet.conv_decay: must be null or a number >= 0, got {conv_decay}")
         if with_extra_blocks:
             raise ConfigError("MobileNet.with_extra_blocks: true (SSD extra blocks) is not "
                               "supported; valid: false")
@@ -63,26 +71,28 @@ class MobileNet:
         self.norm_decay = float(norm_decay)
         self.conv_group_scale = float(conv_group_scale)
         self.with_extra_blocks = with_extra_blocks
+        self.conv_decay = None if conv_decay is None else float(conv_decay)
 
     def __repr__(self):
         return (f"MobileNet(norm_type={self.norm_type!r}, norm_decay={self.norm_decay}, "
-                f"conv_group_scale={self.conv_group_scale})")
+                f"conv_group_scale={self.conv_group_scale}, conv_decay={self.conv_decay})")
 
     def __call__(self, image, is_test):
         """Append the backbone to the current program; returns [stride 8, 16, 32] feature vars."""
         from slim.model import layers
         scale = self.conv_group_scale
         out = layers.conv_bn_relu(image, scaled_channels(32, scale), 3, 2, 1, "conv1",
-                                  self.norm_decay, is_test)
+                                  self.norm_decay, is_test, conv_decay=self.conv_decay)
         channels = scaled_channels(32, scale)
         features = []
         for name, sep_channels, stride in DEPTHWISE_SEPARABLE_BLOCKS:
             # depthwise 3x3: groups = in channels = out channels
             out = layers.conv_bn_relu(out, channels, 3, stride, 1, name + "_dw",
-                                      self.norm_decay, is_test, groups=channels)
+                                      self.norm_decay, is_test, groups=channels,
+                                      conv_decay=self.conv_decay)
             channels = scaled_channels(sep_channels, scale)
             out = layers.conv_bn_relu(out, channels, 1, 1, 0, name + "_sep",
-                                      self.norm_decay, is_test)
+                                      self.norm_decay, is_test, conv_decay=self.conv_decay)
             if name in FEATURE_BLOCKS:
                 features.append(out)
         return features
