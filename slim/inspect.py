@@ -7,8 +7,11 @@ Replaces the seed's "paste this into a REPL" recipe for choosing `pruned_params`
 For every conv weight it prints the shape, kind (conv / depthwise), output
 shape, FLOPs, the ops that read its output directly (`consumers`, e.g.
 batch_norm) and the ops its channels reach through channel-preserving ops
-(`reaches`: batch norm, activations, bias adds and upsampling are walked
-through; e.g. `concat`, `yolov3_loss`, `yolo_box` or the next conv's weight).
+(`reaches`: ops whose spec kind is channel-preserving, such as batch norm,
+activations, bias adds and upsampling, are walked through; e.g. `concat`,
+`yolov3_loss`, `yolo_box` or the next conv's weight). Convs, kinds (conv /
+depthwise / grouped / transpose) and reaches come from the channel analysis
+(`slim.prune.graph`) and the op specs (`slim.prune.op_specs`).
 A conv that reaches `concat` is one the seed could not prune; one that reaches
 `yolov3_loss` / `yolo_box` has a fixed channel layout.
 
@@ -34,13 +37,8 @@ import tempfile
 from slim.errors import UserError, shorten
 from slim.model.from_config import model_from_config
 from slim.output_places import WrittenFiles, check_output_file
-from slim.prune.flops import CONV_OP_TYPES, is_forward_op
-
-# Ops whose output keeps the input's channels one-to-one: `reaches` walks through them.
-CHANNEL_PRESERVING_OP_TYPES = (
-    "batch_norm", "relu", "relu6", "leaky_relu", "sigmoid", "swish", "hard_swish", "tanh",
-    "elementwise_add", "scale", "dropout", "nearest_interp", "nearest_interp_v2",
-    "bilinear_interp", "bilinear_interp_v2", "pool2d")
+from slim.prune.flops import is_forward_op
+from slim.prune.op_specs import CONV, CONV_TRANSPOSE, OP_SPECS
 
 
 class GraphRenderError(UserError):
@@ -99,93 +97,38 @@ def build_inspected_programs(model, image_shape):
             build_eval_program(model, image_shape=image_shape))
 
 
-def inspect_programs(program, reach_programs=None):
+def inspect_programs(program, reach_programs=None, extra_ops=None):
     """{"flops", "params", "convs": [...]} of `program`; `reaches` merged over
-    `reach_programs` (default: `program` alone)."""
+    `reach_programs` (default: `program` alone). Convs, their kinds and what they reach
+    come from the channel analysis's program index and op specs (`slim.prune.graph`,
+    `slim.prune.op_specs`); `extra_ops` ({op type: OpSpec}) adds specs for this call."""
     from slim.prune.flops import program_flops, program_params
-    detail = program_flops(program, detail=True)
+    from slim.prune.graph import ProgramIndex, conv_reaches
+    from slim.prune.op_specs import op_table
+    table = op_table(extra_ops)
+    detail = program_flops(program, detail=True, extra_ops=extra_ops)
     _, param_counts = program_params(program, detail=True)
+    index = ProgramIndex(program, table)
     reaches = {}
     for other in reach_programs or [program]:
-        for name, found in conv_reaches(other).items():
+        other_index = index if other is program else ProgramIndex(other, table)
+        for name, found in conv_reaches(other_index).items():
             merged = reaches.setdefault(name, [])
             merged.extend(item for item in found if item not in merged)
-    block = program.global_block()
     convs = []
-    for op in block.ops:
-        if op.type not in CONV_OP_TYPES:
-            continue
-        weight = op.input("Filter")[0]
-        shape = list(block._find_var_recursive(weight).shape)
-        output = op.output("Output")[0]
-        groups = int(op.attr("groups")) if op.has_attr("groups") else 1
+    for conv in index.convs:
         convs.append({
-            "name": weight,
-            "shape": shape,
-            "kind": conv_kind(op.type, shape, groups),
-            "groups": groups,
-            "output_shape": list(block._find_var_recursive(output).shape)[1:],
-            "flops": detail.per_param.get(weight, 0),
-            "params": param_counts.get(weight, 0),
-            "consumers": sorted({consumer.type for consumer in _readers(block, output)}),
-            "reaches": reaches.get(weight, []),
+            "name": conv.weight,
+            "shape": list(index.shapes[conv.weight]),
+            "kind": conv.kind,
+            "groups": conv.groups,
+            "output_shape": list(index.shapes[conv.output])[1:],
+            "flops": detail.per_param.get(conv.weight, 0),
+            "params": param_counts.get(conv.weight, 0),
+            "consumers": sorted({reader.type for reader in index.forward_readers(conv.output)}),
+            "reaches": reaches.get(conv.weight, []),
         })
     return {"flops": detail.total, "params": sum(param_counts.values()), "convs": convs}
-
-
-def conv_kind(op_type, filter_shape, groups):
-    """'depthwise' for a conv with one input channel per group, else 'conv'."""
-    if op_type == "depthwise_conv2d" or (groups > 1 and filter_shape[1] == 1):
-        return "depthwise"
-    return "conv"
-
-
-def conv_reaches(program):
-    """{conv weight name: [what its output channels reach]} through channel-preserving ops.
-
-    An entry is an op type (`concat`, `yolov3_loss`, `yolo_box` ...) or, for a conv,
-    `conv:<weight name>`.
-    """
-    block = program.global_block()
-    result = {}
-    for op in block.ops:
-        if op.type in CONV_OP_TYPES:
-            result[op.input("Filter")[0]] = _walk_reaches(block, op.output("Output")[0])
-    return result
-
-
-def _walk_reaches(block, start_var):
-    found, seen, pending = [], set(), [start_var]
-    while pending:
-        var_name = pending.pop()
-        if var_name in seen:
-            continue
-        seen.add(var_name)
-        for reader in _readers(block, var_name):
-            if reader.type in CHANNEL_PRESERVING_OP_TYPES and _reads_as_activation(reader, var_name):
-                pending.extend(name for slot in reader.output_names
-                               for name in reader.output(slot)
-                               if slot in ("Out", "Y", "Output"))
-                continue
-            label = f"conv:{reader.input('Filter')[0]}" if reader.type in CONV_OP_TYPES \
-                else reader.type
-            if label not in found:
-                found.append(label)
-    return found
-
-
-def _reads_as_activation(op, var_name):
-    """True when `op` reads `var_name` as its data input (not e.g. as a bias)."""
-    for slot in ("X", "Input"):
-        if slot in op.input_names and var_name in op.input(slot):
-            return True
-    return False
-
-
-def _readers(block, var_name):
-    """Forward ops of `block` that read `var_name`."""
-    return [op for op in block.ops
-            if var_name in op.input_arg_names and is_forward_op(op)]
 
 
 def format_table(report):
@@ -293,7 +236,8 @@ def program_to_dot(program):
     for index, op in enumerate(ops):
         label = op.type
         style = ""
-        if op.type in CONV_OP_TYPES:
+        spec = OP_SPECS.find(op.type)
+        if spec is not None and spec.kind in (CONV, CONV_TRANSPOSE):
             weight = op.input("Filter")[0]
             shape = list(block._find_var_recursive(weight).shape)
             label = f"{op.type}\\n{weight}\\n{shape}"

@@ -20,19 +20,7 @@ import numpy as np
 
 from slim.prune.errors import PruneError
 from slim.prune.graph import analyze_program
-from slim.prune.ops import CONV_TRANSPOSE_TYPES, CONV_TYPES, channel_axis
-
-ATTR_FIXERS = {}  # op type -> fixer(op, changes, undo); filled at import time
-
-
-def register_attr_fixer(*op_types):
-    """Decorator: `fixer(op, changes, undo)` rewrites attributes of ops of these types
-    after var shapes changed. `changes` maps var -> {axis: (old size, new size)}."""
-    def decorate(fixer):
-        for op_type in op_types:
-            ATTR_FIXERS[op_type] = fixer
-        return fixer
-    return decorate
+from slim.prune.op_specs import OP_SPECS, op_table, spec_for
 
 
 class PruneUndo:
@@ -105,7 +93,8 @@ def _check_group_matches(group_plan, group, present_params):
         raise PruneError(f"cannot prune group '{name}' in this program: {group.blocked_reason}")
 
 
-def apply_plan(plan, programs, scope=None, place=None, startup_programs=(), graphs=None):
+def apply_plan(plan, programs, scope=None, place=None, startup_programs=(), graphs=None,
+               extra_ops=None):
     """Prune `programs` (and their persistable tensors in `scope`) as `plan` says.
 
     programs: the programs to rewrite (train, eval, infer ...); each is analysed.
@@ -113,11 +102,14 @@ def apply_plan(plan, programs, scope=None, place=None, startup_programs=(), grap
     place: where to put the sliced tensors (default: where each tensor already is).
     startup_programs: programs rewritten by name only (initializer shapes), not analysed.
     graphs: optional ChannelGraphs of `programs` (same order) to skip re-analysis.
+    extra_ops: {op type: OpSpec} added to the op specs for this call only.
 
     Returns a PruneUndo whose `restore()` reverts all of it.
     """
     programs = list(programs)
-    graphs = list(graphs) if graphs is not None else [analyze_program(p) for p in programs]
+    table = op_table(extra_ops)
+    graphs = list(graphs) if graphs is not None else \
+        [analyze_program(p, extra_ops=extra_ops) for p in programs]
     per_program, persistable = [], {}
     for graph in graphs:
         removals = plan_removals(plan, graph)
@@ -138,7 +130,7 @@ def apply_plan(plan, programs, scope=None, place=None, startup_programs=(), grap
             by_var[var][axis] = removed
         for var, axes in persistable.items():
             by_var[var].update(axes)
-        shapes = rewrite_program(program, by_var, undo)
+        shapes = rewrite_program(program, by_var, undo, table)
         for var, shape in shapes.items():
             old_shapes.setdefault(var, shape)
     if scope is not None:
@@ -156,17 +148,18 @@ def pruned_shapes(plan, program, graph=None):
         by_var[var][axis] = removed
     undo = PruneUndo()
     try:
-        rewrite_program(program, by_var, undo)
+        rewrite_program(program, by_var, undo, graph.index.table)
         yield program
     finally:
         undo.restore()
 
 
-def rewrite_program(program, removals_by_var, undo):
+def rewrite_program(program, removals_by_var, undo, table=OP_SPECS):
     """Shrink var shapes and fix channel-counting attrs of `program`'s global block.
 
     removals_by_var: var -> {axis: removed indices}. Vars absent from the block are
-    ignored. Returns {var: old shape} of the vars it changed.
+    ignored. `table`: the op specs whose attribute fixers run. Returns {var: old shape}
+    of the vars it changed.
     """
     block = program.global_block()
     changes, old_shapes = {}, {}
@@ -190,7 +183,7 @@ def rewrite_program(program, removals_by_var, undo):
         changes[var_name] = {axis: (shape[axis], new_shape[axis]) for axis in axes}
     if changes:
         for op in block.ops:
-            fixer = ATTR_FIXERS.get(op.type)
+            fixer = attr_fixer_of(op.type, table)
             if fixer is not None and any(name in changes for name in op.input_arg_names +
                                          op.output_arg_names):
                 fixer(op, changes, undo)
@@ -234,50 +227,7 @@ def _concrete_place(place):
     return paddle.CPUPlace()
 
 
-# ---------------------------------------------------------------- attribute fixers
-
-_CONV_FAMILY = CONV_TYPES + CONV_TRANSPOSE_TYPES
-_CONV_FAMILY = _CONV_FAMILY + tuple(t + "_grad" for t in _CONV_FAMILY)
-
-
-@register_attr_fixer(*_CONV_FAMILY)
-def fix_conv_groups(op, changes, undo):
-    """A depthwise conv (groups == input channels) keeps groups == input channels."""
-    groups = op.attr("groups") if op.has_attr("groups") else 1
-    inputs = op.input("Input") if "Input" in op.input_names else []
-    if groups <= 1 or not inputs or inputs[0] not in changes:
-        return
-    rank = len(op.block.var(inputs[0]).shape)
-    axis = channel_axis(_AttrReader(op), rank)
-    old, new = changes[inputs[0]].get(axis, (None, None))
-    if old is not None and groups == old:
-        undo.set_attr(op, "groups", new)
-
-
-_SHAPE_ATTR_TYPES = ("fill_constant", "gaussian_random", "uniform_random",
-                     "truncated_gaussian_random", "fill_constant_batch_size_like")
-
-
-@register_attr_fixer(*_SHAPE_ATTR_TYPES)
-def fix_shape_attr(op, changes, undo):
-    """Ops that create a tensor from a `shape` attr create the pruned shape."""
-    out = op.output("Out")
-    if not out or out[0] not in changes or not op.has_attr("shape"):
-        return
-    shape = list(op.attr("shape"))
-    new_shape = list(shape)
-    for axis, (old, new) in changes[out[0]].items():
-        if axis < len(shape) and shape[axis] == old:
-            new_shape[axis] = new
-    if new_shape != shape:
-        undo.set_attr(op, "shape", new_shape)
-
-
-class _AttrReader:
-    """Give an Operator the `attr(name, default)` interface of OpView."""
-
-    def __init__(self, op):
-        self._op = op
-
-    def attr(self, name, default=None):
-        return self._op.attr(name) if self._op.has_attr(name) else default
+def attr_fixer_of(op_type, table=OP_SPECS):
+    """The attribute fixer of `op_type` in the op specs `table`, or None."""
+    spec = spec_for(op_type, table)
+    return spec.fix_attrs if spec is not None else None

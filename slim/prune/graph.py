@@ -19,17 +19,9 @@ blocked, and the reason names the op.
 import collections
 import dataclasses
 
-from slim.prune.ops import (
-    CONV_TRANSPOSE_TYPES,
-    CONV_TYPES,
-    Fixed,
-    Link,
-    OpView,
-    Segment,
-    Unsupported,
-    conv_kind,
-    rule_for,
-)
+from slim.prune.flops import is_forward_role
+from slim.prune.op_specs import CHANNEL_PRESERVING, CONV, CONV_TRANSPOSE, OP_SPECS, op_table, spec_for
+from slim.prune.ops import Fixed, Link, OpView, Segment, Unsupported, conv_kind
 
 # Member roles, by what the member is to the group's channels.
 FILTER = "filter"                # conv weight producing the channels (axis 0)
@@ -86,9 +78,10 @@ class ProgramIndex:
     """The global block of a program indexed for the analysis: op views, var shapes,
     which ops touch and produce each var, persistables, parameters, convs, batch norms."""
 
-    def __init__(self, program):
+    def __init__(self, program, table=OP_SPECS):
         block = program.global_block()
         self.program = program
+        self.table = table  # the op specs (rules, kinds ...) this index was made with
         self.block = block
         self.shapes, self.persistable = {}, set()
         tensor_types = _tensor_var_types()
@@ -102,11 +95,15 @@ class ProgramIndex:
         self.ops = []
         self.touching = collections.defaultdict(list)  # var -> op indices (in or out)
         self.producers = collections.defaultdict(list)  # var -> op indices (out)
+        self.readers = collections.defaultdict(list)  # var -> op indices (in)
         for index, op in enumerate(block.ops):
             desc = op.desc
             slots = {}
             for slot in desc.input_names():
                 slots[slot] = list(desc.input(slot))
+                for name in slots[slot]:
+                    if index not in self.readers[name]:
+                        self.readers[name].append(index)
             for slot in desc.output_names():
                 names = list(desc.output(slot))
                 slots[slot] = names
@@ -127,13 +124,14 @@ class ProgramIndex:
     def _find_convs(self):
         convs = []
         for op in self.ops:
-            if op.type not in CONV_TYPES + CONV_TRANSPOSE_TYPES:
+            spec = self.table.find(op.type)
+            if spec is None or spec.kind not in (CONV, CONV_TRANSPOSE):
                 continue
             weight, inp, out = op.var("Filter"), op.var("Input"), op.var("Output")
             if weight is None or inp is None or out is None:
                 continue
             groups = op.attr("groups", 1) or 1
-            if op.type in CONV_TRANSPOSE_TYPES:
+            if spec.kind == CONV_TRANSPOSE:
                 kind = "transpose"
             else:
                 try:
@@ -154,6 +152,16 @@ class ProgramIndex:
                 if name:
                     roles[name] = role
         return roles
+
+    def kind_of(self, op):
+        """The spec kind (CONV, CHANNEL_PRESERVING, ...) of `op`; None for an op without a spec."""
+        spec = self.table.find(op.type)
+        return spec.kind if spec is not None else None
+
+    def forward_readers(self, var):
+        """The forward ops (OpViews) that read `var`, in program order."""
+        return [self.ops[i] for i in self.readers.get(var, ())
+                if is_forward_role(self.ops[i].attr("op_role"))]
 
     def is_program_input(self, var):
         """A non-persistable var that no op produces: fed from outside."""
@@ -276,13 +284,48 @@ class ChannelGraph:
         return self.groups_of(weight, axis)
 
 
-def analyze_program(program, fixed_vars=()):
+def conv_reaches(index):
+    """{conv weight: [what its output channels reach]} over the forward ops of `index`.
+
+    The walk passes through ops whose spec kind is CHANNEL_PRESERVING (batch norm,
+    activations, bias adds, upsampling ...) when they read the channels as their data
+    input (X / Input); anything else ends it and is listed: a conv as `conv:<weight>`,
+    any other op by its type (`concat`, `yolov3_loss`, `yolo_box` ...).
+    """
+    return {conv.weight: _walk_reaches(index, conv.output) for conv in index.convs}
+
+
+_DATA_INPUT_SLOTS = ("X", "Input")
+_DATA_OUTPUT_SLOTS = ("Out", "Y", "Output")
+
+
+def _walk_reaches(index, start_var):
+    found, seen, pending = [], set(), [start_var]
+    while pending:
+        var = pending.pop()
+        if var in seen:
+            continue
+        seen.add(var)
+        for op in index.forward_readers(var):
+            kind = index.kind_of(op)
+            if kind == CHANNEL_PRESERVING and any(var in op.vars(s) for s in _DATA_INPUT_SLOTS):
+                pending.extend(name for slot in _DATA_OUTPUT_SLOTS for name in op.vars(slot)
+                               if op.index in index.producers.get(name, ()))  # not an input Y
+                continue
+            label = f"conv:{op.var('Filter')}" if kind in (CONV, CONV_TRANSPOSE) else op.type
+            if label not in found:
+                found.append(label)
+    return found
+
+
+def analyze_program(program, fixed_vars=(), extra_ops=None):
     """Build the ChannelGraph of `program`'s global block.
 
     `fixed_vars` names vars whose channels must keep their layout (e.g. outputs a
-    caller fetches); program inputs are always fixed.
+    caller fetches); program inputs are always fixed. `extra_ops` ({op type: OpSpec})
+    adds or overrides op specs for this analysis only (the global table is unchanged).
     """
-    index = ProgramIndex(program)
+    index = ProgramIndex(program, op_table(extra_ops))
     fixed_vars = set(fixed_vars)
     links, blocks = _propagate(index, fixed_vars)
     return ChannelGraph(index, _build_groups(index, links, blocks))
@@ -302,6 +345,7 @@ def _propagate(index, fixed_vars):
     """
     links, blocks = [], []
     seen_slots, seen_visits, seen_links = set(), set(), set()
+    rules = {}  # op type -> its rule (None: no rule), looked up once per type
     queue = collections.deque()
 
     def push(var, axis):
@@ -328,7 +372,10 @@ def _propagate(index, fixed_vars):
                 continue
             seen_visits.add((op_index, var, axis))
             op = index.ops[op_index]
-            rule = rule_for(op.type)
+            if op.type not in rules:
+                spec = spec_for(op.type, index.table)
+                rules[op.type] = spec.rule if spec is not None else None
+            rule = rules[op.type]
             if rule is None:
                 blocks.append((whole, "unknown",
                                f"op '{op.type}' (#{op_index}) reading or writing '{var}' has no "

@@ -13,7 +13,8 @@ Backward ops (`<type>_grad`) need no rules of their own: `grad_view` presents
 a grad op under its forward op's slot names, so the forward rule applies, and
 every `X@GRAD` variable is linked to its `X` (same shape).
 
-Register a new op with `@register_op_rule("op_type", ...)`.
+Each op type's rule is named in its spec in `slim.prune.op_specs` (with its attribute
+fixer, FLOPs counter and kind); a new op is one entry there.
 """
 from typing import NamedTuple
 
@@ -43,18 +44,6 @@ class Fixed(NamedTuple):
 
 class Unsupported(Exception):
     """A rule met a case it does not handle; the group is blocked with this reason."""
-
-
-OP_RULES = {}  # op type -> rule(op: OpView, var, axis) -> [Link | Fixed]; filled at import time
-
-
-def register_op_rule(*op_types):
-    """Decorator: `rule(op, var, axis)` propagates channels through ops of these types."""
-    def decorate(rule):
-        for op_type in op_types:
-            OP_RULES[op_type] = rule
-        return rule
-    return decorate
 
 
 class OpView:
@@ -152,7 +141,6 @@ def conv_kind(op):
     return "grouped"
 
 
-@register_op_rule(*CONV_TYPES)
 def conv_rule(op, var, axis):
     """Output channels <-> filters (axis 0); input channels <-> filter axis 1.
 
@@ -209,7 +197,6 @@ def _tile_links(op, var, axis, size, groups):
             for g in range(1, groups)]
 
 
-@register_op_rule(*CONV_TRANSPOSE_TYPES)
 def conv_transpose_rule(op, var, axis):
     """Transposed conv: filter [in, out/groups, k, k]; groups 1 or depthwise only."""
     weight, inp, out = op.var("Filter"), op.var("Input"), op.var("Output")
@@ -237,7 +224,6 @@ BN_PARAM_SLOTS = ("Scale", "Bias", "Mean", "Variance", "MeanOut", "VarianceOut",
                   "SavedMean", "SavedVariance")
 
 
-@register_op_rule("batch_norm", "sync_batch_norm")
 def batch_norm_rule(op, var, axis):
     """X and Y move together on every axis; on the channel axis so do the 1-D statistics
     (scale, bias, mean, variance and their saved/updated copies)."""
@@ -265,7 +251,6 @@ UNARY_TYPES = (
 )
 
 
-@register_op_rule(*UNARY_TYPES)
 def unary_rule(op, var, axis):
     """Same-shape ops (activations, scale, dropout and its mask, cast, assign, ...)."""
     return _same_axis_links(op, var, axis, ("X", "Out", "Mask"))
@@ -289,7 +274,6 @@ def _broadcast_axis(op, var, axis):
     return big, small, offset, big_rank, small_rank
 
 
-@register_op_rule(*ELEMENTWISE_TYPES)
 def elementwise_rule(op, var, axis):
     """Binary element-wise ops with Paddle broadcasting: channels of X, Y and Out line up
     along the broadcast alignment; an operand of size 1 on that axis is not coupled."""
@@ -321,7 +305,6 @@ PAIRED_TYPES = (
 )
 
 
-@register_op_rule(*PAIRED_TYPES)
 def paired_rule(op, var, axis):
     """Ops mapping X[i] to Out[i] unchanged (collective all-reduce and stream syncs of
     multi-card training, AMP loss-scaling checks): each pair moves together."""
@@ -333,13 +316,11 @@ def paired_rule(op, var, axis):
             if var in (x, out) and x != out]
 
 
-@register_op_rule("sum")
 def sum_rule(op, var, axis):
     """Sum of same-shape tensors (also the backward pass's gradient accumulation)."""
     return _same_axis_links(op, var, axis, ("X", "Out"))
 
 
-@register_op_rule("prelu")
 def prelu_rule(op, var, axis):
     """PReLU: X <-> Out; in 'channel' mode the 1-D or [1, C, 1, 1] Alpha follows."""
     x, alpha = op.var("X"), op.var("Alpha")
@@ -361,7 +342,6 @@ def prelu_rule(op, var, axis):
 
 # ---------------------------------------------------------------- structure
 
-@register_op_rule("concat")
 def concat_rule(op, var, axis):
     """Along the concat axis each input owns a slice of the output at its offset;
     along any other axis all inputs and the output move together."""
@@ -399,13 +379,11 @@ INTERP_TYPES = (
 )
 
 
-@register_op_rule(*INTERP_TYPES)
 def interp_rule(op, var, axis):
     """Up/down-sampling keeps batch and channel axes."""
     return _batch_and_channel_links(op, var, axis)
 
 
-@register_op_rule("pool2d", "pool3d")
 def pool_rule(op, var, axis):
     """Pooling (including global) keeps batch and channel axes."""
     return _batch_and_channel_links(op, var, axis)
@@ -415,7 +393,6 @@ REDUCE_TYPES = ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce
                 "mean", "squared_l2_norm", "p_norm", "frobenius_norm")
 
 
-@register_op_rule(*REDUCE_TYPES)
 def reduce_rule(op, var, axis):
     """A reduced axis ends the coupling (any channel count reduces fine); a kept axis maps
     to its position in the output."""
@@ -450,7 +427,6 @@ OPTIMIZER_TYPES = ("momentum", "sgd", "adam", "adamw", "lamb", "rmsprop", "adagr
 _OPTIMIZER_SCALAR_SLOT_PARTS = ("LearningRate", "Pow", "SkipUpdate", "Found")
 
 
-@register_op_rule(*OPTIMIZER_TYPES)
 def optimizer_rule(op, var, axis):
     """Param, Grad, ParamOut and every accumulator shaped like Param (Velocity, Moment1,
     ...) move together; scalars (LearningRate, Beta1Pow) are untouched."""
@@ -473,14 +449,15 @@ FIXED_LAYOUT_TYPES = ("yolov3_loss", "yolo_loss", "yolo_box", "multiclass_nms",
                       "prior_box", "density_prior_box", "anchor_generator", "box_coder")
 
 
-@register_op_rule(*FIXED_LAYOUT_TYPES)
 def fixed_layout_rule(op, var, axis):
     """Ops whose inputs have a fixed channel layout (anchors x (5 + classes), boxes, ...)."""
     return [Fixed(whole(op, var, axis), f"{op.describe()} needs a fixed layout of '{var}'")]
 
 
-@register_op_rule("fill_constant", "gaussian_random", "uniform_random",
-                  "truncated_gaussian_random", "fill_constant_batch_size_like")
+FILLED_TYPES = ("fill_constant", "gaussian_random", "uniform_random",
+                "truncated_gaussian_random", "fill_constant_batch_size_like")
+
+
 def filled_rule(op, var, axis):
     """Tensors created from a `shape` attr: no coupling; the apply step rewrites the attr."""
     return []
@@ -522,24 +499,4 @@ def grad_pair_links(op, var, axis):
             other = grad if var == base else base
             if other != var:
                 links.append(link_whole(op, var, axis, other, axis))
-    return links
-
-
-def rule_for(op_type):
-    """The rule of `op_type`; for `<type>_grad` a rule that applies the forward rule to the
-    grad op's forward view. None when the op is unknown."""
-    rule = OP_RULES.get(op_type)
-    if rule is not None:
-        return rule
-    if op_type.endswith("_grad") and op_type[: -len("_grad")] in OP_RULES:
-        return backward_rule
-    return None
-
-
-def backward_rule(op, var, axis):
-    """Rule of a grad op: X@GRAD <-> X pairs, plus the forward rule on the forward view."""
-    links = grad_pair_links(op, var, axis)
-    view = grad_view(op)
-    if view.slots_of(var):
-        links.extend(OP_RULES[view.type](view, var, axis))
     return links

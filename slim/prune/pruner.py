@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from slim.errors import did_you_mean
-from slim.prune.apply import ATTR_FIXERS, PruneUndo, find_group
+from slim.prune.apply import PruneUndo, attr_fixer_of, find_group
 from slim.prune.criteria import get_criterion, group_importance, scope_reader
 from slim.prune.errors import PruneError
 from slim.prune.flops import program_flops
@@ -260,8 +260,10 @@ class FlopsCounter:
         self._vars = [(block.vars[name], tuple(block.vars[name].desc.shape()),
                        [(axis, position, n) for (axis, position), n in entries.items()])
                       for name, entries in counts.items() if name in block.vars]
-        self._fixer_ops = [op for op in block.ops if op.type in ATTR_FIXERS and any(
-            name in counts for name in op.input_arg_names + op.output_arg_names)]
+        table = self.graph.index.table
+        self._fixers = [(op, attr_fixer_of(op.type, table)) for op in block.ops
+                        if attr_fixer_of(op.type, table) is not None and any(
+                            name in counts for name in op.input_arg_names + op.output_arg_names)]
 
     def at_ratio(self, ratio):
         """FLOPs after removing `ratio` of every group's channels."""
@@ -281,8 +283,8 @@ class FlopsCounter:
                     var.desc.set_shape(new_shape)
                     changes[var.name] = {axis: (shape[axis], new_shape[axis])
                                          for axis, _, _ in entries}
-            for op in self._fixer_ops:
-                ATTR_FIXERS[op.type](op, changes, undo)
+            for op, fixer in self._fixers:
+                fixer(op, changes, undo)
             return program_flops(self.program)
         finally:
             undo.restore()

@@ -1,0 +1,44 @@
+"""Attribute fixers, one per op type that counts channels in an attribute: after
+`slim.prune.apply` shrank var shapes, `fix(op, changes, undo)` rewrites the op's
+attributes to match (`changes` maps var -> {axis: (old size, new size)}; `undo` is the
+PruneUndo that records the old value). `slim.prune.op_specs` names the fixer of each
+op type.
+"""
+from slim.prune.ops import channel_axis
+
+
+def fix_conv_groups(op, changes, undo):
+    """A depthwise conv (groups == input channels) keeps groups == input channels."""
+    groups = op.attr("groups") if op.has_attr("groups") else 1
+    inputs = op.input("Input") if "Input" in op.input_names else []
+    if groups <= 1 or not inputs or inputs[0] not in changes:
+        return
+    rank = len(op.block.var(inputs[0]).shape)
+    axis = channel_axis(_AttrReader(op), rank)
+    old, new = changes[inputs[0]].get(axis, (None, None))
+    if old is not None and groups == old:
+        undo.set_attr(op, "groups", new)
+
+
+def fix_shape_attr(op, changes, undo):
+    """Ops that create a tensor from a `shape` attr create the pruned shape."""
+    out = op.output("Out")
+    if not out or out[0] not in changes or not op.has_attr("shape"):
+        return
+    shape = list(op.attr("shape"))
+    new_shape = list(shape)
+    for axis, (old, new) in changes[out[0]].items():
+        if axis < len(shape) and shape[axis] == old:
+            new_shape[axis] = new
+    if new_shape != shape:
+        undo.set_attr(op, "shape", new_shape)
+
+
+class _AttrReader:
+    """Give an Operator the `attr(name, default)` interface of OpView."""
+
+    def __init__(self, op):
+        self._op = op
+
+    def attr(self, name, default=None):
+        return self._op.attr(name) if self._op.has_attr(name) else default
