@@ -107,3 +107,18 @@ def test_unknown_spatial_dims_raise_a_clear_error():
     with pytest.raises(UnknownShapeError, match=r"op 'conv2d' .*unknown dims \[-1, 4, -1, -1\]"
                                                  r".*fixed image shape"):
         program_flops(main)
+
+
+def test_extra_ops_count_for_one_call_only():
+    from slim.prune.op_specs import OP_SPECS, OpSpec
+    main, _, _ = _small_program()
+    relus = sum(op.type == "relu" for op in main.global_block().ops)
+    assert relus == 1
+    relu = OP_SPECS.get("relu")
+
+    def seven(block, op):
+        return 7, None, op.output("Out")[0]
+    extra = {"relu": relu._replace(count_flops=seven), "my_op": OpSpec(count_flops=seven)}
+    assert program_flops(main, extra_ops=extra) == HAND_TOTAL + 7
+    assert program_flops(main) == HAND_TOTAL  # the global table is unchanged
+    assert OP_SPECS.get("relu") is relu and "my_op" not in OP_SPECS

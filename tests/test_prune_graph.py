@@ -411,3 +411,44 @@ def test_summary_table_json_and_chart(tmp_path):
     path = plot_channels(summary, str(tmp_path / "channels.png"))
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- op specs
+
+def test_extra_ops_support_a_new_op_for_one_analysis_only():
+    from slim.prune.op_specs import OP_SPECS, OpSpec
+
+    def ends_coupling(op, var, axis):  # a caller's own rule for reshape2
+        return []
+    program, _ = _program_with(_reshape_tail)
+    extra = {"reshape2": OpSpec(rule=ends_coupling)}
+    (group,) = analyze_program(program, extra_ops=extra).groups_of("b_weights", 0)
+    assert group.prunable
+    # the global table is unchanged: the next analysis without extra_ops blocks again
+    assert "reshape2" not in OP_SPECS and OP_SPECS.find("reshape2") is None
+    (group,) = analyze_program(program).groups_of("b_weights", 0)
+    assert not group.prunable and "reshape2" in group.blocked_reason
+
+
+def test_op_spec_kind_decides_what_inspect_reaches_walks_through():
+    from slim.prune.graph import ProgramIndex, conv_reaches
+    from slim.prune.op_specs import CHANNEL_PRESERVING, CONV, OP_SPECS, OpSpec, op_table
+    program, _ = _program_with(_reshape_tail)
+    index = ProgramIndex(program)
+    assert [(conv.weight, conv.kind) for conv in index.convs] == [("a_weights", "conv"),
+                                                                  ("b_weights", "conv")]
+    assert conv_reaches(index) == {"a_weights": ["conv:b_weights"], "b_weights": ["reshape2"]}
+    # reshape2 declared channel-preserving for this call: b's channels pass it and end
+    extra = op_table({"reshape2": OpSpec(kind=CHANNEL_PRESERVING)})
+    assert conv_reaches(ProgramIndex(program, extra))["b_weights"] == []
+    # batch norm and relu are walked through because of their spec kind
+    assert OP_SPECS.get("batch_norm").kind == CHANNEL_PRESERVING
+    assert OP_SPECS.get("conv2d").kind == CONV
+    no_bn = op_table({"batch_norm": OP_SPECS.get("batch_norm")._replace(kind="other")})
+    assert conv_reaches(ProgramIndex(program, no_bn))["a_weights"] == ["batch_norm"]
+
+
+def test_unknown_op_type_lookup_is_one_line_with_a_hint():
+    from slim.prune.op_specs import OP_SPECS
+    with pytest.raises(PruneError, match=r"unknown op type 'conv2D' \(did you mean 'conv2d'\?\)"):
+        OP_SPECS.get("conv2D")
