@@ -4,13 +4,13 @@
                            [--json] [--graph out.dot]
 
 Replaces the seed's "paste this into a REPL" recipe for choosing `pruned_params`.
-For every conv weight it prints the shape, kind (conv / depthwise), output
-shape, FLOPs, the ops that read its output directly (`consumers`, e.g.
-batch_norm) and the ops its channels reach through channel-preserving ops
-(`reaches`: ops whose spec kind is channel-preserving, such as batch norm,
-activations, bias adds and upsampling, are walked through; e.g. `concat`,
-`yolov3_loss`, `yolo_box` or the next conv's weight). Convs, kinds (conv /
-depthwise / grouped / transpose) and reaches come from the channel analysis
+For every conv weight it prints the shape, kind (conv / depthwise / grouped /
+transpose), output shape, FLOPs, the ops that read its output directly
+(`consumers`, e.g. batch_norm) and the ops its channels reach through
+channel-preserving ops (`reaches`: ops whose spec kind is channel-preserving,
+such as batch norm, activations, bias adds and upsampling, are walked through;
+e.g. `concat`, `yolov3_loss`, `yolo_box` or the next conv's weight). Convs,
+kinds and reaches come from the channel analysis
 (`slim.prune.graph`) and the op specs (`slim.prune.op_specs`).
 A conv that reaches `concat` is one the seed could not prune; one that reaches
 `yolov3_loss` / `yolo_box` has a fixed channel layout.

@@ -415,19 +415,33 @@ def test_summary_table_json_and_chart(tmp_path):
 
 # ---------------------------------------------------------------- op specs
 
+def _ends_coupling(op, var, axis):
+    """A caller's own channel rule (here for reshape2): the channels go no further."""
+    return []
+
+
 def test_extra_ops_support_a_new_op_for_one_analysis_only():
     from slim.prune.op_specs import OP_SPECS, OpSpec
-
-    def ends_coupling(op, var, axis):  # a caller's own rule for reshape2
-        return []
     program, _ = _program_with(_reshape_tail)
-    extra = {"reshape2": OpSpec(rule=ends_coupling)}
+    extra = {"reshape2": OpSpec(rule=_ends_coupling)}
     (group,) = analyze_program(program, extra_ops=extra).groups_of("b_weights", 0)
     assert group.prunable
     # the global table is unchanged: the next analysis without extra_ops blocks again
     assert "reshape2" not in OP_SPECS and OP_SPECS.find("reshape2") is None
     (group,) = analyze_program(program).groups_of("b_weights", 0)
     assert not group.prunable and "reshape2" in group.blocked_reason
+
+
+def test_extra_ops_reach_planning_and_applying():
+    from slim.prune.op_specs import OpSpec
+    program, scope = _program_with(_reshape_tail)
+    extra = {"reshape2": OpSpec(rule=_ends_coupling)}
+    plan = plan_pruning(program, scope, ["b_weights"], ratio=0.5, extra_ops=extra)
+    assert plan.matched == ["b_weights"]
+    with pytest.raises(PruneError, match=r"cannot prune group 'b_weights'.*reshape2"):
+        apply_plan(plan, [program], scope)
+    apply_plan(plan, [program], scope, extra_ops=extra)
+    assert list(program.global_block().var("b_weights").shape) == [3, 8, 1, 1]
 
 
 def test_op_spec_kind_decides_what_inspect_reaches_walks_through():

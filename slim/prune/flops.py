@@ -2,7 +2,9 @@
 
 Convention: **FLOPs here are multiply-accumulates (MACs), one per multiply-add,
 per image** (the batch dimension is excluded). Multiply by 2 to get the
-"multiply and add counted separately" number. Counted forward ops:
+"multiply and add counted separately" number. Each op type is counted by the
+`count_flops` of its spec in `slim.prune.op_specs` (functions in
+`slim.prune.op_flops`). Counted forward ops:
 
 - conv2d / depthwise_conv2d: Cout * Cin/groups * kh * kw * Hout * Wout
   (the filter already holds Cin/groups);

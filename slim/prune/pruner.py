@@ -180,7 +180,7 @@ def _ratios_of_groups(selection, graph, ratios):
 
 def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
                  target_ratio=None, criterion="l1_norm", round_to=1, on_unknown="error",
-                 flops_program=None, graph=None, fixed_vars=()):
+                 flops_program=None, graph=None, fixed_vars=(), extra_ops=None):
     """Plan which channels to prune; nothing is changed.
 
     program: the program to analyse (usually the train program).
@@ -196,6 +196,8 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
         static image shape, e.g. the eval program.
     graph: a ChannelGraph of `program`, if already built.
     fixed_vars: vars whose channel layout must stay (e.g. outputs the caller fetches).
+    extra_ops: {op type: OpSpec} added to the op specs (rules, FLOPs counters) for this
+        call only (see `slim.prune.op_specs`).
     """
     given = [name for name, value in (("ratio", ratio), ("ratios", ratios),
                                       ("target_ratio", target_ratio)) if value is not None]
@@ -209,7 +211,7 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
         if ratios is None:
             raise PruneError("pruned_params is required (a regex, a list of names, or 'auto')")
         pruned_params = list(ratios)
-    graph = graph or analyze_program(program, fixed_vars)
+    graph = graph or analyze_program(program, fixed_vars, extra_ops)
     selection = select_params(graph, pruned_params, on_unknown)
     read_param = scope_reader(scope)
     scores = {group.id: group_importance(criterion, group, read_param)
@@ -223,7 +225,7 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
         else:
             target = _check_ratio("target_ratio", target_ratio, low_open=True)
             counter = FlopsCounter(flops_program or program, selection.groups, round_to,
-                                   graph if flops_program is None else None)
+                                   graph if flops_program is None else None, extra_ops)
             uniform = search_uniform_ratio(counter, target)
         group_ratio = {group.id: uniform for group in selection.groups}
     plans = []
@@ -244,12 +246,13 @@ class FlopsCounter:
     so a count costs little more than `program_flops` itself.
     """
 
-    def __init__(self, program, groups, round_to=1, graph=None):
+    def __init__(self, program, groups, round_to=1, graph=None, extra_ops=None):
         self.program = program
-        self.graph = graph or analyze_program(program)
+        self.extra_ops = extra_ops
+        self.graph = graph or analyze_program(program, extra_ops=extra_ops)
         self.sizes = [group.size for group in groups]
         self.round_to = round_to
-        self.base = program_flops(program)
+        self.base = program_flops(program, extra_ops=extra_ops)
         counts = collections.defaultdict(collections.Counter)  # var -> (axis, group) -> n
         for position, group in enumerate(groups):
             probe = GroupPlan(group.key, group.params, group.size, [0])
@@ -285,7 +288,7 @@ class FlopsCounter:
                                          for axis, _, _ in entries}
             for op, fixer in self._fixers:
                 fixer(op, changes, undo)
-            return program_flops(self.program)
+            return program_flops(self.program, extra_ops=self.extra_ops)
         finally:
             undo.restore()
 

@@ -12,17 +12,18 @@ from slim.prune.graph import analyze_program
 from slim.prune.plan import PrunePlan
 
 
-def plan_summary(plan, program, graph=None, per_group_flops=True):
+def plan_summary(plan, program, graph=None, per_group_flops=True, extra_ops=None):
     """Summary of `plan` applied to `program` (a program with static image shape, e.g. the
-    eval program, so FLOPs can be counted). The program is left unchanged.
+    eval program, so FLOPs can be counted). The program is left unchanged. `extra_ops`:
+    {op type: OpSpec} added to the op specs for this call (see `slim.prune.op_specs`).
 
     Per group, `flops_removed` is what pruning that group alone removes.
     """
-    graph = graph or analyze_program(program)
-    flops_before, params_before = program_flops(program), program_params(program)
+    graph = graph or analyze_program(program, extra_ops=extra_ops)
+    flops_before, params_before = program_flops(program, extra_ops=extra_ops), program_params(program)
     layers_before = _conv_channels(graph)
     with pruned_shapes(plan, program, graph):
-        flops_after, params_after = program_flops(program), program_params(program)
+        flops_after, params_after = program_flops(program, extra_ops=extra_ops), program_params(program)
         layers_after = _conv_channels(graph)
     groups = []
     for group_plan in plan.groups:
@@ -35,7 +36,7 @@ def plan_summary(plan, program, graph=None, per_group_flops=True):
         if per_group_flops:
             alone = PrunePlan([group_plan], plan.criterion)
             with pruned_shapes(alone, program, graph):
-                entry["flops_removed"] = flops_before - program_flops(program)
+                entry["flops_removed"] = flops_before - program_flops(program, extra_ops=extra_ops)
         groups.append(entry)
     layers = [{"name": name, "kind": kind, "channels_before": before,
                "channels_after": layers_after[name][1]}
