@@ -59,7 +59,15 @@ from slim.file_manifest import (
     read_manifest_json,
     seal,
 )
-from slim.output_places import OWNER_MARKER, is_owned_dir, make_owned_temp_dir
+from slim.output_places import (
+    OWNER_MARKER,
+    OutputPlaceError,
+    foreign_entries,
+    is_owned_dir,
+    make_owned_temp_dir,
+    require_no_foreign_entries,
+    seal_owned,
+)
 from slim.prune.errors import PruneError
 from slim.prune.plan import PrunePlan
 
@@ -146,6 +154,17 @@ def check_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):
         path = os.path.join(checkpoint_root, name)
         if EPOCH_NAME.fullmatch(name) and not (name == str(int(name)) and is_checkpoint_dir(path)):
             raise CheckpointError(_foreign_entry_message(path, what))
+        if EPOCH_NAME.fullmatch(name):
+            _require_only_ours(path, what)
+
+
+def _require_only_ours(checkpoint_dir, what):
+    """CheckpointError when the tool's `checkpoint_dir` holds an entry the tool did not
+    write (a later checkpoint of its epoch would replace it, and the entry with it)."""
+    try:
+        require_no_foreign_entries(checkpoint_dir, what)
+    except OutputPlaceError as error:
+        raise CheckpointError(str(error)) from None
 
 
 # ----------------------------------------------------------------------------- writing
@@ -295,6 +314,8 @@ def remove_stale_temp_dirs(checkpoint_root):
                 os.rename(path, final_dir)  # the crash hit between the two renames of a rewrite
             except OSError:
                 continue
+        elif foreign_entries(path):
+            continue  # someone put a file into the tool's old dir: never delete it
         else:
             shutil.rmtree(path, ignore_errors=True)
         handled.append(name)
@@ -334,6 +355,7 @@ def _write_contents(temp_dir, state, program, scope, executor, extra_writer):
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     _write_json(os.path.join(temp_dir, MANIFEST_NAME), manifest)
+    seal_owned(temp_dir)
     _fsync_dir(temp_dir)
 
 
@@ -390,6 +412,8 @@ def save_checkpoint(checkpoint_root, state, program, scope, executor, extra_writ
     final_dir = os.path.join(checkpoint_root, str(epoch))
     if os.path.lexists(final_dir) and not is_checkpoint_dir(final_dir):
         raise CheckpointError(_foreign_entry_message(final_dir, "checkpoint_path"))
+    if os.path.lexists(final_dir):
+        _require_only_ours(final_dir, "checkpoint_path")
     temp_dir = None
     try:
         temp_dir = make_owned_temp_dir(checkpoint_root, f"{TEMP_PREFIX}{epoch}-{os.getpid()}-")

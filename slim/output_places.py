@@ -14,6 +14,7 @@ Two kinds of output place:
 it does any work: the place is created if needed, proven writable with a probe file,
 and refused when it is one of the run's inputs.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -109,7 +110,9 @@ def check_replaceable_dir(path, what, inputs=(), is_ours=None):
                 _same_place(absolute, str(source)) or _is_inside(str(source), absolute)):
             raise OutputPlaceError(f"{what} '{shorten(path)}' is or holds an input of this run "
                                    f"('{shorten(source)}'); choose another directory for the output")
-    if not (is_ours or is_owned_dir)(absolute):
+    if (is_ours or is_owned_dir)(absolute):
+        require_no_foreign_entries(absolute, what)
+    else:
         require_replaceable(absolute, what)
     _create_and_probe(os.path.dirname(absolute), path, what)
     return absolute
@@ -135,6 +138,51 @@ def mark_owned(path):
         handle.write("written by slim; slim may replace or delete this directory\n")
 
 
+def _entries_under(path):
+    """Every file, directory and symlink under `path` (symlinks not followed) as a
+    '/'-separated path relative to `path`, OWNER_MARKER left out."""
+    entries = set()
+    for dirpath, dirnames, filenames in os.walk(path):
+        relative = os.path.relpath(dirpath, path)
+        for name in dirnames + filenames:
+            entry = name if relative == "." else os.path.join(relative, name)
+            entries.add(entry.replace(os.sep, "/"))
+    entries.discard(OWNER_MARKER)
+    return entries
+
+
+def seal_owned(path):
+    """Rewrite OWNER_MARKER of the finished directory `path` to list everything in it, so a
+    later replace or delete can tell the tool's entries from what someone put in since."""
+    listing = {"written_by": "slim", "entries": sorted(_entries_under(path))}
+    write_atomically(os.path.join(path, OWNER_MARKER), json.dumps(listing, indent=0).encode("utf-8"))
+
+
+def foreign_entries(path):
+    """The entries of the owned directory `path` that its sealed OWNER_MARKER does not list
+    (sorted): files someone put into the tool's directory. Empty for an unsealed marker (a
+    directory still being written, or one written before markers listed their entries)."""
+    try:
+        with open(os.path.join(path, OWNER_MARKER), encoding="utf-8") as handle:
+            listed = json.load(handle).get("entries")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, list):
+        return []
+    return sorted(_entries_under(path) - {entry for entry in listed if isinstance(entry, str)})
+
+
+def require_no_foreign_entries(path, what):
+    """OutputPlaceError naming the first entry of the tool's directory `path` that the tool
+    did not write: replacing or deleting `path` would lose it."""
+    foreign = foreign_entries(path) if is_owned_dir(path) else []
+    if foreign:
+        raise OutputPlaceError(f"{what} '{shorten(path)}' was written by this tool but now also "
+                               f"holds '{shorten(foreign[0])}', which it did not write "
+                               f"({len(foreign)} such entries); it is left untouched: move them "
+                               f"out or choose another {what}")
+
+
 def make_owned_temp_dir(parent, prefix):
     """A new, uniquely named directory under `parent`, marked as the tool's from the start."""
     path = tempfile.mkdtemp(prefix=prefix, dir=parent)
@@ -153,9 +201,9 @@ def _current_umask():
 
 
 def remove_owned_dir(path):
-    """Delete `path` if the tool made it (OWNER_MARKER); return whether it did. Anything
-    else is left alone."""
-    if not is_owned_dir(path):
+    """Delete `path` if the tool made it (OWNER_MARKER) and it holds nothing else (see
+    `foreign_entries`); return whether it did. Anything else is left alone."""
+    if not is_owned_dir(path) or foreign_entries(path):
         return False
     shutil.rmtree(path, ignore_errors=True)
     return not os.path.exists(path)
@@ -163,12 +211,13 @@ def remove_owned_dir(path):
 
 def require_replaceable(path, what):
     """OutputPlaceError unless `path` is absent, an empty directory, or a directory the tool
-    made: the check before a job that will end by replacing `path`."""
+    made that holds nothing else: the check before a job that will end by replacing `path`."""
     if not os.path.lexists(path):
         return
     if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
         return
     if is_owned_dir(path):
+        require_no_foreign_entries(path, what)
         return
     kind = "directory" if os.path.isdir(path) else "file"
     raise OutputPlaceError(f"{what} '{shorten(path)}' is an existing {kind} that this tool did "
@@ -177,13 +226,15 @@ def require_replaceable(path, what):
 
 
 def replace_dir(temp_dir, final_dir, what):
-    """Move the finished, owned `temp_dir` to `final_dir`, replacing a previous `final_dir`
-    only if it is empty or the tool's own; OutputPlaceError otherwise (temp_dir removed)."""
+    """Move the finished, owned `temp_dir` (sealed here: its marker lists its entries) to
+    `final_dir`, replacing a previous `final_dir` only if it is empty or the tool's own with
+    nothing else in it; OutputPlaceError otherwise (temp_dir removed)."""
     try:
         require_replaceable(final_dir, what)
     except OutputPlaceError:
         remove_owned_dir(temp_dir)
         raise
+    seal_owned(temp_dir)
     previous = None
     if os.path.lexists(final_dir):
         if os.listdir(final_dir):
@@ -202,7 +253,10 @@ def replace_dir(temp_dir, final_dir, what):
 
 class WrittenFiles:
     """The files the tool wrote into one directory it shares with the user, listed in
-    `directory/WRITTEN_LIST`. Only these may be replaced by a later run.
+    `directory/WRITTEN_LIST` with the size and sha256 each had when written. Only a listed
+    file that still has that content (not a symlink) may be replaced by a later run: a list
+    planted or edited by hand cannot make a user's file the tool's, and a file the user
+    changed since is theirs.
 
     Usage: `written = WrittenFiles(dir)`, `written.check(names, what)` before any work,
     then `written.write_bytes(name, data)` / `written.write_json(name, value)` /
@@ -211,38 +265,48 @@ class WrittenFiles:
 
     def __init__(self, directory):
         self.directory = directory
-        self.names = set()
+        self.files = {}
         path = os.path.join(directory, WRITTEN_LIST)
         try:
             with open(path, encoding="utf-8") as handle:
-                listed = json.load(handle).get("files", [])
-            self.names = {name for name in listed if isinstance(name, str) and is_plain_relative_path(name)}
+                listed = json.load(handle).get("files", {})
         except (OSError, ValueError, AttributeError):
-            self.names = set()  # unreadable list: nothing counts as ours, so nothing is replaced
+            listed = {}  # unreadable list: nothing counts as ours, so nothing is replaced
+        if isinstance(listed, dict):  # a list of bare names (older versions) proves nothing
+            self.files = {name: record for name, record in listed.items()
+                          if is_plain_relative_path(name) and isinstance(record, dict)}
 
     def path(self, name):
         """Where `name` goes in the directory."""
         return os.path.join(self.directory, name)
 
+    def is_ours(self, name):
+        """True when `name` is listed and the file there still has the listed size and sha256."""
+        record, target = self.files.get(name), self.path(name)
+        if record is None or os.path.islink(target) or not os.path.isfile(target):
+            return False
+        return record == _file_record(target)
+
     def check(self, names, what, inputs=()):
         """OutputPlaceError naming the first of `names` that exists and was not written by
-        the tool, or that is one of `inputs`."""
+        the tool (or was changed since), or that is one of `inputs`."""
         for name in names:
             target = self.path(name)
             for source in inputs:
                 if os.path.exists(target) and _same_place(target, source):
                     raise OutputPlaceError(f"{what}: writing '{shorten(target)}' would replace the "
                                            f"input '{shorten(source)}'; choose another {what}")
-            if os.path.lexists(target) and name not in self.names:
+            if os.path.lexists(target) and not self.is_ours(name):
                 raise OutputPlaceError(f"{what}: '{shorten(target)}' exists and was not written by "
-                                       f"this tool; it is left untouched: move it or choose another "
-                                       f"{what}")
+                                       f"this tool (or was changed since); it is left untouched: "
+                                       f"move it or choose another {what}")
 
     def record(self, name):
-        """Note that the tool has written `name` (the list is saved at once)."""
-        self.names.add(name)
+        """Note that the tool has written `name`, with its size and sha256 now (the list is
+        saved at once)."""
+        self.files[name] = _file_record(self.path(name))
         write_atomically(self.path(WRITTEN_LIST),
-                          json.dumps({"files": sorted(self.names)}, indent=1).encode("utf-8"))
+                         json.dumps({"files": self.files}, indent=1, sort_keys=True).encode("utf-8"))
 
     def write_bytes(self, name, data):
         """Write `data` to `name` atomically and record it; return the path."""
@@ -274,6 +338,19 @@ def check_output_file(path, what, inputs=()):
     return written, name
 
 
+def _file_record(path):
+    """{"size", "sha256"} of the file at `path` (None if it cannot be read)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+            size = handle.tell()
+    except OSError:
+        return None
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
 def is_plain_relative_path(name):
     """True for a plain file name or relative path inside a directory: no '..', no root."""
     parts = name.replace("\\", "/").split("/")
@@ -286,6 +363,7 @@ def write_atomically(path, data):
     directory = os.path.dirname(os.path.abspath(path))
     handle, temp_path = tempfile.mkstemp(prefix=".slim-tmp-", dir=directory)
     try:
+        os.chmod(temp_path, 0o666 & ~_current_umask())  # mkstemp's 0600 would stay on the result
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()

@@ -129,6 +129,25 @@ def test_save_never_replaces_a_user_dir_of_its_epoch(tmp_path, tiny):
     assert sorted(os.listdir(tmp_path)) == ["0"] and os.listdir(tmp_path / "0") == ["data.csv"]
 
 
+def test_a_users_file_inside_the_tools_checkpoint_is_never_deleted(tmp_path, tiny):
+    """infer.py --output_dir inside a checkpoint, or notes put there: the run stops before
+    training (check_checkpoint_root) and a save of that epoch is refused; nothing deleted."""
+    checkpoint = _save(tiny, tmp_path, 0)
+    os.makedirs(os.path.join(checkpoint, "eval_model", "drawn"))
+    with open(os.path.join(checkpoint, "eval_model", "drawn", "a.jpg"), "w") as handle:
+        handle.write("drawn by the user's infer run")
+    before = _tree(tmp_path)
+    for attempt in (lambda: ck.check_checkpoint_root(str(tmp_path)), lambda: _save(tiny, tmp_path, 0)):
+        with pytest.raises(ck.CheckpointError, match=r"/0' was written by this tool but now also "
+                                                     r"holds 'eval_model'"):
+            attempt()
+    os.rename(checkpoint, tmp_path / ".old-0-999999999-abc")  # as a crash mid-rewrite leaves it
+    os.makedirs(tmp_path / "0")
+    ck.remove_stale_temp_dirs(str(tmp_path))
+    assert (tmp_path / ".old-0-999999999-abc" / "eval_model" / "drawn" / "a.jpg").is_file()
+    assert len(before) == len(_tree(tmp_path)) - 1  # only the empty '0' added
+
+
 def test_stale_cleanup_touches_only_dead_writers_own_dirs(tmp_path, tiny):
     _save(tiny, tmp_path, 0)
     dead = make_owned_temp_dir(str(tmp_path), ".tmp-5-999999999-")

@@ -1,4 +1,5 @@
 """Output places: checked before work, and only the tool's own things replaced."""
+import hashlib
 import json
 import os
 
@@ -55,6 +56,43 @@ def test_replace_dir_replaces_its_own(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
+def _sealed_dir(tmp_path, name="out"):
+    """A finished owned dir `tmp_path/name` holding v and sub/w, put there by replace_dir."""
+    temp = places.make_owned_temp_dir(str(tmp_path), ".tmp-")
+    os.makedirs(os.path.join(temp, "sub"))
+    (tmp_path / temp / "v").write_text("1")
+    (tmp_path / temp / "sub" / "w").write_text("2")
+    places.replace_dir(temp, str(tmp_path / name), "--out")
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("planted", ["notes.txt", "sub/notes.txt", "sub/more/deep.txt"])
+def test_a_users_file_inside_the_tools_dir_stops_replace_and_remove(tmp_path, planted):
+    """The tool's dir lists what it wrote (its sealed marker): a file put into it since, at
+    any depth, makes replacing or deleting the dir an error naming the file; nothing lost."""
+    out = _sealed_dir(tmp_path)
+    assert places.foreign_entries(str(out)) == []
+    (out / planted).parent.mkdir(parents=True, exist_ok=True)
+    (out / planted).write_text("mine")
+    assert places.remove_owned_dir(str(out)) is False
+    for check in (lambda: places.check_replaceable_dir(str(out), "--out"),
+                  lambda: places.replace_dir(places.make_owned_temp_dir(str(tmp_path), ".tmp-"),
+                                             str(out), "--out")):
+        with pytest.raises(places.OutputPlaceError, match=f"now also holds '{planted.split('/more')[0]}"):
+            check()
+    assert (out / planted).read_text() == "mine" and (out / "v").read_text() == "1"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_an_unsealed_marker_is_still_the_tools(tmp_path):
+    """A dir marked before markers listed entries (or still being written) is replaced as before."""
+    old = tmp_path / "old"
+    old.mkdir()
+    places.mark_owned(str(old))
+    (old / "v").write_text("0")
+    assert places.foreign_entries(str(old)) == [] and places.remove_owned_dir(str(old))
+
+
 def test_remove_owned_dir_leaves_others(tmp_path):
     (tmp_path / "user").mkdir()
     assert places.remove_owned_dir(str(tmp_path / "user")) is False
@@ -73,12 +111,51 @@ def test_written_files_replace_only_their_own(tmp_path):
     assert (tmp_path / "drawn.jpg").read_bytes() == b"ours 2"
     assert (tmp_path / "photo.jpg").read_bytes() == b"user"
     listed = json.loads((tmp_path / places.WRITTEN_LIST).read_text())["files"]
-    assert listed == ["drawn.jpg"]
+    assert listed == {"drawn.jpg": {"size": 6, "sha256": hashlib.sha256(b"ours 2").hexdigest()}}
 
 
 def test_written_files_ignore_escaping_names(tmp_path):
-    (tmp_path / places.WRITTEN_LIST).write_text(json.dumps({"files": ["../x", "/etc/passwd", "ok"]}))
-    assert places.WrittenFiles(str(tmp_path)).names == {"ok"}
+    record = {"size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}
+    (tmp_path / places.WRITTEN_LIST).write_text(json.dumps(
+        {"files": {"../x": record, "/etc/passwd": record, "ok": record}}))
+    assert set(places.WrittenFiles(str(tmp_path)).files) == {"ok"}
+
+
+@pytest.mark.parametrize("planted", [["eval_result.json"],  # the older list of bare names
+                                     {"eval_result.json": {"size": 4, "sha256": "0" * 64}},
+                                     {"eval_result.json": None}])
+def test_a_planted_written_list_does_not_make_a_users_file_the_tools(tmp_path, planted):
+    """Only a listed file whose size and sha256 are what the tool wrote is the tool's."""
+    (tmp_path / "eval_result.json").write_text("mine")
+    (tmp_path / places.WRITTEN_LIST).write_text(json.dumps({"files": planted}))
+    written = places.WrittenFiles(str(tmp_path))
+    with pytest.raises(places.OutputPlaceError, match="'.*eval_result.json' exists and was not written"):
+        written.write_json("eval_result.json", {})
+    assert (tmp_path / "eval_result.json").read_text() == "mine"
+
+
+def test_a_written_file_changed_or_swapped_for_a_symlink_is_no_longer_the_tools(tmp_path):
+    written = places.WrittenFiles(str(tmp_path))
+    written.write_bytes("detections.json", b"[]")
+    written.write_bytes("a.jpg", b"drawn")
+    (tmp_path / "detections.json").write_bytes(b"[] my notes")
+    (tmp_path / "mine.jpg").write_bytes(b"drawn")
+    os.remove(tmp_path / "a.jpg")
+    os.symlink(tmp_path / "mine.jpg", tmp_path / "a.jpg")  # same bytes, but a link to the user's
+    again = places.WrittenFiles(str(tmp_path))
+    for name in ("detections.json", "a.jpg"):
+        with pytest.raises(places.OutputPlaceError, match="or was changed since"):
+            again.check([name], "--output_dir")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = places.WrittenFiles(str(tmp_path)).write_bytes("out.json", b"{}")
+    finally:
+        os.umask(mask)
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o644)
+    assert oct(os.stat(tmp_path / places.WRITTEN_LIST).st_mode & 0o777) == oct(0o644)
 
 
 @pytest.mark.parametrize("name, plain", [("a.jpg", True), ("eval_model/__params__", True),

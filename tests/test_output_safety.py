@@ -181,12 +181,15 @@ def test_infer_runs_again_into_its_own_output_dir(workspace, capsys, tmp_path):
                     *workspace["data_args"], *arguments])
     first = sorted(os.listdir(tmp_path))
     assert WRITTEN_LIST in first and "detections.json" in first and "test_00003.jpg" in first
-    (tmp_path / "test_00003.jpg").write_bytes(b"stale drawing")  # infer's own file, replaced
+    inode = os.stat(tmp_path / "test_00003.jpg").st_ino
     infer_cli.main(["--model_path", workspace["model_dir"], "-c", workspace["config"],
                     *workspace["data_args"], *arguments])
     assert sorted(os.listdir(tmp_path)) == first  # no temp files left
-    assert (tmp_path / "test_00003.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG again
-    capsys.readouterr()
+    assert os.stat(tmp_path / "test_00003.jpg").st_ino != inode  # infer's own file, replaced
+    (tmp_path / "test_00003.jpg").write_bytes(b"my edit")  # changed since: the user's now
+    code, error = _infer(capsys, workspace, *arguments)
+    assert code == 2 and "test_00003.jpg' exists and was not written by this tool (or was changed" in error
+    assert (tmp_path / "test_00003.jpg").read_bytes() == b"my edit"
 
 
 # ----------------------------------------------------------------------------- eval.py, compress.py

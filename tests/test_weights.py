@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
-from slim.output_places import OWNER_MARKER
+from slim.output_places import OWNER_MARKER, OutputPlaceError
 from slim.weights import (
     LoadReport,
     WeightsError,
@@ -202,13 +202,17 @@ def test_corrupt_and_missing_files_are_user_errors(tmp_path, trained_scope):
 
 def test_saving_over_existing_weights_replaces_them_whole(tmp_path, trained_scope):
     program, scope, path = _saved_dir(tmp_path, trained_scope)
-    stale = os.path.join(path, "stale_param")
-    with open(stale, "wb") as file:
-        file.write(b"old")
     save_weights(scope, program, path)
     expected = sorted(parameter_names(program) + [OWNER_MARKER])
     assert sorted(os.listdir(path)) == expected
     assert sorted(os.listdir(tmp_path)) == ["weights"]  # no staging leftovers
+    planted = os.path.join(path, "stale_param")  # not written by the tool: never deleted
+    with open(planted, "wb") as file:
+        file.write(b"old")
+    with pytest.raises(OutputPlaceError, match="now also holds 'stale_param', which it did not write"):
+        save_weights(scope, program, path)
+    assert sorted(os.listdir(path)) == sorted(expected + ["stale_param"])
+    os.remove(planted)
     with pytest.raises(ValueError, match="not initialized in the scope"):
         save_weights(paddle.static.Scope(), program, path)
     assert sorted(os.listdir(path)) == expected  # untouched after a failure
