@@ -376,3 +376,11 @@ def test_conv_decay_must_be_null_or_a_non_negative_number():
     for bad in (-1e-4, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match=r"MobileNet.conv_decay: must be null or a number >= 0"):
             MobileNet(conv_decay=bad)
+
+
+def test_conv_decay_is_documented_in_config_help():
+    from slim.config.cli import help_module
+    text = help_module("MobileNet")
+    row = next(line for line in text.splitlines() if line.strip().startswith("conv_decay"))
+    assert "null" in row and "L2" in row, row
+    assert "conv_decay: null" in text  # the configuration template's default
