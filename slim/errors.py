@@ -10,7 +10,9 @@ last complete checkpoint in that line).
 import errno
 import functools
 import reprlib
+import signal
 import sys
+import threading
 
 USER_ERROR_EXIT_CODE = 2
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -121,12 +123,27 @@ def _environment_error_message(error):
     return None
 
 
+def _interrupt(signal_number, frame):
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm():
+    """Make SIGTERM (`kill`, a job scheduler's stop) stop the run like Ctrl-C: the same clean-up
+    (a checkpoint being written is discarded), one line, exit 130. Call it again after
+    `import paddle`, whose import installs a C++ handler that prints a crash report instead.
+    Main thread only (elsewhere Python refuses signal handlers; nothing is changed)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def exit_on_user_error(main):
     """Decorate a CLI main(): a user or environment error becomes `error: <message>` on
-    stderr and exit 2; Ctrl-C becomes one line and exit 130."""
+    stderr and exit 2; Ctrl-C (and SIGTERM, see `stop_on_sigterm`) becomes one line and
+    exit 130."""
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
+            stop_on_sigterm()
             return main(*args, **kwargs)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

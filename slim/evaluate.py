@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from slim.errors import UserError
+from slim.errors import UserError, stop_on_sigterm
 from slim.output_places import WrittenFiles, check_output_dir
 
 RESULT_FILE = "eval_result.json"
@@ -163,6 +163,7 @@ def run_eval(args):
     from slim.data.loader import build_eval_loader
     from slim.metrics import format_metric_report, resolve_metric_name
     paddle.enable_static()
+    stop_on_sigterm()  # again: paddle's import installed its own handler
     cfg = load_config(args.config, args.opt)
     set_dataset_dir(cfg, args.dataset_dir)
     if not cfg.get("eval_feed"):

@@ -20,7 +20,7 @@ Every file is written to a temp name and renamed, so none is ever half written.
 import os
 import sys
 
-from slim.errors import UserError, shorten
+from slim.errors import UserError, shorten, stop_on_sigterm
 from slim.output_places import WrittenFiles, check_output_dir
 
 DETECTIONS_FILE = "detections.json"
@@ -78,6 +78,7 @@ def run_infer(args):
     from slim.evaluate import check_image_shape, detections_of_run
     from slim.visualize import draw_detections
     paddle.enable_static()
+    stop_on_sigterm()  # again: paddle's import installed its own handler
     if not 0.0 <= args.draw_threshold <= 1.0:
         raise UserError(f"--draw_threshold {args.draw_threshold} must be in [0, 1]")
     cfg = load_config(args.config, args.opt)

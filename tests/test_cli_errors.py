@@ -136,3 +136,32 @@ def test_infer_with_missing_image_dir(workspace, capsys, tmp_path):
                                        ["--model_path", str(tmp_path), "-c", workspace["config"],
                                         "--infer_dir", str(tmp_path / "nothing")])
     assert code == 2 and "--infer_dir" in error and "nothing" in error
+
+
+SIGTERM_DURING_RUN = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import slim.config
+def load_config_then_get_killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would, once the run is under way
+    time.sleep(30)
+slim.config.load_config = load_config_then_get_killed
+import {cli} as cli
+cli.main({argv!r})
+"""
+
+
+@pytest.mark.parametrize("cli, argv", [
+    ("eval", ["-m", "model", "-c", "x.yml"]),
+    ("infer", ["--model_path", "model", "-c", "x.yml", "--infer_img", "x.jpg"])])
+def test_sigterm_after_paddle_is_imported_stops_like_ctrl_c(cli, argv, tmp_path):
+    """Paddle's import installs a C++ SIGTERM handler (a 'C++ Traceback' crash report, exit
+    143); eval.py / infer.py put theirs back: one line, exit 130, like Ctrl-C."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = SIGTERM_DURING_RUN.format(root=root, cli=cli, argv=argv)
+    done = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in done.stderr
