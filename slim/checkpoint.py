@@ -40,6 +40,7 @@ No pickle anywhere: tensors go through Paddle's save ops, the rest is JSON.
 The config is not stored (as the seed says: edits to it apply on restart).
 """
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -165,6 +166,38 @@ def _require_only_ours(checkpoint_dir, what):
         require_no_foreign_entries(checkpoint_dir, what)
     except OutputPlaceError as error:
         raise CheckpointError(str(error)) from None
+
+
+LOCK_NAME = ".slim-lock"
+
+
+def lock_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):
+    """Claim `checkpoint_root` for this run: an exclusive lock on its LOCK_NAME file, held
+    until the returned file is closed (or the process ends, however it ends). A second run
+    into the same checkpoint_path would overwrite this run's checkpoints epoch by epoch and
+    resume from a mix of both: it gets a one-line CheckpointError naming the path and the
+    pid holding it instead. Call before training starts; keep the file open while running."""
+    ensure_writable_dir(checkpoint_root, what)
+    path = os.path.join(checkpoint_root, LOCK_NAME)
+    try:
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as error:
+        raise CheckpointError(f"{what} '{shorten(checkpoint_root)}': cannot open its lock file "
+                              f"({describe_os_error(error)})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = shorten(handle.read(40).strip() or "unknown", 40)
+        handle.close()
+        raise CheckpointError(f"{what} '{shorten(checkpoint_root)}' is in use by another run "
+                              f"(pid {holder}); wait for it to finish or choose another "
+                              f"{what}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 # ----------------------------------------------------------------------------- writing

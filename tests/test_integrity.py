@@ -600,3 +600,25 @@ def test_combined_reader_requires_the_last_record_complete_and_nothing_after(tmp
                                                r"(truncated: tensor \d+ .* needs 1 more bytes|"
                                                r"not Paddle's tensor format at byte)"):
             read_combined_records(str(path))
+
+
+def test_a_second_run_into_the_same_checkpoint_path_is_refused_while_the_first_runs(tmp_path):
+    """Two runs into one checkpoint_path would overwrite each other's epochs: the second is
+    one line naming the path and the first run's pid; once the first is done it is free."""
+    import subprocess
+    import sys
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r); from slim import checkpoint as ck; "
+        "lock = ck.lock_checkpoint_root(%r); print('locked', flush=True); time.sleep(60)")
+        % (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), str(tmp_path))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ck.CheckpointError, match=f"'{tmp_path}' is in use by another run "
+                                                     f"\\(pid {holder.pid}\\)"):
+            ck.lock_checkpoint_root(str(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait()
+    ck.lock_checkpoint_root(str(tmp_path)).close()
+    ck.check_checkpoint_root(str(tmp_path))  # the lock file is no foreign epoch entry
