@@ -16,6 +16,7 @@ from slim.data.loader import dataset_size, label_names, load_feed_records, open_
 from slim.data.voc import VOC_CLASSES
 from slim.data.voc_lists import write_voc_lists
 from slim.errors import DataError
+from slim.output_places import OutputPlaceError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -387,6 +388,25 @@ def test_voc_list_script_writes_paddledetection_lists(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: ")
     assert "VOCdevkit not found" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("users_file", ["trainval.txt", "test.txt", "label_list.txt"])
+def test_voc_list_script_never_replaces_a_users_list(tmp_path, users_file):
+    """Its own lists are rewritten on a second run; a user's file of a list's name stops the
+    run before anything is written, and stays as it was."""
+    main_dir = tmp_path / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main"
+    main_dir.mkdir(parents=True)
+    (main_dir / "trainval.txt").write_text("000005\n")
+    (main_dir / "test.txt").write_text("000001\n")
+    assert write_voc_lists(str(tmp_path)) == write_voc_lists(str(tmp_path))  # ours: replaced
+    (tmp_path / users_file).write_text("the user's own list\n")
+    (main_dir / "trainval.txt").write_text("000006\n")
+    with pytest.raises(OutputPlaceError, match=f"'{tmp_path / users_file}' exists and was not written"):
+        write_voc_lists(str(tmp_path))
+    assert (tmp_path / users_file).read_text() == "the user's own list\n"
+    if users_file != "trainval.txt":
+        assert "000005" in (tmp_path / "trainval.txt").read_text()  # nothing written at all
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 
 
 def test_coco_json_is_parsed_once_per_dataset_object(tmp_path, monkeypatch):

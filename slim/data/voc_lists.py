@@ -18,6 +18,7 @@ import sys
 from slim.data.records import line_excerpt, read_text_lines
 from slim.data.voc import VOC_CLASSES
 from slim.errors import DataError, exit_on_user_error, shorten
+from slim.output_places import WrittenFiles, check_output_dir
 
 LOGGER = logging.getLogger("slim.data")
 TRAIN_SETS = (("VOC2007", "trainval"), ("VOC2012", "trainval"))
@@ -43,34 +44,32 @@ def _image_set_lines(dataset_dir, devkit, year, image_set):
     return lines
 
 
-def _write_list(dataset_dir, devkit, name, sets):
+def _list_lines(dataset_dir, devkit, sets):
     found = [_image_set_lines(dataset_dir, devkit, year, image_set) for year, image_set in sets]
-    lines = [line for part in found if part for line in part]
-    if not lines:
-        return 0
-    path = os.path.join(dataset_dir, name)
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as list_file:
-        list_file.writelines(lines)
-    os.replace(temporary, path)
-    return len(lines)
+    return [line for part in found if part for line in part]
 
 
 def write_voc_lists(dataset_dir, devkit="VOCdevkit"):
-    """Write trainval.txt, test.txt and label_list.txt; returns {file name: line count}."""
+    """Write trainval.txt, test.txt and label_list.txt; returns {file name: line count}.
+
+    Before anything is written, each of them must be absent or a file this tool wrote there
+    (listed in the dir's .slim-written.json): a list of the user's is never replaced."""
     if not os.path.isdir(os.path.join(dataset_dir, devkit)):
         raise DataError(f"{os.path.join(dataset_dir, devkit)} not found: extract "
                         f"VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar and "
                         f"VOCtrainval_11-May-2012.tar into {dataset_dir}")
-    counts = {"trainval.txt": _write_list(dataset_dir, devkit, "trainval.txt", TRAIN_SETS),
-              "test.txt": _write_list(dataset_dir, devkit, "test.txt", TEST_SETS)}
-    if not any(counts.values()):
+    lists = {"trainval.txt": _list_lines(dataset_dir, devkit, TRAIN_SETS),
+             "test.txt": _list_lines(dataset_dir, devkit, TEST_SETS)}
+    if not any(lists.values()):
         raise DataError(f"no VOC image sets under {os.path.join(dataset_dir, devkit)} "
                         f"(expected VOC2007/ImageSets/Main/trainval.txt etc.)")
-    with open(os.path.join(dataset_dir, "label_list.txt"), "w", encoding="utf-8") as label_file:
-        label_file.write("\n".join(VOC_CLASSES) + "\n")
-    counts["label_list.txt"] = len(VOC_CLASSES)
-    return counts
+    lists = {name: lines for name, lines in lists.items() if lines}
+    lists["label_list.txt"] = [name + "\n" for name in VOC_CLASSES]
+    written = WrittenFiles(check_output_dir(dataset_dir, "--dataset_dir"))
+    written.check(list(lists), "--dataset_dir")
+    for name, lines in lists.items():
+        written.write_bytes(name, "".join(lines).encode("utf-8"))
+    return {name: len(lists.get(name, ())) for name in ("trainval.txt", "test.txt", "label_list.txt")}
 
 
 @exit_on_user_error
