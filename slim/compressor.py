@@ -26,6 +26,7 @@ import itertools
 import os
 import re
 
+from slim.engine.hooks import HookBase
 from slim.errors import ConfigError, Interrupted, UserError, shorten
 from slim.output_places import WrittenFiles, check_output_dir
 
@@ -208,10 +209,12 @@ def _starting_checkpoint(checkpoint_root, init_model, programs, log):
 
 @dataclasses.dataclass
 class CompressJob:
-    """Everything set up before the first epoch (see `prepare_job`)."""
+    """Everything set up before the first epoch (see `prepare_job`). `compressor` holds the
+    run's settings (epoch, eval_epoch, checkpoint_path, init_model, save_eval_model): the
+    slim config's compressor section, or what train.py makes of its flags."""
     args: object
     cfg: object
-    slim_cfg: object
+    compressor: object
     env: object
     log: object
     strategies: list
@@ -227,10 +230,17 @@ class CompressJob:
     metric_name: str
     flops_before: float
     params_before: float
+    total_iterations: int = None  # of the whole run; default compressor.epoch x max_iters
+    # Where training starts when there is no checkpoint (after compressor.init_model).
+    weights_keys: tuple = ("weights", "pretrain_weights")
 
-    @property
-    def compressor(self):
-        return self.slim_cfg.compressor
+    def __post_init__(self):
+        if self.total_iterations is None:
+            self.total_iterations = self.compressor.epoch * self.max_iters
+
+    def epoch_length(self, epoch):
+        """Iterations of `epoch`: max_iters, the last epoch what is left of total_iterations."""
+        return min(self.max_iters, self.total_iterations - epoch * self.max_iters)
 
 
 @dataclasses.dataclass
@@ -243,20 +253,19 @@ class RunState:
     best_epoch: object = None
     history: list = dataclasses.field(default_factory=list)
     last_checkpoint: object = None
+    hook_states: dict = dataclasses.field(default_factory=dict)
 
 
 def prepare_job(args):
     """Validate both configs, choose the device, build loader, programs and scope."""
-    import numpy as np
     import paddle
 
     from slim import distributed
-    from slim.config import create, load_config, load_slim_config
+    from slim.config import load_config, load_slim_config
     from slim.data import set_dataset_dir
-    from slim.data.loader import build_train_loader
     from slim.metrics import resolve_metric_name
     from slim.strategies import build_strategies
-    from slim.trainer import ProgramSet, log_to_stdout
+    from slim.trainer import log_to_stdout
     paddle.enable_static()
 
     cfg = load_config(args.config, args.opt)
@@ -268,14 +277,33 @@ def prepare_job(args):
     strategies = build_strategies(slim_cfg, metric_name, log=log)
     compressor = slim_cfg.compressor
     with_infer_model = _prune_infer_model_enabled(compressor.prune_infer_model)
-    for key, example in (("train_feed", "YoloTrainFeed"), ("eval_feed", "YoloEvalFeed")):
-        if not cfg.get(key):
-            raise ConfigError(f"{args.config}: {key} is not set (e.g. {key}: {example})")
+    check_feeds(args.config, cfg)
     if env.is_main:  # rank 0 alone writes
         check_output_places(args, cfg, compressor, metric_name)
     if not compressor.checkpoint_path:
         log("warning: compressor.checkpoint_path is null: no checkpoint or model will be saved")
+    return build_job(args, cfg, compressor, strategies, env, log, metric_name, with_infer_model)
 
+
+def check_feeds(config_path, cfg):
+    """ConfigError when the detection config names no train or eval feed."""
+    for key, example in (("train_feed", "YoloTrainFeed"), ("eval_feed", "YoloEvalFeed")):
+        if not cfg.get(key):
+            raise ConfigError(f"{config_path}: {key} is not set (e.g. {key}: {example})")
+
+
+def build_job(args, cfg, compressor, strategies, env, log, metric_name, with_infer_model,
+              epoch_iterations=None):
+    """The device, loader, programs (with the strategies' build hooks) and scope of a run
+    whose configs and output places are checked. `epoch_iterations` (train.py's
+    snapshot_iter) makes max_iters the run's total and epochs that long."""
+    import numpy as np
+    import paddle
+
+    from slim import distributed
+    from slim.config import create
+    from slim.data.loader import build_train_loader
+    from slim.trainer import ProgramSet
     place = distributed.select_place(cfg.get("use_gpu", False), env, log=log)
     distributed.init_collective(env)
     seed = cfg.get("random_seed")
@@ -294,6 +322,9 @@ def prepare_job(args):
         max_iters = train_loader.batches_per_epoch
         log(f"max_iters auto: {train_loader.num_samples} training images / total batch "
             f"{total_batch} = {max_iters} iterations per epoch")
+    total_iterations = None
+    if epoch_iterations is not None:
+        total_iterations, max_iters = max_iters, min(max_iters, epoch_iterations)
     learning_rate = create("LearningRate", cfg)
     if getattr(args, "scale_lr", None):
         learning_rate, description = scale_learning_rate(learning_rate, args.scale_lr, total_batch)
@@ -301,15 +332,15 @@ def prepare_job(args):
     scheduler = learning_rate.scheduler(0)
     sync_bn = getattr(getattr(model, "backbone", None), "norm_type", "bn") == "sync_bn"
     programs = ProgramSet(model, eval_feed.image_shape, create("OptimizerBuilder", cfg), scheduler,
-                          env, sync_bn)
+                          env, sync_bn, build_hooks=strategies)
     if seed is not None:
         programs.startup.random_seed = int(seed)
     scope = paddle.static.Scope()
     executor = paddle.static.Executor(place)
     executor.run(programs.startup, scope=scope)
-    return CompressJob(args, cfg, slim_cfg, env, log, strategies, with_infer_model, executor, place,
+    return CompressJob(args, cfg, compressor, env, log, strategies, with_infer_model, executor, place,
                        scope, programs, scheduler, train_loader, max_iters, total_batch, metric_name,
-                       programs.flops(), programs.params())
+                       programs.flops(), programs.params(), total_iterations)
 
 
 def visualdl_dir(cfg):
@@ -322,46 +353,48 @@ def check_output_places(args, cfg, compressor, metric_name):
     (when VisualDL is installed: nothing goes there otherwise), --output_eval and the files
     it gets. Each must be writable and none of the run's inputs (dataset dirs, configs,
     init_model, weights); a one-line OutputPlaceError otherwise."""
-    from slim import checkpoint as checkpoint_lib
-    from slim.evaluate import check_output_eval, result_file_names
     from slim.run_inputs import config_inputs
     inputs = config_inputs(cfg, ("train_feed", "eval_feed"), args.config, args.slim_file,
                            compressor.init_model)
-    if compressor.checkpoint_path:
-        check_output_dir(compressor.checkpoint_path, "compressor.checkpoint_path", inputs)
-        checkpoint_lib.check_checkpoint_root(compressor.checkpoint_path)
+    check_run_output_places(cfg, inputs, compressor.checkpoint_path, "compressor.checkpoint_path",
+                            args.output_eval, metric_name, SUMMARY_FILE)
+
+
+def check_run_output_places(cfg, inputs, checkpoint_path, checkpoint_key, output_eval,
+                            metric_name, summary_file):
+    """The places every training run writes: `checkpoint_path` (if set; named `checkpoint_key`
+    in errors), save_dir/vdl when VisualDL is installed, and `output_eval` (if set) with the
+    eval result files and `summary_file`; none of them one of `inputs`."""
+    from slim import checkpoint as checkpoint_lib
+    from slim.evaluate import check_output_eval, result_file_names
+    if checkpoint_path:
+        check_output_dir(checkpoint_path, checkpoint_key, inputs)
+        checkpoint_lib.check_checkpoint_root(checkpoint_path, what=checkpoint_key)
     if importlib.util.find_spec("visualdl") is not None:
         check_output_dir(visualdl_dir(cfg), "save_dir", inputs)
-    if args.output_eval:
-        check_output_eval(args.output_eval, result_file_names(metric_name) + [SUMMARY_FILE],
-                          inputs)
+    if output_eval:
+        check_output_eval(output_eval, result_file_names(metric_name) + [summary_file], inputs)
 
 
 def restore_state(job):
-    """Resume from a checkpoint (plans replayed, tensors and LR schedule restored) or load the
-    starting weights; return the RunState to continue from."""
+    """Resume from a checkpoint (plans replayed, tensors, LR schedule and hook states
+    restored) or load the starting weights; return the RunState to continue from."""
     state = RunState()
     start, plans, init_is_weights = _starting_checkpoint(
         job.compressor.checkpoint_path, job.compressor.init_model, job.programs, job.log)
     if start is not None:
+        hook_states = checkpoint_hook_states(start, job.strategies)
         replay_checkpoint(start, job.programs, job.scope, job.executor, plans=plans)
         state = RunState(list(start.state.pruning_plans), start.state.epoch + 1,
                          int(start.state.iteration), start.state.best_metric,
                          start.state.best_epoch, list(start.state.extra.get("history", [])),
-                         start.path)
+                         start.path, hook_states)
         job.log(f"resumed from checkpoint '{start.path}': epoch {start.state.epoch} done, "
                 f"iteration {state.iteration}, {len(state.plan_records)} pruning plan(s) replayed")
-        # Strategies whose plan the checkpoint holds do not fire again. (Plans that come
-        # with `weights` below are part of the starting model, not of this run's strategies.)
-        fired = {record["strategy"] for record in start.state.pruning_plans
-                 if "source" not in record}
-        for strategy in job.strategies:
-            if strategy.name in fired:
-                strategy.mark_replayed()
     else:
         sources = [("compressor.init_model", job.compressor.init_model if init_is_weights else None,
-                    False), ("weights", job.cfg.get("weights"), False),
-                   ("pretrain_weights", job.cfg.get("pretrain_weights"), True)]
+                    False)] + [(key, job.cfg.get(key), key == "pretrain_weights")
+                               for key in job.weights_keys]
         for key, path, partial in sources:
             if path:
                 state.plan_records = load_weights_into(key, path, job.programs, job.scope,
@@ -372,13 +405,43 @@ def restore_state(job):
     return state
 
 
+HOOK_STATES_KEY = "hooks"  # in CheckpointState.extra: {hook name: state_dict()}
+
+
+def checkpoint_hook_states(checkpoint, strategies):
+    """The hook states `checkpoint` stores. A checkpoint written before hooks had states
+    holds only pruning plans: each strategy whose plan it holds gets its `legacy_state`
+    (UniformPruneStrategy: fired); a strategy that cannot take such a checkpoint over
+    refuses it with a one-line CheckpointError."""
+    from slim.checkpoint import CheckpointError
+    extra = checkpoint.state.extra
+    if HOOK_STATES_KEY in extra:
+        states = extra[HOOK_STATES_KEY]
+        if not isinstance(states, dict) or not all(isinstance(v, dict) for v in states.values()):
+            raise CheckpointError(f"checkpoint '{checkpoint.path}': its hook states are not a "
+                                  "mapping of hook names to mappings")
+        return states
+    states = {}
+    by_name = {strategy.name: strategy for strategy in strategies}
+    # Plans that came with `weights` ("source") belong to the starting model, not to a strategy.
+    for record in checkpoint.state.pruning_plans:
+        strategy = by_name.get(record.get("strategy"))
+        if strategy is None or "source" in record:
+            continue
+        legacy = strategy.legacy_state(record)
+        if legacy is None:
+            raise CheckpointError(
+                f"checkpoint '{checkpoint.path}' was written before strategies stored their "
+                f"state and strategy '{strategy.name}' ({type(strategy).__name__}) cannot take "
+                "it over; remove it (or start with another checkpoint_path)")
+        states[strategy.name] = legacy
+    return states
+
+
 def _evaluate_epoch(job, state, epoch, eval_loader, metric, scalars):
     """Evaluate the eval program now; update best metric and history; write --output_eval."""
-    from slim.evaluate import evaluate, record_detections_json, result_summary, write_result_json
-    programs = job.programs
-    fetches = [programs.eval.fetches["bbox"], programs.eval.fetches["bbox_num"]]
-    result = evaluate(job.executor, programs.eval.program, ["image", "im_size"], fetches, job.scope,
-                      eval_loader, metric, description=f"eval epoch {epoch}")
+    from slim.evaluate import record_detections_json, result_summary, write_result_json
+    result = evaluate_programs(job, eval_loader, metric, description=f"eval epoch {epoch}")
     value = float(result["mAP"])
     if state.best_metric is None or value > state.best_metric:
         state.best_metric, state.best_epoch = value, epoch
@@ -393,7 +456,45 @@ def _evaluate_epoch(job, state, epoch, eval_loader, metric, scalars):
         write_result_json(job.args.output_eval, summary)
 
 
-def _save_epoch(job, state, epoch):
+def evaluate_programs(job, eval_loader, metric, description="eval", progress=True):
+    """The metric's result dict of the eval program as it is now on `eval_loader`."""
+    from slim.evaluate import evaluate
+    programs = job.programs
+    fetches = [programs.eval.fetches["bbox"], programs.eval.fetches["bbox_num"]]
+    return evaluate(job.executor, programs.eval.program, ["image", "im_size"], fetches, job.scope,
+                    eval_loader, metric, description=description, progress=progress)
+
+
+class FirstBatches:
+    """The first `count` batches of an eval loader (what `StrategyContext.evaluate` with a
+    fraction scores); keeps the loader's label_names."""
+
+    def __init__(self, loader, count):
+        self.loader, self.count = loader, count
+        self.label_names = getattr(loader, "label_names", None)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.count)
+
+    def __len__(self):
+        return self.count
+
+
+def strategy_evaluator(job, eval_loader, metric):
+    """`evaluate(fraction=1.0)` for StrategyContext: the mAP of the eval program now on the
+    first `fraction` of the eval set's batches (at least one)."""
+    import math
+
+    def evaluate(fraction=1.0):
+        if not 0 < fraction <= 1:
+            raise ValueError(f"evaluate(fraction={fraction}): the fraction must be in (0, 1]")
+        loader = eval_loader if fraction == 1 else FirstBatches(
+            eval_loader, max(1, math.ceil(fraction * len(eval_loader))))
+        return float(evaluate_programs(job, loader, metric, progress=False)["mAP"])
+    return evaluate
+
+
+def _save_epoch(job, state, epoch, hook_states):
     """Write the checkpoint of `epoch` (with eval_model/ inside) atomically."""
     from slim import checkpoint as checkpoint_lib
     from slim.export import EVAL_MODEL_DIR, export_model
@@ -401,7 +502,7 @@ def _save_epoch(job, state, epoch):
         epoch=epoch, iteration=state.iteration, best_metric=state.best_metric,
         best_epoch=state.best_epoch, pruning_plans=state.plan_records,
         extra={"history": state.history, "flops": job.programs.flops(),
-               "flops_unpruned": job.flops_before})
+               "flops_unpruned": job.flops_before, HOOK_STATES_KEY: hook_states})
 
     def write_eval_model(temp_dir):
         export_model(job.programs.eval, job.scope, job.executor,
@@ -414,64 +515,110 @@ def _save_epoch(job, state, epoch):
     job.log(f"epoch {epoch}: checkpoint '{state.last_checkpoint}'")
 
 
-def run_epochs(job, state):
-    """Strategies, training, evaluation and checkpoints of every remaining epoch."""
+class EpochEvaluation(HookBase):
+    """Rank 0: evaluate every `eval_epoch` epochs and after the last; track the best."""
+
+    def __init__(self, job, eval_loader, metric, logger, epochs):
+        self.job, self.eval_loader, self.metric = job, eval_loader, metric
+        self.logger, self.epochs = logger, epochs
+
+    def after_epoch(self, runner):
+        epoch = runner.epoch
+        if (epoch + 1) % self.job.compressor.eval_epoch == 0 or epoch == self.epochs - 1:
+            _evaluate_epoch(self.job, runner.state, epoch, self.eval_loader, self.metric,
+                            self.logger.train_log.scalars)
+
+
+class EpochCheckpoint(HookBase):
+    """Rank 0: write the checkpoint of every epoch, with every named hook's state."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def after_epoch(self, runner):
+        _save_epoch(self.job, runner.state, runner.epoch, runner.hook_states())
+
+
+def train_step(job):
+    """`step(batch) -> {loss name: float}`: one iteration of the train program."""
+    import numpy as np
+
+    from slim.trainer import LOSS_FETCHES, TRAIN_FEEDS
+
+    def step(batch):
+        fetches = [job.programs.train.fetches[name] for name in LOSS_FETCHES]
+        values = job.executor.run(job.programs.train.program,
+                                  feed={name: batch[name] for name in TRAIN_FEEDS},
+                                  fetch_list=fetches, scope=job.scope)
+        return {name: float(np.asarray(value).reshape(-1)[0])
+                for name, value in zip(LOSS_FETCHES, values)}
+    return step
+
+
+def make_train_log(job, epochs):
+    """A TrainLog (with VisualDL scalars on rank 0, under save_dir/vdl) for the run."""
+    from slim.trainer import ScalarWriter, TrainLog
+    vdl_dir = visualdl_dir(job.cfg)
+    scalars = ScalarWriter(vdl_dir, enabled=job.env.is_main)
+    if scalars.active:
+        job.log(f"VisualDL scalars -> {vdl_dir}")
+    return TrainLog(job.cfg.get("log_iter", 20), job.cfg.get("log_smooth_window", 20),
+                    job.total_iterations, job.total_batch, log=job.log, scalars=scalars)
+
+
+def run_hooks(job, epochs):
+    """The hooks of a run, in the order they are called: the strategies (validated before
+    the first iteration, fired before their epoch), the NaN guard, LR stepping, the log and
+    VisualDL, then on rank 0 evaluation and the checkpoint of every epoch."""
     from slim.config import create
     from slim.data.loader import build_eval_loader
+    from slim.engine.hooks import LRSchedule, NanGuard, TrainLogger
     from slim.evaluate import make_metric
+    logger = TrainLogger(lambda: make_train_log(job, epochs), epochs)
+    hooks = [*job.strategies, NanGuard(), LRSchedule(job.scheduler), logger]
+    evaluate = None
+    if job.env.is_main:  # rank 0 alone evaluates and writes files
+        eval_loader = build_eval_loader(create(job.cfg["eval_feed"], job.cfg))
+        json_path = os.path.join(job.args.output_eval, "bbox.json") if job.args.output_eval else None
+        metric = make_metric(job.cfg, eval_loader, json_path=json_path)
+        hooks.append(EpochEvaluation(job, eval_loader, metric, logger, epochs))
+        if job.compressor.checkpoint_path:
+            hooks.append(EpochCheckpoint(job))
+        evaluate = strategy_evaluator(job, eval_loader, metric)
+    return hooks, evaluate
+
+
+def run_epochs(job, state):
+    """Strategies, training, evaluation and checkpoints of every remaining epoch."""
+    from slim.engine import Runner
     from slim.strategies import StrategyContext
-    from slim.trainer import ScalarWriter, TrainLog, run_iterations
     epochs = job.compressor.epoch
     if state.next_epoch >= epochs:
         job.log(f"all {epochs} epochs are done (checkpoint '{state.last_checkpoint}'); "
                 "nothing to train")
         return
-    context = StrategyContext(state.next_epoch, job.programs, job.scope, job.log)
-    for strategy in job.strategies:
-        strategy.validate(context)  # a dry run: a config it cannot meet fails before training
-    eval_loader = metric = None
-    if job.env.is_main:
-        eval_loader = build_eval_loader(create(job.cfg["eval_feed"], job.cfg))
-        json_path = os.path.join(job.args.output_eval, "bbox.json") if job.args.output_eval else None
-        metric = make_metric(job.cfg, eval_loader, json_path=json_path)
-    vdl_dir = os.path.join(job.cfg.get("save_dir") or "output", "vdl")
-    scalars = ScalarWriter(vdl_dir, enabled=job.env.is_main)
-    if scalars.active:
-        job.log(f"VisualDL scalars -> {vdl_dir}")
-    train_log = TrainLog(job.cfg.get("log_iter", 20), job.cfg.get("log_smooth_window", 20),
-                         epochs * job.max_iters, job.total_batch, log=job.log, scalars=scalars)
+    hooks, evaluate = run_hooks(job, epochs)
+    context = StrategyContext(state.next_epoch, job.programs, job.scope, job.log, job.executor,
+                              evaluate)
+    runner = Runner(train_step(job), hooks, state, context)
+    runner.load_hook_states(state.hook_states)
     # One batch stream for the whole run: worker processes start once, and the stream ends
     # exactly after the last epoch, which shuts them down (an abandoned paddle DataLoader
     # leaves its workers running).
     stream = job.train_loader.batches(start_iteration=state.iteration,
-                                      num_iterations=(epochs - state.next_epoch) * job.max_iters)
+                                      num_iterations=job.total_iterations - state.iteration)
     try:
-        for epoch in range(state.next_epoch, epochs):
-            context = StrategyContext(epoch, job.programs, job.scope, job.log)
-            for strategy in job.strategies:
-                record = strategy.on_epoch_begin(context)
-                if record is not None:
-                    state.plan_records.append(record)
-            batches = itertools.islice(stream, job.max_iters)
-            state.iteration = run_iterations(job.executor, job.programs, job.scope, batches,
-                                             job.max_iters, job.scheduler, train_log, epoch, epochs,
-                                             state.iteration, state.last_checkpoint)
-            state.next_epoch = epoch + 1
-            if not job.env.is_main:
-                continue  # rank 0 alone evaluates and writes files
-            if (epoch + 1) % job.compressor.eval_epoch == 0 or epoch == epochs - 1:
-                _evaluate_epoch(job, state, epoch, eval_loader, metric, scalars)
-            if job.compressor.checkpoint_path:
-                _save_epoch(job, state, epoch)
+        runner.train(epochs, lambda epoch: itertools.islice(stream, job.epoch_length(epoch)),
+                     job.epoch_length)
         for _ in stream:  # reach the end of the stream so the loader stops its workers
             raise RuntimeError("the training data stream yielded more batches than the epochs use")
     finally:
         stream.close()
-        scalars.close()
 
 
-def summarize(job, state):
-    """Log the outcome; write compress_summary.json with --output_eval; return it."""
+def summarize(job, state, summary_file=SUMMARY_FILE):
+    """Log the outcome; write `summary_file` (compress_summary.json) with --output_eval;
+    return the summary."""
     flops_after, params_after = job.programs.flops(), job.programs.params()
     summary = {"flops_before": job.flops_before, "flops_after": flops_after,
                "params_before": job.params_before, "params_after": params_after,
@@ -485,7 +632,7 @@ def summarize(job, state):
                f"{state.best_epoch}" if state.best_metric is not None else "")
             + (f", last checkpoint '{state.last_checkpoint}'" if state.last_checkpoint else ""))
     if job.env.is_main and job.args.output_eval:
-        WrittenFiles(job.args.output_eval).write_json(SUMMARY_FILE, summary)
+        WrittenFiles(job.args.output_eval).write_json(summary_file, summary)
     return summary
 
 

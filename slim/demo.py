@@ -8,11 +8,10 @@ Steps, each run as the command a user would type (printed before it runs):
 1b. `python -m slim.pretrain`: the backbone pretrained as a classifier on crops of the
    training objects for `--pretrain_epochs` epochs (the recipe's ImageNet backbone, which a
    CPU demo has not got), written to `<out>/pretrained_backbone` (0 epochs: skipped);
-2. the baseline: `compress.py` with a slim config that has no strategy (plain training)
-   from those `pretrain_weights` for `--baseline_epochs` epochs, written to
-   `<out>/baseline/`; its final parameters are
-   copied to the detection config's `weights` path (output/demo/model_final), as
-   PaddleDetection's train.py left `model_final`;
+2. the baseline: `train.py` (plain training) from those `pretrain_weights` for
+   `--baseline_epochs` x max_iters iterations, a checkpoint every max_iters, written to
+   `<out>/baseline/`; its final parameters are copied to the detection config's `weights`
+   path (output/demo/model_final);
 3. the seed's command: `compress.py -s configs/yolov3_mobilenet_v1_demo_slim.yaml
    -c configs/yolov3_mobilenet_v1_demo.yml` (-50% FLOPs from those weights, then fine-tuning);
 4. `eval.py` on both final eval models;
@@ -21,7 +20,8 @@ Steps, each run as the command a user would type (printed before it runs):
 7. the table (FLOPs, Box AP, model size, Paddle Inference ms/image), printed and written to
    `<out>/results.md` and `<out>/results.json`.
 
-`-o` items go to both compress.py runs (e.g. `-o max_iters=5` for a quick smoke run).
+`-o` items go to train.py and compress.py (e.g. `-o max_iters=5` for a quick smoke run: the
+baseline then trains `--baseline_epochs` x 5 iterations).
 """
 import argparse
 import dataclasses
@@ -59,16 +59,6 @@ RESULTS_JSON = "results.json"
 RESULT_FILES = (RESULTS_MARKDOWN, RESULTS_JSON)
 STEP_STOP_SECONDS = 10  # after Ctrl-C, how long a step may take to stop on its own
 
-BASELINE_SLIM_CONFIG = """# Plain training (no strategy) of the demo baseline, written by python -m slim.demo.
-version: 1.0
-compressor:
-  epoch: {epochs}
-  eval_epoch: {epochs}
-  checkpoint_path: {checkpoint_path}
-  strategies: []
-"""
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -78,7 +68,7 @@ def parse_args(argv=None):
     parser.add_argument("--baseline_epochs", type=int, default=12,
                         help="epochs (of max_iters iterations) of baseline training")
     parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides for both compress.py runs")
+                        help="overrides for train.py and compress.py")
     return parser.parse_args(argv)
 
 
@@ -216,6 +206,20 @@ def baseline_schedule(cfg, epochs, warmup_steps=50):
             f"!LinearWarmup {{start_factor: 0., steps: {warmup_steps}}}]")
 
 
+def baseline_train_command(cfg, epochs, checkpoint_path, output_eval, pretrained=None, opt=()):
+    """The train.py command line of the baseline: `epochs` x the config's max_iters
+    iterations with a checkpoint every max_iters (one per epoch), its own LR schedule
+    (`baseline_schedule`), from `pretrained` backbone weights if given; the user's `opt`
+    apply, but for max_iters and snapshot_iter, which they set per epoch."""
+    per_epoch = int(cfg["max_iters"])
+    overrides = ["weights=null", baseline_schedule(cfg, epochs)]
+    if pretrained:
+        overrides.append(f"pretrain_weights={pretrained}")
+    overrides += [*opt, f"max_iters={epochs * per_epoch}", f"snapshot_iter={per_epoch}"]
+    return _python("train.py", "-c", DETECTION_CONFIG, "-o", *overrides,
+                   "--checkpoint_path", checkpoint_path, "--output_eval", output_eval)
+
+
 def last_checkpoint(checkpoint_root):
     """The highest complete checkpoint (a UserError if there is none)."""
     from slim.checkpoint import latest_complete_checkpoint
@@ -311,24 +315,18 @@ def main(argv=None):
     timings["dataset"] = run_step("demo dataset", _python("-m", "slim.data.demo", "--out", DATASET_DIR))
 
     baseline_dir = fresh_owned_dir(places["baseline"])
-    baseline_slim = os.path.join(baseline_dir, "baseline_slim.yaml")
     baseline_checkpoints = os.path.join(baseline_dir, "checkpoints")
-    with open(baseline_slim, "w") as handle:
-        handle.write(BASELINE_SLIM_CONFIG.format(epochs=args.baseline_epochs,
-                                                 checkpoint_path=baseline_checkpoints))
-    overrides = ["-o", "weights=null", baseline_schedule(cfg, args.baseline_epochs)]
+    pretrained = None
     if args.pretrain_epochs > 0:
         pretrained = places["pretrained_backbone"]
         timings["pretrain"] = run_step(
             f"pretrain the backbone: {args.pretrain_epochs} epochs on object crops",
             _python("-m", "slim.pretrain", "-c", DETECTION_CONFIG, "--out", pretrained,
                     "--epochs", str(args.pretrain_epochs), *opt_items))
-        overrides.append(f"pretrain_weights={pretrained}")
-    overrides += args.opt
     timings["baseline"] = run_step(
         f"baseline: {args.baseline_epochs} epochs of plain training",
-        _python("compress.py", "-s", baseline_slim, "-c", DETECTION_CONFIG, *overrides,
-                "--output_eval", baseline_dir), os.path.join(baseline_dir, "train.log"))
+        baseline_train_command(cfg, args.baseline_epochs, baseline_checkpoints, baseline_dir,
+                               pretrained, args.opt), os.path.join(baseline_dir, "train.log"))
     baseline = last_checkpoint(baseline_checkpoints)
     weights_path = places["model_final"]
     write_model_final(baseline, DETECTION_CONFIG, weights_path, args.opt)

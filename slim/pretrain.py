@@ -14,11 +14,14 @@ and fully connected layer learns to tell them apart. The backbone's weights
 directory that the detection config's `pretrain_weights` loads.
 """
 import argparse
+import dataclasses
 import sys
 import time
 
 import numpy as np
 
+from slim.engine import HookBase, Runner
+from slim.engine.hooks import LRSchedule
 from slim.errors import Interrupted, UserError, exit_on_user_error, shorten
 
 BACKGROUND_OVERLAP = 0.3
@@ -130,6 +133,48 @@ def backbone_var_names(program):
                   if not p.name.startswith("pretrain_fc"))
 
 
+@dataclasses.dataclass
+class PretrainState:
+    """Where pretraining is (the runner's state)."""
+    next_epoch: int = 0
+    iteration: int = 0
+
+
+class EpochCrops(HookBase):
+    """Pretraining's epochs: fresh crops (`make_epoch_crops()`) in a random order before
+    each, its batches of `batch_size` (the last partial one dropped), and after each the
+    test crop accuracy (`test_accuracy()`) logged with the mean loss."""
+
+    def __init__(self, make_epoch_crops, rng, batch_size, test_accuracy, epochs, log):
+        self.make_epoch_crops, self.rng, self.batch_size = make_epoch_crops, rng, batch_size
+        self.epochs = epochs
+        self.test_accuracy, self.log = test_accuracy, log
+        self.images = self.labels = self.order = None
+        self.losses, self.accuracies = [], []
+        self.started = time.perf_counter()
+
+    def before_epoch(self, runner):
+        self.images, self.labels = self.make_epoch_crops()
+        self.order = self.rng.permutation(len(self.labels))
+        self.losses = []
+
+    def batches(self, epoch):
+        """The batches of the epoch (read when the epoch starts, after before_epoch)."""
+        for start in range(0, len(self.order) - self.batch_size + 1, self.batch_size):
+            batch = self.order[start:start + self.batch_size]
+            yield self.images[batch], self.labels[batch]
+
+    def after_iter(self, runner):
+        self.losses.append(runner.outputs["loss"])
+
+    def after_epoch(self, runner):
+        self.accuracies.append(self.test_accuracy())
+        self.log(f"pretrain epoch {runner.epoch}/{self.epochs - 1}: "
+                 f"{len(self.labels)} crops, loss {np.mean(self.losses):.3f}, "
+                 f"test crop accuracy {self.accuracies[-1]:.3f}, "
+                 f"{time.perf_counter() - self.started:.0f} s")
+
+
 def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=0, log=print,
                       inputs=()):
     """Train the config's backbone on crops of its training set; write its weights to `out`.
@@ -168,26 +213,25 @@ def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=
                                   weight_decay=paddle.regularizer.L2Decay(5e-5)).minimize(loss)
     scope, executor = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
     executor.run(startup, scope=scope)
-    accuracies = []
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        images, labels = make_crops(train_records, train_images, num_classes, size, rng)
-        order = rng.permutation(len(labels))
-        losses = []
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            batch = order[start:start + batch_size]
-            value, = executor.run(train, feed={"image": images[batch], "label": labels[batch, None]},
-                                  fetch_list=[loss], scope=scope)
-            scheduler.step()
-            losses.append(float(np.asarray(value).reshape(-1)[0]))
+
+    def step(batch):
+        value, = executor.run(train, feed={"image": batch[0], "label": batch[1][:, None]},
+                              fetch_list=[loss], scope=scope)
+        return {"loss": float(np.asarray(value).reshape(-1)[0])}
+
+    def test_accuracy():
         predictions = np.concatenate([
             np.argmax(executor.run(test, feed={"image": test_images[i:i + 256],
                                                "label": test_labels[i:i + 256, None]},
                                    fetch_list=[logits], scope=scope)[0], axis=1)
             for i in range(0, len(test_labels), 256)])
-        accuracies.append(float(np.mean(predictions == test_labels)))
-        log(f"pretrain epoch {epoch}/{epochs - 1}: {len(labels)} crops, loss {np.mean(losses):.3f}, "
-            f"test crop accuracy {accuracies[-1]:.3f}, {time.perf_counter() - started:.0f} s")
+        return float(np.mean(predictions == test_labels))
+
+    crops = EpochCrops(lambda: make_crops(train_records, train_images, num_classes, size, rng),
+                       rng, batch_size, test_accuracy, epochs, log)
+    Runner(step, [crops, LRSchedule(scheduler)], PretrainState()).train(
+        epochs, crops.batches, lambda epoch: None)
+    accuracies = crops.accuracies
     save_weights(scope, train, out, var_names=backbone_var_names(train), what="--out")
     log(f"backbone weights -> {out} (load them with pretrain_weights: {out})")
     return accuracies

@@ -1,5 +1,5 @@
-"""Training pieces of the compress driver: the programs (with pruning plans), the iteration
-loop with its log lines, and optional VisualDL scalars.
+"""Training pieces of the compress driver: the programs (with pruning plans), the log lines
+and optional VisualDL scalars (the loop itself is slim.engine.Runner).
 
 `ProgramSet` owns the train and eval programs of one model. Pruning plans are
 applied to both and to the scope; on several cards the train program (whose
@@ -9,7 +9,6 @@ added, so the engine only ever sees single-card programs.
 """
 import collections
 import math
-import time
 
 import numpy as np
 
@@ -35,10 +34,14 @@ class ProgramSet:
             so the schedule continues across rebuilds).
         env: the DistributedEnv; with several workers the train program is fleet-wrapped.
         sync_bn: synchronize batch norm across cards (norm_type sync_bn).
+        build_hooks: hooks (`slim.engine.HookBase`) whose `build_train_program` is called on
+            every build of the train program, before its optimizer is added.
     """
 
-    def __init__(self, model, eval_image_shape, optimizer_builder, scheduler, env, sync_bn=False):
+    def __init__(self, model, eval_image_shape, optimizer_builder, scheduler, env, sync_bn=False,
+                 build_hooks=()):
         self.model = model
+        self.build_hooks = list(build_hooks)
         self.eval_image_shape = list(eval_image_shape)
         self.optimizer_builder = optimizer_builder
         self.scheduler = scheduler
@@ -62,6 +65,8 @@ class ProgramSet:
         for plan in self.plans:
             apply_plan(plan, [train.program, evaluation.program], scope=None,
                        startup_programs=[train.startup])
+        for hook in self.build_hooks:
+            hook.build_train_program(train, train.startup)
         env = self.env if distributed else distributed_lib.DistributedEnv()
         # A fresh name guard: accumulator names (conv1_weights_velocity_0, learning_rate_0)
         # are the same in every build, so checkpoints load into rebuilt programs.
@@ -194,38 +199,6 @@ def check_finite(losses, epoch, iteration, last_checkpoint):
     raise TrainingStopped(f"training stopped: the loss is not finite ({values}) at epoch {epoch} "
                           f"iteration {iteration}; nothing of this epoch was saved and {kept}; "
                           "lower LearningRate.base_lr or check the data")
-
-
-def run_iterations(executor, programs, scope, batches, num_iterations, scheduler, train_log,
-                   epoch, epochs, first_global_iteration, last_checkpoint):
-    """Train on every batch of `batches` (exactly `num_iterations` of them); return the global
-    iteration count after.
-
-    Each iteration feeds one batch, fetches the total and per-output losses, checks
-    they are finite, steps the LR schedule and records a log entry.
-    """
-    fetches = [programs.train.fetches[name] for name in LOSS_FETCHES]
-    global_iteration = first_global_iteration
-    iteration = 0
-    started = time.perf_counter()
-    for batch in batches:
-        feed = {name: batch[name] for name in TRAIN_FEEDS}
-        lr = float(scheduler())
-        values = executor.run(programs.train.program, feed=feed, fetch_list=fetches, scope=scope)
-        losses = {name: float(np.asarray(value).reshape(-1)[0])
-                  for name, value in zip(LOSS_FETCHES, values)}
-        iteration += 1
-        check_finite(losses, epoch, iteration, last_checkpoint)
-        scheduler.step()
-        global_iteration += 1
-        now = time.perf_counter()
-        train_log.record(epoch, epochs, iteration, num_iterations, global_iteration, losses, lr,
-                         now - started)
-        started = now
-    if iteration != num_iterations:
-        raise TrainingStopped(f"the training data gave {iteration} batches for the "
-                              f"{num_iterations} iterations of epoch {epoch}")
-    return global_iteration
 
 
 def log_to_stdout(message):

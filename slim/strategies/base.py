@@ -1,6 +1,7 @@
 """The strategy interface, the registry of strategy classes, and building them from a slim config."""
 import dataclasses
 
+from slim.engine.hooks import HookBase
 from slim.errors import ConfigError, did_you_mean
 
 STRATEGY_CLASSES = {}  # class name in the slim config -> Strategy subclass; filled at import time
@@ -26,21 +27,32 @@ class StrategyContext:
         programs: the driver's ProgramSet (train / eval programs, rebuilt after pruning).
         scope: the scope holding every parameter and optimizer accumulator.
         log: print-like function for one-line messages (rank 0 only).
+        executor: the executor that runs the programs.
+        evaluate: `evaluate(fraction=1.0)` runs the eval program on the eval set (its first
+            `fraction` of batches) and returns the metric (mAP, 0..1); None where the run
+            has no eval set (ranks other than 0).
     """
     epoch: int
     programs: object
     scope: object
     log: object = print
+    executor: object = None
+    evaluate: object = None
 
 
-class Strategy:
+class Strategy(HookBase):
     """Base class: `name` (its key in the slim config), `start_epoch`, and the hooks.
 
+    A strategy is a hook of the training loop (`slim.engine.HookBase`: it may override
+    any hook point, e.g. `build_train_program` to add to the train program before the
+    optimizer is built). By default:
     `validate(context)` is called once before the first iteration (a dry run that
     changes nothing), so a config the strategy cannot meet fails before any training.
     `on_epoch_begin(context)` returns a JSON-able record when it changed the model
     (e.g. a pruning plan), which the driver stores in the next checkpoint so a
-    resumed run replays it; None otherwise.
+    resumed run replays it; None otherwise. What the strategy has done so far goes
+    in `state_dict()` (stored in every checkpoint under its name) and comes back
+    through `load_state_dict` on resume.
     """
 
     def __init__(self, name, options, slim_config):
@@ -57,8 +69,18 @@ class Strategy:
         """Called before every epoch; return a record when the model changed."""
         return None
 
-    def mark_replayed(self):
-        """A resumed run already holds what this strategy did (its record was replayed)."""
+    def before_train(self, runner):
+        self.validate(runner.context)
+
+    def before_epoch(self, runner):
+        record = self.on_epoch_begin(runner.context)
+        if record is not None:
+            runner.state.plan_records.append(record)
+
+    def legacy_state(self, record):
+        """The state_dict of a strategy that wrote `record` into a checkpoint made before
+        strategies had states (only UniformPruneStrategy recorded anything then); None
+        when this strategy cannot take such a checkpoint over."""
         return None
 
 

@@ -56,6 +56,13 @@ class UniformPruneStrategy(Strategy):
         self.fired = True
         return {"strategy": self.name, "epoch": context.epoch, "plan": plan.to_dict()}
 
-    def mark_replayed(self):
-        """A resumed run already holds this strategy's plan: do not prune again."""
-        self.fired = True
+    def state_dict(self):
+        """Whether it has pruned (a resumed run holds the plan, replayed: no second prune)."""
+        return {"fired": self.fired}
+
+    def load_state_dict(self, state):
+        self.fired = bool(state.get("fired", False))
+
+    def legacy_state(self, record):
+        """An old checkpoint holding this strategy's plan: it has fired."""
+        return {"fired": True}
