@@ -333,6 +333,20 @@ def test_infinite_difficult_value_does_not_crash(tmp_path):
     np.testing.assert_array_equal(record["difficult"], [0])
 
 
+@pytest.mark.parametrize("box", [(1, 1, "1e309", 20), ("-inf", 1, 20, 20), (1, 1, 20, "nan"),
+                                 (1, 1, "1e39", 20)])
+def test_box_coordinates_beyond_float32_are_dropped_with_one_warning(tmp_path, caplog, capfd, box):
+    """No numpy overflow warning (a multi-line Python warning on stderr): one line naming the object."""
+    make_voc(tmp_path, [("a", voc_xml([("cat", box, 0), ("cat", (2, 2, 30, 30), 0)]), "good")])
+    with caplog.at_level(logging.INFO, logger="slim.data"):
+        record = VOCDataSet(dataset_dir=str(tmp_path), annotation="train.txt",
+                            use_default_label=False).load_records(for_training=True)[0]
+    np.testing.assert_array_equal(record["gt_bbox"], [[2, 2, 30, 30]])
+    dropped = [w for w in warning_lines(caplog) if "object 0" in w]
+    assert len(dropped) == 1 and "is not a finite pixel coordinate; object dropped" in dropped[0]
+    assert "RuntimeWarning" not in capfd.readouterr().err
+
+
 # ---------------------------------------------------------------- 14: files outside dataset_dir
 
 @pytest.fixture

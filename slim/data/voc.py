@@ -20,6 +20,8 @@ from slim.data import records as records_lib
 from slim.data.coco import COCODataSet
 from slim.errors import DataError, did_you_mean, shorten
 
+# Box coordinates are stored as float32: larger values (and inf, NaN) are no pixel position.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -206,6 +208,10 @@ def parse_voc_xml(xml_path, image_path, class_to_label, report):
         except (AttributeError, TypeError, ValueError):
             report.warn_object(xml_path, f"object {object_index} ({name}): missing or non-numeric bndbox; "
                                          f"object dropped")
+            continue
+        if not all(abs(value) <= FLOAT32_MAX for value in box):  # also NaN: compares False
+            report.warn_object(xml_path, f"object {object_index} ({name}): bndbox {box} is not a finite "
+                                         f"pixel coordinate; object dropped")
             continue
         try:
             is_difficult = _int_text(obj, "difficult")
