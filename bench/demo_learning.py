@@ -9,7 +9,7 @@
 batch through it from a fresh initialisation and prints, for every conv
 weight, |gradient| / |weights| (L2 norms): how far one plain SGD step at LR 1
 would move it relative to its size. `curve` trains with the config's optimizer
-and LR schedule (the ProgramSet of compress.py, no checkpoints) and evaluates
+and LR schedule (the ProgramSet and training loop of compress.py, no checkpoints) and evaluates
 VOC mAP on the test split every --eval_every iterations; with
 --pretrain_weights it starts from those backbone weights. Both print a table
 and write JSON (default bench/results/demo_learning_<mode>.json).
@@ -25,6 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import slim  # noqa: E402,F401  (classic static IR before paddle)
+from slim.engine import HookBase, LoopState, Runner  # noqa: E402
+from slim.engine.hooks import LRSchedule  # noqa: E402
 
 DEMO_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml")
 TRAIN_FEEDS = ("image", "gt_box", "gt_label", "gt_score")
@@ -90,20 +92,40 @@ def learning_curve(cfg, iterations, eval_every, pretrain_weights=None):
     eval_loader = build_eval_loader(eval_feed)
     metric = make_metric(cfg, eval_loader)
     eval_fetches = [programs.eval.fetches["bbox"], programs.eval.fetches["bbox_num"]]
-    losses, rows = [], []
-    batches = build_train_loader(create(cfg["train_feed"], cfg)).batches(0, iterations)
-    for iteration, batch in enumerate(batches, start=1):
+
+    def step(batch):
         loss, = executor.run(programs.train.program, feed={k: batch[k] for k in TRAIN_FEEDS},
                              fetch_list=[programs.train.fetches["loss"]], scope=scope)
-        scheduler.step()
-        losses.append(float(np.asarray(loss).reshape(-1)[0]))
-        if iteration % eval_every == 0 or iteration == iterations:
-            result = evaluate(executor, programs.eval.program, ["image", "im_size"], eval_fetches,
-                              scope, eval_loader, metric, progress=False)
-            rows.append((iteration, float(np.median(losses[-eval_every:])), 100 * result["mAP"]))
-            print(f"iteration {iteration}: loss {rows[-1][1]:.2f}, test mAP {rows[-1][2]:.2f}%",
-                  flush=True)
-    return rows
+        return {"loss": float(np.asarray(loss).reshape(-1)[0])}
+
+    def test_map():
+        return 100 * evaluate(executor, programs.eval.program, ["image", "im_size"], eval_fetches,
+                              scope, eval_loader, metric, progress=False)["mAP"]
+
+    curve = CurvePoints(eval_every, iterations, test_map)
+    batches = build_train_loader(create(cfg["train_feed"], cfg)).batches(0, iterations)
+    Runner(step, [LRSchedule(scheduler), curve], LoopState()).train(
+        1, lambda epoch: batches, lambda epoch: iterations)
+    return curve.rows
+
+
+class CurvePoints(HookBase):
+    """Every `eval_every` iterations (and after the last): a row (iteration, median train
+    loss since the last row, test mAP % from `test_map()`), printed."""
+
+    def __init__(self, eval_every, iterations, test_map):
+        self.eval_every, self.iterations, self.test_map = eval_every, iterations, test_map
+        self.losses, self.rows = [], []
+
+    def after_iter(self, runner):
+        import numpy as np
+        self.losses.append(runner.outputs["loss"])
+        iteration = runner.state.iteration
+        if iteration % self.eval_every == 0 or iteration == self.iterations:
+            self.rows.append((iteration, float(np.median(self.losses[-self.eval_every:])),
+                              self.test_map()))
+            print(f"iteration {iteration}: loss {self.rows[-1][1]:.2f}, test mAP "
+                  f"{self.rows[-1][2]:.2f}%", flush=True)
 
 
 def main(argv=None):

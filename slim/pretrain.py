@@ -14,13 +14,12 @@ and fully connected layer learns to tell them apart. The backbone's weights
 directory that the detection config's `pretrain_weights` loads.
 """
 import argparse
-import dataclasses
 import sys
 import time
 
 import numpy as np
 
-from slim.engine import HookBase, Runner
+from slim.engine import HookBase, LoopState, Runner
 from slim.engine.hooks import LRSchedule
 from slim.errors import Interrupted, UserError, exit_on_user_error, shorten
 
@@ -133,13 +132,6 @@ def backbone_var_names(program):
                   if not p.name.startswith("pretrain_fc"))
 
 
-@dataclasses.dataclass
-class PretrainState:
-    """Where pretraining is (the runner's state)."""
-    next_epoch: int = 0
-    iteration: int = 0
-
-
 class EpochCrops(HookBase):
     """Pretraining's epochs: fresh crops (`make_epoch_crops()`) in a random order before
     each, its batches of `batch_size` (the last partial one dropped), and after each the
@@ -229,7 +221,7 @@ def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=
 
     crops = EpochCrops(lambda: make_crops(train_records, train_images, num_classes, size, rng),
                        rng, batch_size, test_accuracy, epochs, log)
-    Runner(step, [crops, LRSchedule(scheduler)], PretrainState()).train(
+    Runner(step, [crops, LRSchedule(scheduler)], LoopState()).train(
         epochs, crops.batches, lambda epoch: None)
     accuracies = crops.accuracies
     save_weights(scope, train, out, var_names=backbone_var_names(train), what="--out")

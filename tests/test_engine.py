@@ -224,3 +224,20 @@ def test_a_strategys_state_survives_kill_9_and_resume(tmp_path_factory, run):
     assert recorded["metrics"][0] == first.state.extra["hooks"]["epoch_recorder"]["metrics"][0]
     assert final.state.extra["hooks"]["uniform_pruning_strategy"] == {"fired": True}
     assert [p["strategy"] for p in final.state.pruning_plans] == ["uniform_pruning_strategy"]
+
+
+def test_the_learning_curve_bench_runs_on_the_runner(capsys):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "bench"))
+    try:
+        from demo_learning import CurvePoints
+    finally:
+        sys.path.pop(0)
+    maps = iter([10.0, 20.0])
+    curve = CurvePoints(2, 3, lambda: next(maps))
+    losses = iter([4.0, 2.0, 1.0])
+    Runner(lambda batch: {"loss": next(losses)}, [curve], _state()).train(
+        1, lambda epoch: range(3), lambda epoch: 3)
+    assert curve.rows == [(2, 3.0, 10.0), (3, 1.5, 20.0)]
+    assert capsys.readouterr().out.splitlines() == ["iteration 2: loss 3.00, test mAP 10.00%",
+                                                    "iteration 3: loss 1.50, test mAP 20.00%"]

@@ -5,4 +5,4 @@ strategies, the NaN guard, LR stepping, logging and VisualDL, evaluation and
 checkpoints. compress.py, train.py and slim.pretrain all train through it.
 """
 from slim.engine.hooks import HookBase  # noqa: F401
-from slim.engine.runner import Runner  # noqa: F401
+from slim.engine.runner import LoopState, Runner  # noqa: F401

@@ -1,9 +1,19 @@
 """The training loop, in the spirit of detectron2's TrainerBase: epochs of iterations, with
 every hook called at each point of the loop, in the order the hooks were given."""
+import dataclasses
+
 from slim.trainer import TrainingStopped
 
 HOOK_POINTS = ("before_train", "before_epoch", "before_iter", "after_iter", "after_epoch",
                "after_train")
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The least state a Runner needs: the first epoch not finished, global iterations done
+    (compress.py's RunState adds what its checkpoints store)."""
+    next_epoch: int = 0
+    iteration: int = 0
 
 
 class Runner:
