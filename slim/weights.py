@@ -183,7 +183,9 @@ def load_weights(scope, program, path, partial=False, var_names=None, place=None
 
     Expects exactly `program`'s parameters (or `var_names`). Any missing, unexpected or
     shape/dtype-mismatched name raises WeightsError listing them and loads nothing,
-    unless `partial` (then the matching ones load and a warning gives the counts).
+    unless `partial` (then the matching ones load and a warning gives the counts; none
+    matching is still a WeightsError). A parameter holding NaN or inf is a WeightsError too,
+    and nothing is loaded.
     `place` is where the tensors go (default CPU). Returns a LoadReport.
     """
     import paddle
@@ -207,9 +209,17 @@ def load_weights(scope, program, path, partial=False, var_names=None, place=None
     if not report.complete and not partial:
         raise WeightsError(f"weights '{path}' do not match the program: {_describe(report)}; "
                            f"{len(report.loaded)} match (load with partial=True to load only those)")
+    if partial and expected and not report.loaded:
+        raise WeightsError(f"weights '{path}' hold none of the program's {len(expected)} parameters "
+                           f"({_describe(report)}); name weights saved from this model")
+    arrays = {name: on_disk[name].read() for name in report.loaded}
+    for name, array in arrays.items():  # all checked before any is loaded
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise WeightsError(f"weights '{path}': parameter '{name}' holds NaN or infinite values "
+                               "(saved from a diverged run?); nothing was loaded")
     place = place if place is not None else paddle.CPUPlace()
-    for name in report.loaded:
-        scope.var(name).get_tensor().set(on_disk[name].read(), place)
+    for name, array in arrays.items():
+        scope.var(name).get_tensor().set(array, place)
     if not report.complete:
         logger.warning("partially loaded weights '%s': %d of %d parameters loaded; %s",
                        path, len(report.loaded), len(expected), _describe(report))

@@ -149,6 +149,33 @@ def test_partial_load_loads_the_matching_ones_and_warns(tmp_path, trained_scope,
     assert "6 mismatched" in caplog.text
 
 
+def test_partial_load_of_weights_with_none_of_the_params_is_an_error(tmp_path, trained_scope):
+    """An empty dir or another model's weights as pretrain_weights: not a warning and random
+    weights, but an error (partial loading is for a backbone's subset)."""
+    program, _, path = _saved_dir(tmp_path, trained_scope)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WeightsError, match=f"weights '{empty}' hold none of the program's"):
+        load_weights(paddle.static.Scope(), program, str(empty), partial=True)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_weights_holding_nan_or_inf_load_nothing(tmp_path, trained_scope, bad):
+    program, scope = trained_scope
+    values = np.array(scope.find_var("conv1_bn_mean").get_tensor())
+    scope.find_var("conv1_bn_mean").get_tensor().set(np.where(np.arange(values.size) == 3, bad, values)
+                                                     .astype("float32"), paddle.CPUPlace())
+    try:
+        save_weights(scope, program, str(tmp_path / "weights"))
+    finally:
+        scope.find_var("conv1_bn_mean").get_tensor().set(values, paddle.CPUPlace())
+    fresh = paddle.static.Scope()
+    for partial in (False, True):
+        with pytest.raises(WeightsError, match="parameter 'conv1_bn_mean' holds NaN or infinite values"):
+            load_weights(fresh, program, str(tmp_path / "weights"), partial=partial)
+    assert fresh.find_var("conv1_weights") is None  # nothing loaded
+
+
 def test_backbone_weights_load_partially_into_the_detector(tmp_path, trained_scope):
     # like ImageNet MobileNetV1 weights: backbone names only, plus a classifier
     program, scope = trained_scope
