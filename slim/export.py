@@ -134,7 +134,11 @@ def load_exported_program(model_dir, executor, scope, model_name=INFER_MODEL_NAM
 def _require_files(model_dir, names):
     """UserError naming the first of `names` that is not a file in `model_dir`."""
     for name in names:
-        if not os.path.isfile(os.path.join(model_dir, name)):
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise UserError(f"model file '{shorten(path)}' is not a regular file (a directory, pipe "
+                            "or device); name the model's program and params files")
+        if not os.path.isfile(path):
             present = sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else []
             raise UserError(f"model file '{shorten(os.path.join(model_dir, name))}' does not exist"
                             f"{did_you_mean(name, present)}"

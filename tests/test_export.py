@@ -100,6 +100,21 @@ def test_infer_program_has_only_what_nms_needs(exported):
             assert set(op.output_arg_names) & consumed, op.type
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_model_file_that_is_no_regular_file_is_named_so_and_never_read(exported, tmp_path, kind):
+    """A FIFO would block the read forever; it is said to be no regular file (not 'does not exist')."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    with open(os.path.join(exported["dir"], "__model__"), "rb") as handle:
+        (model_dir / "__model__").write_bytes(handle.read())
+    params = model_dir / "__params__"
+    {"fifo": lambda: os.mkfifo(params), "device": lambda: params.symlink_to("/dev/zero"),
+     "directory": params.mkdir}[kind]()
+    with pytest.raises(Exception, match=f"model file '{params}' is not a regular file"):
+        export.load_exported_program(str(model_dir), exported["executor"], paddle.static.Scope(),
+                                     model_name="__model__", params_name="__params__")
+
+
 def test_missing_model_file_names_it(exported, tmp_path):
     with pytest.raises(Exception, match=r"model file '.*__model__.inf' does not exist "
                                         r"\(did you mean '__model__.infer'\?\)"):
