@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from slim.errors import UserError, stop_on_sigterm
+from slim.errors import DataError, UserError, shorten, stop_on_sigterm
 from slim.output_places import WrittenFiles, check_output_dir
 
 RESULT_FILE = "eval_result.json"
@@ -33,13 +33,27 @@ def _ground_truths(batch):
     return truths
 
 
+def check_class_count(num_classes, class_names, feed_name):
+    """DataError when the config's `num_classes` (the model's outputs) differs from the number
+    of classes of the feed's dataset (its label list or categories): objects of the classes
+    past the model's would be dropped, and outputs past the list's would have no name."""
+    names = list(class_names or ())
+    if num_classes is None or not names or len(names) == int(num_classes):
+        return
+    raise DataError(f"num_classes is {num_classes} but the dataset of {feed_name} has {len(names)} "
+                    f"classes ({shorten(', '.join(map(str, names)), 120)}); set -o "
+                    f"num_classes={len(names)} or name the label list the model was trained with")
+
+
 def make_metric(cfg, eval_loader, json_path=None):
-    """The metric of `cfg` (`metric`, `num_classes`, `map_type`) ready to score `eval_loader`."""
+    """The metric of `cfg` (`metric`, `num_classes`, `map_type`) ready to score `eval_loader`,
+    whose dataset must have `num_classes` classes (`check_class_count`)."""
     from slim.data.coco import COCODataSet
     from slim.data.loader import open_dataset
     from slim.metrics import coco_gt_from_voc, create_metric, resolve_metric_name
     name = resolve_metric_name(cfg.get("metric", "VOC"))
     num_classes = cfg.get("num_classes")
+    check_class_count(num_classes, eval_loader.label_names, cfg.get("eval_feed") or "eval_feed")
     if name == "VOC":
         return create_metric(name, num_classes=num_classes,
                              map_type=cfg.get("map_type") or "11point")

@@ -75,7 +75,7 @@ def run_infer(args):
     from slim import distributed, export
     from slim.config import create, load_config
     from slim.data.loader import build_test_loader, image_paths
-    from slim.evaluate import check_image_shape, detections_of_run
+    from slim.evaluate import check_class_count, check_image_shape, detections_of_run
     from slim.visualize import draw_detections
     paddle.enable_static()
     stop_on_sigterm()  # again: paddle's import installed its own handler
@@ -98,6 +98,7 @@ def run_infer(args):
     check_image_shape(program, "image", feed.image_shape, cfg["test_feed"])
     loader = build_test_loader(feed, paths)
     names = list(loader.label_names)
+    check_class_count(cfg.get("num_classes"), names, cfg["test_feed"])
 
     written = []
     lod_only = len(fetch_vars) == 1

@@ -117,3 +117,28 @@ def test_bad_draw_threshold_is_a_user_error(exported, tmp_path, capsys):
                         "--infer_dir", str(tmp_path), "--draw_threshold", "1.5"])
     assert exit_info.value.code == 2
     assert "error: --draw_threshold 1.5 must be in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cli", ["eval", "infer"])
+def test_num_classes_other_than_the_label_lists_is_one_error_before_scoring(exported, tmp_path, capsys,
+                                                                           cli):
+    """The demo label list has 5 classes: num_classes 7 would score/draw 2 nameless classes
+    (and 3 would drop objects): one line naming both counts, nothing written."""
+    from slim.errors import DataError
+    from slim.evaluate import check_class_count
+    if cli == "eval":
+        main, arguments = eval_cli.main, ["-m", exported["model_dir"], "--model_name", "__model__",
+                                          "--params_name", "__params__", "--output_eval", str(tmp_path)]
+    else:
+        main, arguments = infer_cli.main, ["--model_path", exported["model_dir"], "--output_dir",
+                                           str(tmp_path), "--infer_dir",
+                                           os.path.join(exported["data"], "JPEGImages")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*arguments, *config_arguments(exported), "num_classes=7"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    assert "error: num_classes is 7 but the dataset of Yolo" in error and "has 5 classes (circle, " in error
+    assert os.listdir(tmp_path) == []
+    check_class_count(5, CLASSES, "YoloEvalFeed")
+    with pytest.raises(DataError, match="num_classes is 3 but the dataset of YoloEvalFeed has 5"):
+        check_class_count(3, CLASSES, "YoloEvalFeed")
