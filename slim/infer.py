@@ -28,10 +28,15 @@ DETECTIONS_FILE = "detections.json"
 
 def output_names(image_paths):
     """{image path: the file name of its drawn copy in --output_dir}: the image's own file
-    name, made unique when two inputs share a name."""
+    name, made unique when two inputs share a name. A name without an image extension the
+    drawing can be encoded as (a PNG named photo.txt, '.slim-written.json') gets '.jpg'
+    appended, so no output is ever named like detections.json or the tool's own files."""
+    from slim.data.loader import IMAGE_EXTENSIONS
     names, used = {}, set()
     for image_path in image_paths:
         stem, extension = os.path.splitext(os.path.basename(image_path))
+        if extension.lower() not in IMAGE_EXTENSIONS:
+            stem, extension = stem + extension, ".jpg"
         candidate, counter = stem + extension, 1
         while candidate in used or candidate == DETECTIONS_FILE:
             candidate = f"{stem}_{counter}{extension}"

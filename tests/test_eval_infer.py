@@ -142,3 +142,25 @@ def test_num_classes_other_than_the_label_lists_is_one_error_before_scoring(expo
     check_class_count(5, CLASSES, "YoloEvalFeed")
     with pytest.raises(DataError, match="num_classes is 3 but the dataset of YoloEvalFeed has 5"):
         check_class_count(3, CLASSES, "YoloEvalFeed")
+
+
+def test_an_image_without_an_image_extension_is_drawn_as_jpg(exported, tmp_path):
+    """A PNG named photo.txt or '.slim-written.json' was decoded, then its drawing could not
+    be encoded (an OpenCV traceback after inference) or would have been named like the tool's
+    own list: its drawing is NAME.jpg."""
+    from slim.infer import DETECTIONS_FILE, output_names
+    source = os.path.join(exported["data"], "JPEGImages", "test_00001.jpg")
+    images = tmp_path / "images"
+    images.mkdir()
+    with open(source, "rb") as handle:
+        data = handle.read()
+    for name in ("photo.txt", ".slim-written.json", "noext"):
+        (images / name).write_bytes(data)
+    out = tmp_path / "out"
+    for name in ("photo.txt", ".slim-written.json", "noext"):
+        infer_cli.main(["--model_path", exported["model_dir"], *config_arguments(exported),
+                        "--infer_img", str(images / name), "--output_dir", str(out)])
+    assert sorted(os.listdir(out)) == sorted([".slim-written.json", ".slim-written.json.jpg", DETECTIONS_FILE,
+                                              "noext.jpg", "photo.txt.jpg"])
+    assert output_names(["a/x.PNG", "b/x.png", "c/detections.json"]) == {
+        "a/x.PNG": "x.PNG", "b/x.png": "x.png", "c/detections.json": "detections.json.jpg"}
