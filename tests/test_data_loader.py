@@ -186,6 +186,8 @@ def test_test_loader_reads_image_files_and_skips_unreadable(demo_dir, tmp_path, 
     assert loader.label_names[0] == "circle"
     assert any("broken.jpg" in r.getMessage() for r in caplog.records)
     assert image_paths(infer_img=paths[0], infer_dir="/nonexistent") == [paths[0]]
+    with pytest.raises(DataError, match="--infer_img .* is a directory; give it as --infer_dir"):
+        image_paths(infer_img=str(tmp_path))
     with pytest.raises(DataError, match="--infer_dir"):
         image_paths(infer_dir=str(tmp_path / "none"))
 

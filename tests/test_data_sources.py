@@ -164,6 +164,9 @@ def test_image_without_objects_is_kept_for_evaluation(tmp_path):
 def test_missing_dataset_dir_list_file_or_nothing_usable_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="dataset_dir not found: .*nowhere"):
         VOCDataSet(dataset_dir=str(tmp_path / "nowhere")).load_records(for_training=True)
+    (tmp_path / "a_file").write_text("x")  # -d naming a file: said so, not 'not found'
+    with pytest.raises(DataError, match="dataset_dir .*a_file is a file, not a directory"):
+        VOCDataSet(dataset_dir=str(tmp_path / "a_file")).load_records(for_training=True)
     with pytest.raises(DataError, match="list file not found: .*trainval.txt"):
         VOCDataSet(dataset_dir=str(tmp_path)).load_records(for_training=True)
     make_voc(tmp_path, [("x", voc_xml([("cat", (1, 1, 20, 20), 0)]), "garbage")])

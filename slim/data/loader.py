@@ -379,8 +379,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 def image_paths(infer_img=None, infer_dir=None):
     """Images for inference: `infer_img` wins over `infer_dir` (sorted images in the dir)."""
     if infer_img:
+        if os.path.isdir(infer_img):
+            raise DataError(f"--infer_img {shorten(infer_img)} is a directory; give it as --infer_dir")
         if not os.path.isfile(infer_img):
-            raise DataError(f"--infer_img {infer_img} not found")
+            raise DataError(f"--infer_img {shorten(infer_img)} not found (or not a regular file)")
         return [infer_img]
     if not infer_dir or not os.path.isdir(infer_dir):
         raise DataError(f"--infer_dir {infer_dir} is not a directory (or give --infer_img FILE)")

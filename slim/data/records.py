@@ -116,8 +116,11 @@ class BadSampleReport:
 
 def require_dataset_dir(dataset_dir):
     """DataError unless `dataset_dir` is an existing directory."""
+    if os.path.exists(dataset_dir) and not os.path.isdir(dataset_dir):
+        raise DataError(f"dataset_dir {shorten(dataset_dir)} is a file, not a directory (name the "
+                        f"directory holding the dataset in the feed's dataset section or with -d)")
     if not os.path.isdir(dataset_dir):
-        raise DataError(f"dataset_dir not found: {dataset_dir} (set it in the feed's dataset "
+        raise DataError(f"dataset_dir not found: {shorten(dataset_dir)} (set it in the feed's dataset "
                         f"section or with -d/--dataset_dir)")
 
 
