@@ -69,8 +69,28 @@ def check_output_dir(path, what, inputs=()):
     if os.path.lexists(absolute) and not os.path.isdir(absolute):
         raise OutputPlaceError(f"{what} '{shorten(path)}' exists and is not a directory; "
                                "name a directory (it is created if missing)")
+    finished = _finished_owned_dir_holding(absolute)
+    if finished is not None:
+        raise OutputPlaceError(f"{what} '{shorten(path)}' is inside '{shorten(finished)}', a "
+                               "directory this tool wrote as a whole (a checkpoint, dataset or "
+                               "weights dir): files put there would be lost or block its "
+                               "replacement; choose a directory outside it")
     _create_and_probe(absolute, path, what)
     return absolute
+
+
+def _finished_owned_dir_holding(path):
+    """The nearest existing directory at or above `path` that the tool finished as a whole
+    (a sealed OWNER_MARKER, see `seal_owned`), or None. Real paths, so a symlink into such
+    a directory counts."""
+    current = os.path.realpath(path)
+    while True:
+        if is_owned_dir(current) and _sealed_entries(current) is not None:
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
 
 
 def _create_and_probe(directory, path, what):
@@ -162,14 +182,23 @@ def foreign_entries(path):
     """The entries of the owned directory `path` that its sealed OWNER_MARKER does not list
     (sorted): files someone put into the tool's directory. Empty for an unsealed marker (a
     directory still being written, or one written before markers listed their entries)."""
+    listed = _sealed_entries(path)
+    if listed is None:
+        return []
+    return sorted(_entries_under(path) - listed)
+
+
+def _sealed_entries(path):
+    """The entries the sealed OWNER_MARKER of `path` lists (a set), or None when the marker
+    is missing, unreadable or unsealed."""
     try:
         with open(os.path.join(path, OWNER_MARKER), encoding="utf-8") as handle:
             listed = json.load(handle).get("entries")
     except (OSError, ValueError, AttributeError):
-        return []
+        return None
     if not isinstance(listed, list):
-        return []
-    return sorted(_entries_under(path) - {entry for entry in listed if isinstance(entry, str)})
+        return None
+    return {entry for entry in listed if isinstance(entry, str)}
 
 
 def require_no_foreign_entries(path, what):

@@ -84,6 +84,24 @@ def test_a_users_file_inside_the_tools_dir_stops_replace_and_remove(tmp_path, pl
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
+@pytest.mark.parametrize("where", [".", "sub", "sub/new/deeper", "link"])
+def test_no_output_place_inside_a_finished_tool_dir(tmp_path, where):
+    """infer --output_dir or --output_eval inside a checkpoint, dataset or weights dir the tool
+    finished: refused before work (its files would block replacing that dir), also through a
+    symlink; nothing created. A dir still being filled (unsealed marker) may hold outputs."""
+    out = _sealed_dir(tmp_path)
+    os.symlink(out / "sub", tmp_path / "link")
+    target = tmp_path / "link" if where == "link" else out / where
+    before = sorted(os.listdir(out / "sub"))
+    with pytest.raises(places.OutputPlaceError, match=f"is inside '{out}', a directory this tool wrote"):
+        places.check_output_dir(str(target), "--output_dir")
+    assert sorted(os.listdir(out / "sub")) == before and places.foreign_entries(str(out)) == []
+    filling = tmp_path / "filling"
+    filling.mkdir()
+    places.mark_owned(str(filling))
+    assert places.check_output_dir(str(filling / "eval"), "--output_eval") == str(filling / "eval")
+
+
 def test_an_unsealed_marker_is_still_the_tools(tmp_path):
     """A dir marked before markers listed entries (or still being written) is replaced as before."""
     old = tmp_path / "old"
