@@ -195,6 +195,11 @@ def test_regex_is_a_full_match_with_unescaped_dots():
         select_params(graph, "route_bn_scale")
     with pytest.raises(PruneError, match="invalid regex"):
         select_params(graph, "(route")
+    # nested repeats would backtrack for ever on names this short: refused before matching
+    for catastrophic in ("(.*.*)*z", "(r+)+x", "route|(a*){2,}"):
+        with pytest.raises(PruneError, match="repeats a group that itself repeats"):
+            select_params(graph, catastrophic)
+    assert select_params(graph, "(route|side)_weights").matched == ["route_weights", "side_weights"]
     with pytest.raises(PruneError, match="must be a regex, a list of names or 'auto'"):
         select_params(graph, 3)
     auto = select_params(graph, "auto")

@@ -17,6 +17,13 @@ import dataclasses
 import re
 import warnings
 
+try:  # the regex parser: public as sre_parse before Python 3.11
+    from re import _constants as sre_constants
+    from re import _parser as sre_parse
+except ImportError:  # pragma: no cover - Python < 3.11
+    import sre_constants
+    import sre_parse
+
 import numpy as np
 
 from slim.errors import did_you_mean
@@ -100,9 +107,37 @@ def _describe(pruned_params):
 
 def _compile(pattern):
     try:
-        return re.compile(pattern)
+        compiled = re.compile(pattern)
     except re.error as error:
-        raise PruneError(f"pruned_params: invalid regex {pattern!r}: {error}") from None
+        raise PruneError(f"pruned_params: invalid regex {_describe(pattern)}: {error}") from None
+    if _has_nested_repeat(sre_parse.parse(pattern)):
+        raise PruneError(f"pruned_params: regex {_describe(pattern)} repeats a group that itself "
+                         "repeats (like '(a*)*'), which can take exponential time to match; "
+                         "simplify it or list the parameter names")
+    return compiled
+
+
+def _has_nested_repeat(parsed, inside_repeat=False):
+    """True when an unbounded repeat (*, +, {n,}) sits inside another repeat: the shape of
+    regexes whose matching time explodes (catastrophic backtracking) even on short names."""
+    for op, value in parsed:
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT):
+            low, high, body = value
+            unbounded = high == sre_constants.MAXREPEAT
+            if inside_repeat and unbounded:
+                return True
+            if _has_nested_repeat(body, inside_repeat or high > 1):
+                return True
+        elif op == sre_constants.SUBPATTERN:
+            if _has_nested_repeat(value[-1], inside_repeat):
+                return True
+        elif op == sre_constants.BRANCH:
+            if any(_has_nested_repeat(branch, inside_repeat) for branch in value[1]):
+                return True
+        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            if _has_nested_repeat(value[1], inside_repeat):
+                return True
+    return False
 
 
 def _match(pruned_params, weights, parameters):
