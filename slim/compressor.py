@@ -27,7 +27,7 @@ import os
 import re
 
 from slim.engine.hooks import HookBase
-from slim.errors import ConfigError, Interrupted, UserError, shorten
+from slim.errors import ConfigError, Interrupted, UserError, shorten, stop_on_sigterm
 from slim.output_places import WrittenFiles, check_output_dir
 
 RECIPE_TOTAL_BATCH = 64  # the seed's recipe: 8 cards x 8 images (FACTS.md section 2)
@@ -640,6 +640,8 @@ def run_compress(args):
     """Entry of compress.py: validate both configs, then prune and fine-tune as they say.
     Returns a summary dict (FLOPs, params, best metric, last checkpoint). Ctrl-C ends in
     `Interrupted` naming the last complete checkpoint, where the same command resumes."""
+    import paddle  # noqa: F401  (its import installs a C++ SIGTERM handler; ours goes back on)
+    stop_on_sigterm()
     job = state = None
     try:
         job = prepare_job(args)

@@ -14,6 +14,7 @@ and fully connected layer learns to tell them apart. The backbone's weights
 directory that the detection config's `pretrain_weights` loads.
 """
 import argparse
+import math
 import sys
 import time
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from slim.engine import HookBase, LoopState, Runner
 from slim.engine.hooks import LRSchedule
-from slim.errors import Interrupted, UserError, exit_on_user_error, shorten
+from slim.errors import Interrupted, UserError, exit_on_user_error, shorten, stop_on_sigterm
 
 BACKGROUND_OVERLAP = 0.3
 # Crop fill outside the image: the ImageNet mean colour, which normalises to ~0.
@@ -248,10 +249,13 @@ def main(argv=None):
     import paddle
 
     from slim.config import load_config
+    stop_on_sigterm()  # again: paddle's import installed its own handler
     args = parse_args(argv)
     if args.epochs < 1 or args.size < 32 or args.size % 32 or args.batch_size < 2:
         raise UserError("--epochs must be >= 1, --size a multiple of 32 (>= 32), "
                         "--batch_size >= 2")
+    if not math.isfinite(args.lr) or args.lr <= 0:
+        raise UserError(f"--lr {args.lr} must be a finite number > 0")
     paddle.enable_static()
     cfg = load_config(args.config, args.opt)
     try:

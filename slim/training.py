@@ -28,7 +28,7 @@ from slim.compressor import (
     run_epochs,
     summarize,
 )
-from slim.errors import Interrupted
+from slim.errors import Interrupted, stop_on_sigterm
 
 MODEL_FINAL = "model_final"
 SUMMARY_FILE = "train_summary.json"  # in --output_eval
@@ -110,6 +110,8 @@ def run_train(args):
     """Entry of train.py: train, evaluate, checkpoint, write model_final. Returns a summary
     dict (compress.py's, plus model_final). Ctrl-C ends in `Interrupted` naming the last
     complete checkpoint, where the same command resumes."""
+    import paddle  # noqa: F401  (its import installs a C++ SIGTERM handler; ours goes back on)
+    stop_on_sigterm()
     job = state = None
     try:
         job = prepare_training(args)

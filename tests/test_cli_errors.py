@@ -153,7 +153,9 @@ cli.main({argv!r})
 
 @pytest.mark.parametrize("cli, argv", [
     ("eval", ["-m", "model", "-c", "x.yml"]),
-    ("infer", ["--model_path", "model", "-c", "x.yml", "--infer_img", "x.jpg"])])
+    ("infer", ["--model_path", "model", "-c", "x.yml", "--infer_img", "x.jpg"]),
+    ("compress", ["-s", "s.yaml", "-c", "x.yml"]),
+    ("train", ["-c", "x.yml"])])
 def test_sigterm_after_paddle_is_imported_stops_like_ctrl_c(cli, argv, tmp_path):
     """Paddle's import installs a C++ SIGTERM handler (a 'C++ Traceback' crash report, exit
     143); eval.py / infer.py put theirs back: one line, exit 130, like Ctrl-C."""
@@ -164,4 +166,5 @@ def test_sigterm_after_paddle_is_imported_stops_like_ctrl_c(cli, argv, tmp_path)
     done = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 130, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("interrupted")
+    assert "Traceback" not in done.stderr

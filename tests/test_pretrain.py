@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import paddle
+import pytest
 from test_compress import ROOT, make_workspace
 
 from slim import pretrain
@@ -94,11 +95,15 @@ def test_pretrained_backbone_loads_into_the_detector(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.array(scope.find_var("conv1_weights").get_tensor()), saved)
 
 
-def test_command_line_rejects_bad_sizes(tmp_path):
+@pytest.mark.parametrize("option, value, message", [
+    ("--size", "50", "error: --epochs must be >= 1"),
+    ("--lr", "nan", "error: --lr nan must be a finite number > 0"),
+    ("--lr", "-0.1", "error: --lr -0.1 must be a finite number > 0")])
+def test_command_line_rejects_bad_values(tmp_path, option, value, message):
     result = subprocess.run([sys.executable, "-m", "slim.pretrain", "-c",
                              os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml"),
-                             "--out", str(tmp_path / "x"), "--size", "50"],
+                             "--out", str(tmp_path / "x"), option, value],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --epochs must be >= 1")
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "x")
