@@ -28,7 +28,7 @@ import re
 
 from slim.engine.hooks import HookBase
 from slim.errors import ConfigError, Interrupted, UserError, shorten, stop_on_sigterm
-from slim.output_places import WrittenFiles, check_output_dir
+from slim.output_places import OutputPlaceError, WrittenFiles, check_output_dir
 
 RECIPE_TOTAL_BATCH = 64  # the seed's recipe: 8 cards x 8 images (FACTS.md section 2)
 SUMMARY_FILE = "compress_summary.json"  # in --output_eval
@@ -371,9 +371,24 @@ def check_run_output_places(cfg, inputs, checkpoint_path, checkpoint_key, output
         check_output_dir(checkpoint_path, checkpoint_key, inputs)
         checkpoint_lib.check_checkpoint_root(checkpoint_path, what=checkpoint_key)
     if importlib.util.find_spec("visualdl") is not None:
+        _refuse_inside_checkpoint_epochs(visualdl_dir(cfg), "save_dir", checkpoint_path, checkpoint_key)
         check_output_dir(visualdl_dir(cfg), "save_dir", inputs)
     if output_eval:
+        _refuse_inside_checkpoint_epochs(output_eval, "--output_eval", checkpoint_path, checkpoint_key)
         check_output_eval(output_eval, result_file_names(metric_name) + [summary_file], inputs)
+
+
+def _refuse_inside_checkpoint_epochs(path, what, checkpoint_path, checkpoint_key):
+    """OutputPlaceError when `path` is or lies in an epoch dir of `checkpoint_path`: the run
+    writes its checkpoints there, and an epoch dir holding something else is not replaced."""
+    if not checkpoint_path:
+        return
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(checkpoint_path))
+    first = relative.split(os.sep)[0]
+    if first.isdigit():
+        raise OutputPlaceError(f"{what} '{shorten(path)}' lies in the checkpoint directory "
+                               f"'{shorten(os.path.join(checkpoint_path, first))}' that this run "
+                               f"writes ({checkpoint_key}); choose a place outside its epoch dirs")
 
 
 def restore_state(job):

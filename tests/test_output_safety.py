@@ -250,6 +250,16 @@ def test_compress_output_eval_equal_to_the_dataset_is_refused(workspace, capsys,
     assert tree_digest(workspace["data"]) == before
 
 
+@pytest.mark.parametrize("inside", ["0", "3/eval"])
+def test_compress_output_eval_inside_a_checkpoint_epoch_dir_is_refused(workspace, capsys, tmp_path,
+                                                                      inside):
+    output_eval = str(tmp_path / "ckpt" / inside)
+    code, error = _exit_code_and_error(capsys, compress_cli.main,
+                                       _compress_argv(workspace, tmp_path, "--output_eval", output_eval))
+    assert code == 2 and f"--output_eval '{output_eval}' lies in the checkpoint directory" in error
+    assert not os.path.exists(tmp_path / "ckpt" / inside.split("/")[0])  # nothing made there
+
+
 def test_compress_checkpoint_path_equal_to_the_dataset_is_refused(workspace, capsys, tmp_path):
     before = tree_digest(workspace["data"])
     slim_file = write_slim_config(str(tmp_path), "slim.yaml", checkpoint_path=workspace["data"])
