@@ -63,6 +63,7 @@ from slim.file_manifest import (
 from slim.output_places import (
     OWNER_MARKER,
     OutputPlaceError,
+    check_output_dir,
     foreign_entries,
     is_owned_dir,
     make_owned_temp_dir,
@@ -203,16 +204,12 @@ def lock_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):
 # ----------------------------------------------------------------------------- writing
 
 def ensure_writable_dir(path, what="checkpoint_path"):
-    """Create `path` if needed and prove it is writable; CheckpointError naming it otherwise."""
+    """Create `path` if needed and prove it is writable (output_places.check_output_dir);
+    CheckpointError naming it otherwise."""
     try:
-        os.makedirs(path, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".slim-probe-", dir=path)
-        os.close(handle)
-        os.remove(probe)
-    except OSError as error:
-        raise CheckpointError(f"{what} '{shorten(path)}' is not writable "
-                              f"({error.strerror or error}); choose a directory you can write "
-                              "to") from None
+        check_output_dir(path, what)
+    except OutputPlaceError as error:
+        raise CheckpointError(str(error)) from None
     return path
 
 

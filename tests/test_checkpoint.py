@@ -127,7 +127,7 @@ def test_checkpoint_of_other_shapes_is_refused_by_name(tmp_path):
 def test_unwritable_checkpoint_dir_is_a_user_error(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    with pytest.raises(ck.CheckpointError, match=r"checkpoint_path '.*a_file/ckpt' is not writable"):
+    with pytest.raises(ck.CheckpointError, match=r"checkpoint_path '.*a_file/ckpt' cannot be written"):
         ck.ensure_writable_dir(str(blocker / "ckpt"))
 
 
