@@ -39,6 +39,7 @@ checkpoint_path that is not the tool's is an error naming it, and nothing is tou
 No pickle anywhere: tensors go through Paddle's save ops, the rest is JSON.
 The config is not stored (as the seed says: edits to it apply on restart).
 """
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -169,36 +170,50 @@ def _require_only_ours(checkpoint_dir, what):
         raise CheckpointError(str(error)) from None
 
 
-LOCK_NAME = ".slim-lock"
+class CheckpointRootLock:
+    """An exclusive flock on the checkpoint_path directory itself (no file is left in it),
+    released by `close()` or when the process ends, however it ends."""
+
+    def __init__(self, descriptor):
+        self._descriptor = descriptor
+
+    def close(self):
+        """Release the lock."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def lock_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):
-    """Claim `checkpoint_root` for this run: an exclusive lock on its LOCK_NAME file, held
-    until the returned file is closed (or the process ends, however it ends). A second run
-    into the same checkpoint_path would overwrite this run's checkpoints epoch by epoch and
-    resume from a mix of both: it gets a one-line CheckpointError naming the path and the
-    pid holding it instead. Call before training starts; keep the file open while running."""
+    """Claim `checkpoint_root` for this run: an exclusive lock on the directory, held until
+    the returned CheckpointRootLock is closed (or the process ends). A second run into the
+    same checkpoint_path would overwrite this run's checkpoints epoch by epoch and resume
+    from a mix of both: it gets a one-line CheckpointError naming the path instead. Call
+    before training starts; keep the lock while running."""
     ensure_writable_dir(checkpoint_root, what)
-    path = os.path.join(checkpoint_root, LOCK_NAME)
     try:
-        handle = open(path, "a+", encoding="utf-8")
+        descriptor = os.open(checkpoint_root, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as error:
-        raise CheckpointError(f"{what} '{shorten(checkpoint_root)}': cannot open its lock file "
+        raise CheckpointError(f"{what} '{shorten(checkpoint_root)}' cannot be locked "
                               f"({describe_os_error(error)})") from None
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        handle.seek(0)
-        holder = shorten(handle.read(40).strip() or "unknown", 40)
-        handle.close()
-        raise CheckpointError(f"{what} '{shorten(checkpoint_root)}' is in use by another run "
-                              f"(pid {holder}); wait for it to finish or choose another "
-                              f"{what}") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+        os.close(descriptor)
+        raise CheckpointError(f"{what} '{shorten(checkpoint_root)}' is in use by another run; "
+                              f"wait for it to finish or choose another {what}") from None
+    return CheckpointRootLock(descriptor)
+
+
+def hold_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):
+    """`lock_checkpoint_root` as a context manager; nothing to lock without a checkpoint_root."""
+    return lock_checkpoint_root(checkpoint_root, what) if checkpoint_root else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- writing

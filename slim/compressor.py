@@ -660,11 +660,20 @@ def run_compress(args):
     job = state = None
     try:
         job = prepare_job(args)
-        state = restore_state(job)
-        run_epochs(job, state)
+        with hold_run_checkpoints(job):
+            state = restore_state(job)
+            run_epochs(job, state)
     except KeyboardInterrupt:
         raise Interrupted(interruption_message(job, state)) from None
     return summarize(job, state)
+
+
+def hold_run_checkpoints(job):
+    """The exclusive lock on the run's checkpoint_path, held by rank 0 while the run restores
+    and trains (a second run into it is a one-line error); nothing to hold otherwise."""
+    from slim import checkpoint as checkpoint_lib
+    root = job.compressor.checkpoint_path if job.env.is_main else None
+    return checkpoint_lib.hold_checkpoint_root(root)
 
 
 def interruption_message(job, state):

@@ -23,6 +23,7 @@ from slim.compressor import (
     build_job,
     check_feeds,
     check_run_output_places,
+    hold_run_checkpoints,
     interruption_message,
     restore_state,
     run_epochs,
@@ -115,9 +116,10 @@ def run_train(args):
     job = state = None
     try:
         job = prepare_training(args)
-        state = restore_state(job)
-        run_epochs(job, state)
-        model_final = write_model_final(job)
+        with hold_run_checkpoints(job):
+            state = restore_state(job)
+            run_epochs(job, state)
+            model_final = write_model_final(job)
     except KeyboardInterrupt:
         raise Interrupted(interruption_message(job, state)) from None
     return dict(summarize(job, state, summary_file=SUMMARY_FILE), model_final=model_final)

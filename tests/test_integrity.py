@@ -604,7 +604,7 @@ def test_combined_reader_requires_the_last_record_complete_and_nothing_after(tmp
 
 def test_a_second_run_into_the_same_checkpoint_path_is_refused_while_the_first_runs(tmp_path):
     """Two runs into one checkpoint_path would overwrite each other's epochs: the second is
-    one line naming the path and the first run's pid; once the first is done it is free."""
+    one line naming the path; once the first is done it is free."""
     import subprocess
     import sys
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -614,11 +614,10 @@ def test_a_second_run_into_the_same_checkpoint_path_is_refused_while_the_first_r
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ck.CheckpointError, match=f"'{tmp_path}' is in use by another run "
-                                                     f"\\(pid {holder.pid}\\)"):
+        with pytest.raises(ck.CheckpointError, match=f"'{tmp_path}' is in use by another run; "):
             ck.lock_checkpoint_root(str(tmp_path))
     finally:
         holder.kill()
         holder.wait()
     ck.lock_checkpoint_root(str(tmp_path)).close()
-    ck.check_checkpoint_root(str(tmp_path))  # the lock file is no foreign epoch entry
+    assert os.listdir(tmp_path) == []  # the lock leaves nothing in checkpoint_path

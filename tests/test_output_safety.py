@@ -235,6 +235,17 @@ def _compress_argv(workspace, root, *extra):
     return ["-s", slim_file, "-c", workspace["config"], "-d", workspace["data"], *extra]
 
 
+def test_compress_into_a_checkpoint_path_another_run_holds_is_refused(workspace, capsys, tmp_path):
+    """While one run holds checkpoint_path (its lock), a second compress.py into it stops with
+    one line before it restores or trains; once the lock is free the same command runs."""
+    from slim import checkpoint as ck
+    argv = _compress_argv(workspace, tmp_path)
+    with ck.lock_checkpoint_root(str(tmp_path / "ckpt")):
+        code, error = _exit_code_and_error(capsys, compress_cli.main, argv)
+    assert code == 2 and f"'{tmp_path / 'ckpt'}' is in use by another run" in error
+    assert os.listdir(tmp_path / "ckpt") == []
+
+
 def test_compress_output_eval_unwritable_fails_before_training(workspace, capsys, tmp_path):
     code, error = _exit_code_and_error(capsys, compress_cli.main,
                                        _compress_argv(workspace, tmp_path, "--output_eval", UNWRITABLE))
