@@ -2,6 +2,7 @@
 metric_name mapping, weights paths, log lines, the NaN check."""
 import math
 import os
+import types
 
 import pytest
 
@@ -108,3 +109,23 @@ def test_non_finite_loss_stops_training():
         check_finite({"loss": math.inf, "loss_0": 1.0}, 3, 7, "ckpt/2")
     with pytest.raises(TrainingStopped, match=r"loss_1=nan.*no checkpoint was written yet"):
         check_finite({"loss": 1.0, "loss_1": math.nan}, 0, 1, None)
+
+
+def test_resumed_strategy_warns_when_the_slim_config_changed_its_options():
+    """A resumed run keeps the plan its checkpoint holds; when the slim config now asks for
+    another target_ratio, the run says so instead of reporting the old pruning silently."""
+    slim_file = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_slim.yaml")
+    fired, = build_strategies(load_slim_config(slim_file), "VOC", log=lambda message: None)
+    fired.fired = True
+    state = fired.state_dict()
+    assert state["options"]["target_ratio"] == 0.5
+    for target_ratio, expected in ((0.5, []), (0.3, ["target_ratio 0.5 -> 0.3"])):
+        resumed, = build_strategies(load_slim_config(slim_file), "VOC", log=lambda message: None)
+        resumed.target_ratio = target_ratio
+        resumed.load_state_dict(state)
+        messages = []
+        resumed.validate(types.SimpleNamespace(log=messages.append))
+        assert [part for part in expected if any(part in m for m in messages)] == expected
+        assert len(messages) == len(expected) and all(
+            m.startswith("warning: strategy 'uniform_pruning_strategy' pruned this run's model "
+                         "before the slim config changed") for m in messages)

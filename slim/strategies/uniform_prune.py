@@ -1,6 +1,8 @@
 """UniformPruneStrategy: at start_epoch, prune every matched conv by one ratio chosen so that
 `target_ratio` of the FLOPs goes, then training continues on the pruned program."""
-from slim.errors import ConfigError
+import json
+
+from slim.errors import ConfigError, shorten
 from slim.strategies.base import Strategy, register_strategy
 
 
@@ -25,12 +27,14 @@ class UniformPruneStrategy(Strategy):
         self.pruned_params = options.pruned_params
         self.source = slim_config.path
         self.fired = False
+        self.fired_with = None  # the options it pruned with, from a resumed checkpoint
 
     def validate(self, context):
         """Plan the pruning on the model as it is now (a dry run: the plan is computed, not
         applied), so a `pruned_params` that matches nothing prunable, a bad regex or a
         `target_ratio` that cannot be met is a one-line error before the first iteration."""
         if self.fired:
+            self._warn_if_options_changed(context.log)
             return
         from slim.prune import PruneError
         try:
@@ -57,11 +61,31 @@ class UniformPruneStrategy(Strategy):
         return {"strategy": self.name, "epoch": context.epoch, "plan": plan.to_dict()}
 
     def state_dict(self):
-        """Whether it has pruned (a resumed run holds the plan, replayed: no second prune)."""
-        return {"fired": self.fired}
+        """Whether it has pruned (a resumed run holds the plan, replayed: no second prune),
+        and with which options."""
+        return {"fired": self.fired, "options": self.options() if self.fired else None}
 
     def load_state_dict(self, state):
         self.fired = bool(state.get("fired", False))
+        self.fired_with = state.get("options")
+
+    def options(self):
+        """The options that decide the plan, as JSON values."""
+        return json.loads(json.dumps({"pruned_params": self.pruned_params,
+                                      "target_ratio": self.target_ratio,
+                                      "criterion": self.criterion}))
+
+    def _warn_if_options_changed(self, log):
+        """A resumed run keeps the plan it made; say so when the slim config now asks for
+        another one (else the run would report the old pruning without a word)."""
+        if self.fired_with is None or self.fired_with == self.options():
+            return
+        changed = ", ".join(f"{key} {shorten(self.fired_with.get(key), 60)} -> "
+                            f"{shorten(value, 60)}" for key, value in self.options().items()
+                            if self.fired_with.get(key) != value)
+        log(f"warning: strategy '{self.name}' pruned this run's model before the slim config "
+            f"changed ({changed}); the checkpoint's pruning is kept: use a new checkpoint_path "
+            "to prune as the config says now")
 
     def legacy_state(self, record):
         """An old checkpoint holding this strategy's plan: it has fired."""
