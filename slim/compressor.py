@@ -191,6 +191,11 @@ def _starting_checkpoint(checkpoint_root, init_model, programs, log):
         return latest, latest_plans, False
     path = _local_path("compressor.init_model", init_model)
     if not os.path.isfile(os.path.join(path, checkpoint_lib.MANIFEST_NAME)):
+        epochs = checkpoint_lib.checkpoint_epochs(path)
+        if epochs:  # a checkpoint_path, not one checkpoint: its parameter files are not there
+            raise UserError(f"compressor.init_model '{shorten(init_model)}' holds checkpoints "
+                            f"(epochs {', '.join(map(str, sorted(epochs)[:8]))}), not one: name one "
+                            f"of them, e.g. {shorten(os.path.join(init_model, str(max(epochs))))}")
         if latest is not None:
             log(f"resuming from '{latest.path}' in checkpoint_path; init_model '{init_model}' "
                 "is not used")

@@ -399,3 +399,23 @@ def test_init_model_starts_from_the_chosen_checkpoint(run, tmp_path, capsys):
     assert resumed.keys() == expected.keys()
     for name, value in expected.items():
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+def test_init_model_naming_a_checkpoint_path_asks_for_one_epoch(run, tmp_path, capsys, monkeypatch):
+    """init_model pointing at a whole checkpoint_path (not one epoch dir) used to load as weights
+    and report every parameter missing; it is one line naming the epochs to choose from."""
+    from test_cli_errors import _exit_code_and_error
+
+    import compress as compress_cli
+    slim_file = write_slim_config(str(tmp_path), "init.yaml", checkpoint_path=str(tmp_path / "ckpt"))
+    with open(slim_file) as handle:
+        text = handle.read()
+    with open(slim_file, "w") as handle:
+        handle.write(text.replace("  eval_epoch: 1\n",
+                                  f"  eval_epoch: 1\n  init_model: {run['checkpoints']}\n"))
+    monkeypatch.chdir(run["root"])  # the run's config names its dataset relative to it
+    code, error = _exit_code_and_error(capsys, compress_cli.main, ["-s", slim_file, "-c", run["config"]])
+    newest = max(int(name) for name in os.listdir(run["checkpoints"]) if name.isdigit())
+    assert code == 2 and f"compressor.init_model '{run['checkpoints']}' holds checkpoints" in error
+    assert error.endswith(f"e.g. {os.path.join(run['checkpoints'], str(newest))}")
+    assert os.listdir(tmp_path / "ckpt") == []
