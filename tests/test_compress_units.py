@@ -129,3 +129,12 @@ def test_resumed_strategy_warns_when_the_slim_config_changed_its_options():
         assert len(messages) == len(expected) and all(
             m.startswith("warning: strategy 'uniform_pruning_strategy' pruned this run's model "
                          "before the slim config changed") for m in messages)
+
+
+def test_strategy_classes_are_a_registry_with_hints():
+    from slim.strategies import STRATEGY_CLASSES
+    assert STRATEGY_CLASSES.get("UniformPruneStrategy") is UniformPruneStrategy
+    with pytest.raises(ConfigError, match=r"unknown strategy class 'UniformPrunStrategy' \(did you "
+                                          r"mean 'UniformPruneStrategy'\?\); known: "
+                                          r"SensitivePruneStrategy, UniformPruneStrategy"):
+        STRATEGY_CLASSES.get("UniformPrunStrategy")

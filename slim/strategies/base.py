@@ -3,8 +3,10 @@ import dataclasses
 
 from slim.engine.hooks import HookBase
 from slim.errors import ConfigError, did_you_mean
+from slim.registry import Registry
 
-STRATEGY_CLASSES = {}  # class name in the slim config -> Strategy subclass; filled at import time
+# class name in the slim config -> Strategy subclass; filled at import time
+STRATEGY_CLASSES = Registry("strategy class", error=ConfigError)
 
 # Names that mean "the detection metric" in a detection run. The seed's slim config says
 # acc_top1 (a classification metric PaddleSlim 1.x defaulted to); it maps here with a warning.
@@ -14,7 +16,7 @@ CLASSIFICATION_METRICS = ("acc_top1", "acc_top5", "top1", "top5", "accuracy")
 
 def register_strategy(cls):
     """Class decorator: make `cls` the implementation of slim-config class `cls.__name__`."""
-    STRATEGY_CLASSES[cls.__name__] = cls
+    STRATEGY_CLASSES.add(cls.__name__, cls)
     return cls
 
 
@@ -108,11 +110,10 @@ def build_strategies(slim_config, detection_metric, log=print):
     strategies = []
     for name, options in slim_config.active_strategies():
         class_name = type(options).__name__
-        cls = STRATEGY_CLASSES.get(class_name)
-        if cls is None:
-            raise ConfigError(f"{slim_config.path}: strategy '{name}': unknown class "
-                              f"'{class_name}'{did_you_mean(class_name, STRATEGY_CLASSES)}; known: "
-                              f"{', '.join(sorted(STRATEGY_CLASSES))}")
+        try:
+            cls = STRATEGY_CLASSES.get(class_name)
+        except ConfigError as error:
+            raise ConfigError(f"{slim_config.path}: strategy '{name}': {error}") from None
         resolve_metric_name(name, getattr(options, "metric_name", None), detection_metric, log)
         strategies.append(cls(name, options, slim_config))
     return strategies
