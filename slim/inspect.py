@@ -58,7 +58,7 @@ def add_inspect_arguments(parser):
     parser.add_argument("--image_shape", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
                         help="input shape to count FLOPs at (default: the eval feed's "
                              "image_shape, else 3 608 608)")
-    from slim.prune.slim_plan import add_plan_arguments
+    from slim.inspect_plan import add_plan_arguments
     add_plan_arguments(parser)  # -s SLIM.yaml, --chart FILE.png: the pruning plan report
     return parser
 
@@ -66,7 +66,7 @@ def add_inspect_arguments(parser):
 def run_inspect(args, out=None):
     """Run `inspect` for parsed `args`; prints the table or JSON to `out` (stdout)."""
     out = out or sys.stdout
-    from slim.prune.slim_plan import check_plan_arguments, run_plan_inspect
+    from slim.inspect_plan import check_plan_arguments, run_plan_inspect
     check_plan_arguments(args)
     check_file_outputs(args)
     if getattr(args, "slim_file", None):

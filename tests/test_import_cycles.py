@@ -92,3 +92,12 @@ def test_slim_has_no_import_cycles():
     modules = slim_modules()
     assert len(modules) > 50
     assert find_cycles(import_edges(modules)) == []
+
+
+def test_the_pruning_engine_imports_nothing_of_config_model_or_strategies():
+    """slim.prune works on any classic Paddle program: no slim module outside it but errors
+    and the Registry."""
+    edges = import_edges(slim_modules())
+    outside = {(module, target) for module, targets in edges.items() if module.startswith("slim.prune")
+               for target in targets if not target.startswith("slim.prune")}
+    assert {target for _, target in outside} <= {"slim", "slim.errors", "slim.registry"}, outside
