@@ -396,6 +396,20 @@ def _refuse_inside_checkpoint_epochs(path, what, checkpoint_path, checkpoint_key
                                f"writes ({checkpoint_key}); choose a place outside its epoch dirs")
 
 
+def _check_schedule_fits(job, checkpoint):
+    """UserError when the checkpoint's iteration is not where this run's epochs put the end
+    of its epoch (max_iters changed since it was written): the run could not continue it."""
+    epoch, iteration = int(checkpoint.state.epoch), int(checkpoint.state.iteration)
+    expected = min((epoch + 1) * job.max_iters, job.total_iterations)
+    if iteration == expected:
+        return
+    made_with = f" (max_iters {iteration // (epoch + 1)})" if iteration % (epoch + 1) == 0 else ""
+    raise UserError(f"checkpoint '{shorten(checkpoint.path)}' ends epoch {epoch} at iteration "
+                    f"{iteration}{made_with}, but this run's epochs of max_iters {job.max_iters} "
+                    f"end it at iteration {expected}: resume with the max_iters it was made with, "
+                    "or start a new checkpoint_path")
+
+
 def restore_state(job):
     """Resume from a checkpoint (plans replayed, tensors, LR schedule and hook states
     restored) or load the starting weights; return the RunState to continue from."""
@@ -403,6 +417,7 @@ def restore_state(job):
     start, plans, init_is_weights = _starting_checkpoint(
         job.compressor.checkpoint_path, job.compressor.init_model, job.programs, job.log)
     if start is not None:
+        _check_schedule_fits(job, start)
         hook_states = checkpoint_hook_states(start, job.strategies)
         replay_checkpoint(start, job.programs, job.scope, job.executor, plans=plans)
         state = RunState(list(start.state.pruning_plans), start.state.epoch + 1,

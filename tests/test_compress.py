@@ -419,3 +419,26 @@ def test_init_model_naming_a_checkpoint_path_asks_for_one_epoch(run, tmp_path, c
     assert code == 2 and f"compressor.init_model '{run['checkpoints']}' holds checkpoints" in error
     assert error.endswith(f"e.g. {os.path.join(run['checkpoints'], str(newest))}")
     assert os.listdir(tmp_path / "ckpt") == []
+
+
+def test_resuming_with_another_max_iters_is_one_line_naming_the_one_it_was_made_with(
+        run, tmp_path, capsys, monkeypatch):
+    """A checkpoint made with max_iters 2 cannot be continued by epochs of 3 iterations (the
+    run stopped later with 'the training data gave 0 batches'): one line before training."""
+    from test_cli_errors import _exit_code_and_error
+
+    import compress as compress_cli
+    slim_file = write_slim_config(str(tmp_path), "init.yaml", checkpoint_path=str(tmp_path / "ckpt"))
+    chosen = os.path.join(run["checkpoints"], "0")
+    with open(slim_file) as handle:
+        text = handle.read()
+    with open(slim_file, "w") as handle:
+        handle.write(text.replace("  eval_epoch: 1\n", f"  eval_epoch: 1\n  init_model: {chosen}\n"))
+    monkeypatch.chdir(run["root"])
+    code, error = _exit_code_and_error(capsys, compress_cli.main,
+                                       ["-s", slim_file, "-c", run["config"], "-o", "max_iters=3"])
+    assert code == 2 and error == (
+        f"error: checkpoint '{chosen}' ends epoch 0 at iteration 2 (max_iters 2), but this run's "
+        "epochs of max_iters 3 end it at iteration 3: resume with the max_iters it was made with, "
+        "or start a new checkpoint_path")
+    assert os.listdir(tmp_path / "ckpt") == []
