@@ -378,14 +378,20 @@ def test_weights_from_a_checkpoint_replay_its_plan_and_an_eval_model_must_fit(ru
                           unpruned_scope, executor, paddle.CPUPlace(), False, messages.append)
 
 
-def test_init_model_starts_from_the_chosen_checkpoint(run, tmp_path, capsys):
-    import compress as compress_cli
+def _slim_config_with_init_model(tmp_path, init_model):
+    """A slim config of the reference run's kind into tmp_path/ckpt, starting from `init_model`."""
     slim_file = write_slim_config(str(tmp_path), "init.yaml", checkpoint_path=str(tmp_path / "ckpt"))
-    chosen = os.path.join(run["checkpoints"], "0")
     with open(slim_file) as handle:
         text = handle.read()
     with open(slim_file, "w") as handle:
-        handle.write(text.replace("  eval_epoch: 1\n", f"  eval_epoch: 1\n  init_model: {chosen}\n"))
+        handle.write(text.replace("  eval_epoch: 1\n", f"  eval_epoch: 1\n  init_model: {init_model}\n"))
+    return slim_file
+
+
+def test_init_model_starts_from_the_chosen_checkpoint(run, tmp_path, capsys):
+    import compress as compress_cli
+    chosen = os.path.join(run["checkpoints"], "0")
+    slim_file = _slim_config_with_init_model(tmp_path, chosen)
     cwd = os.getcwd()
     os.chdir(run["root"])
     try:
@@ -407,12 +413,7 @@ def test_init_model_naming_a_checkpoint_path_asks_for_one_epoch(run, tmp_path, c
     from test_cli_errors import _exit_code_and_error
 
     import compress as compress_cli
-    slim_file = write_slim_config(str(tmp_path), "init.yaml", checkpoint_path=str(tmp_path / "ckpt"))
-    with open(slim_file) as handle:
-        text = handle.read()
-    with open(slim_file, "w") as handle:
-        handle.write(text.replace("  eval_epoch: 1\n",
-                                  f"  eval_epoch: 1\n  init_model: {run['checkpoints']}\n"))
+    slim_file = _slim_config_with_init_model(tmp_path, run["checkpoints"])
     monkeypatch.chdir(run["root"])  # the run's config names its dataset relative to it
     code, error = _exit_code_and_error(capsys, compress_cli.main, ["-s", slim_file, "-c", run["config"]])
     newest = max(int(name) for name in os.listdir(run["checkpoints"]) if name.isdigit())
@@ -428,12 +429,8 @@ def test_resuming_with_another_max_iters_is_one_line_naming_the_one_it_was_made_
     from test_cli_errors import _exit_code_and_error
 
     import compress as compress_cli
-    slim_file = write_slim_config(str(tmp_path), "init.yaml", checkpoint_path=str(tmp_path / "ckpt"))
     chosen = os.path.join(run["checkpoints"], "0")
-    with open(slim_file) as handle:
-        text = handle.read()
-    with open(slim_file, "w") as handle:
-        handle.write(text.replace("  eval_epoch: 1\n", f"  eval_epoch: 1\n  init_model: {chosen}\n"))
+    slim_file = _slim_config_with_init_model(tmp_path, chosen)
     monkeypatch.chdir(run["root"])
     code, error = _exit_code_and_error(capsys, compress_cli.main,
                                        ["-s", slim_file, "-c", run["config"], "-o", "max_iters=3"])
