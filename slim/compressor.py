@@ -675,17 +675,27 @@ def run_compress(args):
     """Entry of compress.py: validate both configs, then prune and fine-tune as they say.
     Returns a summary dict (FLOPs, params, best metric, last checkpoint). Ctrl-C ends in
     `Interrupted` naming the last complete checkpoint, where the same command resumes."""
+    job, state, _ = run_guarded(lambda: prepare_job(args))
+    return summarize(job, state)
+
+
+def run_guarded(prepare, after_training=None):
+    """The run of compress.py and train.py: `prepare()` the job, then, holding its
+    checkpoint_path, restore and train it and call `after_training(job)`. SIGTERM and Ctrl-C
+    end in `Interrupted` naming the last complete checkpoint. Returns (job, state, what
+    after_training returned)."""
     import paddle  # noqa: F401  (its import installs a C++ SIGTERM handler; ours goes back on)
     stop_on_sigterm()
     job = state = None
     try:
-        job = prepare_job(args)
+        job = prepare()
         with hold_run_checkpoints(job):
             state = restore_state(job)
             run_epochs(job, state)
+            finished = after_training(job) if after_training is not None else None
     except KeyboardInterrupt:
         raise Interrupted(interruption_message(job, state)) from None
-    return summarize(job, state)
+    return job, state, finished
 
 
 def hold_run_checkpoints(job):

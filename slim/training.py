@@ -23,13 +23,9 @@ from slim.compressor import (
     build_job,
     check_feeds,
     check_run_output_places,
-    hold_run_checkpoints,
-    interruption_message,
-    restore_state,
-    run_epochs,
+    run_guarded,
     summarize,
 )
-from slim.errors import Interrupted, stop_on_sigterm
 
 MODEL_FINAL = "model_final"
 SUMMARY_FILE = "train_summary.json"  # in --output_eval
@@ -111,16 +107,6 @@ def run_train(args):
     """Entry of train.py: train, evaluate, checkpoint, write model_final. Returns a summary
     dict (compress.py's, plus model_final). Ctrl-C ends in `Interrupted` naming the last
     complete checkpoint, where the same command resumes."""
-    import paddle  # noqa: F401  (its import installs a C++ SIGTERM handler; ours goes back on)
-    stop_on_sigterm()
-    job = state = None
-    try:
-        job = prepare_training(args)
-        with hold_run_checkpoints(job):
-            state = restore_state(job)
-            run_epochs(job, state)
-            model_final = write_model_final(job)
-    except KeyboardInterrupt:
-        raise Interrupted(interruption_message(job, state)) from None
+    job, state, model_final = run_guarded(lambda: prepare_training(args), write_model_final)
     return dict(summarize(job, state, summary_file=SUMMARY_FILE), model_final=model_final)
 
