@@ -45,7 +45,7 @@ lint: $(VENV)/.installed-lint
 	$(VENV)/bin/ruff check .
 
 demo: $(STAMP)
-	$(PY) -m slim.demo
+	$(PY) -m slim demo
 
 bench: $(STAMP)
 	$(PY) bench/data_throughput.py

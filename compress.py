@@ -6,8 +6,7 @@
         -d dataset/voc
 """
 import slim  # noqa: F401  (classic static IR before paddle)
-from slim.cli import add_config_arguments, new_parser
-from slim.compressor import RECIPE_TOTAL_BATCH
+from slim.commands.cli import add_config_arguments, add_scale_lr_argument, new_parser
 from slim.errors import exit_on_user_error
 
 
@@ -19,18 +18,13 @@ def parse_args(argv=None):
     parser.add_argument("--output_eval", default=None,
                         help="directory for evaluation results: eval_result.json (latest eval), "
                              "compress_summary.json, and bbox.json for COCO")
-    parser.add_argument("--scale_lr", type=int, nargs="?", const=RECIPE_TOTAL_BATCH, default=None,
-                        metavar="RECIPE_TOTAL_BATCH",
-                        help="rescale LearningRate.base_lr (linearly), PiecewiseDecay milestones "
-                             "and LinearWarmup steps from the total batch the recipe was tuned "
-                             f"for (default {RECIPE_TOTAL_BATCH}: 8 cards x 8 images) to this run's "
-                             "total batch (YoloTrainFeed.batch_size x cards)")
+    add_scale_lr_argument(parser)
     return parser.parse_args(argv)
 
 
 @exit_on_user_error
 def main(argv=None):
-    from slim.compressor import run_compress
+    from slim.commands.compress import run_compress
     return run_compress(parse_args(argv))
 
 

@@ -5,7 +5,7 @@
         --params_name __params__ -c configs/yolov3_mobilenet_v1_voc.yml -d dataset/voc
 """
 import slim  # noqa: F401  (classic static IR before paddle)
-from slim.cli import add_config_arguments, new_parser
+from slim.commands.cli import add_config_arguments, new_parser
 from slim.errors import exit_on_user_error
 
 
@@ -22,7 +22,7 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    from slim.evaluate import run_eval
+    from slim.commands.evaluate import run_eval
     return run_eval(parse_args(argv))
 
 

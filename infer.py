@@ -5,7 +5,7 @@
         --params_name __params__ -c configs/yolov3_mobilenet_v1_voc.yml --infer_dir demo
 """
 import slim  # noqa: F401  (classic static IR before paddle)
-from slim.cli import add_config_arguments, new_parser
+from slim.commands.cli import add_config_arguments, new_parser
 from slim.errors import exit_on_user_error
 
 
@@ -25,7 +25,7 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    from slim.infer import run_infer
+    from slim.commands.infer import run_infer
     return run_infer(parse_args(argv))
 
 

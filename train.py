@@ -2,10 +2,10 @@
 """Train a detector from a detection config (PaddleDetection's tools/train.py), ending in model_final.
 
     python train.py -c configs/yolov3_mobilenet_v1_demo.yml [-o KEY=VALUE ...] [--eval] \
-        [--output_eval DIR] [-d dataset/demo] [--checkpoint_path DIR]
+        [--output_eval DIR] [-d dataset/demo] [--checkpoint_path DIR] [-r CHECKPOINT] [--scale_lr]
 """
 import slim  # noqa: F401  (classic static IR before paddle)
-from slim.cli import add_config_arguments, new_parser
+from slim.commands.cli import add_config_arguments, add_scale_lr_argument, new_parser
 from slim.errors import exit_on_user_error
 
 
@@ -20,12 +20,17 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint_path", default=None,
                         help="where checkpoints and model_final go (default: save_dir/<config "
                              "name>/); a restart resumes from its highest complete checkpoint")
+    parser.add_argument("-r", "--resume_checkpoint", default=None, metavar="CHECKPOINT",
+                        help="resume from this checkpoint (an epoch directory train.py or "
+                             "compress.py wrote, e.g. output/<config name>/3) unless "
+                             "checkpoint_path holds a newer one")
+    add_scale_lr_argument(parser)
     return parser.parse_args(argv)
 
 
 @exit_on_user_error
 def main(argv=None):
-    from slim.training import run_train
+    from slim.commands.train import run_train
     return run_train(parse_args(argv))
 
 

@@ -76,10 +76,10 @@ def learning_curve(cfg, iterations, eval_every, pretrain_weights=None):
 
     from slim.config import create
     from slim.data.loader import build_eval_loader, build_train_loader
-    from slim.distributed import DistributedEnv, use_all_cpu_threads
-    from slim.evaluate import evaluate, make_metric
-    from slim.trainer import ProgramSet
-    from slim.weights import load_weights
+    from slim.engine.distributed import DistributedEnv, use_all_cpu_threads
+    from slim.engine.evaluation import evaluate, make_metric
+    from slim.engine.programs import ProgramSet
+    from slim.io.weights import load_weights
     use_all_cpu_threads()
     scheduler = create("LearningRate", cfg).scheduler()
     eval_feed = create(cfg["eval_feed"], cfg)

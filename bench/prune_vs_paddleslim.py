@@ -227,7 +227,7 @@ def save_models(directory):
     """The VOC config's eval program at 608 and at CHECK_SIZE, one set of initial weights."""
     import paddle
 
-    from slim.export import export_model
+    from slim.io.export import export_model
     from slim.model import build_eval_program
     from slim.model.from_config import model_from_config
     model, shape = model_from_config(VOC_CONFIG, [])

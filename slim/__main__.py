@@ -1,8 +1,8 @@
 """`python -m slim SUBCOMMAND ...`: the package's command line.
 
-Subcommands are listed in SUBCOMMANDS (name -> module). A subcommand module
-provides `add_<name>_arguments(parser)` and `run_<name>(args)`; adding one is
-one new module plus one line here.
+Subcommands are listed in SUBCOMMANDS (name -> module in slim.commands). A
+subcommand module provides `add_arguments(parser)` and `run(args)`; adding one
+is one new module plus one line here.
 """
 import argparse
 import importlib
@@ -12,7 +12,9 @@ import slim  # noqa: F401  (selects the classic static IR before paddle is impor
 from slim.errors import exit_on_user_error
 
 SUBCOMMANDS = {
-    "inspect": "slim.inspect",
+    "inspect": "slim.commands.inspect",
+    "pretrain": "slim.commands.pretrain",
+    "demo": "slim.commands.demo",
 }
 
 
@@ -27,8 +29,8 @@ def build_parser():
         summary = (module.__doc__ or "").strip().splitlines()[0]
         subparser = subparsers.add_parser(name, help=summary, description=module.__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        getattr(module, f"add_{name}_arguments")(subparser)
-        subparser.set_defaults(run=getattr(module, f"run_{name}"))
+        module.add_arguments(subparser)
+        subparser.set_defaults(run=module.run)
     return parser
 
 

@@ -81,7 +81,7 @@ def eval_batch(fitted):
 
 def predictor_detections(model_dir, batch):
     """Per-image detections of `batch` through a Paddle Inference predictor of `model_dir`."""
-    from slim import export
+    from slim.io import export
     from slim.model import split_detections
     predictor = export.inference_predictor(model_dir)
     bbox, bbox_num = export.run_predictor(predictor, {"image": batch["image"],
@@ -93,7 +93,7 @@ def executor_outputs(model_dir, feeds, model_name="__model__.infer"):
     """(the fetches of an exported program run by the Executor on `feeds`, its scope)."""
     import paddle
 
-    from slim import export
+    from slim.io import export
     executor = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
     program, _, fetch_vars = export.load_exported_program(model_dir, executor, scope,
@@ -159,10 +159,10 @@ def fitted_model(tmp_path_factory):
 
 
 def _fitted_model(root):
-    from slim import export
     from slim.config import load_config
     from slim.data.demo import main as make_demo_dataset
-    from slim.weights import save_weights
+    from slim.io import export
+    from slim.io.weights import save_weights
     data = os.path.join(root, "data")
     make_demo_dataset(["--out", data, "--train", "1", "--test", str(NUM_IMAGES)])
     images = os.path.join(root, "images")

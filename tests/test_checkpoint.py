@@ -10,8 +10,8 @@ import numpy as np
 import paddle
 import pytest
 
-from slim import checkpoint as ck
-from slim.output_places import make_owned_temp_dir
+from slim.io import checkpoint as ck
+from slim.io.output_places import make_owned_temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,7 +138,7 @@ WRITER = textwrap.dedent("""
     paddle.enable_static()
     sys.path.insert(0, {tests!r})
     from test_checkpoint import _tiny_train_program, _trained_scope
-    from slim import checkpoint as ck
+    from slim.io import checkpoint as ck
     main, startup, loss = _tiny_train_program()
     scope, executor = _trained_scope(main, startup, loss, steps=1)
     ck.save_checkpoint({root_dir!r}, ck.CheckpointState(int(sys.argv[1]), 1), main, scope, executor)

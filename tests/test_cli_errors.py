@@ -9,7 +9,7 @@ from test_compress import SEED_REGEX, SLIM_CONFIG, make_workspace, write_slim_co
 import compress as compress_cli
 import eval as eval_cli
 import infer as infer_cli
-from slim import checkpoint as ck
+from slim.io import checkpoint as ck
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from fitted_model import CLASSES, config_arguments, eval_batch, executor_outputs
 from seed_facts import SEED_REGEX
 from session_cache import cached_in_session
 
-from slim import checkpoint as ck
-from slim import export
+from slim.io import checkpoint as ck
+from slim.io import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -228,7 +228,7 @@ def test_pruning_fires_at_start_epoch_and_removes_half_the_flops(run):
 
 
 def test_log_lines_and_lr_schedule(run):
-    from slim.optimizer import LearningRate, LinearWarmup, PiecewiseDecay
+    from slim.engine.optimizer import LearningRate, LinearWarmup, PiecewiseDecay
     lines = re.findall(r"^epoch (\d+)/2 iter (\d)/2 \(total (\d+)\) loss (\S+) loss_0 (\S+) "
                        r"loss_1 (\S+) loss_2 (\S+) lr (\S+) (\S+) img/s eta \d+:\d\d$",
                        run["stdout"], flags=re.MULTILINE)
@@ -339,8 +339,8 @@ def test_infer_py_draws_and_lists_detections(fitted_run, tmp_path):
 
 def _tiny_programs(run):
     from slim.config import create, load_config
-    from slim.distributed import DistributedEnv
-    from slim.trainer import ProgramSet
+    from slim.engine.distributed import DistributedEnv
+    from slim.engine.programs import ProgramSet
     cfg = load_config(run["config"])
     programs = ProgramSet(create("YOLOv3", cfg), [3, 64, 64], create("OptimizerBuilder", cfg),
                           create("LearningRate", cfg).scheduler(), DistributedEnv())
@@ -351,8 +351,8 @@ def _tiny_programs(run):
 
 
 def test_weights_from_a_checkpoint_replay_its_plan_and_an_eval_model_must_fit(run, tmp_path):
-    from slim.compressor import load_weights_into
-    from slim.weights import WeightsError, save_weights
+    from slim.io.weights import WeightsError, save_weights
+    from slim.runs.restore import load_weights_into
     pruned = _checkpoint(run, 2)
     tensors = ck.read_checkpoint_tensors(pruned)
     programs, scope, executor = _tiny_programs(run)

@@ -7,12 +7,12 @@ import types
 import pytest
 
 import compress as compress_cli
-from slim.compressor import _local_path, scale_learning_rate
 from slim.config import load_slim_config
+from slim.engine.optimizer import LearningRate, LinearWarmup, PiecewiseDecay, scale_learning_rate
+from slim.engine.train_log import TrainingStopped, TrainLog, check_finite, format_duration
 from slim.errors import ConfigError, UserError
-from slim.optimizer import LearningRate, LinearWarmup, PiecewiseDecay
+from slim.runs.restore import _local_path
 from slim.strategies import UniformPruneStrategy, build_strategies, resolve_metric_name
-from slim.trainer import TrainingStopped, TrainLog, check_finite, format_duration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_SCHEDULE = LearningRate(0.001, [PiecewiseDecay(0.1, [55000, 62000]), LinearWarmup(1000, 0.0)])

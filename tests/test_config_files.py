@@ -12,7 +12,7 @@ import slim.data  # noqa: F401  (registers the feeds and datasets)
 import slim.model  # noqa: F401  (registers YOLOv3, MobileNet, YOLOv3Head)
 from slim.config import create, load_config, load_slim_config
 from slim.data.demo import CLASSES as DEMO_CLASSES
-from slim.optimizer import LinearWarmup, PiecewiseDecay
+from slim.engine.optimizer import LinearWarmup, PiecewiseDecay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOC_CONFIG = os.path.join("configs", "yolov3_mobilenet_v1_voc.yml")
@@ -132,7 +132,7 @@ def test_demo_config_fits_the_demo_dataset_and_a_cpu():
 
 
 def test_demo_baseline_gets_its_own_schedule():
-    from slim.demo import baseline_schedule
+    from slim.commands.demo import baseline_schedule
     cfg = load_config(os.path.join(ROOT, DEMO_CONFIG))
     override = baseline_schedule(cfg, 16)
     baseline = load_config(os.path.join(ROOT, DEMO_CONFIG), [override])

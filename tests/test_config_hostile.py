@@ -13,7 +13,7 @@ import compress as compress_cli
 import eval as eval_cli
 import infer as infer_cli
 from slim import __main__ as slim_cli
-from slim import pretrain
+from slim.commands import pretrain
 from slim.config import cli as config_cli
 from slim.config import load_config, load_slim_config, yaml_io
 from slim.config.yaml_io import MAX_EXPANDED_CHARACTERS, MAX_EXPANDED_VALUES, MAX_NESTING, parse_yaml

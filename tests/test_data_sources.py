@@ -16,7 +16,7 @@ from slim.data.loader import dataset_size, label_names, load_feed_records, open_
 from slim.data.voc import VOC_CLASSES
 from slim.data.voc_lists import write_voc_lists
 from slim.errors import DataError
-from slim.output_places import OutputPlaceError
+from slim.io.output_places import OutputPlaceError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

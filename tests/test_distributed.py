@@ -9,8 +9,8 @@ import textwrap
 import paddle
 import pytest
 
-from slim import distributed
 from slim.data.loader import TrainLoader
+from slim.engine import distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENDPOINTS = "127.0.0.1:36170,127.0.0.1:36171"
@@ -87,10 +87,10 @@ WORKER = textwrap.dedent("""
         communicators.append([self.global_rank, self.global_nranks, list(self.global_endpoints)])
     raw_program_optimizer.RawProgramOptimizer._init_process_group = record_process_group
 
-    from slim import distributed
+    from slim.engine import distributed
     from slim.model import YOLOv3, MobileNet, YOLOv3Head
-    from slim.optimizer import LearningRate, OptimizerBuilder
-    from slim.trainer import ProgramSet
+    from slim.engine.optimizer import LearningRate, OptimizerBuilder
+    from slim.engine.programs import ProgramSet
     env = distributed.read_distributed_env()
     distributed.init_collective(env)
     model = YOLOv3(MobileNet(norm_type="sync_bn", conv_group_scale=0.125), YOLOv3Head(num_classes=2))

@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import pytest
 from test_compress import child_env, make_workspace, reference_run, write_slim_config
 
-from slim import checkpoint as ck
-from slim.checkpoint import CheckpointError
-from slim.compressor import checkpoint_hook_states
 from slim.engine import HookBase, Runner
 from slim.engine.runner import HOOK_POINTS
+from slim.engine.train_log import TrainingStopped
+from slim.io import checkpoint as ck
+from slim.io.checkpoint import CheckpointError
+from slim.runs.restore import checkpoint_hook_states
 from slim.strategies import Strategy
-from slim.trainer import TrainingStopped
 
 
 class Recorder(HookBase):
@@ -83,8 +83,8 @@ def test_build_hook_adds_to_the_train_program_before_the_optimizer(run):
     import paddle
 
     from slim.config import create, load_config
-    from slim.distributed import DistributedEnv
-    from slim.trainer import ProgramSet
+    from slim.engine.distributed import DistributedEnv
+    from slim.engine.programs import ProgramSet
 
     class AddsALoss(HookBase):
         """What distillation does: an extra term in the loss, before minimize."""

@@ -124,8 +124,8 @@ def test_num_classes_other_than_the_label_lists_is_one_error_before_scoring(expo
                                                                            cli):
     """The demo label list has 5 classes: num_classes 7 would score/draw 2 nameless classes
     (and 3 would drop objects): one line naming both counts, nothing written."""
+    from slim.engine.evaluation import check_class_count
     from slim.errors import DataError
-    from slim.evaluate import check_class_count
     if cli == "eval":
         main, arguments = eval_cli.main, ["-m", exported["model_dir"], "--model_name", "__model__",
                                           "--params_name", "__params__", "--output_eval", str(tmp_path)]
@@ -148,7 +148,7 @@ def test_an_image_without_an_image_extension_is_drawn_as_jpg(exported, tmp_path)
     """A PNG named photo.txt or '.slim-written.json' was decoded, then its drawing could not
     be encoded (an OpenCV traceback after inference) or would have been named like the tool's
     own list: its drawing is NAME.jpg."""
-    from slim.infer import DETECTIONS_FILE, output_names
+    from slim.commands.infer import DETECTIONS_FILE, output_names
     source = os.path.join(exported["data"], "JPEGImages", "test_00001.jpg")
     images = tmp_path / "images"
     images.mkdir()

@@ -7,8 +7,8 @@ import numpy as np
 import paddle
 import pytest
 
-from slim import export
-from slim.file_manifest import file_sha256, manifest_checksum
+from slim.io import export
+from slim.io.file_manifest import file_sha256, manifest_checksum
 from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, split_detections
 
 

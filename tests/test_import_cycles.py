@@ -101,3 +101,52 @@ def test_the_pruning_engine_imports_nothing_of_config_model_or_strategies():
     outside = {(module, target) for module, targets in edges.items() if module.startswith("slim.prune")
                for target in targets if not target.startswith("slim.prune")}
     assert {target for _, target in outside} <= {"slim", "slim.errors", "slim.registry"}, outside
+
+
+# The layers of the package, lowest first (README "Layout"): a package may import only
+# packages of lower layers (and the root modules every layer uses); the config registry's
+# string-based imports of the modules it registers are not import statements and not counted.
+PACKAGE_LAYERS = (
+    {"config", "metrics", "prune"},
+    {"model", "io"},
+    {"data"},
+    {"engine"},
+    {"strategies"},
+    {"runs"},
+    {"commands", "__main__"},  # __main__: python -m slim COMMAND
+)
+ROOT_MODULES = {"slim", "slim.errors", "slim.registry", "slim.paddle_env"}
+
+
+def package_of(module):
+    """'engine' for slim.engine.runner; None for the root modules (slim.errors, ...)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or module not in ROOT_MODULES and len(parts) == 2 else None
+
+
+def layer_violations(edges, layers=PACKAGE_LAYERS):
+    """(module, target) pairs where a package imports one of its own layer or above."""
+    rank = {package: level for level, packages in enumerate(layers) for package in packages}
+    bad = []
+    for module, targets in sorted(edges.items()):
+        source = package_of(module)
+        for target in sorted(targets):
+            destination = package_of(target)
+            if source is None or destination is None or source == destination:
+                continue
+            if source not in rank or destination not in rank or rank[destination] >= rank[source]:
+                bad.append((module, target))
+    return bad
+
+
+def test_layer_violations_are_found():
+    edges = {"slim.engine.runner": {"slim.strategies.base", "slim.errors"},
+             "slim.strategies.base": {"slim.engine.hooks"}}
+    assert layer_violations(edges) == [("slim.engine.runner", "slim.strategies.base")]
+
+
+def test_packages_import_only_lower_layers():
+    modules = slim_modules()
+    packages = {package_of(module) for module in modules} - {None}
+    assert packages == set().union(*PACKAGE_LAYERS), "a new package needs its place in PACKAGE_LAYERS"
+    assert layer_violations(import_edges(modules)) == []

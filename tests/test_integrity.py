@@ -32,14 +32,14 @@ from test_compress import make_workspace, reference_run, write_slim_config
 import compress as compress_cli
 import eval as eval_cli
 import infer as infer_cli
-from slim import checkpoint as ck
-from slim import export
-from slim.compressor import _usable_checkpoint
-from slim.file_manifest import seal
+from slim.io import checkpoint as ck
+from slim.io import export
+from slim.io.file_manifest import seal
+from slim.io.output_places import OWNER_MARKER, make_owned_temp_dir
+from slim.io.weights import WeightsError, read_combined_records
 from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program
-from slim.output_places import OWNER_MARKER, make_owned_temp_dir
 from slim.prune import GroupPlan, PruneError, PrunePlan, apply_plan, plan_pruning
-from slim.weights import WeightsError, read_combined_records
+from slim.runs.restore import _usable_checkpoint
 
 TINY_GROUP = {"key": ["conv_weights", 0, 0], "channels_before": 4, "kept": [0, 2],
               "params": ["conv_weights", "bn_scale", "bn_offset", "bn_mean", "bn_var"]}
@@ -203,7 +203,7 @@ SIZE_LIMITED_WRITER = textwrap.dedent("""
     paddle.enable_static()
     sys.path.insert(0, {tests!r})
     from test_checkpoint import _tiny_train_program, _trained_scope
-    from slim import checkpoint as ck
+    from slim.io import checkpoint as ck
     main, startup, loss = _tiny_train_program(out_channels=64)
     scope, executor = _trained_scope(main, startup, loss, steps=1)
     epoch, limit = int(sys.argv[1]), int(sys.argv[2])
@@ -300,7 +300,7 @@ def test_symlink_leading_outside_the_checkpoint_is_rejected(two_epochs):
 
 def _record_hashed_files(monkeypatch):
     """The list of paths file_manifest hashes from now on (each still hashed)."""
-    from slim import file_manifest
+    from slim.io import file_manifest
     opened, real_sha256 = [], file_manifest.file_sha256
 
     def recording_sha256(path):
@@ -608,7 +608,7 @@ def test_a_second_run_into_the_same_checkpoint_path_is_refused_while_the_first_r
     import subprocess
     import sys
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, %r); from slim import checkpoint as ck; "
+        "import sys, time; sys.path.insert(0, %r); from slim.io import checkpoint as ck; "
         "lock = ck.lock_checkpoint_root(%r); print('locked', flush=True); time.sleep(60)")
         % (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), str(tmp_path))],
         stdout=subprocess.PIPE, text=True)

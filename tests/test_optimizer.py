@@ -5,7 +5,7 @@ import pytest
 
 from slim.config import REGISTRY
 from slim.config.validate import InvalidValue, validate_options
-from slim.optimizer import (
+from slim.engine.optimizer import (
     GlobalNormClip,
     LearningRate,
     LinearWarmup,

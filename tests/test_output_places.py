@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from slim import output_places as places
 from slim.errors import shorten
+from slim.io import output_places as places
 
 
 def test_check_output_dir_creates_and_probes(tmp_path):

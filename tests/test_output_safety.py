@@ -20,10 +20,10 @@ from test_compress import ROOT, child_env, compress_command, make_workspace, wri
 import compress as compress_cli
 import eval as eval_cli
 import infer as infer_cli
-from slim import pretrain
+from slim.commands import pretrain
 from slim.data import demo as data_demo
 from slim.errors import Interrupted, UserError
-from slim.output_places import OWNER_MARKER, WRITTEN_LIST, OutputPlaceError, _current_umask
+from slim.io.output_places import OWNER_MARKER, WRITTEN_LIST, OutputPlaceError, _current_umask
 
 UNWRITABLE = "/proc/slim-output-safety/x"  # cannot be created, not even by root
 
@@ -31,8 +31,8 @@ UNWRITABLE = "/proc/slim-output-safety/x"  # cannot be created, not even by root
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """The tiny demo dataset and config, and a (random-weights) exported model of it."""
-    from slim import export
     from slim.config import create, load_config
+    from slim.io import export
     from slim.model import build_eval_program
     root = str(tmp_path_factory.mktemp("output_safety"))
     paths = make_workspace(root)
@@ -238,7 +238,7 @@ def _compress_argv(workspace, root, *extra):
 def test_compress_into_a_checkpoint_path_another_run_holds_is_refused(workspace, capsys, tmp_path):
     """While one run holds checkpoint_path (its lock), a second compress.py into it stops with
     one line before it restores or trains; once the lock is free the same command runs."""
-    from slim import checkpoint as ck
+    from slim.io import checkpoint as ck
     argv = _compress_argv(workspace, tmp_path)
     with ck.lock_checkpoint_root(str(tmp_path / "ckpt")):
         code, error = _exit_code_and_error(capsys, compress_cli.main, argv)
@@ -295,7 +295,8 @@ def test_compress_never_replaces_a_user_summary_file(workspace, capsys, tmp_path
 def test_interruption_message_names_the_last_checkpoint_or_says_there_is_none():
     from types import SimpleNamespace
 
-    from slim.compressor import RunState, interruption_message
+    from slim.runs.job import RunState
+    from slim.runs.loop import interruption_message
     job = SimpleNamespace(compressor=SimpleNamespace(checkpoint_path="ckpt"))
     assert interruption_message(job, RunState(last_checkpoint="ckpt/3")) == \
         "the last complete checkpoint is 'ckpt/3'; the same command resumes after it"
@@ -349,7 +350,7 @@ def _tiny_program():
 
 
 def test_save_weights_refuses_a_user_directory_and_replaces_its_own(tmp_path, monkeypatch):
-    from slim.weights import save_weights
+    from slim.io.weights import save_weights
     program, scope = _tiny_program()
     target = str(tmp_path / "weights")
     before = user_dir(target)
@@ -366,7 +367,7 @@ def test_save_weights_refuses_a_user_directory_and_replaces_its_own(tmp_path, mo
 
 
 def test_save_weights_combined_replaces_only_a_file_it_wrote(tmp_path, monkeypatch):
-    from slim.weights import save_weights
+    from slim.io.weights import save_weights
     program, scope = _tiny_program()
     (tmp_path / "__params__").write_bytes(b"the user's file")
     with monkeypatch.context() as patched:
@@ -386,7 +387,7 @@ def test_save_weights_combined_replaces_only_a_file_it_wrote(tmp_path, monkeypat
 def test_save_weights_checks_again_before_replacing(tmp_path, monkeypatch, combined):
     """A user's file or directory that appears at the target while the weights are being
     written is not replaced either (the check is repeated at the swap)."""
-    from slim.weights import save_weights
+    from slim.io.weights import save_weights
     program, scope = _tiny_program()
     target = tmp_path / "weights"
     save_vars = paddle.static.save_vars
@@ -441,10 +442,10 @@ def test_pretrain_ctrl_c_is_one_line_naming_out(monkeypatch, workspace, tmp_path
                                        f"written; --out '{tmp_path / 'w'}' is unchanged\n")
 
 
-# ----------------------------------------------------------------------------- slim.demo, inspect
+# ----------------------------------------------------------------------------- slim.commands.demo, inspect
 
 def test_slim_demo_checks_every_output_place_first(tmp_path, monkeypatch):
-    from slim import demo
+    from slim.commands import demo
     from slim.config import load_config, load_slim_config
     monkeypatch.chdir(ROOT)
     cfg = load_config(demo.DETECTION_CONFIG)
@@ -469,8 +470,8 @@ def test_slim_demo_checks_every_output_place_first(tmp_path, monkeypatch):
 
 
 def test_slim_demo_fresh_dir_clears_only_the_tools_own(tmp_path):
-    from slim import demo
-    from slim.output_places import make_owned_temp_dir
+    from slim.commands import demo
+    from slim.io.output_places import make_owned_temp_dir
     root = tmp_path / "checkpoints"  # a checkpoint root made by compress.py: owned epoch dirs
     root.mkdir()
     os.rename(make_owned_temp_dir(str(root), "x"), root / "0")
@@ -484,14 +485,14 @@ def test_slim_demo_fresh_dir_clears_only_the_tools_own(tmp_path):
 
 @pytest.mark.parametrize("code, error", [(2, UserError), (130, Interrupted)])
 def test_slim_demo_step_exit_codes(code, error):
-    from slim import demo
+    from slim.commands import demo
     with pytest.raises(error, match=f"exit {code}"):
         demo.run_step("step", [sys.executable, "-c", f"import sys; sys.exit({code})"])
 
 
 def test_inspect_graph_onto_a_user_file_is_refused_before_work(tmp_path, capsys, monkeypatch):
-    from slim import inspect
     from slim.__main__ import main
+    from slim.commands import inspect
     monkeypatch.setattr(inspect, "model_from_config", must_not_run)
     monkeypatch.setenv("PATH", str(tmp_path))  # no graphviz
     graph = tmp_path / "notes.dot"
@@ -509,7 +510,7 @@ def test_slim_demo_ctrl_c_lets_the_step_say_what_it_kept(monkeypatch, capsys):
     still reaches the output, and the demo stops with Interrupted (exit 130)."""
     import threading
 
-    from slim import demo
+    from slim.commands import demo
     monkeypatch.setattr(demo, "STEP_STOP_SECONDS", 0.5)
     child = ("import sys, time\nprint('working', flush=True)\ntry:\n    time.sleep(60)\n"
              "except KeyboardInterrupt:\n    print('interrupted: kept checkpoint 7', flush=True)\n"

@@ -9,7 +9,7 @@ import paddle
 import pytest
 from test_compress import ROOT, make_workspace
 
-from slim import pretrain
+from slim.commands import pretrain
 from slim.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -71,8 +71,8 @@ def test_classifier_program_has_the_detector_backbone_parameters():
 
 def test_pretrained_backbone_loads_into_the_detector(tmp_path, monkeypatch):
     from slim.config import create, load_config
+    from slim.io.weights import load_weights, read_weights
     from slim.model import build_train_program
-    from slim.weights import load_weights, read_weights
     paths = make_workspace(str(tmp_path))
     monkeypatch.chdir(paths["root"])  # the config's dataset_dir is relative to the workspace
     paddle.enable_static()
@@ -100,7 +100,7 @@ def test_pretrained_backbone_loads_into_the_detector(tmp_path, monkeypatch):
     ("--lr", "nan", "error: --lr nan must be a finite number > 0"),
     ("--lr", "-0.1", "error: --lr -0.1 must be a finite number > 0")])
 def test_command_line_rejects_bad_values(tmp_path, option, value, message):
-    result = subprocess.run([sys.executable, "-m", "slim.pretrain", "-c",
+    result = subprocess.run([sys.executable, "-m", "slim", "pretrain", "-c",
                              os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml"),
                              "--out", str(tmp_path / "x"), option, value],
                             capture_output=True, text=True, cwd=ROOT)

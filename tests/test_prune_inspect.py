@@ -72,5 +72,29 @@ def test_inspect_slim_unmatched_regex_exits_2(capsys, tmp_path):
         main(["inspect", "-c", VOC, "--image_shape", "3", "320", "320", "-s", slim_file])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: pruned_params 'conv2_1_sep_weight' matches no conv weight")
+    assert err.startswith(f"error: {slim_file}: strategy 'uniform_pruning_strategy': "
+                          "pruned_params 'conv2_1_sep_weight' matches no conv weight")
     assert "did you mean 'conv2_1_sep_weights'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_inspect_slim_runs_the_strategies_themselves(capsys, tmp_path, monkeypatch):
+    """The report is what the strategy's own on_epoch_begin planned and applied (the hook
+    compress.py calls), not a re-implementation of it."""
+    from slim.strategies import UniformPruneStrategy
+    fired = []
+    original = UniformPruneStrategy.on_epoch_begin
+
+    def spy(self, context):
+        record = original(self, context)
+        fired.append((context.epoch, record))
+        return record
+    monkeypatch.setattr(UniformPruneStrategy, "on_epoch_begin", spy)
+    assert main(["inspect", "-c", VOC, "-o", "MobileNet.conv_group_scale=0.25", "--image_shape",
+                 "3", "320", "320", "-s", SLIM, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [epoch for epoch, _ in fired] == [0]
+    plan = fired[0][1]["plan"]
+    assert report["ratio"] == plan["ratio"]
+    assert [group["key"] for group in report["groups"]] == [group["key"] for group in plan["groups"]]
+    assert [group["channels_after"] for group in report["groups"]] == \
+        [group["channels_after"] for group in plan["groups"]]

@@ -11,7 +11,7 @@ import pytest
 from seed_facts import SEED_PARAMS
 from test_prune_exact import assert_accumulators_follow_params, persistables, randomize_accumulators, restore
 
-from slim.export import export_model, inference_predictor, load_exported_program, run_predictor
+from slim.io.export import export_model, inference_predictor, load_exported_program, run_predictor
 from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
 from slim.prune import analyze_program, apply_plan, plan_pruning, plan_summary
 from slim.prune.apply import plan_removals

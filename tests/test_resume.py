@@ -18,7 +18,7 @@ from test_compress import (
     write_slim_config,
 )
 
-from slim import checkpoint as ck
+from slim.io import checkpoint as ck
 
 UNPRUNED_FILTERS, PRUNED_FILTERS = 8, 5
 

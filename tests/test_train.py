@@ -9,7 +9,7 @@ from test_compress import make_workspace, reference_run
 
 import compress as compress_cli
 import train as train_cli
-from slim import checkpoint as ck
+from slim.io import checkpoint as ck
 
 NO_STRATEGY_SLIM_CONFIG = """
 version: 1.0
@@ -119,8 +119,8 @@ def test_snapshot_iter_splits_max_iters_into_checkpoints(workspace, tmp_path):
 
 
 def test_the_demo_trains_its_baseline_with_train_py():
+    from slim.commands.demo import DETECTION_CONFIG, baseline_schedule, baseline_train_command
     from slim.config import load_config
-    from slim.demo import DETECTION_CONFIG, baseline_schedule, baseline_train_command
     cfg = load_config(os.path.join(os.path.dirname(train_cli.__file__), DETECTION_CONFIG),
                       ["max_iters=5"])
     command = baseline_train_command(cfg, 3, "out/baseline/checkpoints", "out/baseline",
@@ -136,3 +136,45 @@ def test_the_demo_trains_its_baseline_with_train_py():
     # the user's -o apply, then 3 epochs of their max_iters with a checkpoint after each
     assert (baseline["max_iters"], baseline["snapshot_iter"], baseline["log_iter"]) == (15, 5, 1)
     assert baseline["weights"] is None
+
+
+def test_resume_checkpoint_continues_a_given_checkpoint(trained, tmp_path, capsys):
+    """-r CHECKPOINT (PaddleDetection's --resume_checkpoint): a new checkpoint_path continues
+    after the named checkpoint's iteration instead of starting over."""
+    root = trained["root"]
+    start = os.path.join(root, "output", "tiny", "0")  # epoch 0, iteration 2
+    cwd = os.getcwd()
+    os.chdir(root)
+    capsys.readouterr()
+    try:
+        summary = train_cli.main(["-c", "tiny.yml", "-o", "weights=null", "max_iters=4",
+                                  "snapshot_iter=2", "--checkpoint_path", str(tmp_path / "c"),
+                                  "-r", start])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert f"resumed from checkpoint '{start}': epoch 0 done, iteration 2" in out
+    assert sorted(os.listdir(tmp_path / "c")) == ["1", "model_final"]  # epoch 0 not retrained
+    assert ck.validate_checkpoint(str(tmp_path / "c" / "1")).state.iteration == 4
+    assert summary["last_checkpoint"] == str(tmp_path / "c" / "1")
+
+
+def test_resume_checkpoint_must_be_a_checkpoint(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(trained["root"])
+    model_final = os.path.join("output", "tiny", "model_final")
+    code, line = _exit_code_and_error(capsys, train_cli.main, [
+        "-c", "tiny.yml", "-o", "weights=null", "max_iters=2",
+        "--checkpoint_path", str(tmp_path / "c"), "-r", model_final])
+    assert code == 2
+    assert line.startswith(f"error: --resume_checkpoint '{model_final}' is not a checkpoint")
+    assert not os.listdir(tmp_path / "c")  # nothing trained or written
+
+
+def test_scale_lr_rescales_the_schedule_to_the_total_batch(workspace, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.chdir(workspace["root"])
+    capsys.readouterr()
+    train_cli.main(["-c", "tiny.yml", "-o", "weights=null", "max_iters=1",
+                    "--checkpoint_path", str(tmp_path / "c"), "--scale_lr", "8"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "--scale_lr" in line]
+    assert len(lines) == 1 and lines[0].startswith("--scale_lr: total batch 2 vs the recipe's 8")

@@ -9,9 +9,8 @@ import numpy as np
 import paddle
 import pytest
 
-from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
-from slim.output_places import OWNER_MARKER, OutputPlaceError
-from slim.weights import (
+from slim.io.output_places import OWNER_MARKER, OutputPlaceError
+from slim.io.weights import (
     LoadReport,
     WeightsError,
     load_weights,
@@ -20,6 +19,7 @@ from slim.weights import (
     save_weights,
     weights_format,
 )
+from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
 
 
 def _model(num_classes=3):
@@ -136,7 +136,7 @@ def test_partial_load_loads_the_matching_ones_and_warns(tmp_path, trained_scope,
     program, scope, path = _saved_dir(tmp_path, trained_scope)
     voc = build_eval_program(_model(num_classes=20), image_shape=[3, 64, 64])
     fresh = paddle.static.Scope()
-    with caplog.at_level(logging.WARNING, logger="slim.weights"):
+    with caplog.at_level(logging.WARNING, logger="slim.io.weights"):
         report = load_weights(fresh, voc.program, path, partial=True)
     mismatched = {f"yolo_output.{i}.conv.{s}" for i in range(3) for s in ("weights", "bias")}
     assert set(report.mismatched) == mismatched
@@ -252,7 +252,7 @@ import slim, paddle
 import numpy as np
 paddle.enable_static()
 from slim.errors import exit_on_user_error
-from slim.weights import save_weights
+from slim.io.weights import save_weights
 main, startup = paddle.static.Program(), paddle.static.Program()
 with paddle.static.program_guard(main, startup):
     image = paddle.static.data("image", [None, 3, 8, 8], "float32")

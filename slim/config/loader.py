@@ -33,7 +33,7 @@ from slim.errors import ConfigError, did_you_mean, shorten, shorten_repr
 _INDEX = re.compile(r"-?[0-9]+")  # a key segment that addresses a list item by position
 
 # Packages whose import registers the config modules a detection config names.
-MODULE_PACKAGES = ("slim.optimizer", "slim.model", "slim.data")
+MODULE_PACKAGES = ("slim.engine.optimizer", "slim.model", "slim.data")
 
 
 def import_module_packages():

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from slim.errors import DataError, exit_on_user_error, shorten
-from slim.output_places import (
+from slim.io.output_places import (
     check_replaceable_dir,
     is_owned_dir,
     make_owned_temp_dir,

@@ -18,7 +18,7 @@ import sys
 from slim.data.records import line_excerpt, read_text_lines
 from slim.data.voc import VOC_CLASSES
 from slim.errors import DataError, exit_on_user_error, shorten
-from slim.output_places import WrittenFiles, check_output_dir
+from slim.io.output_places import WrittenFiles, check_output_dir
 
 LOGGER = logging.getLogger("slim.data")
 TRAIN_SETS = (("VOC2007", "trainval"), ("VOC2012", "trainval"))

@@ -58,7 +58,7 @@ class NanGuard(HookBase):
     last good checkpoint, which is kept: nothing of the epoch is saved."""
 
     def after_iter(self, runner):
-        from slim.trainer import check_finite
+        from slim.engine.train_log import check_finite
         check_finite(runner.outputs, runner.epoch, runner.iteration_in_epoch,
                      runner.state.last_checkpoint)
 

@@ -2,7 +2,7 @@
 every hook called at each point of the loop, in the order the hooks were given."""
 import dataclasses
 
-from slim.trainer import TrainingStopped
+from slim.engine.train_log import TrainingStopped
 
 HOOK_POINTS = ("before_train", "before_epoch", "before_iter", "after_iter", "after_epoch",
                "after_train")

@@ -24,7 +24,7 @@ from paddle.nn.clip import ClipGradBase
 
 from slim.config import register
 from slim.config.validate import InvalidValue, check_value
-from slim.errors import ConfigError, did_you_mean
+from slim.errors import ConfigError, UserError, did_you_mean
 
 
 class LRSchedule:
@@ -354,3 +354,31 @@ class GlobalNormClip(ClipGradBase):
                     block.append_op(type="elementwise_mul", inputs={"X": [g], "Y": [scale]},
                                     outputs={"Out": [g]})
         return params_grads
+
+
+def scale_learning_rate(learning_rate, recipe_total_batch, total_batch):
+    """A LearningRate for `total_batch` images per iteration from one tuned for
+    `recipe_total_batch`: base_lr (and explicit PiecewiseDecay values) scaled linearly,
+    milestones and warmup steps scaled inversely, so the schedule covers the same number
+    of images. Returns (new LearningRate, description)."""
+    if recipe_total_batch < 1:
+        raise UserError(f"--scale_lr {recipe_total_batch}: the recipe's total batch must be >= 1")
+    factor = total_batch / float(recipe_total_batch)
+    schedulers, changes = [], [f"base_lr {learning_rate.base_lr:g} -> "
+                               f"{learning_rate.base_lr * factor:g}"]
+    for schedule in learning_rate.schedulers:
+        if isinstance(schedule, PiecewiseDecay):
+            milestones = [max(1, int(round(m / factor))) for m in schedule.milestones]
+            values = None if schedule.values is None else [v * factor for v in schedule.values]
+            schedulers.append(PiecewiseDecay(schedule.gamma, milestones, values))
+            changes.append(f"milestones {list(schedule.milestones)} -> {milestones}")
+        elif isinstance(schedule, LinearWarmup):
+            steps = int(round(schedule.steps / factor))
+            schedulers.append(LinearWarmup(steps, schedule.start_factor))
+            changes.append(f"warmup steps {schedule.steps} -> {steps}")
+        else:
+            raise UserError(f"--scale_lr cannot rescale a {type(schedule).__name__} schedule; "
+                            "set its values by hand")
+    description = (f"--scale_lr: total batch {total_batch} vs the recipe's {recipe_total_batch}: "
+                   + ", ".join(changes))
+    return LearningRate(learning_rate.base_lr * factor, schedulers), description

@@ -31,7 +31,7 @@ import struct
 import numpy as np
 
 from slim.errors import UserError, shorten
-from slim.output_places import (
+from slim.io.output_places import (
     WrittenFiles,
     check_output_file,
     check_replaceable_dir,

@@ -16,7 +16,7 @@ import re
 import stat
 
 from slim.errors import UserError, shorten
-from slim.output_places import is_plain_relative_path
+from slim.io.output_places import is_plain_relative_path
 
 CHECKSUM_KEY = "checksum"
 MAX_MANIFEST_BYTES = 64 << 20  # far above any real manifest; a bigger file is not one

@@ -2,7 +2,8 @@
 same engine, checkpoints and resume as compress.py, ending in `model_final`.
 
     python train.py -c configs/yolov3_mobilenet_v1_demo.yml [-o KEY=VALUE ...] [--eval]
-        [--output_eval DIR] [-d DATASET_DIR] [--checkpoint_path DIR]
+        [--output_eval DIR] [-d DATASET_DIR] [--checkpoint_path DIR] [-r CHECKPOINT]
+        [--scale_lr [RECIPE_TOTAL_BATCH]]
 
 `max_iters` is the number of iterations of the whole run (`auto`: one pass over
 the training set), as in PaddleDetection's train.py; a checkpoint
@@ -10,7 +11,9 @@ the training set), as in PaddleDetection's train.py; a checkpoint
 `snapshot_iter` iterations and after the last, and the model is evaluated after
 the last iteration (with --eval also at every checkpoint). checkpoint_path
 defaults to `save_dir/<config name>/`, as PaddleDetection's; a restart of the
-same command resumes from its highest complete checkpoint. Training starts from
+same command resumes from its highest complete checkpoint; `-r CHECKPOINT` resumes
+from a given one (PaddleDetection's --resume_checkpoint), unless checkpoint_path
+holds a newer one. `--scale_lr` rescales the LR schedule as compress.py's does. Training starts from
 `pretrain_weights` (or random initialisation); `weights` is what the trained
 model is for: `<checkpoint_path>/model_final`, a weights directory that
 `-o weights=...` of compress.py, eval and infer configs load.
@@ -19,13 +22,8 @@ import dataclasses
 import math
 import os
 
-from slim.compressor import (
-    build_job,
-    check_feeds,
-    check_run_output_places,
-    run_guarded,
-    summarize,
-)
+from slim.runs.job import build_job, check_feeds, check_run_output_places
+from slim.runs.loop import run_guarded, summarize
 
 MODEL_FINAL = "model_final"
 SUMMARY_FILE = "train_summary.json"  # in --output_eval
@@ -52,9 +50,10 @@ def check_train_output_places(args, cfg, checkpoint_path, metric_name):
     """Every place train.py writes, before any work: checkpoint_path (its epoch entries the
     tool's own), model_final in it (absent, empty or the tool's), save_dir/vdl when VisualDL
     is installed, and --output_eval with its files; none of them one of the run's inputs."""
-    from slim.run_inputs import config_inputs
-    from slim.weights import check_weights_target
-    inputs = config_inputs(cfg, ("train_feed", "eval_feed"), args.config)
+    from slim.io.run_inputs import config_inputs
+    from slim.io.weights import check_weights_target
+    inputs = config_inputs(cfg, ("train_feed", "eval_feed"), args.config,
+                           getattr(args, "resume_checkpoint", None))
     check_run_output_places(cfg, inputs, checkpoint_path, "--checkpoint_path", args.output_eval,
                             metric_name, SUMMARY_FILE)
     check_weights_target(os.path.join(checkpoint_path, MODEL_FINAL), what="model_final",
@@ -63,14 +62,14 @@ def check_train_output_places(args, cfg, checkpoint_path, metric_name):
 
 def prepare_training(args):
     """Load and check the config and every output place, then build the run (a
-    slim.compressor.CompressJob without strategies whose epochs are snapshot_iter iterations long)."""
+    slim.runs.job.TrainingJob without strategies whose epochs are snapshot_iter iterations long)."""
     import paddle
 
-    from slim import distributed
     from slim.config import load_config
     from slim.data import set_dataset_dir
+    from slim.engine import distributed
+    from slim.engine.train_log import log_to_stdout
     from slim.metrics import resolve_metric_name
-    from slim.trainer import log_to_stdout
     paddle.enable_static()
     cfg = load_config(args.config, args.opt)
     set_dataset_dir(cfg, args.dataset_dir)
@@ -82,12 +81,13 @@ def prepare_training(args):
     checkpoint_path = args.checkpoint_path or default_checkpoint_path(cfg, args.config)
     if env.is_main:
         check_train_output_places(args, cfg, checkpoint_path, metric_name)
-    settings = TrainSettings(checkpoint_path)
+    settings = TrainSettings(checkpoint_path, init_model=getattr(args, "resume_checkpoint", None))
     job = build_job(args, cfg, settings, [], env, log, metric_name, with_infer_model=True,
                     epoch_iterations=snapshot or math.inf)
     settings.epoch = math.ceil(job.total_iterations / job.max_iters)
     settings.eval_epoch = 1 if args.eval else settings.epoch
     job.weights_keys = ("pretrain_weights",)
+    job.init_model_key, job.init_model_must_be_checkpoint = "--resume_checkpoint", True
     log(f"training {job.total_iterations} iterations: {settings.epoch} checkpoint(s) of up to "
         f"{job.max_iters} iterations in '{checkpoint_path}'")
     return job
@@ -95,7 +95,7 @@ def prepare_training(args):
 
 def write_model_final(job):
     """The trained parameters as `<checkpoint_path>/model_final` (rank 0); its path."""
-    from slim.weights import save_weights
+    from slim.io.weights import save_weights
     target = os.path.join(job.compressor.checkpoint_path, MODEL_FINAL)
     if job.env.is_main:
         save_weights(job.scope, job.programs.eval.program, target, what="model_final")

@@ -15,7 +15,7 @@ upstream of NMS), so one `__params__` serves both, as in the seed:
                                        params_filename="__params__")
 
 Beside them `model_manifest.json` (written last) lists every file with its size and
-sha256 and carries a checksum of itself (slim.file_manifest). `load_exported_program`
+sha256 and carries a checksum of itself (slim.io.file_manifest). `load_exported_program`
 trusts nothing it loads: it verifies the manifest when there is one, and for every model
 dir (with a manifest or without: external models, the seed's) checks that the program
 parses and that `__params__` holds exactly the tensors the program reads, in order, with
@@ -25,9 +25,9 @@ mismatch, and any error Paddle still raises while loading, is one line naming th
 import json
 import os
 
-from slim.checkpoint import persistable_vars
 from slim.errors import UserError, did_you_mean, shorten
-from slim.file_manifest import (
+from slim.io.checkpoint import persistable_vars
+from slim.io.file_manifest import (
     ManifestError,
     check_file_entries,
     check_listed_file,
@@ -36,7 +36,7 @@ from slim.file_manifest import (
     read_manifest_json,
     seal,
 )
-from slim.weights import numpy_dtype, read_combined_records
+from slim.io.weights import numpy_dtype, read_combined_records
 
 MODEL_NAME = "__model__"
 INFER_MODEL_NAME = "__model__.infer"

@@ -1,5 +1,5 @@
 """The paths a run reads: none of its output places may be one of them (or, for a directory
-the run replaces as a whole, hold one). See `slim.output_places`."""
+the run replaces as a whole, hold one). See `slim.io.output_places`."""
 
 
 def feed_dataset_dirs(cfg, feed_keys):

@@ -21,7 +21,7 @@ import os
 import sys
 
 from slim.errors import UserError, shorten, stop_on_sigterm
-from slim.output_places import WrittenFiles, check_output_dir
+from slim.io.output_places import WrittenFiles, check_output_dir
 
 DETECTIONS_FILE = "detections.json"
 
@@ -50,7 +50,7 @@ def check_infer_outputs(args, cfg, paths):
     """Before the model is loaded: --output_dir is writable and no input, and none of the
     files infer will write there (drawn images, detections.json) is a file infer did not
     write or one of the input images. Returns (WrittenFiles of --output_dir, output names)."""
-    from slim.run_inputs import config_inputs
+    from slim.io.run_inputs import config_inputs
     inputs = config_inputs(cfg, ("test_feed",), args.config, args.model_path, args.infer_dir,
                            *paths)
     check_output_dir(args.output_dir, "--output_dir", inputs)
@@ -77,11 +77,12 @@ def run_infer(args):
     import paddle
     from tqdm import tqdm
 
-    from slim import distributed, export
     from slim.config import create, load_config
     from slim.data.loader import build_test_loader, image_paths
-    from slim.evaluate import check_class_count, check_image_shape, detections_of_run
-    from slim.visualize import draw_detections
+    from slim.engine import distributed
+    from slim.engine.evaluation import check_class_count, check_image_shape, detections_of_run
+    from slim.io import export
+    from slim.io.visualize import draw_detections
     paddle.enable_static()
     stop_on_sigterm()  # again: paddle's import installed its own handler
     if not 0.0 <= args.draw_threshold <= 1.0:

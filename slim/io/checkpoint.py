@@ -16,7 +16,7 @@ Layout of one checkpoint (epoch 3):
         manifest.json              written LAST: format, epoch, iteration, best metric,
                                    every file with its size and sha256, every variable
                                    with its shape and dtype, and a checksum of the manifest
-                                   itself (slim.file_manifest)
+                                   itself (slim.io.file_manifest)
 
 Writing goes into a temp dir beside the final one (`.tmp-3-<pid>-<random>`, marked as the
 tool's before anything else is written into it), every file is fsynced, the manifest is
@@ -51,7 +51,7 @@ import tempfile
 import time
 
 from slim.errors import UserError, describe_os_error, shorten
-from slim.file_manifest import (
+from slim.io.file_manifest import (
     ManifestError,
     check_file_entries,
     check_listed_file,
@@ -61,7 +61,7 @@ from slim.file_manifest import (
     read_manifest_json,
     seal,
 )
-from slim.output_places import (
+from slim.io.output_places import (
     OWNER_MARKER,
     OutputPlaceError,
     check_output_dir,
@@ -616,7 +616,7 @@ def latest_complete_checkpoint(checkpoint_root, log=None):
 def read_checkpoint_tensors(checkpoint):
     """{name: ndarray} of every variable in `checkpoint` (bit-exact), each checked against
     the shape its manifest records; CheckpointError naming the checkpoint otherwise."""
-    from slim.weights import WeightsError, read_weights
+    from slim.io.weights import WeightsError, read_weights
     variables = checkpoint.manifest["variables"]
     if not variables:
         return {}

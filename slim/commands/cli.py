@@ -1,6 +1,8 @@
 """Argument helpers shared by compress.py, eval.py and infer.py (flags as FACTS.md §4)."""
 import argparse
 
+from slim.runs.job import RECIPE_TOTAL_BATCH
+
 
 def add_config_arguments(parser, with_dataset_dir=True):
     """-c/--config, -o/--opt key=value ..., and -d/--dataset_dir, as the seed's tools had them."""
@@ -18,3 +20,13 @@ def new_parser(description):
     """An ArgumentParser whose usage errors exit 2 with one line, as argparse already does."""
     return argparse.ArgumentParser(description=description,
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_scale_lr_argument(parser):
+    """--scale_lr [RECIPE_TOTAL_BATCH]: rescale the LR schedule to this run's total batch."""
+    parser.add_argument("--scale_lr", type=int, nargs="?", const=RECIPE_TOTAL_BATCH, default=None,
+                        metavar="RECIPE_TOTAL_BATCH",
+                        help="rescale LearningRate.base_lr (linearly), PiecewiseDecay milestones "
+                             "and LinearWarmup steps from the total batch the recipe was tuned "
+                             f"for (default {RECIPE_TOTAL_BATCH}: 8 cards x 8 images) to this run's "
+                             "total batch (YoloTrainFeed.batch_size x cards)")

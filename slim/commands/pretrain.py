@@ -1,6 +1,6 @@
 """Pretrain the backbone as an object classifier on crops of a detection training set.
 
-    python -m slim.pretrain -c configs/yolov3_mobilenet_v1_demo.yml --out output/demo/pretrained_backbone
+    python -m slim pretrain -c configs/yolov3_mobilenet_v1_demo.yml --out output/demo/pretrained_backbone
         [--epochs 8] [--size 64] [--batch_size 32] [--lr 0.05] [-o KEY=VALUE ...]
 
 The published recipe starts the detector from an ImageNet-trained backbone.
@@ -180,9 +180,9 @@ def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=
 
     from slim.config import create
     from slim.data.loader import load_feed_records
-    from slim.distributed import use_all_cpu_threads
-    from slim.run_inputs import config_inputs
-    from slim.weights import check_weights_target, save_weights
+    from slim.engine.distributed import use_all_cpu_threads
+    from slim.io.run_inputs import config_inputs
+    from slim.io.weights import check_weights_target, save_weights
     check_weights_target(out, what="--out",
                          inputs=config_inputs(cfg, ("train_feed", "eval_feed"), *inputs))
     use_all_cpu_threads()
@@ -230,9 +230,8 @@ def pretrain_backbone(cfg, out, epochs=8, size=64, batch_size=32, lr=0.05, seed=
     return accuracies
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_arguments(parser):
+    """pretrain's flags (`python -m slim pretrain`)."""
     parser.add_argument("-c", "--config", required=True, help="detection config")
     parser.add_argument("--out", required=True, help="weights directory to write")
     parser.add_argument("--epochs", type=int, default=8)
@@ -241,16 +240,27 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=0.05, help="Momentum LR (cosine decay)")
     parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
                         help="detection config overrides")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(parser)
     return parser.parse_args(argv)
 
 
 @exit_on_user_error
 def main(argv=None):
+    """`python -m slim pretrain ARGS` in-process; exit code."""
+    return run(parse_args(argv))
+
+
+def run(args):
+    """Pretrain as `args` say; 0."""
     import paddle
 
     from slim.config import load_config
     stop_on_sigterm()  # again: paddle's import installed its own handler
-    args = parse_args(argv)
     if args.epochs < 1 or args.size < 32 or args.size % 32 or args.batch_size < 2:
         raise UserError("--epochs must be >= 1, --size a multiple of 32 (>= 32), "
                         "--batch_size >= 2")

@@ -1,11 +1,11 @@
 """`make demo`: the main job end to end on the embedded demo dataset, then the seed's table.
 
-    python -m slim.demo [--out output/demo] [--pretrain_epochs 10] [--baseline_epochs 12] [-o KEY=VALUE ...]
+    python -m slim demo [--out output/demo] [--pretrain_epochs 10] [--baseline_epochs 12] [-o KEY=VALUE ...]
 
 Steps, each run as the command a user would type (printed before it runs):
 
 1. `python -m slim.data.demo --out dataset/demo` (skipped when up to date);
-1b. `python -m slim.pretrain`: the backbone pretrained as a classifier on crops of the
+1b. `python -m slim pretrain`: the backbone pretrained as a classifier on crops of the
    training objects for `--pretrain_epochs` epochs (the recipe's ImageNet backbone, which a
    CPU demo has not got), written to `<out>/pretrained_backbone` (0 epochs: skipped);
 2. the baseline: `train.py` (plain training) from those `pretrain_weights` for
@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from slim.errors import INTERRUPTED_EXIT_CODE, Interrupted, UserError, exit_on_user_error
-from slim.output_places import (
+from slim.io.output_places import (
     WrittenFiles,
     check_output_dir,
     check_replaceable_dir,
@@ -59,9 +59,8 @@ RESULTS_JSON = "results.json"
 RESULT_FILES = (RESULTS_MARKDOWN, RESULTS_JSON)
 STEP_STOP_SECONDS = 10  # after Ctrl-C, how long a step may take to stop on its own
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_arguments(parser):
+    """demo's flags (`python -m slim demo`)."""
     parser.add_argument("--out", default="output/demo", help="where every result goes")
     parser.add_argument("--pretrain_epochs", type=int, default=10,
                         help="epochs of backbone pretraining on object crops (0: train from scratch)")
@@ -69,6 +68,12 @@ def parse_args(argv=None):
                         help="epochs (of max_iters iterations) of baseline training")
     parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for train.py and compress.py")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -164,7 +169,7 @@ def check_demo_places(places, inputs):
     """Before any work: every place the demo writes is writable and free (absent, empty or
     the demo's own), none is one of `inputs`; a one-line OutputPlaceError otherwise."""
     from slim.data.demo import check_demo_out
-    from slim.weights import check_weights_target
+    from slim.io.weights import check_weights_target
     check_output_dir(places.out, "--out", inputs)
     WrittenFiles(places.out).check(RESULT_FILES, "--out", inputs)
     check_demo_out(places.dataset)
@@ -222,7 +227,7 @@ def baseline_train_command(cfg, epochs, checkpoint_path, output_eval, pretrained
 
 def last_checkpoint(checkpoint_root):
     """The highest complete checkpoint (a UserError if there is none)."""
-    from slim.checkpoint import latest_complete_checkpoint
+    from slim.io.checkpoint import latest_complete_checkpoint
     checkpoint = latest_complete_checkpoint(checkpoint_root)
     if checkpoint is None:
         raise UserError(f"no complete checkpoint in '{checkpoint_root}'")
@@ -234,10 +239,10 @@ def write_model_final(checkpoint, config_path, target, overrides=()):
     parameter, Paddle's format): what the detection config's `weights` points to."""
     import paddle
 
-    from slim.checkpoint import read_checkpoint_tensors
     from slim.config import create, load_config
+    from slim.io.checkpoint import read_checkpoint_tensors
+    from slim.io.weights import save_weights
     from slim.model import build_eval_program
-    from slim.weights import save_weights
     paddle.enable_static()
     cfg = load_config(config_path, overrides)
     evaluation = build_eval_program(create(cfg["architecture"], cfg),
@@ -254,7 +259,7 @@ def write_model_final(checkpoint, config_path, target, overrides=()):
 def measure_latency(model_dirs, images, rounds=LATENCY_ROUNDS, threads=None):
     """Median Paddle Inference ms per image (batch 1) of each model dir, measured
     interleaved (model A, model B, A, B ...) so machine noise hits both alike."""
-    from slim import export
+    from slim.io import export
     threads = threads or (os.cpu_count() or 1)
     predictors = {name: export.inference_predictor(path, cpu_threads=threads)
                   for name, path in model_dirs.items()}
@@ -298,7 +303,12 @@ def results_table(rows):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """The demo with the flags in `argv` (uncaught UserErrors: see `cli`)."""
+    return run(parse_args(argv))
+
+
+def run(args):
+    """Every step of the demo as `args` say; 0 (a failed step raises)."""
     started = time.perf_counter()
     for path in (DETECTION_CONFIG, SLIM_CONFIG):
         if not os.path.isfile(path):
@@ -321,7 +331,7 @@ def main(argv=None):
         pretrained = places["pretrained_backbone"]
         timings["pretrain"] = run_step(
             f"pretrain the backbone: {args.pretrain_epochs} epochs on object crops",
-            _python("-m", "slim.pretrain", "-c", DETECTION_CONFIG, "--out", pretrained,
+            _python("-m", "slim", "pretrain", "-c", DETECTION_CONFIG, "--out", pretrained,
                     "--epochs", str(args.pretrain_epochs), *opt_items))
     timings["baseline"] = run_step(
         f"baseline: {args.baseline_epochs} epochs of plain training",
@@ -392,7 +402,7 @@ def main(argv=None):
     print("\n" + "\n".join(table))
     print("\n" + note)
     print(f"wrote {markdown} and {summary}")
-    return rows
+    return 0
 
 
 def _short_name(model_name):
@@ -402,8 +412,9 @@ def _short_name(model_name):
 
 @exit_on_user_error
 def cli(argv=None):
-    main(argv)
+    """`python -m slim demo ARGS` in-process: one-line errors, exit codes."""
+    return main(argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

@@ -35,8 +35,8 @@ import sys
 import tempfile
 
 from slim.errors import UserError, shorten
+from slim.io.output_places import WrittenFiles, check_output_file
 from slim.model.from_config import model_from_config
-from slim.output_places import WrittenFiles, check_output_file
 from slim.prune.flops import is_forward_op
 from slim.prune.op_specs import CONV, CONV_TRANSPOSE, OP_SPECS
 
@@ -45,7 +45,7 @@ class GraphRenderError(UserError):
     """The `dot` program failed to render the graph."""
 
 
-def add_inspect_arguments(parser):
+def add_arguments(parser):
     """Add the `inspect` options to `parser` (other subcommands' engineers extend this)."""
     parser.add_argument("-c", "--config", required=True,
                         help="detection config YAML, e.g. configs/yolov3_mobilenet_v1_voc.yml")
@@ -58,15 +58,15 @@ def add_inspect_arguments(parser):
     parser.add_argument("--image_shape", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
                         help="input shape to count FLOPs at (default: the eval feed's "
                              "image_shape, else 3 608 608)")
-    from slim.inspect_plan import add_plan_arguments
+    from slim.commands.inspect_plan import add_plan_arguments
     add_plan_arguments(parser)  # -s SLIM.yaml, --chart FILE.png: the pruning plan report
     return parser
 
 
-def run_inspect(args, out=None):
+def run(args, out=None):
     """Run `inspect` for parsed `args`; prints the table or JSON to `out` (stdout)."""
     out = out or sys.stdout
-    from slim.inspect_plan import check_plan_arguments, run_plan_inspect
+    from slim.commands.inspect_plan import check_plan_arguments, run_plan_inspect
     check_plan_arguments(args)
     check_file_outputs(args)
     if getattr(args, "slim_file", None):

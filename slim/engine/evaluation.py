@@ -1,26 +1,24 @@
-"""Scoring detections: the eval loop shared by training and eval.py, and eval.py's job.
-
-    python eval.py -m checkpoints/9/eval_model/ --model_name __model__ --params_name __params__ \
-        -c configs/yolov3_mobilenet_v1_voc.yml -d dataset/voc [--output_eval out/]
+"""Scoring detections: the eval loop shared by training, strategies and eval.py, the metric
+of a config, and the eval result files (`--output_eval`).
 
 The metric comes from the detection config's `metric` key: VOC mAP (`map_type`
 11point or integral, difficult objects ignored) or COCO mAP (pycocotools; a
 COCO dataset's own annotation JSON, or for VOC-format data a ground truth built
-from the eval records). eval.py prints mAP and per-class AP; with
-`--output_eval DIR` it writes `DIR/eval_result.json` (and `DIR/bbox.json`, the
-COCO detections, for COCO). `--output_eval` is checked before the model is
-loaded (writable, not an input, and no file of those names there that the tool
-did not write: a user's file is never replaced).
+from the eval records). `--output_eval DIR` gets `DIR/eval_result.json` (and
+`DIR/bbox.json`, the COCO detections, for COCO); it is checked before work
+(writable, not an input, and no file of those names there that the tool did
+not write: a user's file is never replaced).
 """
 import os
 import sys
 
 import numpy as np
 
-from slim.errors import DataError, UserError, shorten, stop_on_sigterm
-from slim.output_places import WrittenFiles, check_output_dir
+from slim.errors import DataError, UserError, shorten
+from slim.io.output_places import WrittenFiles, check_output_dir
 
 RESULT_FILE = "eval_result.json"
+
 COCO_DETECTIONS_FILE = "bbox.json"
 
 
@@ -32,7 +30,6 @@ def _ground_truths(batch):
         truths.append((boxes[keep], classes[keep], difficult[keep]))
     return truths
 
-
 def check_class_count(num_classes, class_names, feed_name):
     """DataError when the config's `num_classes` (the model's outputs) differs from the number
     of classes of the feed's dataset (its label list or categories): objects of the classes
@@ -43,7 +40,6 @@ def check_class_count(num_classes, class_names, feed_name):
     raise DataError(f"num_classes is {num_classes} but the dataset of {feed_name} has {len(names)} "
                     f"classes ({shorten(', '.join(map(str, names)), 120)}); set -o "
                     f"num_classes={len(names)} or name the label list the model was trained with")
-
 
 def make_metric(cfg, eval_loader, json_path=None):
     """The metric of `cfg` (`metric`, `num_classes`, `map_type`) ready to score `eval_loader`,
@@ -71,7 +67,6 @@ def make_metric(cfg, eval_loader, json_path=None):
     return create_metric(name, num_classes=num_classes, coco_gt=coco_gt,
                          label_to_category_id=category_ids, json_path=json_path)
 
-
 def detections_of_run(results, split):
     """Per-image detection arrays from the fetched results of one batch.
 
@@ -88,7 +83,6 @@ def detections_of_run(results, split):
         return [bbox] if split == 1 else None
     offsets = lod[0]
     return [bbox[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
-
 
 def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metric,
              progress=True, description="eval"):
@@ -114,7 +108,6 @@ def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metr
             metric.update(detections, batch["im_id"])
     return metric.accumulate()
 
-
 def check_image_shape(program, feed_name, image_shape, source):
     """UserError when `program` declares a fixed input size other than the feed's image_shape."""
     var = program.global_block().vars.get(feed_name)
@@ -125,7 +118,6 @@ def check_image_shape(program, feed_name, image_shape, source):
     if any(d > 0 and d != w for d, w in zip(declared, wanted)):
         raise UserError(f"the model takes images of {declared}, but {source}.image_shape is "
                         f"{wanted}; set -o {source}.image_shape={declared}")
-
 
 def result_summary(result, class_names, metric_name):
     """A JSON-able summary: metric, mAP, COCO stats if any, per-class AP by class name."""
@@ -139,11 +131,9 @@ def result_summary(result, class_names, metric_name):
             summary[key] = value
     return summary
 
-
 def result_file_names(metric_name):
     """The files an evaluation writes into --output_eval for the metric `metric_name`."""
     return [RESULT_FILE] + ([COCO_DETECTIONS_FILE] if metric_name == "COCO" else [])
-
 
 def check_output_eval(output_eval, names, inputs=()):
     """Before any work: --output_eval can be written, is none of `inputs`, and none of the
@@ -152,12 +142,10 @@ def check_output_eval(output_eval, names, inputs=()):
     check_output_dir(output_eval, "--output_eval", inputs)
     WrittenFiles(output_eval).check(names, "--output_eval", inputs)
 
-
 def write_result_json(out_dir, summary):
     """Write `summary` to out_dir/eval_result.json atomically (recorded as the tool's, so a
     later run may replace it, and refused if a file of that name is not); return the path."""
     return WrittenFiles(out_dir).write_json(RESULT_FILE, summary)
-
 
 def record_detections_json(out_dir, metric):
     """Record the COCO detections file that `metric` wrote into `out_dir` as the tool's
@@ -165,51 +153,3 @@ def record_detections_json(out_dir, metric):
     json_path = getattr(metric, "json_path", None)
     if json_path and os.path.isfile(json_path):
         WrittenFiles(out_dir).record(os.path.basename(json_path))
-
-
-def run_eval(args):
-    """Entry of eval.py: score a saved model on the eval feed's dataset."""
-    import paddle
-
-    from slim import distributed, export
-    from slim.config import create, load_config
-    from slim.data import set_dataset_dir
-    from slim.data.loader import build_eval_loader
-    from slim.metrics import format_metric_report, resolve_metric_name
-    paddle.enable_static()
-    stop_on_sigterm()  # again: paddle's import installed its own handler
-    cfg = load_config(args.config, args.opt)
-    set_dataset_dir(cfg, args.dataset_dir)
-    if not cfg.get("eval_feed"):
-        raise UserError(f"{args.config}: eval_feed is not set; name the eval data feed "
-                        "(e.g. eval_feed: YoloEvalFeed)")
-    metric_name = resolve_metric_name(cfg.get("metric", "VOC"))
-    if args.output_eval:
-        from slim.run_inputs import config_inputs
-        check_output_eval(args.output_eval, result_file_names(metric_name),
-                          config_inputs(cfg, ("eval_feed",), args.config, args.model_path))
-    env = distributed.DistributedEnv()
-    place = distributed.select_place(cfg.get("use_gpu", False), env, log=_stderr)
-    executor = paddle.static.Executor(place)
-    scope = paddle.static.Scope()
-    program, feed_names, fetch_vars = export.load_exported_program(
-        args.model_path, executor, scope, args.model_name, args.params_name)
-    feed = create(cfg["eval_feed"], cfg)
-    check_image_shape(program, "image", feed.image_shape, cfg["eval_feed"])
-    loader = build_eval_loader(feed)
-    json_path = (os.path.join(args.output_eval, COCO_DETECTIONS_FILE)
-                 if args.output_eval else None)
-    metric = make_metric(cfg, loader, json_path=json_path)
-    result = evaluate(executor, program, feed_names, fetch_vars, scope, loader, metric)
-    print(f"{metric_name} evaluation of {args.model_path} on {len(loader.records)} images")
-    print(format_metric_report(result, loader.label_names))
-    if args.output_eval:
-        summary = result_summary(result, loader.label_names, metric_name)
-        summary.update(model_path=args.model_path, num_images=len(loader.records))
-        record_detections_json(args.output_eval, metric)
-        print(f"wrote {write_result_json(args.output_eval, summary)}")
-    return result
-
-
-def _stderr(message):
-    print(message, file=sys.stderr)

@@ -1,0 +1,488 @@
+#!/usr/bin/env python
+"""Converged accuracy benchmark of the pruning methods on the demo dataset (issue #11).
+
+    python bench/accuracy.py [--methods seed,auto] [--quick] [--threads N] [--out output/accuracy]
+
+Steps, each the command a user would type (run as a subprocess, its output in a log file
+under --out; a progress line with elapsed time and ETA per step):
+
+1. the dataset: `python -m slim.data.demo` (skipped when up to date);
+2. the backbone pretrained on object crops: `python -m slim.pretrain`;
+3. the baseline: `train.py --eval` for the recipe's iterations, with decays at 60% and 80%
+   of them, so the last fifth runs at the final LR and shows whether it has converged
+   (its mAP gained less than CONVERGED_GAIN points over that fifth);
+   2 and 3 are cached under `<out>/cache/<hash>/`, the hash of everything they depend on
+   (config file, recipe, Paddle version): a rerun skips them;
+4. the control: the baseline trained on for the fine-tuning budget with no pruning
+   (`compress.py` with a slim config that has no strategy), once per seed;
+5. each method of --methods: `compress.py -s <its slim config>` from the baseline, for the
+   same budget, once per seed;
+6. the table (FLOPs, params, size, mAP mean and spread over seeds, drop against the
+   control), printed and written to `<out>/accuracy.json` (and, in the full mode, to
+   bench/results/accuracy.json).
+
+A method is one entry of METHODS (name -> slim config). --quick runs every step on a tiny
+dataset for a few iterations: a smoke run of minutes whose numbers mean nothing.
+"""
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from slim.errors import UserError, exit_on_user_error  # noqa: E402
+
+DETECTION_CONFIG = "configs/yolov3_mobilenet_v1_accuracy.yml"
+RESULTS_JSON = os.path.join("bench", "results", "accuracy.json")
+CONTROL = "control"
+BASELINE = "baseline"
+BENCH_MARKER = ".accuracy-bench"  # in every directory this bench makes (and may empty)
+CONVERGED_GAIN = 1.0  # mAP points: the baseline's most over the last fifth of its schedule
+CONVERGED_FRACTION = 0.2
+ETA_PRIOR_SECONDS = 120.0
+FEEDS = ("YoloTrainFeed", "YoloEvalFeed", "YoloTestFeed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A pruning method: the slim config whose strategies compress.py runs."""
+    slim_config: str
+    description: str
+
+
+METHODS = {
+    "seed": Method("configs/yolov3_mobilenet_v1_demo_slim.yaml",
+                   "uniform l1, -50% FLOPs over the seed's 24 params"),
+    "auto": Method("configs/yolov3_mobilenet_v1_auto_slim.yaml",
+                   "uniform l1, -50% FLOPs over every prunable conv"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything the dataset, the pretraining, the baseline and the fine-tuning runs
+    depend on besides the config file. `epoch_iterations` is compress.py's epoch
+    (max_iters); `seconds_per_iteration` and `pretrain_seconds` only feed the ETA."""
+    dataset_dir: str
+    train_images: int
+    test_images: int
+    dataset_seed: int
+    pretrain_epochs: int
+    baseline_iterations: int
+    snapshot_iter: int
+    epoch_iterations: int
+    finetune_epochs: int
+    seeds: tuple
+    decay_fractions: tuple = (0.6, 0.8)
+    warmup_steps: int = 50
+    seconds_per_iteration: float = 0.6
+    pretrain_seconds: float = 600.0
+
+    @property
+    def finetune_iterations(self):
+        return self.finetune_epochs * self.epoch_iterations
+
+
+# RECIPE_NOTE: the full recipe, measured (see bench/results/accuracy_baseline_curve.json).
+FULL = Recipe(dataset_dir="dataset/accuracy", train_images=2000, test_images=1000, dataset_seed=0,
+              pretrain_epochs=3, baseline_iterations=3000, snapshot_iter=250, epoch_iterations=250,
+              finetune_epochs=3, seeds=(0, 1))
+QUICK = Recipe(dataset_dir="dataset/accuracy_quick", train_images=48, test_images=24,
+               dataset_seed=0, pretrain_epochs=1, baseline_iterations=20, snapshot_iter=10,
+               epoch_iterations=5, finetune_epochs=2, seeds=(0, 1), warmup_steps=2,
+               pretrain_seconds=30.0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated methods, of: {', '.join(METHODS)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run of minutes on a tiny dataset (its numbers mean nothing)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of every step (default: OMP_NUM_THREADS or all cores); "
+                             "1 also loads data in the main process (num_workers=0)")
+    parser.add_argument("--out", default=None,
+                        help="where runs and logs go (default: output/accuracy[_quick])")
+    return parser.parse_args(argv)
+
+
+def selected_methods(text):
+    """The METHODS entries named in the comma-separated `text`, in its order."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise UserError(f"--methods '{text}': unknown method(s) {', '.join(unknown) or '(none)'}; "
+                        f"valid: {', '.join(METHODS)}")
+    return {name: METHODS[name] for name in names}
+
+
+def config_hash(*parts):
+    """Hex SHA-256 of `parts` as canonical JSON (dataclasses as dicts, tuples as lists)."""
+    def plain(value):
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    text = json.dumps([plain(part) for part in parts], sort_keys=True, default=list)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def baseline_key(config_text, recipe, overrides, paddle_version):
+    """The cache key of the pretraining and the baseline: the config file's text, the
+    recipe fields they depend on, the overrides, the Paddle version."""
+    fields = {name: getattr(recipe, name) for name in (
+        "dataset_dir", "train_images", "test_images", "dataset_seed", "pretrain_epochs",
+        "baseline_iterations", "snapshot_iter", "decay_fractions", "warmup_steps")}
+    return config_hash(config_text, fields, list(overrides), paddle_version)
+
+
+def schedule_override(iterations, decay_fractions, warmup_steps):
+    """The `-o` item of an LR schedule over `iterations`: linear warm-up, then x0.1 at each
+    of `decay_fractions` of the iterations."""
+    milestones = sorted({max(1, int(iterations * fraction)) for fraction in decay_fractions})
+    return (f"LearningRate.schedulers=[!PiecewiseDecay {{gamma: 0.1, milestones: {milestones}}}, "
+            f"!LinearWarmup {{start_factor: 0., steps: {min(warmup_steps, iterations)}}}]")
+
+
+def feed_overrides(recipe, threads):
+    """`-o` items every step gets: the recipe's dataset, and one data process per step on
+    one thread (worker processes would use other cores)."""
+    items = [f"{feed}.dataset.dataset_dir={recipe.dataset_dir}" for feed in FEEDS]
+    if threads == 1:
+        items += [f"{feed}.num_workers=0" for feed in ("YoloTrainFeed", "YoloEvalFeed")]
+    return items
+
+
+def map_curve(summary, snapshot_iter):
+    """[(iteration, mAP %)] of a train.py summary's history (epoch e ends at iteration
+    (e + 1) x snapshot_iter)."""
+    return [((entry["epoch"] + 1) * snapshot_iter, 100.0 * entry["mAP"])
+            for entry in summary["history"]]
+
+
+def last_fifth_gain(curve, fraction=CONVERGED_FRACTION):
+    """mAP points gained from the last evaluation at or before (1 - fraction) of the
+    schedule to the final one; None when no evaluation is that early."""
+    end = curve[-1][0]
+    earlier = [value for iteration, value in curve if iteration <= (1 - fraction) * end]
+    return curve[-1][1] - earlier[-1] if earlier else None
+
+
+def spread(values):
+    """(mean, max - min) of `values`."""
+    return sum(values) / len(values), max(values) - min(values)
+
+
+def eta_seconds(done_expected, done_actual, remaining_expected, prior=ETA_PRIOR_SECONDS):
+    """Seconds left: the remaining expected seconds, scaled by how the finished steps
+    compared with what was expected of them (with `prior` seconds of 'as expected' mixed
+    in, so that a few seconds' step does not swing the estimate)."""
+    return remaining_expected * (done_actual + prior) / (done_expected + prior)
+
+
+def method_rows(runs, baseline):
+    """The table's rows: the baseline, then one per method of `runs` ({method: [run
+    summaries, one per seed]}), the control first; mAP in points, drop against the
+    control's mean."""
+    rows = [dict(baseline, method=BASELINE, seeds=1, map_spread=0.0, drop=None)]
+    control_mean = spread([run["map"] for run in runs[CONTROL]])[0] if CONTROL in runs else None
+    for method, seed_runs in runs.items():
+        mean, width = spread([run["map"] for run in seed_runs])
+        first = seed_runs[0]
+        rows.append({"method": method, "flops": first["flops"], "params": first["params"],
+                     "size_mb": first["size_mb"], "map": mean, "map_spread": width,
+                     "map_per_seed": [run["map"] for run in seed_runs], "seeds": len(seed_runs),
+                     "drop": None if control_mean is None else control_mean - mean})
+    return rows
+
+
+def results_table(rows):
+    """Markdown lines of `rows` (see method_rows)."""
+    base_flops = rows[0]["flops"]
+    lines = ["| method | FLOPs | params | size | mAP (VOC 11-point) | spread over seeds | "
+             "drop vs control |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        drop = "" if row["drop"] is None else f"{row['drop']:+.2f}"
+        spread_text = "" if row["seeds"] < 2 else f"{row['map_spread']:.2f} ({row['seeds']} seeds)"
+        lines.append(f"| {row['method']} | {100 * row['flops'] / base_flops:.1f}% "
+                     f"({row['flops'] / 1e6:.1f} M) | {row['params'] / 1e6:.3f} M | "
+                     f"{row['size_mb']:.2f} MB | {row['map']:.2f} | {spread_text} | {drop} |")
+    return lines
+
+
+class Progress:
+    """Progress lines: step i/n, elapsed, ETA from the expected seconds of each step."""
+
+    def __init__(self, expected):
+        self.expected = dict(expected)  # step name -> expected seconds
+        self.started = time.perf_counter()
+        self.done_expected = 0.0
+        self.done_actual = 0.0
+        self.done = []
+
+    def begin(self, name):
+        remaining = sum(seconds for step, seconds in self.expected.items() if step not in self.done)
+        eta = eta_seconds(self.done_expected, self.done_actual, remaining)
+        print(f"[{len(self.done) + 1}/{len(self.expected)}] {name} | elapsed "
+              f"{_minutes(time.perf_counter() - self.started)}, ETA {_minutes(eta)}", flush=True)
+        return time.perf_counter()
+
+    def end(self, name, began, skipped=False):
+        seconds = time.perf_counter() - began
+        if not skipped:
+            self.done_expected += self.expected[name]
+            self.done_actual += seconds
+        self.done.append(name)
+        print(f"    {name}: {'cached' if skipped else _minutes(seconds)}", flush=True)
+        return seconds
+
+
+def _minutes(seconds):
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def run_logged(command, log_path, env):
+    """Run `command` with its output in `log_path`; a UserError naming the log on failure."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if process.returncode != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            tail = log.read().strip().splitlines()[-1:]
+        raise UserError(f"step failed (exit {process.returncode}): {' '.join(command[1:4])} ...; "
+                        f"last line: {tail[0] if tail else '(none)'}; log: {log_path}")
+
+
+def fresh_dir(path):
+    """`path` as a new empty directory marked as the bench's; a UserError if it exists and
+    is not (nothing of anyone else's is removed)."""
+    if os.path.lexists(path):
+        if not os.path.isfile(os.path.join(path, BENCH_MARKER)):
+            raise UserError(f"'{path}' exists and was not made by bench/accuracy.py (no "
+                            f"{BENCH_MARKER}); move it away or choose another --out")
+        shutil.rmtree(path)
+    os.makedirs(path)
+    open(os.path.join(path, BENCH_MARKER), "w").close()
+    return path
+
+
+def _python(*arguments):
+    return [sys.executable, *arguments]
+
+
+def module_cli(*candidates):
+    """The first importable module of `candidates` (slim's modules are being re-laid out:
+    the CLI stays, its module path may move)."""
+    import importlib.util
+    for name in candidates:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise UserError(f"none of {', '.join(candidates)} is importable: run from the project root")
+
+
+@dataclasses.dataclass
+class Bench:
+    """One bench run: where it writes, the environment of its steps, its progress."""
+    recipe: Recipe
+    out: str
+    env: dict
+    overrides: list
+    progress: Progress
+
+    def step(self, name, command, log_name):
+        began = self.progress.begin(name)
+        run_logged(command, os.path.join(self.out, "logs", log_name), self.env)
+        return self.progress.end(name, began)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def write_json(path, value):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=1)
+    os.replace(temporary, path)
+    return path
+
+
+def make_dataset(bench):
+    recipe = bench.recipe
+    bench.step("dataset", _python("-m", "slim.data.demo", "--out", recipe.dataset_dir,
+                                  "--train", str(recipe.train_images), "--test",
+                                  str(recipe.test_images), "--seed", str(recipe.dataset_seed)),
+               "dataset.log")
+
+
+def cached_baseline(bench, cache_dir):
+    """Pretraining and baseline in `cache_dir`, skipped when its baseline.json exists;
+    the baseline's record (curve, mAP, convergence, model_final, FLOPs, params, size)."""
+    record_path = os.path.join(cache_dir, "baseline.json")
+    recipe = bench.recipe
+    if os.path.isfile(record_path):
+        for name in ("pretrain", BASELINE):
+            bench.progress.end(name, bench.progress.begin(name + " (cached: " + cache_dir + ")"),
+                               skipped=True)
+        return read_json(record_path)
+    fresh_dir(cache_dir)
+    pretrained = os.path.join(cache_dir, "pretrained_backbone")
+    bench.step("pretrain", _python("-m", module_cli("slim.pretrain", "slim.commands.pretrain"),
+                                   "-c", DETECTION_CONFIG, "--out", pretrained, "--epochs",
+                                   str(recipe.pretrain_epochs), "-o", *bench.overrides),
+               "pretrain.log")
+    checkpoints = os.path.join(cache_dir, "checkpoints")
+    eval_dir = os.path.join(cache_dir, "eval")
+    schedule = schedule_override(recipe.baseline_iterations, recipe.decay_fractions,
+                                 recipe.warmup_steps)
+    seconds = bench.step(BASELINE, _python(
+        "train.py", "-c", DETECTION_CONFIG, "-o", "weights=null", schedule,
+        f"pretrain_weights={pretrained}", f"max_iters={recipe.baseline_iterations}",
+        f"snapshot_iter={recipe.snapshot_iter}", *bench.overrides, "--eval",
+        "--checkpoint_path", checkpoints, "--output_eval", eval_dir), "baseline.log")
+    record = baseline_record(eval_dir, checkpoints, recipe.snapshot_iter, seconds)
+    write_json(record_path, record)
+    return record
+
+
+def baseline_record(eval_dir, checkpoints, snapshot_iter, seconds):
+    """What the bench keeps of a baseline train.py run (--output_eval `eval_dir`,
+    --checkpoint_path `checkpoints`): its mAP curve, final mAP, last-fifth gain and
+    whether it converged, model_final, FLOPs, params, parameter file size, seconds."""
+    summary = read_json(os.path.join(eval_dir, "train_summary.json"))
+    curve = map_curve(summary, snapshot_iter)
+    gain = last_fifth_gain(curve)
+    return {"curve": [{"iteration": it, "map": value} for it, value in curve],
+            "map": curve[-1][1], "last_fifth_gain": gain,
+            "converged": gain is not None and gain < CONVERGED_GAIN,
+            "model_final": os.path.join(checkpoints, "model_final"),
+            "flops": summary["flops_after"], "params": summary["params_after"],
+            "size_mb": _params_mb(summary["last_checkpoint"]), "train_seconds": seconds}
+
+
+def _params_mb(checkpoint):
+    return os.path.getsize(os.path.join(checkpoint, "eval_model", "__params__")) / 2 ** 20
+
+
+def run_slim_config(slim_config):
+    """The slim config of one fine-tuning run: `slim_config` (None: no strategy, the
+    control) with the compressor's epochs, evaluation and checkpoint place replaced."""
+    if slim_config is None:
+        return {"version": 1.0, "compressor": {"strategies": []}}
+    with open(os.path.join(ROOT, slim_config), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def finetune(bench, method, slim_config, seed, model_final):
+    """One compress.py run from the baseline: its summary (mAP, FLOPs, params, size)."""
+    recipe = bench.recipe
+    run_dir = fresh_dir(os.path.join(bench.out, "runs", f"{method}_seed{seed}"))
+    config = run_slim_config(slim_config)
+    config["compressor"].update({"epoch": recipe.finetune_epochs,
+                                 "eval_epoch": recipe.finetune_epochs,
+                                 "checkpoint_path": os.path.join(run_dir, "checkpoints")})
+    config_path = os.path.join(run_dir, "slim.yaml")
+    with open(config_path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
+    schedule = schedule_override(recipe.finetune_iterations, recipe.decay_fractions,
+                                 recipe.warmup_steps)
+    seconds = bench.step(f"{method} seed {seed}", _python(
+        "compress.py", "-s", config_path, "-c", DETECTION_CONFIG, "-o", f"weights={model_final}",
+        f"random_seed={seed}", f"max_iters={recipe.epoch_iterations}", schedule,
+        *bench.overrides, "--output_eval", run_dir), f"{method}_seed{seed}.log")
+    summary = read_json(os.path.join(run_dir, "compress_summary.json"))
+    return {"seed": seed, "map": 100.0 * summary["history"][-1]["mAP"],
+            "flops": summary["flops_after"], "params": summary["params_after"],
+            "size_mb": _params_mb(summary["last_checkpoint"]), "seconds": seconds}
+
+
+def expected_seconds(recipe, methods, cached):
+    """Step name -> expected seconds (for the ETA)."""
+    steps = {"dataset": 60.0 * recipe.train_images / 2000,
+             "pretrain": 0.0 if cached else recipe.pretrain_seconds,
+             BASELINE: 0.0 if cached else recipe.baseline_iterations * recipe.seconds_per_iteration}
+    for method in [CONTROL, *methods]:
+        for seed in recipe.seeds:
+            steps[f"{method} seed {seed}"] = recipe.finetune_iterations * recipe.seconds_per_iteration
+    return steps
+
+
+def paddle_version():
+    for distribution in ("paddlepaddle", "paddlepaddle-gpu"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def step_env(threads):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   CPU_NUM=str(threads))
+    return env
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    methods = selected_methods(args.methods)
+    recipe = QUICK if args.quick else FULL
+    out = args.out or ("output/accuracy_quick" if args.quick else "output/accuracy")
+    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    os.chdir(ROOT)
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    overrides = feed_overrides(recipe, threads)
+    with open(DETECTION_CONFIG, encoding="utf-8") as handle:
+        key = baseline_key(handle.read(), recipe, overrides, paddle_version())
+    cache_dir = os.path.join(out, "cache", key[:16])
+    cached = os.path.isfile(os.path.join(cache_dir, "baseline.json"))
+    bench = Bench(recipe, out, step_env(threads), overrides,
+                  Progress(expected_seconds(recipe, methods, cached)))
+    print(f"accuracy bench: {DETECTION_CONFIG}, methods {', '.join(methods)}, seeds "
+          f"{list(recipe.seeds)}, {threads} thread(s), logs in {out}/logs", flush=True)
+    make_dataset(bench)
+    baseline = cached_baseline(bench, cache_dir)
+    gain = baseline["last_fifth_gain"]
+    print(f"    baseline mAP {baseline['map']:.2f}, last fifth of its schedule gained "
+          f"{'n/a' if gain is None else f'{gain:.2f}'} points: "
+          f"{'converged' if baseline['converged'] else 'NOT converged'}", flush=True)
+    runs = {}
+    for method, slim_config in [(CONTROL, None), *[(n, m.slim_config) for n, m in methods.items()]]:
+        runs[method] = [finetune(bench, method, slim_config, seed, baseline["model_final"])
+                        for seed in recipe.seeds]
+    rows = method_rows(runs, baseline)
+    lines = results_table(rows)
+    total = time.perf_counter() - bench.progress.started
+    result = {"config": DETECTION_CONFIG, "recipe": dataclasses.asdict(recipe),
+              "quick": args.quick, "threads": threads, "paddle": paddle_version(),
+              "methods": {name: dataclasses.asdict(method) for name, method in methods.items()},
+              "baseline": baseline, "rows": rows, "runs": runs, "total_seconds": total}
+    written = [write_json(os.path.join(out, "accuracy.json"), result)]
+    if not args.quick:
+        written.append(write_json(RESULTS_JSON, result))
+    print("\n" + "\n".join(lines))
+    print(f"\n{recipe.test_images} test images; mAP in points; drop = control mean - method mean; "
+          f"total {_minutes(total)} on {threads} thread(s); wrote {', '.join(written)}")
+    return result
+
+
+@exit_on_user_error
+def cli(argv=None):
+    main(argv)
+
+
+if __name__ == "__main__":
+    cli()

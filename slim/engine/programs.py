@@ -1,0 +1,99 @@
+"""The train and eval programs of one model, with the optimizer and the pruning plans so far.
+
+`ProgramSet` owns them. Pruning plans are applied to both and to the scope; on
+several cards the train program (whose fleet all-reduce ops the pruning engine
+does not analyse) is rebuilt from the model with every plan applied before its
+optimizer and collective ops are added, so the engine only ever sees
+single-card programs.
+"""
+
+TRAIN_FEEDS = ("image", "gt_box", "gt_label", "gt_score")
+
+LOSS_FETCHES = ("loss", "loss_0", "loss_1", "loss_2")
+
+
+class ProgramSet:
+    """Train + eval programs of `model` with the optimizer, the LR scheduler and the pruning
+    plans applied so far.
+
+    Args:
+        model: a built YOLOv3 (from `slim.config.create`).
+        eval_image_shape: [3, H, W] of the eval program's input.
+        optimizer_builder: an OptimizerBuilder config module instance.
+        scheduler: the paddle LR scheduler every optimizer built here uses (one object,
+            so the schedule continues across rebuilds).
+        env: the DistributedEnv; with several workers the train program is fleet-wrapped.
+        sync_bn: synchronize batch norm across cards (norm_type sync_bn).
+        build_hooks: hooks (`slim.engine.HookBase`) whose `build_train_program` is called on
+            every build of the train program, before its optimizer is added.
+    """
+
+    def __init__(self, model, eval_image_shape, optimizer_builder, scheduler, env, sync_bn=False,
+                 build_hooks=()):
+        self.model = model
+        self.build_hooks = list(build_hooks)
+        self.eval_image_shape = list(eval_image_shape)
+        self.optimizer_builder = optimizer_builder
+        self.scheduler = scheduler
+        self.env = env
+        self.sync_bn = sync_bn
+        self.plans = []
+        self.train, self.eval = self._build(distributed=env.is_distributed)
+        self.startup = self.train.startup
+
+    def _build(self, distributed):
+        """Fresh programs with every plan so far applied, then the optimizer (and, when
+        `distributed`, fleet's collective ops) added to the train program."""
+        import paddle
+
+        from slim.engine import distributed as distributed_lib
+        from slim.engine.optimizer import build_optimizer
+        from slim.model import build_eval_program, build_train_program
+        from slim.prune import apply_plan
+        train = build_train_program(self.model, image_shape=[3, None, None])
+        evaluation = build_eval_program(self.model, image_shape=self.eval_image_shape)
+        for plan in self.plans:
+            apply_plan(plan, [train.program, evaluation.program], scope=None,
+                       startup_programs=[train.startup])
+        for hook in self.build_hooks:
+            hook.build_train_program(train, train.startup)
+        env = self.env if distributed else distributed_lib.DistributedEnv()
+        # A fresh name guard: accumulator names (conv1_weights_velocity_0, learning_rate_0)
+        # are the same in every build, so checkpoints load into rebuilt programs.
+        with paddle.static.program_guard(train.program, train.startup), \
+                paddle.utils.unique_name.guard():
+            optimizer = build_optimizer(self.optimizer_builder, self.scheduler)
+            distributed_lib.minimize(optimizer, train.fetches["loss"], train.startup, env,
+                                     sync_bn=self.sync_bn)
+        return train, evaluation
+
+    def plan(self, pruned_params, target_ratio, criterion, scope):
+        """A PrunePlan removing `target_ratio` of the FLOPs of the current model (nothing changes)."""
+        from slim.prune import plan_pruning
+        analysed = self.train if not self.env.is_distributed else self._build(distributed=False)[0]
+        return plan_pruning(analysed.program, scope, pruned_params, target_ratio=target_ratio,
+                            criterion=criterion, flops_program=self.eval.program)
+
+    def apply(self, plan, scope):
+        """Prune the programs and every tensor of the plan's groups in `scope` (parameters,
+        BN statistics, momentum accumulators)."""
+        from slim.prune import apply_plan
+        if not self.env.is_distributed:
+            apply_plan(plan, [self.train.program, self.eval.program], scope,
+                       startup_programs=[self.train.startup])
+            self.plans.append(plan)
+            return
+        analysed_train, analysed_eval = self._build(distributed=False)
+        apply_plan(plan, [analysed_train.program, analysed_eval.program], scope)
+        self.plans.append(plan)
+        self.train, self.eval = self._build(distributed=True)
+
+    def flops(self):
+        """FLOPs (MACs per image) of the eval program as it is now."""
+        from slim.prune.flops import program_flops
+        return program_flops(self.eval.program)
+
+    def params(self):
+        """Parameter count of the eval program as it is now."""
+        from slim.prune.flops import program_params
+        return program_params(self.eval.program)

@@ -1,0 +1,124 @@
+"""The pure helpers of bench/accuracy.py: cache key, schedule, convergence, table, ETA."""
+import importlib.util
+import os
+
+import pytest
+
+from slim.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_accuracy", os.path.join(ROOT, "bench", "accuracy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+def test_the_cache_key_changes_with_each_input_and_only_with_them():
+    recipe = bench.FULL
+    key = bench.baseline_key("config text", recipe, ["a=1"], "3.3.1")
+    assert key == bench.baseline_key("config text", recipe, ["a=1"], "3.3.1")
+    changed = [
+        bench.baseline_key("config text!", recipe, ["a=1"], "3.3.1"),
+        bench.baseline_key("config text", recipe, ["a=2"], "3.3.1"),
+        bench.baseline_key("config text", recipe, ["a=1"], "2.6.2"),
+        bench.baseline_key("config text", bench.dataclasses.replace(recipe, test_images=7),
+                           ["a=1"], "3.3.1"),
+        bench.baseline_key("config text", bench.dataclasses.replace(recipe, pretrain_epochs=9),
+                           ["a=1"], "3.3.1"),
+        bench.baseline_key("config text", bench.dataclasses.replace(
+            recipe, decay_fractions=(0.5, 0.8)), ["a=1"], "3.3.1"),
+    ]
+    assert len({key, *changed}) == len(changed) + 1
+    # the fine-tuning runs are not cached: their settings leave the baseline's key alone
+    unchanged = [bench.dataclasses.replace(recipe, finetune_epochs=9),
+                 bench.dataclasses.replace(recipe, seeds=(5,)),
+                 bench.dataclasses.replace(recipe, seconds_per_iteration=9.0)]
+    assert {bench.baseline_key("config text", r, ["a=1"], "3.3.1") for r in unchanged} == {key}
+
+
+def test_the_schedule_decays_at_its_fractions_after_a_bounded_warm_up():
+    assert bench.schedule_override(3000, (0.6, 0.8), 50) == (
+        "LearningRate.schedulers=[!PiecewiseDecay {gamma: 0.1, milestones: [1800, 2400]}, "
+        "!LinearWarmup {start_factor: 0., steps: 50}]")
+    assert "steps: 10}" in bench.schedule_override(10, (0.6, 0.8), 50)
+
+
+def test_the_curve_and_the_last_fifth_gain():
+    summary = {"history": [{"epoch": e, "mAP": m} for e, m in
+                           enumerate([0.1, 0.3, 0.4, 0.45, 0.452])]}
+    curve = bench.map_curve(summary, 200)
+    assert curve == [(200, 10.0), (400, 30.0), (600, 40.0), (800, 45.0), (1000, 45.2)]
+    assert bench.last_fifth_gain(curve) == pytest.approx(0.2)  # 45.2 at 1000 - 45.0 at 800
+    assert bench.last_fifth_gain(curve[:1]) is None
+    # the last evaluation at or before 80% counts (700 here), not the first after it
+    assert bench.last_fifth_gain([(300, 10.0), (700, 20.0), (1000, 21.0)]) == pytest.approx(1.0)
+
+
+def test_rows_give_the_mean_spread_and_drop_against_the_control():
+    baseline = {"map": 50.0, "flops": 200, "params": 1000, "size_mb": 4.0}
+    def run(value, flops):
+        return {"map": value, "flops": flops, "params": flops * 5, "size_mb": flops / 50}
+    runs = {"control": [run(52.0, 200), run(51.0, 200)], "seed": [run(49.0, 100), run(48.0, 100)]}
+    rows = bench.method_rows(runs, baseline)
+    assert [row["method"] for row in rows] == ["baseline", "control", "seed"]
+    assert rows[1]["map"] == 51.5 and rows[1]["map_spread"] == 1.0 and rows[1]["drop"] == 0.0
+    assert rows[2]["map"] == 48.5 and rows[2]["drop"] == 3.0 and rows[2]["map_per_seed"] == [49.0, 48.0]
+    lines = bench.results_table(rows)
+    assert lines[2] == "| baseline | 100.0% (0.0 M) | 0.001 M | 4.00 MB | 50.00 |  |  |"
+    assert lines[4] == "| seed | 50.0% (0.0 M) | 0.001 M | 2.00 MB | 48.50 | 1.00 (2 seeds) | +3.00 |"
+
+
+def test_the_eta_scales_the_remaining_work_by_the_measured_pace():
+    assert bench.eta_seconds(0.0, 0.0, 100.0, prior=10.0) == 100.0
+    assert bench.eta_seconds(50.0, 110.0, 30.0, prior=10.0) == 60.0  # 2x slower than expected
+    assert bench.eta_seconds(1.0, 0.1, 30.0, prior=10.0) == pytest.approx(30.0 * 10.1 / 11.0)
+
+
+def test_methods_are_chosen_by_name_and_an_unknown_one_is_one_line():
+    assert list(bench.selected_methods("auto, seed")) == ["auto", "seed"]
+    with pytest.raises(UserError, match="unknown method.*nope.*valid: seed, auto"):
+        bench.selected_methods("seed,nope")
+
+
+def test_every_method_names_a_slim_config_that_exists():
+    for method in bench.METHODS.values():
+        assert os.path.isfile(os.path.join(ROOT, method.slim_config))
+
+
+def test_a_directory_the_bench_did_not_make_is_never_emptied(tmp_path):
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    with pytest.raises(UserError, match="not made by bench/accuracy.py"):
+        bench.fresh_dir(str(foreign))
+    assert (foreign / "keep.txt").read_text() == "x"
+    ours = bench.fresh_dir(str(tmp_path / "ours"))
+    (tmp_path / "ours" / "old.txt").write_text("x")
+    bench.fresh_dir(ours)
+    assert sorted(os.listdir(ours)) == [bench.BENCH_MARKER]
+
+
+def test_the_baseline_record_reads_the_curve_and_the_model_of_a_train_run(tmp_path):
+    checkpoint = tmp_path / "checkpoints" / "3"
+    (checkpoint / "eval_model").mkdir(parents=True)
+    (checkpoint / "eval_model" / "__params__").write_bytes(b"x" * 2 ** 19)
+    summary = {"history": [{"epoch": e, "mAP": m} for e, m in enumerate([0.2, 0.4, 0.5, 0.505])],
+               "flops_after": 123, "params_after": 45, "last_checkpoint": str(checkpoint)}
+    bench.write_json(str(tmp_path / "eval" / "train_summary.json"), summary)
+    record = bench.baseline_record(str(tmp_path / "eval"), str(tmp_path / "checkpoints"), 100, 7.0)
+    assert record["curve"][0] == {"iteration": 100, "map": 20.0}
+    assert record["map"] == 50.5 and record["last_fifth_gain"] == pytest.approx(0.5)
+    assert record["converged"] is True
+    assert (record["flops"], record["params"], record["size_mb"]) == (123, 45, 0.5)
+    assert record["model_final"] == str(tmp_path / "checkpoints" / "model_final")
+    summary["history"][-1]["mAP"] = 0.52  # 2 points over the last fifth: not converged
+    bench.write_json(str(tmp_path / "eval" / "train_summary.json"), summary)
+    assert bench.baseline_record(str(tmp_path / "eval"), str(tmp_path / "checkpoints"), 100,
+                                 7.0)["converged"] is False
