@@ -79,7 +79,7 @@ def test_list_has_a_slim_config_section():
     slim_part = list_modules().split("SLIM CONFIG CLASSES")[1]
     listed = [line.split()[0] for line in slim_part.splitlines()[1:] if line.startswith("    ")]
     assert listed == ["StructurePruner", "UniformPruneStrategy", "SensitivePruneStrategy",
-                      "compressor"]
+                      "DistillationStrategy", "compressor"]
     assert "  [strategies]" in slim_part
 
 

@@ -130,6 +130,36 @@ class SensitivePruneStrategy:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillationStrategy:
+    """Distillation while fine-tuning: from `start_epoch` the model learns from a frozen,
+    never pruned teacher through a YOLOv3 distillation loss (objectness, box and class
+    terms weighted by the teacher's objectness) added to the detection loss.
+
+    Args:
+        start_epoch: epoch from whose start the distillation loss counts; the teacher is the
+            model as this epoch begins, before any pruning at this epoch.
+        distillation_loss_weight: factor of the distillation loss in the loss, > 0 (1: the
+            detection loss's scale; both are per-image sums averaged over the batch).
+        teacher_weights: weights of the unpruned model (a directory of per-parameter files or
+            a combined params file) to use as the teacher instead (null: the model at
+            start_epoch).
+    """
+    start_epoch: int = 0
+    distillation_loss_weight: float = 1.0
+    teacher_weights: Optional[str] = None
+
+    @classmethod
+    def check_config(cls, options):
+        if options["start_epoch"] < 0:
+            raise InvalidValue(("start_epoch",), f"key 'start_epoch' must be >= 0, "
+                                                 f"got {shorten(options['start_epoch'])}")
+        if not options["distillation_loss_weight"] > 0:
+            raise InvalidValue(("distillation_loss_weight",),
+                               f"key 'distillation_loss_weight' must be > 0, "
+                               f"got {shorten_repr(options['distillation_loss_weight'])}")
+
+
+@dataclasses.dataclass(frozen=True)
 class CompressorConfig:
     """The compression run: epochs, evaluation, checkpoints and exports.
 
@@ -170,7 +200,8 @@ class SlimConfig:
     path: str
     version: float
     pruners: Dict[str, StructurePruner]
-    strategies: Dict[str, Union[UniformPruneStrategy, SensitivePruneStrategy]]
+    strategies: Dict[str, Union[UniformPruneStrategy, SensitivePruneStrategy,
+                                DistillationStrategy]]
     compressor: CompressorConfig
 
     def active_strategies(self):
@@ -179,7 +210,8 @@ class SlimConfig:
 
 
 PRUNER_CLASSES = {cls.__name__: cls for cls in (StructurePruner,)}
-STRATEGY_CLASSES = {cls.__name__: cls for cls in (UniformPruneStrategy, SensitivePruneStrategy)}
+STRATEGY_CLASSES = {cls.__name__: cls for cls in (UniformPruneStrategy, SensitivePruneStrategy,
+                                                 DistillationStrategy)}
 TOP_LEVEL_KEYS = ("version", "pruners", "strategies", "compressor")
 SUPPORTED_VERSIONS = (1.0,)
 
@@ -246,7 +278,7 @@ def _validate_slim_config(raw, path):
     pruners = _validate_named_objects(raw.get("pruners"), "pruners", PRUNER_CLASSES)
     strategies = _validate_named_objects(raw.get("strategies"), "strategies", STRATEGY_CLASSES)
     for name, strategy in strategies.items():
-        if strategy.pruner not in pruners:
+        if hasattr(strategy, "pruner") and strategy.pruner not in pruners:  # (distillation has none)
             raise InvalidValue(("strategies", name, "pruner"),
                                f"strategy '{shorten(name)}' names pruner '{shorten(strategy.pruner)}', "
                                f"which is not defined{did_you_mean(strategy.pruner, pruners)}; "

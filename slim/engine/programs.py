@@ -12,6 +12,13 @@ TRAIN_FEEDS = ("image", "gt_box", "gt_label", "gt_score")
 LOSS_FETCHES = ("loss", "loss_0", "loss_1", "loss_2")
 
 
+def loss_fetches(train):
+    """Names of the losses a train step fetches and logs: LOSS_FETCHES, then every other
+    `loss_*` fetch of the train program (what build hooks add, e.g. loss_distill)."""
+    return list(LOSS_FETCHES) + [name for name in train.fetches
+                                 if name.startswith("loss_") and name not in LOSS_FETCHES]
+
+
 class ProgramSet:
     """Train + eval programs of `model` with the optimizer, the LR scheduler and the pruning
     plans applied so far.
@@ -38,12 +45,14 @@ class ProgramSet:
         self.env = env
         self.sync_bn = sync_bn
         self.plans = []
+        self.hooks_add_ops = False  # whether build hooks added ops to the train program
         self.train, self.eval = self._build(distributed=env.is_distributed)
         self.startup = self.train.startup
 
-    def _build(self, distributed):
-        """Fresh programs with every plan so far applied, then the optimizer (and, when
-        `distributed`, fleet's collective ops) added to the train program."""
+    def _build(self, distributed, with_hooks=True):
+        """Fresh programs with every plan so far applied, then (`with_hooks`) what the build
+        hooks add, then the optimizer (and, when `distributed`, fleet's collective ops)
+        added to the train program."""
         import paddle
 
         from slim.engine import distributed as distributed_lib
@@ -55,8 +64,11 @@ class ProgramSet:
         for plan in self.plans:
             apply_plan(plan, [train.program, evaluation.program], scope=None,
                        startup_programs=[train.startup])
-        for hook in self.build_hooks:
+        ops_before = len(train.program.global_block().ops)
+        for hook in self.build_hooks if with_hooks else ():
             hook.build_train_program(train, train.startup)
+        if with_hooks:
+            self.hooks_add_ops = len(train.program.global_block().ops) > ops_before
         env = self.env if distributed else distributed_lib.DistributedEnv()
         # A fresh name guard: accumulator names (conv1_weights_velocity_0, learning_rate_0)
         # are the same in every build, so checkpoints load into rebuilt programs.
@@ -68,9 +80,13 @@ class ProgramSet:
         return train, evaluation
 
     def plan(self, pruned_params, target_ratio, criterion, scope):
-        """A PrunePlan removing `target_ratio` of the FLOPs of the current model (nothing changes)."""
+        """A PrunePlan removing `target_ratio` of the FLOPs of the current model (nothing changes).
+        The model alone is analysed: what build hooks add (a distillation teacher) is never
+        selected, so its plan is the same as without them."""
         from slim.prune import plan_pruning
-        analysed = self.train if not self.env.is_distributed else self._build(distributed=False)[0]
+        analysed = self.train
+        if self.env.is_distributed or self.hooks_add_ops:
+            analysed = self._build(distributed=False, with_hooks=False)[0]
         return plan_pruning(analysed.program, scope, pruned_params, target_ratio=target_ratio,
                             criterion=criterion, flops_program=self.eval.program)
 

@@ -15,15 +15,15 @@ def train_step(job):
     """`step(batch) -> {loss name: float}`: one iteration of the train program."""
     import numpy as np
 
-    from slim.engine.programs import LOSS_FETCHES, TRAIN_FEEDS
+    from slim.engine.programs import TRAIN_FEEDS, loss_fetches
 
     def step(batch):
-        fetches = [job.programs.train.fetches[name] for name in LOSS_FETCHES]
+        names = loss_fetches(job.programs.train)
         values = job.executor.run(job.programs.train.program,
                                   feed={name: batch[name] for name in TRAIN_FEEDS},
-                                  fetch_list=fetches, scope=job.scope)
-        return {name: float(np.asarray(value).reshape(-1)[0])
-                for name, value in zip(LOSS_FETCHES, values)}
+                                  fetch_list=[job.programs.train.fetches[name] for name in names],
+                                  scope=job.scope)
+        return {name: float(np.asarray(value).reshape(-1)[0]) for name, value in zip(names, values)}
     return step
 
 def make_train_log(job, epochs):

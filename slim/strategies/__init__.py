@@ -7,6 +7,8 @@ one `register_strategy` line.
 
     UniformPruneStrategy     prune every matched conv by one ratio that removes
                              target_ratio of the FLOPs, at start_epoch
+    DistillationStrategy     the pruned model learns from a frozen copy of the model as
+                             it was at start_epoch (or teacher_weights) while fine-tuning
     SensitivePruneStrategy   accepted in configs, refused at run time until the
                              sensitivity analysis lands
 """
@@ -18,5 +20,6 @@ from slim.strategies.base import (  # noqa: F401
                                   register_strategy,
                                   resolve_metric_name,
 )
+from slim.strategies.distillation import DistillationStrategy  # noqa: F401
 from slim.strategies.sensitive_prune import SensitivePruneStrategy  # noqa: F401
 from slim.strategies.uniform_prune import UniformPruneStrategy  # noqa: F401
