@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "inspect": "slim.commands.inspect",
     "pretrain": "slim.commands.pretrain",
     "demo": "slim.commands.demo",
+    "sensitivity": "slim.commands.sensitivity",
 }
 
 

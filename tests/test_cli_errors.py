@@ -64,8 +64,8 @@ def test_missing_detection_config(workspace, capsys):
      r"'target_ratio' must be in \(0, 1\), got 1.5"),
     ("ratio_zero", {"target_ratio: 0.5": "target_ratio: 0"},
      r"'target_ratio' must be in \(0, 1\), got 0"),
-    ("sensitive", {"class: UniformPruneStrategy": "class: SensitivePruneStrategy"},
-     r"SensitivePruneStrategy is not implemented yet .* use UniformPruneStrategy"),
+    ("sensitive", {"class: UniformPruneStrategy": "class: SensitivePruneStrategy\n    delta_rate: 1"},
+     r"strategies.uniform_pruning_strategy.*'delta_rate' must be in \(0, 1\), got 1"),
     ("criterion", {"'*': l1_norm": "'*': l2_norm"}, r"l2_norm"),
 ])
 def test_bad_slim_config(workspace, capsys, name, replacements, expected):

@@ -1,15 +1,332 @@
-"""SensitivePruneStrategy: accepted in slim configs (the keys of PaddleSlim 1.x), refused at run time."""
-from slim.errors import ConfigError
+"""SensitivePruneStrategy: per-group ratios from measured sensitivities, chosen so that
+`target_ratio` of the FLOPs goes with the least predicted metric loss.
+
+When it is validated (before the first iteration, on the model the run starts from: the
+config's trained `weights`, or the checkpoint it resumes) it takes the sensitivities
+from `sensitivities_file` and measures the missing ones through `context.evaluate`
+(each selected group pruned alone at delta_rate, 2 * delta_rate, ... by masking, on the
+first `eval_rate` of the eval set; see `slim.prune.sensitivity`), writing the file as
+they come. Then it searches, once, the per-group ratios of every step
+(`search_ratios_by_loss`): step k (0-based, fired at epoch start_epoch + k) prunes the
+model so that (k + 1) / num_steps of `target_ratio` of the unpruned FLOPs is gone; a
+group's ratio never shrinks from one step to the next. Which channels go is decided by
+the pruner's criterion at fire time. The schedule is part of its state, so a resumed run
+neither measures nor prunes again. `python -m slim sensitivity` measures the file ahead,
+in worker processes if wanted; without `context.evaluate` (inspect -s, ranks other than
+0) the file must be complete.
+
+The sensitivities file (JSON, whatever its suffix) holds the identity of the model it
+was measured on (parameter names and shapes, eval_rate, criterion), the baseline metric
+and the metric per group and ratio; a file of another model is refused, and so is one
+whose baseline differs from this model's (other weights or eval set).
+"""
+import json
+import os
+
+from slim.errors import ConfigError, UserError, shorten
 from slim.strategies.base import Strategy, register_strategy
+from slim.strategies.uniform_prune import pruner_criterion
+
+SENSITIVITIES_FORMAT = "slim-sensitivities"
+SENSITIVITIES_VERSION = 1
+BASELINE_TOLERANCE = 1e-6  # the same model on the same eval batches scores the same
+
+
+class SensitivityFileError(UserError):
+    """A sensitivities file that is unreadable, malformed, or made for another model."""
+
+
+def model_identity(program, eval_rate, criterion):
+    """What a sensitivities file must have been measured on: the parameters (names and
+    shapes) of `program`, the eval fraction and the criterion choosing the channels."""
+    params = {param.name: [int(d) for d in param.shape]
+              for param in program.global_block().all_parameters()}
+    return {"params": dict(sorted(params.items())), "eval_rate": float(eval_rate),
+            "criterion": criterion}
+
+
+def _identity_difference(stored, identity):
+    """A phrase naming how `stored` differs from `identity`, or None."""
+    for key in ("eval_rate", "criterion"):
+        if stored.get(key) != identity[key]:
+            return f"{key} {shorten(stored.get(key), 40)}, not {identity[key]}"
+    params = stored.get("params") if isinstance(stored.get("params"), dict) else {}
+    for name, shape in identity["params"].items():
+        if params.get(name) != shape:
+            return (f"parameter {name} {'absent' if name not in params else params[name]}, "
+                    f"not {shape}")
+    extra = sorted(set(params) - set(identity["params"]))
+    return f"parameter {extra[0]} not in this model" if extra else None
+
+
+class SensitivityFile:
+    """The sensitivities of one model: baseline metric and the metric per (group, ratio).
+
+    `open(path, identity)` reads the file (refusing one of another model) or starts empty;
+    `record` writes the whole file atomically after every entry (through the output place
+    checked by `check_writable`), so an interrupted measurement keeps what it measured.
+    """
+
+    def __init__(self, path, identity, baseline=None, groups=None):
+        self.path, self.identity = path, identity
+        self.baseline = baseline
+        self.groups = groups if groups is not None else {}
+        self.written = None
+
+    @classmethod
+    def open(cls, path, identity):
+        """The file at `path` for the model of `identity`; empty when it does not exist."""
+        if not os.path.exists(path):
+            return cls(path, identity)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise SensitivityFileError(f"sensitivities file '{shorten(path)}' cannot be read as "
+                                       f"JSON ({shorten(error, 80)}); remove it or name another "
+                                       "sensitivities_file") from None
+        if not isinstance(data, dict) or data.get("format") != SENSITIVITIES_FORMAT or \
+                data.get("version") != SENSITIVITIES_VERSION or \
+                not isinstance(data.get("groups"), dict) or \
+                not isinstance(data.get("identity"), dict):
+            raise SensitivityFileError(f"sensitivities file '{shorten(path)}' is not a "
+                                       f"{SENSITIVITIES_FORMAT} file of version "
+                                       f"{SENSITIVITIES_VERSION}; remove it or name another")
+        difference = _identity_difference(data["identity"], identity)
+        if difference:
+            raise SensitivityFileError(f"sensitivities file '{shorten(path)}' was measured on "
+                                       f"another model or eval set ({difference}); remove it or "
+                                       "name another sensitivities_file")
+        return cls(path, identity, data.get("baseline"), _checked_groups(path, data["groups"]))
+
+    def check_baseline(self, baseline):
+        """Take `baseline` (the unpruned metric now) or refuse a file measured at another."""
+        if self.baseline is not None and abs(self.baseline - baseline) > BASELINE_TOLERANCE:
+            raise SensitivityFileError(
+                f"sensitivities file '{shorten(self.path)}' was measured on a model scoring "
+                f"{self.baseline:.6f}, this one scores {baseline:.6f} (other weights or eval set); "
+                "remove it or name another sensitivities_file")
+        self.baseline = float(baseline)
+
+    def missing(self, names, ratios):
+        """[(group name, ratio)] not measured yet, group-major."""
+        from slim.prune.sensitivity import ratio_key
+        return [(name, ratio) for name in names for ratio in ratios
+                if ratio_key(ratio) not in self.groups.get(name, {}).get("metric", {})]
+
+    def check_writable(self):
+        """The output-place check before measuring (see `check_output_file`)."""
+        from slim.io.output_places import check_output_file
+        if self.written is None:
+            self.written = check_output_file(self.path, "sensitivities_file")
+
+    def record(self, name, group, ratio, metric):
+        """Store the metric of group `name` (a ChannelGroup) pruned by `ratio`; write the file."""
+        from slim.prune.sensitivity import ratio_key
+        entry = self.groups.setdefault(name, {"params": list(group.params),
+                                              "channels": int(group.size), "metric": {}})
+        entry["metric"][ratio_key(ratio)] = float(metric)
+        self.save()
+
+    def save(self):
+        self.check_writable()
+        written, file_name = self.written
+        written.write_bytes(file_name, json.dumps(self.to_dict(), indent=1).encode("utf-8"))
+
+    def losses(self, name):
+        """{ratio: (loss, relative loss or None)} of a group: baseline minus metric."""
+        metrics = self.groups.get(name, {}).get("metric", {})
+        return {float(key): (self.baseline - value,
+                             (self.baseline - value) / self.baseline if self.baseline else None)
+                for key, value in metrics.items()}
+
+    def curves(self, names, ratios):
+        """{group: {ratio: loss}} over `ratios` (all measured, see `missing`)."""
+        from slim.prune.sensitivity import ratio_key
+        return {name: {ratio: self.baseline - self.groups[name]["metric"][ratio_key(ratio)]
+                       for ratio in ratios} for name in names}
+
+    def to_dict(self):
+        """The file's JSON: identity, baseline and per group its metric and losses per ratio."""
+        groups = {}
+        for name, entry in self.groups.items():
+            losses = self.losses(name) if self.baseline is not None else {}
+            groups[name] = dict(entry, loss={
+                key: losses[float(key)][0] for key in entry["metric"]} if losses else {},
+                relative_loss={key: losses[float(key)][1] for key in entry["metric"]}
+                if losses else {})
+        return {"format": SENSITIVITIES_FORMAT, "version": SENSITIVITIES_VERSION,
+                "identity": self.identity, "baseline": self.baseline, "groups": groups}
+
+
+def _checked_groups(path, groups):
+    """The groups of a loaded file as {name: {params, channels, metric}}; malformed entries
+    are a one-line SensitivityFileError."""
+    checked = {}
+    for name, entry in groups.items():
+        metric = entry.get("metric") if isinstance(entry, dict) else None
+        if not isinstance(metric, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metric.values()):
+            raise SensitivityFileError(f"sensitivities file '{shorten(path)}': group "
+                                       f"{shorten(name, 60)} has no metric mapping of ratios to "
+                                       "numbers; remove the file or name another")
+        checked[name] = {"params": entry.get("params", []), "channels": entry.get("channels"),
+                         "metric": dict(metric)}
+    return checked
+
+
+def measure(entries, program, graph, scope, pruned_params, criterion, evaluate, record,
+            place=None, progress=None):
+    """Measure the metric of every (group name, ratio) of `entries` with that group alone
+    pruned by that ratio (masked, see `slim.prune.sensitivity.evaluate_masked`);
+    `record(name, group, ratio, metric)` gets each as it comes; `progress()` after each."""
+    from slim.prune.pruner import keep_count
+    from slim.prune.sensitivity import evaluate_masked, plan_keeps, selected_groups
+    groups = dict(selected_groups(program, pruned_params, graph))
+    for name, ratio in entries:
+        group = groups[name]
+        plan = plan_keeps(program, scope, pruned_params, {name: keep_count(group.size, ratio)},
+                          criterion, graph)
+        record(name, group, ratio, evaluate_masked(plan, graph, scope, evaluate, place))
+        if progress is not None:
+            progress()
 
 
 @register_strategy
 class SensitivePruneStrategy(Strategy):
-    """Per-parameter ratios from measured sensitivities: not implemented yet, so building one
-    stops the run with a clear message before any training starts."""
+    """Prune `pruned_params` group by group, each by the ratio its measured sensitivity
+    allows, to remove `target_ratio` of the FLOPs in `num_steps` steps from `start_epoch`."""
 
     def __init__(self, name, options, slim_config):
-        raise ConfigError(
-            f"{slim_config.path}: strategy '{name}': SensitivePruneStrategy is not implemented yet "
-            "(its keys are accepted, the sensitivity analysis has not landed); use "
-            "UniformPruneStrategy with target_ratio instead")
+        super().__init__(name, options, slim_config)
+        self.criterion = pruner_criterion(name, options.pruner, slim_config.pruners[options.pruner])
+        self.pruned_params = options.pruned_params
+        self.target_ratio = float(options.target_ratio)
+        self.delta_rate = float(options.delta_rate)
+        self.num_steps = int(options.num_steps)
+        self.eval_rate = float(options.eval_rate) if options.eval_rate is not None else 1.0
+        self.sensitivities_file = options.sensitivities_file
+        self.source = slim_config.path
+        self.schedule = None  # per step: {target_ratio, threshold, removed, ratios, keeps}
+        self.steps_done = 0
+
+    def validate(self, context):
+        """Load or measure the sensitivities and search the ratios of every step (the scope
+        is restored after each masked evaluation; nothing changes). A resumed run has its
+        schedule already."""
+        if self.schedule is None:
+            self.schedule = self._make_schedule(context)
+
+    def on_epoch_begin(self, context):
+        """Fire step k at the first epoch >= start_epoch + k; return its plan record."""
+        if self.steps_done >= self.num_steps or context.epoch < self.start_epoch + self.steps_done:
+            return None
+        from slim.prune import format_summary, plan_summary
+        if self.schedule is None:
+            self.schedule = self._make_schedule(context)
+        step = self.schedule[self.steps_done]
+        programs = context.programs
+        plan = self._step_plan(programs.eval.program, context.scope, step)
+        summary = plan_summary(plan, programs.eval.program)
+        programs.apply(plan, context.scope)
+        self.steps_done += 1
+        ratios = ", ".join(f"{name} {ratio:.2f}" for name, ratio in step["ratios"].items())
+        context.log(f"strategy '{self.name}' at epoch {context.epoch}: step {self.steps_done}/"
+                    f"{self.num_steps} pruned {len(plan.groups)} groups by their sensitivities "
+                    f"(loss threshold {step['threshold']:.5f}; ratios {shorten(ratios, 300)}) to "
+                    f"remove {100 * step['target_ratio']:.1f}% of the unpruned FLOPs "
+                    f"({self.criterion})")
+        context.log(format_summary(summary))
+        return {"strategy": self.name, "epoch": context.epoch, "plan": plan.to_dict()}
+
+    def state_dict(self):
+        """Steps fired and the schedule (a resumed run neither measures nor prunes again)."""
+        return {"steps_done": self.steps_done, "schedule": self.schedule,
+                "options": self.options()}
+
+    def load_state_dict(self, state):
+        self.steps_done = int(state.get("steps_done", 0))
+        self.schedule = state.get("schedule")
+
+    def options(self):
+        """The options that decide the schedule, as JSON values."""
+        return json.loads(json.dumps({
+            "pruned_params": self.pruned_params, "target_ratio": self.target_ratio,
+            "delta_rate": self.delta_rate, "num_steps": self.num_steps,
+            "eval_rate": self.eval_rate, "criterion": self.criterion}))
+
+    def _error(self, error):
+        return ConfigError(f"{self.source}: strategy '{self.name}': {error}")
+
+    def _make_schedule(self, context):
+        """Per step the cumulative FLOPs target and the per-group ratios and kept channels
+        meeting it, searched on the sensitivity curves of the model as it is now."""
+        from slim.prune import PruneError
+        from slim.prune.pruner import keep_count
+        from slim.prune.sensitivity import (
+            removed_flops_fraction,
+            search_ratios_by_loss,
+            selected_groups,
+            sensitivity_ratios,
+        )
+        program = context.programs.eval.program
+        try:
+            groups = selected_groups(program, self.pruned_params)
+            curves = self._curves(context, program, groups, sensitivity_ratios(self.delta_rate))
+            removed = removed_flops_fraction(program, groups)
+            schedule, previous = [], {}
+            for step in range(self.num_steps):
+                target = self.target_ratio * (step + 1) / self.num_steps
+                ratios, threshold, fraction = search_ratios_by_loss(curves, removed, target)
+                ratios = {name: max(ratio, previous.get(name, 0.0)) for name, ratio in ratios.items()}
+                schedule.append({"target_ratio": target, "threshold": threshold,
+                                 "removed": removed(ratios), "ratios": ratios,
+                                 "keeps": {name: keep_count(group.size, ratios[name])
+                                           for name, group in groups}})
+                previous = ratios
+        except (PruneError, SensitivityFileError) as error:
+            raise self._error(error) from None
+        return schedule
+
+    def _curves(self, context, program, groups, ratios):
+        """{group: {ratio: loss}} from the file, the missing entries measured (and written)."""
+        from slim.prune.graph import analyze_program
+        store = SensitivityFile.open(self.sensitivities_file,
+                                     model_identity(program, self.eval_rate, self.criterion))
+        names = [name for name, _ in groups]
+        evaluate = None
+        if context.evaluate is not None:
+            def evaluate():
+                return context.evaluate(fraction=self.eval_rate)
+            store.check_baseline(evaluate())
+        missing = store.missing(names, ratios)
+        if missing and evaluate is None:
+            state = (f"lacks {len(missing)} of {len(names) * len(ratios)} (group, ratio) entries"
+                     if os.path.exists(self.sensitivities_file) else "does not exist")
+            raise SensitivityFileError(
+                f"sensitivities_file '{shorten(self.sensitivities_file)}' {state} and there is no "
+                "eval set here to measure them: run `python -m slim sensitivity -c CONFIG -s "
+                f"{shorten(self.source)}` first")
+        if missing:
+            store.check_writable()
+            context.log(f"strategy '{self.name}': measuring {len(missing)} sensitivities "
+                        f"({len(names)} groups x {len(ratios)} ratios, eval_rate {self.eval_rate}) "
+                        f"into '{self.sensitivities_file}'")
+            measure(missing, program, analyze_program(program), context.scope, self.pruned_params,
+                    self.criterion, evaluate, store.record,
+                    place=getattr(context.executor, "place", None))
+        return store.curves(names, ratios)
+
+    def _step_plan(self, program, scope, step):
+        """The plan of one step on the model as it is now: every group cut to the channels
+        the step keeps (groups already there are left out)."""
+        from slim.prune import PruneError
+        from slim.prune.sensitivity import plan_keeps, selected_groups
+        try:
+            sizes = {name: group.size for name, group in selected_groups(program, self.pruned_params)}
+            keeps = {name: keep for name, keep in step["keeps"].items()
+                     if name in sizes and keep < sizes[name]}
+            return plan_keeps(program, scope, self.pruned_params, keeps, self.criterion,
+                              target_ratio=step["target_ratio"])
+        except PruneError as error:
+            raise self._error(error) from None
