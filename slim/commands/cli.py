@@ -30,3 +30,11 @@ def add_scale_lr_argument(parser):
                              "and LinearWarmup steps from the total batch the recipe was tuned "
                              f"for (default {RECIPE_TOTAL_BATCH}: 8 cards x 8 images) to this run's "
                              "total batch (YoloTrainFeed.batch_size x cards)")
+
+
+def parse_command_args(module_doc, add_arguments, argv=None):
+    """Parse `argv` with a parser described by the first line of `module_doc` that
+    `add_arguments(parser)` fills: how a `python -m slim COMMAND` module parses on its own."""
+    parser = new_parser(module_doc.splitlines()[0])
+    add_arguments(parser)
+    return parser.parse_args(argv)

@@ -23,7 +23,6 @@ Steps, each run as the command a user would type (printed before it runs):
 `-o` items go to train.py and compress.py (e.g. `-o max_iters=5` for a quick smoke run: the
 baseline then trains `--baseline_epochs` x 5 iterations).
 """
-import argparse
 import dataclasses
 import json
 import os
@@ -35,6 +34,7 @@ import time
 
 import numpy as np
 
+from slim.commands.cli import parse_command_args
 from slim.errors import INTERRUPTED_EXIT_CODE, Interrupted, UserError, exit_on_user_error
 from slim.io.output_places import (
     WrittenFiles,
@@ -71,10 +71,7 @@ def add_arguments(parser):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_arguments(parser)
-    return parser.parse_args(argv)
+    return parse_command_args(__doc__, add_arguments, argv)
 
 
 def run_step(title, command, log_path=None):

@@ -13,13 +13,13 @@ and fully connected layer learns to tell them apart. The backbone's weights
 (conv and batch norm, not the classifier layer) are written as a weights
 directory that the detection config's `pretrain_weights` loads.
 """
-import argparse
 import math
 import sys
 import time
 
 import numpy as np
 
+from slim.commands.cli import parse_command_args
 from slim.engine import HookBase, LoopState, Runner
 from slim.engine.hooks import LRSchedule
 from slim.errors import Interrupted, UserError, exit_on_user_error, shorten, stop_on_sigterm
@@ -243,10 +243,7 @@ def add_arguments(parser):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_arguments(parser)
-    return parser.parse_args(argv)
+    return parse_command_args(__doc__, add_arguments, argv)
 
 
 @exit_on_user_error
