@@ -86,26 +86,32 @@ class UniformPruneStrategy:
 
 @dataclasses.dataclass(frozen=True)
 class SensitivePruneStrategy:
-    """Prune by per-parameter sensitivities: measure how the metric drops as each parameter is
-    pruned, then choose per-parameter ratios that remove `target_ratio` of the FLOPs.
+    """Prune by sensitivities: measure how the metric drops as each channel group is pruned
+    alone, then choose per-group ratios that remove `target_ratio` of the FLOPs with the
+    least predicted loss (`python -m slim sensitivity` measures them ahead).
 
     Args:
-        pruner: name of a pruner in `pruners`.
-        start_epoch: first epoch of the strategy.
-        end_epoch: last epoch of the strategy.
+        pruner: name of a pruner in `pruners` (its criterion chooses the channels).
+        start_epoch: epoch at whose start the first pruning step happens.
+        end_epoch: last epoch of the strategy (kept from PaddleSlim 1.x; not used).
         target_ratio: fraction of the model's FLOPs to remove, in (0, 1).
-        delta_rate: step of pruning ratios when measuring sensitivities, in (0, 1).
-        num_steps: number of pruning steps to reach target_ratio.
-        eval_rate: fraction of the eval set used to measure sensitivities (none = all).
-        pruned_params: regex (full match) or list of names of the conv weights to prune.
-        sensitivities_file: file where measured sensitivities are saved and reused.
-        metric_name: metric used for the sensitivities.
+        delta_rate: step of pruning ratios when measuring sensitivities, in (0, 1): 0.1
+            measures 0.1, 0.2, ... 0.9.
+        num_steps: pruning steps to reach target_ratio; step k fires at start_epoch + k and
+            leaves (k + 1) / num_steps of target_ratio removed.
+        eval_rate: fraction of the eval set (its first batches) used to measure
+            sensitivities (none = all).
+        pruned_params: regex (full match) or list of names of the conv weights to prune;
+            'auto' selects every prunable conv.
+        sensitivities_file: JSON file where measured sensitivities are saved and reused.
+        metric_name: metric reported for the strategy (acc_top1 in the seed means the
+            detection metric of the config).
     """
     pruner: str = REQUIRED
     start_epoch: int = 0
     end_epoch: int = 10
     target_ratio: float = 0.5
-    delta_rate: float = 0.2
+    delta_rate: float = 0.1
     num_steps: int = 1
     eval_rate: Optional[float] = None
     pruned_params: Union[str, List[str]] = "conv.*_weights"

@@ -9,8 +9,8 @@ one `register_strategy` line.
                              target_ratio of the FLOPs, at start_epoch
     DistillationStrategy     the pruned model learns from a frozen copy of the model as
                              it was at start_epoch (or teacher_weights) while fine-tuning
-    SensitivePruneStrategy   accepted in configs, refused at run time until the
-                             sensitivity analysis lands
+    SensitivePruneStrategy   per-group ratios from measured sensitivities (the least
+                             predicted metric loss) removing target_ratio of the FLOPs
 """
 from slim.strategies.base import (  # noqa: F401
                                   STRATEGY_CLASSES,
