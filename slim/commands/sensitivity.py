@@ -170,11 +170,7 @@ def measure_in_workers(spec, entries, workers, store, groups, bar):
                     message = results.get(timeout=5)
                     break
                 except queue_lib.Empty:
-                    dead = [p for p in processes if p.exitcode not in (None, 0)]
-                    if dead:
-                        raise UserError(f"a sensitivity worker process died (exit code "
-                                        f"{dead[0].exitcode}); the entries measured so far are "
-                                        f"in '{spec.sensitivities_file}': run again") from None
+                    _check_workers_alive(processes, spec.sensitivities_file)
             if message[0] == "error":
                 raise UserError(message[1])
             _, name, ratio, metric = message
@@ -185,6 +181,15 @@ def measure_in_workers(spec, entries, workers, store, groups, bar):
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
+
+
+def _check_workers_alive(processes, sensitivities_file):
+    """UserError when a worker died, or when all have ended with results still owed."""
+    dead = [process for process in processes if process.exitcode not in (None, 0)]
+    if dead or all(process.exitcode == 0 for process in processes):
+        reason = f"died (exit code {dead[0].exitcode})" if dead else "ended without all results"
+        raise UserError(f"a sensitivity worker process {reason}; the entries measured so far are "
+                        f"in '{sensitivities_file}': run again to measure the rest")
 
 
 def _worker(spec, entries, results):
