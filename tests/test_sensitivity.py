@@ -130,6 +130,26 @@ def test_an_unreachable_or_unmeetable_target_is_one_line():
         search_ratios_by_loss(curves, steps, 0.25)
 
 
+def test_the_file_stores_metric_loss_and_relative_loss_per_ratio(tmp_path):
+    from slim.strategies.sensitive_prune import SensitivityFile
+    identity = {"params": {"w": [4, 3, 1, 1]}, "eval_rate": 0.5, "criterion": "l1_norm"}
+    store = SensitivityFile(str(tmp_path / "s.json"), identity, baseline=0.8)
+    group = types.SimpleNamespace(params=["w"], size=4)
+    store.record("w", group, 0.5, 0.6)
+    store.record("w", group, 0.25, 0.9)
+    losses = store.losses("w")
+    assert sorted(losses) == [0.25, 0.5]
+    assert losses[0.5] == pytest.approx((0.2, 0.25)) and losses[0.25] == pytest.approx((-0.1, -0.125))
+    assert store.curves(["w"], [0.25, 0.5])["w"] == pytest.approx({0.25: -0.1, 0.5: 0.2})
+    assert store.missing(["w", "v"], [0.25, 0.5, 0.75]) == [("w", 0.75), ("v", 0.25), ("v", 0.5),
+                                                            ("v", 0.75)]
+    reread = SensitivityFile.open(str(tmp_path / "s.json"), identity)
+    assert (reread.baseline, reread.groups["w"]["metric"]) == (0.8, {"0.5": 0.6, "0.25": 0.9})
+    saved = json.loads((tmp_path / "s.json").read_text())["groups"]["w"]
+    assert saved["loss"] == pytest.approx({"0.5": 0.2, "0.25": -0.1})
+    assert saved["relative_loss"] == pytest.approx({"0.5": 0.25, "0.25": -0.125})
+
+
 # ---- measuring on the fitted model ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
