@@ -85,8 +85,12 @@ class Recipe:
     seeds: tuple
     decay_fractions: tuple = (0.6, 0.8)
     warmup_steps: int = 50
-    seconds_per_iteration: float = 0.6
-    pretrain_seconds: float = 600.0
+    # measured on 1 thread (the FULL recipe's first run, the machine shared with other jobs):
+    # 0.7-0.95 s per training iteration, 20-31 s per evaluation of the 1000 test images,
+    # 92-94 s per pretraining epoch of the 2000 training images
+    seconds_per_iteration: float = 0.8
+    seconds_per_eval: float = 22.0
+    pretrain_seconds: float = 280.0
 
     @property
     def finetune_iterations(self):
@@ -100,7 +104,7 @@ FULL = Recipe(dataset_dir="dataset/accuracy", train_images=2000, test_images=100
 QUICK = Recipe(dataset_dir="dataset/accuracy_quick", train_images=48, test_images=24,
                dataset_seed=0, pretrain_epochs=1, baseline_iterations=20, snapshot_iter=10,
                epoch_iterations=5, finetune_epochs=2, seeds=(0, 1), warmup_steps=2,
-               pretrain_seconds=30.0)
+               seconds_per_eval=1.0, pretrain_seconds=5.0)
 
 
 def parse_args(argv=None):
@@ -276,6 +280,15 @@ def fresh_dir(path):
     return path
 
 
+def check_places(out, quick):
+    """Before any work: --out can be a directory and the results JSON can be written."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"--out '{out}' exists and is not a directory: choose another --out")
+    results_dir = os.path.dirname(RESULTS_JSON)
+    if not quick and not os.access(results_dir, os.W_OK):
+        raise UserError(f"'{results_dir}' is not writable: {RESULTS_JSON} could not be written")
+
+
 def _python(*arguments):
     return [sys.executable, *arguments]
 
@@ -409,13 +422,17 @@ def finetune(bench, method, slim_config, seed, model_final):
 
 
 def expected_seconds(recipe, methods, cached):
-    """Step name -> expected seconds (for the ETA)."""
-    steps = {"dataset": 60.0 * recipe.train_images / 2000,
+    """Step name -> expected seconds on one thread (for the ETA, which rescales them by
+    the pace of the finished steps)."""
+    baseline = (recipe.baseline_iterations * recipe.seconds_per_iteration
+                + recipe.baseline_iterations // recipe.snapshot_iter * recipe.seconds_per_eval)
+    steps = {"dataset": 40.0 * recipe.train_images / 2000,
              "pretrain": 0.0 if cached else recipe.pretrain_seconds,
-             BASELINE: 0.0 if cached else recipe.baseline_iterations * recipe.seconds_per_iteration}
+             BASELINE: 0.0 if cached else baseline}
+    finetune = recipe.finetune_iterations * recipe.seconds_per_iteration + recipe.seconds_per_eval
     for method in [CONTROL, *methods]:
         for seed in recipe.seeds:
-            steps[f"{method} seed {seed}"] = recipe.finetune_iterations * recipe.seconds_per_iteration
+            steps[f"{method} seed {seed}"] = finetune
     return steps
 
 
@@ -443,6 +460,7 @@ def main(argv=None):
     out = args.out or ("output/accuracy_quick" if args.quick else "output/accuracy")
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     os.chdir(ROOT)
+    check_places(out, args.quick)
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     overrides = feed_overrides(recipe, threads)
     with open(DETECTION_CONFIG, encoding="utf-8") as handle:
