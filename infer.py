@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Draw a saved inference model's detections on images.
 
+    python infer.py --model_path checkpoints/9/eval_model/ --infer_img photo.jpg
     python infer.py --model_path checkpoints/9/eval_model/ --model_name __model__.infer \
         --params_name __params__ -c configs/yolov3_mobilenet_v1_voc.yml --infer_dir demo
 """
@@ -14,7 +15,9 @@ def parse_args(argv=None):
     parser.add_argument("--model_path", required=True, help="directory of the saved model")
     parser.add_argument("--model_name", default="__model__.infer", help="program file in model_path")
     parser.add_argument("--params_name", default="__params__", help="combined params file in model_path")
-    add_config_arguments(parser, with_dataset_dir=False)
+    add_config_arguments(parser, with_dataset_dir=False, config_help=(
+        "detection config YAML; default: the model's own infer_cfg.yml (class names, input "
+        "size), which every model this tool exports carries"))
     parser.add_argument("--infer_dir", default=None, help="directory of images to run on")
     parser.add_argument("--infer_img", default=None, help="one image; wins over --infer_dir")
     parser.add_argument("--output_dir", default="output", help="where drawn images and JSON go")

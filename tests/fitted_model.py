@@ -158,6 +158,14 @@ def fitted_model(tmp_path_factory):
     return cached_in_session(tmp_path_factory, "fitted_model", _fitted_model)
 
 
+def fitted_infer_config(fitted):
+    """The infer_cfg.yml content compress.py would export with the fitted model."""
+    from slim.config import create, load_config
+    from slim.runs.inference import inference_config
+    cfg = load_config(DEMO_CONFIG, fitted["overrides"])
+    return inference_config(cfg, create("YOLOv3", cfg), list(CLASSES), [3, SIZE, SIZE])
+
+
 def _fitted_model(root):
     from slim.config import load_config
     from slim.data.demo import main as make_demo_dataset
@@ -178,7 +186,8 @@ def _fitted_model(root):
     evaluation, scope, executor, iterations, score = _fit(
         load_config(DEMO_CONFIG, fitted["overrides"]), batch,
         ground_truth_from_xml(data, "test.txt"))
-    export.export_model(evaluation, scope, executor, fitted["model_dir"])
+    export.export_model(evaluation, scope, executor, fitted["model_dir"],
+                        infer_config=fitted_infer_config(fitted))
     save_weights(scope, evaluation.program, fitted["weights"])
     fitted.update(iterations=iterations, mAP=score)
     return fitted

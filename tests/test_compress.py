@@ -207,8 +207,11 @@ def test_a_complete_checkpoint_per_epoch_with_eval_and_infer_models(run):
         checkpoint = _checkpoint(run, epoch)
         assert checkpoint.state.epoch == epoch
         assert checkpoint.state.iteration == (epoch + 1) * ITERATIONS_PER_EPOCH
-        assert sorted(os.listdir(os.path.join(checkpoint.path, "eval_model"))) == \
-            ["__model__", "__model__.infer", "__params__", "model_manifest.json"]
+        model_dir = os.path.join(checkpoint.path, "eval_model")
+        assert sorted(os.listdir(model_dir)) == \
+            ["__model__", "__model__.infer", "__params__", "infer_cfg.yml", "model_manifest.json"]
+        infer_config = export.read_infer_config(model_dir)  # verified against the model files
+        assert infer_config["num_classes"] == len(infer_config["label_list"]) > 0
         assert "conv1_weights_velocity_0" in checkpoint.manifest["variables"]  # optimizer state
 
 

@@ -3,6 +3,7 @@
 the project's metric, by Paddle Inference, by the Executor, by eval.py; infer.py draws its
 boxes on the objects."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -93,3 +94,84 @@ def test_infer_py_draws_boxes_on_every_fitted_image(fitted, truths, tmp_path):
         for box, label in zip(boxes[difficult == 0], classes[difficult == 0]):
             drawn = [row["bbox"] for row in rows if row["name"] == CLASSES[label]]
             assert drawn and box_iou(box, np.array(drawn)).max() > 0.5, (name, CLASSES[label])
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_infer_py_needs_only_the_model_dir(fitted, truths, tmp_path):
+    """infer.py --model_path DIR --infer_img X with nothing else: class names, input size and
+    preprocessing come from the model's infer_cfg.yml; the boxes are labelled and on their
+    objects; Paddle's "old way to load" notice (its logger: paddle.static.io) does not
+    reach the user."""
+    from slim.metrics import box_iou
+    with open(os.path.join(fitted["data"], "test.txt")) as handle:
+        first = os.path.join(fitted["data"], handle.readline().split()[0])
+    records = _Records()
+    paddle_logger = logging.getLogger("paddle.static.io")
+    paddle_logger.addHandler(records)
+    try:
+        infer_cli.main(["--model_path", fitted["model_dir"], "--infer_img", first,
+                        "--output_dir", str(tmp_path)])
+    finally:
+        paddle_logger.removeHandler(records)
+    assert not [message for message in records.messages if "old way" in message]
+    with open(tmp_path / "detections.json") as handle:
+        (item,) = json.load(handle)["images"]
+    boxes, classes, difficult = truths[0]
+    assert item["detections"], "no detection at --draw_threshold 0.5"
+    for box, label in zip(boxes[difficult == 0], classes[difficult == 0]):
+        drawn = [row["bbox"] for row in item["detections"] if row["name"] == CLASSES[label]]
+        assert drawn and box_iou(box, np.array(drawn)).max() > 0.5, CLASSES[label]
+    assert os.path.isfile(item["output"])
+
+
+def test_exported_infer_config_describes_the_model(fitted):
+    from slim.data.transforms import eval_preprocessing
+    from slim.io import export
+    from slim.io.file_manifest import file_sha256
+    config = export.read_infer_config(fitted["model_dir"])
+    assert config["label_list"] == CLASSES and config["num_classes"] == len(CLASSES)
+    size = config["preprocess"]["resize"]["height"]
+    assert config["preprocess"] == eval_preprocessing(size, size)
+    assert config["nms"]["nms_threshold"] == 0.45 and config["nms"]["keep_top_k"] == 100
+    for name in (export.MODEL_NAME, export.INFER_MODEL_NAME, export.PARAMS_NAME):
+        path = os.path.join(fitted["model_dir"], name)
+        assert config["files"][name] == {"size": os.path.getsize(path), "sha256": file_sha256(path)}
+
+
+def _copy_of_model(fitted, tmp_path, without=()):
+    import shutil
+    target = tmp_path / "model"
+    shutil.copytree(fitted["model_dir"], target)
+    for name in without:
+        os.remove(target / name)
+    return target
+
+
+def test_infer_without_config_refuses_a_model_without_infer_cfg(fitted, tmp_path, capsys):
+    from test_cli_errors import _exit_code_and_error
+    model = _copy_of_model(fitted, tmp_path, without=["infer_cfg.yml", "model_manifest.json"])
+    code, line = _exit_code_and_error(capsys, infer_cli.main, [
+        "--model_path", str(model), "--infer_dir", fitted["images"],
+        "--output_dir", str(tmp_path / "out")])
+    assert code == 2 and "has no infer_cfg.yml" in line and "-c" in line
+    assert not os.path.exists(tmp_path / "out" / "detections.json")
+
+
+def test_infer_without_config_refuses_an_edited_infer_cfg(fitted, tmp_path, capsys):
+    from test_cli_errors import _exit_code_and_error
+    model = _copy_of_model(fitted, tmp_path)
+    text = (model / "infer_cfg.yml").read_text()
+    assert "circle" in text
+    (model / "infer_cfg.yml").write_text(text.replace("circle", "ball", 1))
+    code, line = _exit_code_and_error(capsys, infer_cli.main, [
+        "--model_path", str(model), "--infer_dir", fitted["images"],
+        "--output_dir", str(tmp_path / "out")])
+    assert code == 2 and "infer_cfg.yml" in line and "damaged" in line

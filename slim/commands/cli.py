@@ -4,10 +4,12 @@ import argparse
 from slim.runs.job import RECIPE_TOTAL_BATCH
 
 
-def add_config_arguments(parser, with_dataset_dir=True):
-    """-c/--config, -o/--opt key=value ..., and -d/--dataset_dir, as the seed's tools had them."""
-    parser.add_argument("-c", "--config", required=True,
-                        help="detection config YAML, e.g. configs/yolov3_mobilenet_v1_voc.yml")
+def add_config_arguments(parser, with_dataset_dir=True, config_help=None):
+    """-c/--config, -o/--opt key=value ..., and -d/--dataset_dir, as the seed's tools had them.
+    With `config_help` the config is optional and described by it."""
+    parser.add_argument("-c", "--config", required=config_help is None,
+                        help=config_help or
+                        "detection config YAML, e.g. configs/yolov3_mobilenet_v1_voc.yml")
     parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config options: dotted keys, YAML values, e.g. "
                              "YoloTrainFeed.batch_size=64 max_iters=258")

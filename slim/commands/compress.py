@@ -31,6 +31,7 @@ def _prune_infer_model_enabled(value):
                           "the inference model takes [image, im_size] (or write true)")
     return True
 
+
 def prepare_job(args):
     """Validate both configs, choose the device, build loader, programs and scope."""
     import paddle
@@ -59,6 +60,7 @@ def prepare_job(args):
         log("warning: compressor.checkpoint_path is null: no checkpoint or model will be saved")
     return build_job(args, cfg, compressor, strategies, env, log, metric_name, with_infer_model)
 
+
 def check_output_places(args, cfg, compressor, metric_name):
     """Every place compress.py writes, checked before any work: checkpoint_path, save_dir/vdl
     (when VisualDL is installed: nothing goes there otherwise), --output_eval and the files
@@ -69,6 +71,7 @@ def check_output_places(args, cfg, compressor, metric_name):
                            compressor.init_model)
     check_run_output_places(cfg, inputs, compressor.checkpoint_path, "compressor.checkpoint_path",
                             args.output_eval, metric_name, SUMMARY_FILE)
+
 
 def run_compress(args):
     """Entry of compress.py: validate both configs, then prune and fine-tune as they say.

@@ -69,5 +69,6 @@ def run_eval(args):
         print(f"wrote {write_result_json(args.output_eval, summary)}")
     return result
 
+
 def _stderr(message):
     print(message, file=sys.stderr)

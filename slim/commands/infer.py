@@ -8,8 +8,11 @@ least `--draw_threshold` drawn (class name and score on each), and
 `--output_dir/detections.json` lists, per image, the same detections:
 `{"image": path, "output": drawn path, "detections": [{"label", "name", "score",
 "bbox": [x1, y1, x2, y2]}]}` with boxes in original-image pixels. `--infer_img`
-wins over `--infer_dir`. Class names come from the test feed's dataset
-(`use_default_label` for VOC, or its `label_list`).
+wins over `--infer_dir`. Without `-c`, the class names, input size and
+preprocessing come from the model's own `infer_cfg.yml` (every model this tool
+exports carries one, checked against the model files' sizes and sha256); with
+`-c`, from the config and its test feed's dataset (`use_default_label` for VOC,
+or its `label_list`), which wins.
 
 `--output_dir` is checked before the model is loaded: it must be writable and
 not an input, and infer replaces there only files it wrote itself (listed in
@@ -51,8 +54,8 @@ def check_infer_outputs(args, cfg, paths):
     files infer will write there (drawn images, detections.json) is a file infer did not
     write or one of the input images. Returns (WrittenFiles of --output_dir, output names)."""
     from slim.io.run_inputs import config_inputs
-    inputs = config_inputs(cfg, ("test_feed",), args.config, args.model_path, args.infer_dir,
-                           *paths)
+    inputs = (config_inputs(cfg, ("test_feed",), args.config, args.model_path, args.infer_dir, *paths)
+              if cfg is not None else [args.model_path, args.infer_dir, *paths])
     check_output_dir(args.output_dir, "--output_dir", inputs)
     names = output_names(paths)
     written = WrittenFiles(args.output_dir)  # paths reported as the user spelled the dir
@@ -71,6 +74,29 @@ def write_drawn_image(written, name, image):
     return written.write_bytes(name, encoded.tobytes())
 
 
+def feed_of_model(args):
+    """(YoloTestFeed, class names) from the model's infer_cfg.yml, when no -c is given:
+    a one-line UserError when the model has none or its preprocessing is not this
+    version's."""
+    from slim.data.feeds import YoloTestFeed
+    from slim.data.transforms import eval_preprocessing
+    from slim.io.export import INFER_CONFIG_NAME, read_infer_config
+    config = read_infer_config(args.model_path)
+    if config is None:
+        raise UserError(f"'{shorten(args.model_path)}' has no {INFER_CONFIG_NAME} (exported by an "
+                        "older version or another tool): pass its detection config with -c")
+    resize = config["preprocess"]["resize"]
+    expected = eval_preprocessing(resize["height"], resize["width"])
+    if config["preprocess"] != expected:
+        differing = sorted(key for key in set(expected) | set(config["preprocess"])
+                           if expected.get(key) != config["preprocess"].get(key))
+        raise UserError(f"{shorten(os.path.join(args.model_path, INFER_CONFIG_NAME))}: its "
+                        f"preprocess differs from this version's in {', '.join(differing)}; "
+                        "pass the model's detection config with -c")
+    feed = YoloTestFeed(image_shape=[3, resize["height"], resize["width"]])
+    return feed, list(config["label_list"])
+
+
 def run_infer(args):
     """Entry of infer.py: detect, draw and save; returns the list written to detections.json."""
     import cv2
@@ -87,24 +113,34 @@ def run_infer(args):
     stop_on_sigterm()  # again: paddle's import installed its own handler
     if not 0.0 <= args.draw_threshold <= 1.0:
         raise UserError(f"--draw_threshold {args.draw_threshold} must be in [0, 1]")
-    cfg = load_config(args.config, args.opt)
-    if not cfg.get("test_feed"):
-        raise UserError(f"{args.config}: test_feed is not set; name the inference data feed "
-                        "(e.g. test_feed: YoloTestFeed)")
+    if args.opt and not args.config:
+        raise UserError("-o overrides options of a detection config: give it with -c")
     paths = image_paths(args.infer_img, args.infer_dir)
+    if args.config:
+        cfg = load_config(args.config, args.opt)
+        if not cfg.get("test_feed"):
+            raise UserError(f"{args.config}: test_feed is not set; name the inference data feed "
+                            "(e.g. test_feed: YoloTestFeed)")
+        feed, use_gpu = create(cfg["test_feed"], cfg), cfg.get("use_gpu", False)
+    else:
+        cfg, (feed, names) = None, feed_of_model(args)
+        use_gpu = paddle.is_compiled_with_cuda()
     written_files, output_names_of = check_infer_outputs(args, cfg, paths)
-    feed = create(cfg["test_feed"], cfg)
     env = distributed.DistributedEnv()
-    place = distributed.select_place(cfg.get("use_gpu", False), env,
+    place = distributed.select_place(use_gpu, env,
                                      log=lambda message: print(message, file=sys.stderr))
     executor = paddle.static.Executor(place)
     scope = paddle.static.Scope()
     program, feed_names, fetch_vars = export.load_exported_program(
         args.model_path, executor, scope, args.model_name, args.params_name)
-    check_image_shape(program, "image", feed.image_shape, cfg["test_feed"])
-    loader = build_test_loader(feed, paths)
-    names = list(loader.label_names)
-    check_class_count(cfg.get("num_classes"), names, cfg["test_feed"])
+    source = cfg["test_feed"] if cfg is not None else export.INFER_CONFIG_NAME
+    check_image_shape(program, "image", feed.image_shape, source)
+    if cfg is not None:
+        loader = build_test_loader(feed, paths)
+        names = list(loader.label_names)
+        check_class_count(cfg.get("num_classes"), names, cfg["test_feed"])
+    else:
+        loader = build_test_loader(feed, paths, names=names)
 
     written = []
     lod_only = len(fetch_vars) == 1

@@ -393,8 +393,9 @@ def image_paths(infer_img=None, infer_dir=None):
     return paths
 
 
-def build_test_loader(feed, paths):
-    """Batches of (image, im_size, im_id, im_file) for inference over image files.
+def build_test_loader(feed, paths, names=None):
+    """Batches of (image, im_size, im_id, im_file) for inference over image files; the class
+    names are `names`, else those of the feed's dataset.
 
     Images that are missing, unreadable or corrupt are skipped with one warning each and a
     summary line, like bad samples of a dataset; im_id indexes `paths`.
@@ -411,7 +412,7 @@ def build_test_loader(feed, paths):
                         "gt_bbox": np.zeros((0, 4), np.float32), "gt_class": np.zeros(0, np.int32),
                         "difficult": np.zeros(0, np.int32), "is_crowd": np.zeros(0, np.int32)})
     records_lib.require_usable(records, report)
-    return TestLoader(feed, records, label_names(feed.dataset))
+    return TestLoader(feed, records, label_names(feed.dataset) if names is None else list(names))
 
 
 class TestLoader(EvalLoader):

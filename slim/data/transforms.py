@@ -287,6 +287,20 @@ def train_transform(image, boxes, labels, rng, size, num_max_boxes, partner=None
             "gt_score": gt_score}
 
 
+def eval_preprocessing(height, width):
+    """What `eval_transform` (with `normalize_chw`) does to an image, as data: written beside
+    exported models (infer_cfg.yml) so that another runtime can repeat it and infer.py can
+    tell whether a model was made with this pipeline."""
+    return {"channel_order": "RGB", "layout": "NCHW", "dtype": "float32",
+            "resize": {"height": int(height), "width": int(width), "interpolation": "cubic",
+                       "keep_ratio": False},
+            "scale": 1.0 / 255.0,
+            "mean": [round(float(value), 6) for value in IMAGENET_MEAN],
+            "std": [round(float(value), 6) for value in IMAGENET_STD],
+            "formula": "(pixel * scale - mean) / std, per channel",
+            "im_size": "the original image's [height, width], int32: boxes come back in its pixels"}
+
+
 def eval_transform(image, height, width, normalize=True):
     """Eval/test transform: resize to (height, width) with cubic interpolation, normalise.
 

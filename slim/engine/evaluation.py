@@ -18,7 +18,6 @@ from slim.errors import DataError, UserError, shorten
 from slim.io.output_places import WrittenFiles, check_output_dir
 
 RESULT_FILE = "eval_result.json"
-
 COCO_DETECTIONS_FILE = "bbox.json"
 
 
@@ -30,6 +29,7 @@ def _ground_truths(batch):
         truths.append((boxes[keep], classes[keep], difficult[keep]))
     return truths
 
+
 def check_class_count(num_classes, class_names, feed_name):
     """DataError when the config's `num_classes` (the model's outputs) differs from the number
     of classes of the feed's dataset (its label list or categories): objects of the classes
@@ -40,6 +40,7 @@ def check_class_count(num_classes, class_names, feed_name):
     raise DataError(f"num_classes is {num_classes} but the dataset of {feed_name} has {len(names)} "
                     f"classes ({shorten(', '.join(map(str, names)), 120)}); set -o "
                     f"num_classes={len(names)} or name the label list the model was trained with")
+
 
 def make_metric(cfg, eval_loader, json_path=None):
     """The metric of `cfg` (`metric`, `num_classes`, `map_type`) ready to score `eval_loader`,
@@ -67,6 +68,7 @@ def make_metric(cfg, eval_loader, json_path=None):
     return create_metric(name, num_classes=num_classes, coco_gt=coco_gt,
                          label_to_category_id=category_ids, json_path=json_path)
 
+
 def detections_of_run(results, split):
     """Per-image detection arrays from the fetched results of one batch.
 
@@ -83,6 +85,7 @@ def detections_of_run(results, split):
         return [bbox] if split == 1 else None
     offsets = lod[0]
     return [bbox[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
 
 def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metric,
              progress=True, description="eval"):
@@ -108,6 +111,7 @@ def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metr
             metric.update(detections, batch["im_id"])
     return metric.accumulate()
 
+
 def check_image_shape(program, feed_name, image_shape, source):
     """UserError when `program` declares a fixed input size other than the feed's image_shape."""
     var = program.global_block().vars.get(feed_name)
@@ -118,6 +122,7 @@ def check_image_shape(program, feed_name, image_shape, source):
     if any(d > 0 and d != w for d, w in zip(declared, wanted)):
         raise UserError(f"the model takes images of {declared}, but {source}.image_shape is "
                         f"{wanted}; set -o {source}.image_shape={declared}")
+
 
 def result_summary(result, class_names, metric_name):
     """A JSON-able summary: metric, mAP, COCO stats if any, per-class AP by class name."""
@@ -131,9 +136,11 @@ def result_summary(result, class_names, metric_name):
             summary[key] = value
     return summary
 
+
 def result_file_names(metric_name):
     """The files an evaluation writes into --output_eval for the metric `metric_name`."""
     return [RESULT_FILE] + ([COCO_DETECTIONS_FILE] if metric_name == "COCO" else [])
+
 
 def check_output_eval(output_eval, names, inputs=()):
     """Before any work: --output_eval can be written, is none of `inputs`, and none of the
@@ -142,10 +149,12 @@ def check_output_eval(output_eval, names, inputs=()):
     check_output_dir(output_eval, "--output_eval", inputs)
     WrittenFiles(output_eval).check(names, "--output_eval", inputs)
 
+
 def write_result_json(out_dir, summary):
     """Write `summary` to out_dir/eval_result.json atomically (recorded as the tool's, so a
     later run may replace it, and refused if a file of that name is not); return the path."""
     return WrittenFiles(out_dir).write_json(RESULT_FILE, summary)
+
 
 def record_detections_json(out_dir, metric):
     """Record the COCO detections file that `metric` wrote into `out_dir` as the tool's

@@ -37,12 +37,14 @@ class ScalarWriter:
         if self._writer is not None:
             self._writer.close()
 
+
 def format_duration(seconds):
     """'1:02:03' / '4:05' style durations for ETAs."""
     seconds = int(max(0, round(seconds)))
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
 
 class TrainLog:
     """Smoothed losses, speed and ETA; one log line every `log_iter` iterations.
@@ -87,6 +89,7 @@ class TrainLog:
         self.log(line)
         return line
 
+
 def check_finite(losses, epoch, iteration, last_checkpoint):
     """TrainingStopped naming the loss, the iteration and the checkpoint kept, if any loss
     is NaN or infinite."""
@@ -99,6 +102,7 @@ def check_finite(losses, epoch, iteration, last_checkpoint):
     raise TrainingStopped(f"training stopped: the loss is not finite ({values}) at epoch {epoch} "
                           f"iteration {iteration}; nothing of this epoch was saved and {kept}; "
                           "lower LearningRate.base_lr or check the data")
+
 
 def log_to_stdout(message):
     """Print a log line and flush (logs are read live, e.g. by tests and tail -f)."""

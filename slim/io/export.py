@@ -6,6 +6,9 @@
                             the NMS result (bbox, bbox_num) only; every op not needed
                             for it (training-only ops, raw-output fetches) removed
     <dir>/__params__        all parameters both programs read, combined in name order
+    <dir>/infer_cfg.yml     what inference needs beside them (with `infer_config`): class
+                            names, input size, preprocessing (channel order, resize, mean /
+                            std), the NMS settings, and the size and sha256 of the model files
 
 Both programs read exactly the same persistables (the raw head outputs are
 upstream of NMS), so one `__params__` serves both, as in the seed:
@@ -14,7 +17,8 @@ upstream of NMS), so one `__params__` serves both, as in the seed:
     paddle.static.load_inference_model("<dir>", exe, model_filename="__model__.infer",
                                        params_filename="__params__")
 
-Beside them `model_manifest.json` (written last) lists every file with its size and
+`infer.py --model_path DIR` needs nothing else (no config, no dataset). Beside them
+`model_manifest.json` (written last) lists every file with its size and
 sha256 and carries a checksum of itself (slim.io.file_manifest). `load_exported_program`
 trusts nothing it loads: it verifies the manifest when there is one, and for every model
 dir (with a manifest or without: external models, the seed's) checks that the program
@@ -22,10 +26,13 @@ parses and that `__params__` holds exactly the tensors the program reads, in ord
 their shapes and dtypes, and ends with the last one, before Paddle sees the files. Any
 mismatch, and any error Paddle still raises while loading, is one line naming the file.
 """
+import contextlib
 import json
+import logging
 import os
 
-from slim.errors import UserError, did_you_mean, shorten
+from slim.config.yaml_io import dump_yaml, load_yaml_file
+from slim.errors import ConfigError, UserError, did_you_mean, shorten
 from slim.io.checkpoint import persistable_vars
 from slim.io.file_manifest import (
     ManifestError,
@@ -42,6 +49,9 @@ MODEL_NAME = "__model__"
 INFER_MODEL_NAME = "__model__.infer"
 PARAMS_NAME = "__params__"
 MODEL_MANIFEST_NAME = "model_manifest.json"
+INFER_CONFIG_NAME = "infer_cfg.yml"
+INFER_CONFIG_FORMAT = "slim-infer-config"
+INFER_CONFIG_VERSION = 1
 MODEL_FORMAT = "slim-model"
 MODEL_FORMAT_VERSION = 1
 EVAL_MODEL_DIR = "eval_model"
@@ -61,11 +71,14 @@ def _write_bytes(path, data):
         os.fsync(handle.fileno())
 
 
-def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, with_infer_model=True):
+def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, with_infer_model=True,
+                 infer_config=None):
     """Write `__model__` (if with_eval_model), `__model__.infer` (if with_infer_model) and
     `__params__` of the eval program `eval_built` (a slim.model BuiltProgram) with the
-    parameters in `scope` into `out_dir`, then `model_manifest.json` covering them; return
-    {file name: path} of the model files."""
+    parameters in `scope` into `out_dir`, then `infer_cfg.yml` (if `infer_config`, a dict
+    such as slim.runs.inference.inference_config returns; the model files' sizes and sha256
+    are added) and `model_manifest.json` covering them all; return {file name: path} of the
+    files written."""
     import paddle
     if not (with_eval_model or with_infer_model):
         return {}
@@ -99,6 +112,13 @@ def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, wit
     path = os.path.join(out_dir, PARAMS_NAME)
     _write_bytes(path, params)
     written[PARAMS_NAME] = path
+    if infer_config is not None:
+        described = {"format": INFER_CONFIG_FORMAT, "version": INFER_CONFIG_VERSION,
+                     **infer_config, "files": describe_files(out_dir, sorted(written))}
+        path = os.path.join(out_dir, INFER_CONFIG_NAME)
+        _write_bytes(path, (f"# {INFER_CONFIG_FORMAT}: what inference needs beside the model "
+                            "files (written by slim)\n" + dump_yaml(described)).encode("utf-8"))
+        written[INFER_CONFIG_NAME] = path
     manifest = seal({"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION,
                      "files": describe_files(out_dir, sorted(written))})
     _write_bytes(os.path.join(out_dir, MODEL_MANIFEST_NAME),
@@ -122,13 +142,85 @@ def load_exported_program(model_dir, executor, scope, model_name=INFER_MODEL_NAM
     program = read_program(model_path)
     check_params_fit(program, params_path, model_path)
     try:
-        with paddle.static.scope_guard(scope):
+        with paddle.static.scope_guard(scope), _without_deprecation_notice():
             program, feed_names, fetch_vars = paddle.static.load_inference_model(
                 model_dir, executor, model_filename=model_name, params_filename=params_name)
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
         raise UserError(f"Paddle cannot load the model '{shorten(model_path)}' with "
                         f"'{shorten(params_path)}': {_first_line(error)}") from None
     return program, feed_names, fetch_vars
+
+
+class _DropDeprecationNotice(logging.Filter):
+    """Drops Paddle's "The old way to load inference model is deprecated" line: the files
+    are named as the seed named them (`__model__`, `__params__`), on purpose."""
+
+    def filter(self, record):
+        return "old way to load inference model" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_deprecation_notice():
+    loggers = [logging.getLogger(name) for name in ("paddle.static.io", "paddle.static.pir_io")]
+    notice_filter = _DropDeprecationNotice()
+    for logger in loggers:
+        logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notice_filter)
+
+
+def read_infer_config(model_dir):
+    """The checked content of `model_dir`/infer_cfg.yml, or None when there is none (a model
+    exported without it, or by another tool). UserError naming the file when it is not one
+    this version wrote, lacks a key inference needs, or its model files do not have the
+    recorded sizes and sha256 (checked here, before the files are trusted)."""
+    path = os.path.join(model_dir, INFER_CONFIG_NAME)
+    if not os.path.lexists(path):
+        return None
+    verify_model_manifest(model_dir, [INFER_CONFIG_NAME])  # when the dir has a manifest
+    try:
+        config = load_yaml_file(path)
+    except ConfigError as error:
+        raise UserError(f"{shorten(path)}: {error}") from None
+    if not isinstance(config, dict) or config.get("format") != INFER_CONFIG_FORMAT or \
+            config.get("version") != INFER_CONFIG_VERSION:
+        raise UserError(f"{shorten(path)} is not a {INFER_CONFIG_FORMAT} of version "
+                        f"{INFER_CONFIG_VERSION}; re-export the model, or pass its detection "
+                        "config with -c")
+    _check_infer_config_values(config, path)
+    try:
+        check_file_entries(config.get("files"))
+        for name, record in config["files"].items():
+            check_listed_file(model_dir, name, record)
+    except ManifestError as error:
+        raise UserError(f"exported model '{shorten(model_dir)}' does not match its "
+                        f"{INFER_CONFIG_NAME}: {error}") from None
+    return config
+
+
+def _check_infer_config_values(config, path):
+    """UserError naming the first key of infer_cfg.yml that inference needs and that is
+    missing or malformed."""
+    labels = config.get("label_list")
+    shape = (config.get("preprocess") or {}).get("resize") if isinstance(
+        config.get("preprocess"), dict) else None
+    problems = [
+        ("label_list", isinstance(labels, list) and labels and all(isinstance(n, str) for n in labels),
+         "a non-empty list of class names"),
+        ("num_classes", isinstance(config.get("num_classes"), int) and isinstance(labels, list)
+         and config.get("num_classes") == len(labels), "the number of names in label_list"),
+        ("preprocess.resize", isinstance(shape, dict) and all(
+            isinstance(shape.get(key), int) and not isinstance(shape.get(key), bool)
+            and shape.get(key) > 0 for key in ("height", "width")),
+         "a mapping with positive integer height and width"),
+    ]
+    for key, valid, expected in problems:
+        if not valid:
+            raise UserError(f"{shorten(path)}: '{key}' must be {expected}; re-export the model, "
+                            "or pass its detection config with -c")
 
 
 def _require_files(model_dir, names):

@@ -25,6 +25,7 @@ def _evaluate_epoch(job, state, epoch, eval_loader, metric, scalars):
         record_detections_json(job.args.output_eval, metric)
         write_result_json(job.args.output_eval, summary)
 
+
 def evaluate_programs(job, eval_loader, metric, description="eval", progress=True):
     """The metric's result dict of the eval program as it is now on `eval_loader`."""
     from slim.engine.evaluation import evaluate
@@ -32,6 +33,7 @@ def evaluate_programs(job, eval_loader, metric, description="eval", progress=Tru
     fetches = [programs.eval.fetches["bbox"], programs.eval.fetches["bbox_num"]]
     return evaluate(job.executor, programs.eval.program, ["image", "im_size"], fetches, job.scope,
                     eval_loader, metric, description=description, progress=progress)
+
 
 class FirstBatches:
     """The first `count` batches of an eval loader (what `StrategyContext.evaluate` with a
@@ -47,6 +49,7 @@ class FirstBatches:
     def __len__(self):
         return self.count
 
+
 def strategy_evaluator(job, eval_loader, metric):
     """`evaluate(fraction=1.0)` for StrategyContext: the mAP of the eval program now on the
     first `fraction` of the eval set's batches (at least one)."""
@@ -58,6 +61,7 @@ def strategy_evaluator(job, eval_loader, metric):
             eval_loader, max(1, math.ceil(fraction * len(eval_loader))))
         return float(evaluate_programs(job, loader, metric, progress=False)["mAP"])
     return evaluate
+
 
 def _save_epoch(job, state, epoch, hook_states):
     """Write the checkpoint of `epoch` (with eval_model/ inside) atomically."""
@@ -73,11 +77,12 @@ def _save_epoch(job, state, epoch, hook_states):
         export_model(job.programs.eval, job.scope, job.executor,
                      os.path.join(temp_dir, EVAL_MODEL_DIR),
                      with_eval_model=job.compressor.save_eval_model,
-                     with_infer_model=job.with_infer_model)
+                     with_infer_model=job.with_infer_model, infer_config=job.infer_config)
     state.last_checkpoint = checkpoint_lib.save_checkpoint(
         job.compressor.checkpoint_path, checkpoint_state, job.programs.train.program, job.scope,
         job.executor, extra_writer=write_eval_model, last_complete=state.last_checkpoint)
     job.log(f"epoch {epoch}: checkpoint '{state.last_checkpoint}'")
+
 
 class EpochEvaluation(HookBase):
     """Rank 0: evaluate every `eval_epoch` epochs and after the last; track the best."""
@@ -91,6 +96,7 @@ class EpochEvaluation(HookBase):
         if (epoch + 1) % self.job.compressor.eval_epoch == 0 or epoch == self.epochs - 1:
             _evaluate_epoch(self.job, runner.state, epoch, self.eval_loader, self.metric,
                             self.logger.train_log.scalars)
+
 
 class EpochCheckpoint(HookBase):
     """Rank 0: write the checkpoint of every epoch, with every named hook's state."""

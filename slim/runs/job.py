@@ -34,6 +34,7 @@ class TrainingJob:
     flops_before: float
     params_before: float
     total_iterations: int = None  # of the whole run; default compressor.epoch x max_iters
+    infer_config: dict = None  # what exported models say about themselves (infer_cfg.yml)
     # Where training starts when there is no checkpoint (after compressor.init_model).
     weights_keys: tuple = ("weights", "pretrain_weights")
     # What compressor.init_model is called in messages, and whether it must be a checkpoint.
@@ -48,6 +49,7 @@ class TrainingJob:
         """Iterations of `epoch`: max_iters, the last epoch what is left of total_iterations."""
         return min(self.max_iters, self.total_iterations - epoch * self.max_iters)
 
+
 @dataclasses.dataclass
 class RunState:
     """Where the run is: what a checkpoint stores besides tensors."""
@@ -60,11 +62,13 @@ class RunState:
     last_checkpoint: object = None
     hook_states: dict = dataclasses.field(default_factory=dict)
 
+
 def check_feeds(config_path, cfg):
     """ConfigError when the detection config names no train or eval feed."""
     for key, example in (("train_feed", "YoloTrainFeed"), ("eval_feed", "YoloEvalFeed")):
         if not cfg.get(key):
             raise ConfigError(f"{config_path}: {key} is not set (e.g. {key}: {example})")
+
 
 def build_job(args, cfg, compressor, strategies, env, log, metric_name, with_infer_model,
               epoch_iterations=None):
@@ -75,9 +79,10 @@ def build_job(args, cfg, compressor, strategies, env, log, metric_name, with_inf
     import paddle
 
     from slim.config import create
-    from slim.data.loader import build_train_loader
+    from slim.data.loader import build_train_loader, label_names
     from slim.engine import distributed
     from slim.engine.programs import ProgramSet
+    from slim.runs.inference import inference_config
     place = distributed.select_place(cfg.get("use_gpu", False), env, log=log)
     distributed.init_collective(env)
     seed = cfg.get("random_seed")
@@ -113,13 +118,16 @@ def build_job(args, cfg, compressor, strategies, env, log, metric_name, with_inf
     scope = paddle.static.Scope()
     executor = paddle.static.Executor(place)
     executor.run(programs.startup, scope=scope)
+    infer_config = inference_config(cfg, model, label_names(eval_feed.dataset), eval_feed.image_shape)
     return TrainingJob(args, cfg, compressor, env, log, strategies, with_infer_model, executor, place,
                        scope, programs, scheduler, train_loader, max_iters, total_batch, metric_name,
-                       programs.flops(), programs.params(), total_iterations)
+                       programs.flops(), programs.params(), total_iterations, infer_config)
+
 
 def visualdl_dir(cfg):
     """Where VisualDL scalars go: save_dir/vdl."""
     return os.path.join(cfg.get("save_dir") or "output", "vdl")
+
 
 def check_run_output_places(cfg, inputs, checkpoint_path, checkpoint_key, output_eval,
                             metric_name, summary_file):
@@ -137,6 +145,7 @@ def check_run_output_places(cfg, inputs, checkpoint_path, checkpoint_key, output
     if output_eval:
         _refuse_inside_checkpoint_epochs(output_eval, "--output_eval", checkpoint_path, checkpoint_key)
         check_output_eval(output_eval, result_file_names(metric_name) + [summary_file], inputs)
+
 
 def _refuse_inside_checkpoint_epochs(path, what, checkpoint_path, checkpoint_key):
     """OutputPlaceError when `path` is or lies in an epoch dir of `checkpoint_path`: the run

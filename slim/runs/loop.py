@@ -26,6 +26,7 @@ def train_step(job):
         return {name: float(np.asarray(value).reshape(-1)[0]) for name, value in zip(names, values)}
     return step
 
+
 def make_train_log(job, epochs):
     """A TrainLog (with VisualDL scalars on rank 0, under save_dir/vdl) for the run."""
     from slim.engine.train_log import ScalarWriter, TrainLog
@@ -35,6 +36,7 @@ def make_train_log(job, epochs):
         job.log(f"VisualDL scalars -> {vdl_dir}")
     return TrainLog(job.cfg.get("log_iter", 20), job.cfg.get("log_smooth_window", 20),
                     job.total_iterations, job.total_batch, log=job.log, scalars=scalars)
+
 
 def run_hooks(job, epochs):
     """The hooks of a run, in the order they are called: the strategies (validated before
@@ -56,6 +58,7 @@ def run_hooks(job, epochs):
             hooks.append(EpochCheckpoint(job))
         evaluate = strategy_evaluator(job, eval_loader, metric)
     return hooks, evaluate
+
 
 def run_epochs(job, state):
     """Strategies, training, evaluation and checkpoints of every remaining epoch."""
@@ -84,6 +87,7 @@ def run_epochs(job, state):
     finally:
         stream.close()
 
+
 def summarize(job, state, summary_file):
     """Log the outcome; write `summary_file` (compress_summary.json) with --output_eval;
     return the summary."""
@@ -103,6 +107,7 @@ def summarize(job, state, summary_file):
         WrittenFiles(job.args.output_eval).write_json(summary_file, summary)
     return summary
 
+
 def run_guarded(prepare, after_training=None):
     """The run of compress.py and train.py: `prepare()` the job, then, holding its
     checkpoint_path, restore and train it and call `after_training(job)`. SIGTERM and Ctrl-C
@@ -121,12 +126,14 @@ def run_guarded(prepare, after_training=None):
         raise Interrupted(interruption_message(job, state)) from None
     return job, state, finished
 
+
 def hold_run_checkpoints(job):
     """The exclusive lock on the run's checkpoint_path, held by rank 0 while the run restores
     and trains (a second run into it is a one-line error); nothing to hold otherwise."""
     from slim.io import checkpoint as checkpoint_lib
     root = job.compressor.checkpoint_path if job.env.is_main else None
     return checkpoint_lib.hold_checkpoint_root(root)
+
 
 def interruption_message(job, state):
     """What a Ctrl-C leaves behind, for the one line compress.py ends with: the last

@@ -16,7 +16,6 @@ from slim.errors import UserError, shorten
 from slim.runs.job import RunState
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
-
 HOOK_STATES_KEY = "hooks"  # in CheckpointState.extra: {hook name: state_dict()}
 
 
@@ -45,6 +44,7 @@ def replayable_plans(checkpoint, programs):
                               f"on this model ({error})") from None
     return plans
 
+
 def replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=False, plans=None):
     """Replay a checkpoint's pruning plans on `programs` and `scope` (so shapes match),
     then load its tensors (only the parameters with `only_parameters`). `plans` are the
@@ -54,6 +54,7 @@ def replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=Fal
         programs.apply(plan, scope)
     checkpoint_lib.load_checkpoint_persistables(checkpoint, programs.train.program, scope,
                                                 executor, only_parameters=only_parameters)
+
 
 def _local_path(key, path):
     """`path` if it exists locally; a UserError naming `key` for URLs, archives, missing paths."""
@@ -67,6 +68,7 @@ def _local_path(key, path):
     if os.path.isfile(path) and str(path).endswith(ARCHIVE_SUFFIXES):
         raise UserError(f"{key} '{path}' is an archive: extract it and pass the directory")
     return path
+
 
 def load_weights_into(key, path, programs, scope, executor, place, partial, log):
     """Load `path` (see `_local_path`) into `scope` for `programs`; a checkpoint dir also
@@ -95,6 +97,7 @@ def load_weights_into(key, path, programs, scope, executor, place, partial, log)
            if report.missing else ""))
     return []
 
+
 def _usable_checkpoint(checkpoint_root, programs, log):
     """(the highest complete checkpoint in `checkpoint_root` whose pruning plans replay on
     `programs`, its plans), or (None, []). Every checkpoint passed over is a warning naming
@@ -116,6 +119,7 @@ def _usable_checkpoint(checkpoint_root, programs, log):
         log(f"warning: no usable checkpoint in '{checkpoint_root}' (see above): training starts "
             "from the beginning and replaces them epoch by epoch")
     return None, []
+
 
 def _starting_checkpoint(checkpoint_root, init_model, programs, log, init_key="compressor.init_model",
                          init_must_be_checkpoint=False):
@@ -152,6 +156,7 @@ def _starting_checkpoint(checkpoint_root, init_model, programs, log, init_key="c
     except checkpoint_lib.CheckpointError as error:
         raise UserError(f"{init_key}: {error}") from None
 
+
 def _check_schedule_fits(job, checkpoint):
     """UserError when the checkpoint's iteration is not where this run's epochs put the end
     of its epoch (max_iters changed since it was written): the run could not continue it."""
@@ -164,6 +169,7 @@ def _check_schedule_fits(job, checkpoint):
                     f"{iteration}{made_with}, but this run's epochs of max_iters {job.max_iters} "
                     f"end it at iteration {expected}: resume with the max_iters it was made with, "
                     "or start a new checkpoint_path")
+
 
 def restore_state(job):
     """Resume from a checkpoint (plans replayed, tensors, LR schedule and hook states
@@ -194,6 +200,7 @@ def restore_state(job):
     job.scheduler.last_epoch = state.iteration  # continue the schedule where it left off
     job.scheduler.last_lr = job.scheduler.get_lr()
     return state
+
 
 def checkpoint_hook_states(checkpoint, strategies):
     """The hook states `checkpoint` stores. A checkpoint written before hooks had states
