@@ -40,7 +40,10 @@ strategies:
     TEACHER_WEIGHTS
 compressor:
   epoch: EPOCHS
+  eval_epoch: 10
   checkpoint_path: ckpt
+  save_eval_model: false
+  prune_infer_model: false
   strategies: STRATEGIES
 """
 
@@ -159,13 +162,9 @@ def test_no_gradient_or_optimizer_op_touches_the_teacher(distilled):
         teacher_vars.intersection(op.input_arg_names + op.output_arg_names) for op in optimizer_ops)
 
 
-def test_training_updates_the_student_and_leaves_the_teacher_bit_identical(
-        detection_config, tmp_path):
-    slim_file = write_distill_slim_config(str(tmp_path / "slim.yaml"), prune_epoch=1,
-                                          distill_epoch=0, epochs=2)
-    programs, scope, executor, strategies = build_run(detection_config, slim_file)
-    strategies[1].before_train(fake_runner(programs, scope, executor))
-    teacher = strategies[1].teacher.persistables
+def test_training_updates_the_student_and_leaves_the_teacher_bit_identical(distilled):
+    programs, scope, executor = distilled.programs, distilled.scope, distilled.executor
+    teacher = distilled.distill.teacher.persistables
     before = {name: tensor(scope, name) for pair in teacher.items() for name in pair}
     for seed in range(2):
         run_train(programs, scope, executor, ["loss"], seed)
@@ -244,27 +243,39 @@ def test_the_distillation_loss_is_zero_with_zero_gradient_when_student_equals_te
         [feed["s0"], feed["s1"]], values, [3, 3]), rel=1e-4)
 
 
-def test_auto_pruning_plans_the_student_alone_and_leaves_the_teacher_whole(
-        distilled, detection_config):
+@pytest.fixture(scope="module")
+def pruned(distilled):
+    """`distilled` after an `auto` -50% FLOPs plan (tests after this one see it pruned):
+    the plan, the teacher's shapes and tensors and the student's tensors before it applied."""
     programs, scope = distilled.programs, distilled.scope
+    block = programs.train.program.global_block()
+    teacher = distilled.distill.teacher.persistables.values()
+    shapes = {name: tuple(block.var(name).shape) for name in teacher}
+    tensors = {name: tensor(scope, name) for name in teacher}
+    students = {name: tensor(scope, name) for name in distilled.distill.teacher.persistables}
     plan = programs.plan("auto", 0.5, "l1_norm", scope)
-    assert plan.matched and not [name for name in plan.matched if name.startswith(TEACHER_PREFIX)]
-    # the same plan as for the model without the teacher
+    programs.apply(plan, scope)
+    return SimpleNamespace(plan=plan, shapes=shapes, tensors=tensors, students=students)
+
+
+def test_auto_pruning_plans_the_student_alone_and_leaves_the_teacher_whole(
+        distilled, pruned, detection_config):
+    programs, scope = distilled.programs, distilled.scope
+    assert pruned.plan.matched
+    assert not [name for name in pruned.plan.matched if name.startswith(TEACHER_PREFIX)]
+    # the same plan as for the model alone, with the same tensors
     plain, plain_scope, _, _ = build_run(detection_config, distilled.slim_file, hooks=False)
-    for name in plain.train.program.global_block().all_parameters():
-        plain_scope.find_var(name.name).get_tensor().set(tensor(scope, name.name),
-                                                         paddle.CPUPlace())
-    assert plain.plan("auto", 0.5, "l1_norm", plain_scope).to_dict() == plan.to_dict()
+    for name, value in pruned.students.items():
+        plain_scope.find_var(name).get_tensor().set(value, paddle.CPUPlace())
+    assert pruned.plan.to_dict()["groups"]
+    assert plain.plan("auto", 0.5, "l1_norm", plain_scope).to_dict() == pruned.plan.to_dict()
 
     block = programs.train.program.global_block()
-    teacher = distilled.distill.teacher.persistables
-    shapes = {name: tuple(block.var(name).shape) for name in teacher.values()}
-    before = {name: tensor(scope, name) for name in teacher.values()}
-    programs.apply(plan, scope)
-    assert tuple(block.var("conv2_1_sep_weights").shape)[0] < before["teacher_conv2_1_sep_weights"].shape[0]
-    for name in teacher.values():
-        assert tuple(block.var(name).shape) == shapes[name], name
-        assert np.array_equal(tensor(scope, name), before[name]), name
+    assert block.var("conv2_1_sep_weights").shape[0] < \
+        pruned.shapes["teacher_conv2_1_sep_weights"][0]
+    for name, shape in pruned.shapes.items():
+        assert tuple(block.var(name).shape) == shape, name
+        assert np.array_equal(tensor(scope, name), pruned.tensors[name]), name
     # the pruned student still trains against the unpruned teacher
     values = run_train(programs, scope, distilled.executor, ["loss", LOSS_FETCH])
     assert np.isfinite(values["loss"]).all() and values[LOSS_FETCH].item() > 0
@@ -291,7 +302,8 @@ def test_teacher_weights_load_into_the_teacher(distilled, detection_config, tmp_
     assert tensor(scope, SWITCH_NAME).tolist() == [1.0]
 
 
-def test_config_and_teacher_errors_are_one_line(detection_config, tmp_path):
+def test_config_and_teacher_errors_are_one_line(distilled, pruned, tmp_path):
+    pruned_run = distilled
     def error_of(call):
         with pytest.raises(ConfigError) as info:
             call()
@@ -310,19 +322,20 @@ def test_config_and_teacher_errors_are_one_line(detection_config, tmp_path):
     assert "did you mean 'distillation_loss_weight'" in error_of(lambda: load_slim_config(typo))
 
     missing = write_distill_slim_config(str(tmp_path / "m.yaml"), teacher_weights="nowhere")
-    programs, scope, executor, strategies = build_run(detection_config, missing)
-    message = error_of(lambda: strategies[1].before_train(fake_runner(programs, scope, executor)))
+    distill = build_strategies(load_slim_config(missing), "VOC")[1]
     assert re.search(r"m\.yaml: strategy 'distillation_strategy': teacher_weights 'nowhere' "
-                     r"does not exist", message)
+                     r"does not exist", error_of(lambda: distill.validate(None)))
 
     # a teacher copied after the pruning would be the pruned student: refused, naming why
     late = write_distill_slim_config(str(tmp_path / "late.yaml"), prune_epoch=0, distill_epoch=1)
-    programs, scope, executor, strategies = build_run(detection_config, late)
-    programs.apply(programs.plan("auto", 0.5, "l1_norm", scope), scope)
-    message = error_of(lambda: strategies[1].before_train(
-        fake_runner(programs, scope, executor, next_epoch=1)))
+    distill = build_strategies(load_slim_config(late), "VOC")[1]
+    distill.teacher_source, distill.teacher = pruned_run.distill.teacher_source, \
+        pruned_run.distill.teacher
+    runner = fake_runner(pruned_run.programs, pruned_run.scope, pruned_run.executor, next_epoch=1)
+    message = error_of(lambda: distill.before_train(runner))
     assert re.search(r"late\.yaml: strategy 'distillation_strategy': the teacher copies the "
                      r"student at epoch 1, but '[^']+' is pruned there .*set start_epoch", message)
+    assert distill.state_dict() == {"teacher_from": None}
 
 
 def _compress(root, slim_file, capsys):
@@ -374,3 +387,16 @@ def test_compress_prunes_distills_checkpoints_and_resumes_with_the_teacher_kept(
         assert np.array_equal(at1[name], at0[name]) and np.array_equal(at2[name], at0[name]), name
     assert at2["conv2_1_sep_weights"].shape == at1["conv2_1_sep_weights"].shape
     assert not np.array_equal(at2["conv2_1_sep_weights"], at1["conv2_1_sep_weights"])  # trained
+
+
+def test_the_demo_distillation_config_is_the_demo_pruning_plus_distillation():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    demo = load_slim_config(os.path.join(root, "yolov3_mobilenet_v1_demo_slim.yaml"))
+    distill = load_slim_config(os.path.join(root, "yolov3_mobilenet_v1_demo_distill_slim.yaml"))
+    assert distill.compressor.strategies == ["distillation_strategy", "uniform_pruning_strategy"]
+    assert distill.strategies["uniform_pruning_strategy"] == demo.strategies["uniform_pruning_strategy"]
+    assert distill.compressor.epoch == demo.compressor.epoch
+    built = build_strategies(distill, "VOC", log=lambda *a: None)
+    assert [type(strategy).__name__ for strategy in built] == ["DistillationStrategy",
+                                                                "UniformPruneStrategy"]
+    assert (built[0].start_epoch, built[0].weight, built[0].teacher_weights) == (0, 1.0, None)

@@ -46,6 +46,7 @@ class ProgramSet:
         self.sync_bn = sync_bn
         self.plans = []
         self.hooks_add_ops = False  # whether build hooks added ops to the train program
+        self._analysed = None  # (plans applied, program) of _analysed_train
         self.train, self.eval = self._build(distributed=env.is_distributed)
         self.startup = self.train.startup
 
@@ -84,11 +85,18 @@ class ProgramSet:
         The model alone is analysed: what build hooks add (a distillation teacher) is never
         selected, so its plan is the same as without them."""
         from slim.prune import plan_pruning
-        analysed = self.train
-        if self.env.is_distributed or self.hooks_add_ops:
-            analysed = self._build(distributed=False, with_hooks=False)[0]
-        return plan_pruning(analysed.program, scope, pruned_params, target_ratio=target_ratio,
+        return plan_pruning(self._analysed_train().program, scope, pruned_params, target_ratio=target_ratio,
                             criterion=criterion, flops_program=self.eval.program)
+
+    def _analysed_train(self):
+        """The single-card train program of the model alone, with every plan so far applied:
+        the train program itself, or (on several cards, or when build hooks add to it) one
+        built without them, kept until the next plan applies."""
+        if not (self.env.is_distributed or self.hooks_add_ops):
+            return self.train
+        if self._analysed is None or self._analysed[0] != len(self.plans):
+            self._analysed = (len(self.plans), self._build(distributed=False, with_hooks=False)[0])
+        return self._analysed[1]
 
     def apply(self, plan, scope):
         """Prune the programs and every tensor of the plan's groups in `scope` (parameters,
