@@ -291,6 +291,34 @@ def test_without_an_eval_set_the_file_must_be_complete(setup, tmp_path):
         _strategy(slim_file).validate(_context(setup, None))
 
 
+def test_num_steps_prune_a_share_of_the_target_at_each_step(measured, fitted, tmp_path):
+    from slim.commands.sensitivity import measuring_setup
+    from slim.prune.flops import program_flops
+    setup = measuring_setup(_spec(fitted, "unused"), log=lambda message: None)  # pruned below
+    slim_file = write_slim(tmp_path / "s.yaml", measured["file"], delta=0.25, target=0.04)
+    with open(slim_file) as handle:
+        text = handle.read()
+    with open(slim_file, "w") as handle:
+        handle.write(text.replace("    delta_rate:", "    num_steps: 2\n    delta_rate:"))
+    strategy = _strategy(slim_file)
+    context = _context(setup, None)  # the file is complete: nothing to measure
+    base = program_flops(setup.programs.eval.program)
+    strategy.validate(context)
+    first, second = strategy.schedule
+    assert (first["target_ratio"], second["target_ratio"]) == (0.02, 0.04)
+    assert all(second["ratios"][name] >= first["ratios"][name] for name in MEASURED)
+    removed = []
+    for epoch in (0, 1, 2, 3):
+        context.epoch = epoch
+        record = strategy.on_epoch_begin(context)
+        assert (record is not None) == (epoch in (1, 2))
+        removed.append(1 - program_flops(setup.programs.eval.program) / base)
+    assert removed[0] == 0 and removed[3] == removed[2]
+    assert removed[1] == pytest.approx(0.02, abs=0.005)
+    assert removed[2] == pytest.approx(0.04, abs=0.005)
+    assert strategy.state_dict()["steps_done"] == 2
+
+
 # ---- the command line -----------------------------------------------------------------------
 
 def _config_args(fitted):

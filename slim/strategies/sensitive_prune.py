@@ -290,6 +290,8 @@ class SensitivePruneStrategy(Strategy):
 
     def _curves(self, context, program, groups, ratios):
         """{group: {ratio: loss}} from the file, the missing entries measured (and written)."""
+        from tqdm import tqdm
+
         from slim.prune.graph import analyze_program
         store = SensitivityFile.open(self.sensitivities_file,
                                      model_identity(program, self.eval_rate, self.criterion))
@@ -312,9 +314,11 @@ class SensitivePruneStrategy(Strategy):
             context.log(f"strategy '{self.name}': measuring {len(missing)} sensitivities "
                         f"({len(names)} groups x {len(ratios)} ratios, eval_rate {self.eval_rate}) "
                         f"into '{self.sensitivities_file}'")
-            measure(missing, program, analyze_program(program), context.scope, self.pruned_params,
-                    self.criterion, evaluate, store.record,
-                    place=getattr(context.executor, "place", None))
+            with tqdm(total=len(missing), desc=f"sensitivity {self.name}", unit="eval") as bar:
+                measure(missing, program, analyze_program(program), context.scope,
+                        self.pruned_params, self.criterion, evaluate, store.record,
+                        place=getattr(context.executor, "place", None),
+                        progress=lambda: bar.update(1))
         return store.curves(names, ratios)
 
     def _step_plan(self, program, scope, step):
