@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Training throughput: what the compress/train loop costs over a bare `exe.run` loop, and
+whether the data loader keeps up.
+
+    python bench/train_throughput.py [--sizes 160 224] [--workers 0 2] [--quick]
+        [--json bench/results/train_throughput.json]
+
+On the demo config (configs/yolov3_mobilenet_v1_demo.yml, generated demo data), per
+input size:
+
+- **bare**: `executor.run(train program, feed, fetch_list=[loss])` over batches held
+  in memory, the least a training loop can do;
+- **loop**: the same batches through what compress.py and train.py run:
+  `slim.engine.Runner` with `slim.runs.loop.train_step` (four loss fetches turned
+  into floats) and the hooks every run has (NaN guard, LR schedule, train log);
+- **loader**: the training loader alone (decode, augment, batch), per worker count;
+- **loop + loader**: the loop reading the loader's stream, as in a real run.
+
+bare and loop run interleaved in chunks of --chunk iterations, alternating which goes
+first, --rounds times; the overhead is 1 - median(bare s/iter) / median(loop s/iter).
+Prints a table and writes JSON.
+"""
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import slim  # noqa: E402,F401  (classic static IR before paddle)
+
+DEMO_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml")
+
+
+def overhead(bare_seconds, loop_seconds):
+    """1 - median(bare) / median(loop): the share of the loop's time spent outside exe.run."""
+    return 1.0 - statistics.median(bare_seconds) / statistics.median(loop_seconds)
+
+
+def images_per_second(seconds_per_iteration, batch_size):
+    return batch_size / statistics.median(seconds_per_iteration)
+
+
+def interleaved(first, second, rounds):
+    """Per-round timings [(first s/iter, second s/iter)], alternating which runs first."""
+    pairs = []
+    for index in range(rounds):
+        if index % 2 == 0:
+            a = first()
+            b = second()
+        else:
+            b = second()
+            a = first()
+        pairs.append((a, b))
+    return pairs
+
+
+def build_run(dataset_dir, size, workers, batch_size, log=lambda message: None):
+    """The job of a plain training run of the demo config at `size` (one scale), no outputs."""
+    import paddle
+
+    from slim.commands.train import TrainSettings
+    from slim.config import load_config
+    from slim.data import set_dataset_dir
+    from slim.engine.distributed import DistributedEnv
+    from slim.runs.job import build_job
+    paddle.enable_static()
+    cfg = load_config(DEMO_CONFIG, [f"YoloTrainFeed.image_shape=[3, {size}, {size}]",
+                                    "YoloTrainFeed.multi_scale_sizes=[]",
+                                    f"YoloTrainFeed.num_workers={workers}",
+                                    f"YoloTrainFeed.batch_size={batch_size}",
+                                    "max_iters=100000", "log_iter=20"])
+    set_dataset_dir(cfg, dataset_dir)
+    args = argparse.Namespace(scale_lr=None, output_eval=None)
+    return build_job(args, cfg, TrainSettings(checkpoint_path=None, epoch=1), [], DistributedEnv(),
+                     log, "VOC", with_infer_model=False)
+
+
+def bare_timer(job, batches):
+    """s/iter of exe.run(train program, feed, [loss]) over `batches`."""
+    from slim.engine.programs import TRAIN_FEEDS
+    program, loss = job.programs.train.program, job.programs.train.fetches["loss"]
+
+    def run():
+        started = time.perf_counter()
+        for batch in batches:
+            job.executor.run(program, feed={name: batch[name] for name in TRAIN_FEEDS},
+                             fetch_list=[loss], scope=job.scope)
+        return (time.perf_counter() - started) / len(batches)
+    return run
+
+
+def loop_timer(job, batches_of_round):
+    """s/iter of the Runner with train_step and the hooks every run has, over the batches
+    `batches_of_round()` returns."""
+    from slim.engine import Runner
+    from slim.engine.hooks import LRSchedule, NanGuard, TrainLogger
+    from slim.runs.job import RunState
+    from slim.runs.loop import make_train_log, train_step
+    step = train_step(job)
+
+    def run():
+        batches = batches_of_round()
+        count = len(batches) if isinstance(batches, list) else None
+        hooks = [NanGuard(), LRSchedule(job.scheduler), TrainLogger(lambda: make_train_log(job, 1), 1)]
+        runner = Runner(step, hooks, RunState())
+        started = time.perf_counter()
+        runner.train(1, lambda epoch: batches, lambda epoch: count)
+        return (time.perf_counter() - started) / runner.state.iteration
+    return run
+
+
+def loader_timer(job, iterations):
+    """s/iter of the training loader alone over `iterations` batches (after one warm-up)."""
+    def run():
+        stream = job.train_loader.batches(0, iterations + 1)
+        next(stream)  # worker start-up excluded
+        started = time.perf_counter()
+        count = sum(1 for _ in stream)
+        return (time.perf_counter() - started) / count
+    return run
+
+
+def measure(dataset_dir, size, workers_options, batch_size, chunk, rounds):
+    """The row of one input size: bare vs loop (interleaved), loader per worker count, and
+    the loop over the loader per worker count."""
+    job = build_run(dataset_dir, size, 0, batch_size)
+    batches = list(itertools.islice(job.train_loader.batches(0, chunk), chunk))
+    warm = loop_timer(job, lambda: batches)
+    warm()  # first runs pay for program preparation
+    bare_timer(job, batches)()
+    pairs = interleaved(bare_timer(job, batches), loop_timer(job, lambda: batches), rounds)
+    bare, loop = [a for a, _ in pairs], [b for _, b in pairs]
+    row = {"size": size, "batch_size": batch_size, "chunk": chunk, "rounds": rounds,
+           "bare_s_per_iter": bare, "loop_s_per_iter": loop,
+           "bare_images_per_s": images_per_second(bare, batch_size),
+           "loop_images_per_s": images_per_second(loop, batch_size),
+           "loop_overhead": overhead(bare, loop), "workers": {}}
+    for workers in workers_options:
+        job_w = build_run(dataset_dir, size, workers, batch_size)
+        job_w.scope, job_w.executor, job_w.programs = job.scope, job.executor, job.programs
+        loader = [loader_timer(job_w, chunk)() for _ in range(rounds)]
+        stream_of = job_w.train_loader.batches
+        streamed = [loop_timer(job_w, lambda: stream_of(0, chunk))() for _ in range(rounds)]
+        row["workers"][str(workers)] = {
+            "loader_s_per_iter": loader, "loop_with_loader_s_per_iter": streamed,
+            "loader_images_per_s": images_per_second(loader, batch_size),
+            "loop_with_loader_images_per_s": images_per_second(streamed, batch_size),
+            "slowdown_vs_preloaded": 1.0 - statistics.median(loop) / statistics.median(streamed)}
+    return row
+
+
+def format_table(rows):
+    lines = ["| size | bare img/s | loop img/s | loop overhead | workers | loader img/s | "
+             "loop+loader img/s | loader slowdown |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for workers, cell in row["workers"].items():
+            lines.append(f"| {row['size']} | {row['bare_images_per_s']:.1f} | "
+                         f"{row['loop_images_per_s']:.1f} | {100 * row['loop_overhead']:+.1f}% | "
+                         f"{workers} | {cell['loader_images_per_s']:.1f} | "
+                         f"{cell['loop_with_loader_images_per_s']:.1f} | "
+                         f"{100 * cell['slowdown_vs_preloaded']:+.1f}% |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[160, 224])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--chunk", type=int, default=10, help="iterations per timed chunk")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per cell")
+    parser.add_argument("--quick", action="store_true", help="one size, 2 rounds of 3 iterations")
+    parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "train_throughput.json"))
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    from slim.data.demo import main as make_demo_dataset
+    from slim.engine.distributed import use_all_cpu_threads
+    args = parse_args(argv)
+    if args.quick:
+        args.sizes, args.workers, args.chunk, args.rounds = args.sizes[:1], args.workers[:1], 3, 2
+    use_all_cpu_threads()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as temp:
+        dataset_dir = os.path.join(temp, "demo")
+        make_demo_dataset(["--out", dataset_dir, "--train", "200", "--test", "1"])
+        rows = [measure(dataset_dir, size, args.workers, args.batch_size, args.chunk, args.rounds)
+                for size in args.sizes]
+    table = format_table(rows)
+    print(table)
+    result = {"rows": rows, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                        "load_average_before": load_before,
+                                        "load_average_after": os.getloadavg()},
+              "command": "python bench/train_throughput.py " + " ".join(argv or sys.argv[1:])}
+    if not args.quick:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+        print(f"wrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
