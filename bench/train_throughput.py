@@ -21,6 +21,7 @@ first, --rounds times; the overhead is 1 - median(bare s/iter) / median(loop s/i
 Prints a table and writes JSON.
 """
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -146,8 +147,8 @@ def measure(dataset_dir, size, workers_options, batch_size, chunk, rounds):
         job_w = build_run(dataset_dir, size, workers, batch_size)
         job_w.scope, job_w.executor, job_w.programs = job.scope, job.executor, job.programs
         loader = [loader_timer(job_w, chunk)() for _ in range(rounds)]
-        stream_of = job_w.train_loader.batches
-        streamed = [loop_timer(job_w, lambda: stream_of(0, chunk))() for _ in range(rounds)]
+        streamed = [loop_timer(job_w, functools.partial(job_w.train_loader.batches, 0, chunk))()
+                    for _ in range(rounds)]
         row["workers"][str(workers)] = {
             "loader_s_per_iter": loader, "loop_with_loader_s_per_iter": streamed,
             "loader_images_per_s": images_per_second(loader, batch_size),
