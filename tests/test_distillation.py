@@ -276,6 +276,11 @@ def test_auto_pruning_plans_the_student_alone_and_leaves_the_teacher_whole(
     for name, shape in pruned.shapes.items():
         assert tuple(block.var(name).shape) == shape, name
         assert np.array_equal(tensor(scope, name), pruned.tensors[name]), name
+    # the next plan is made on the pruned model (the model-alone program follows the plans)
+    again = programs.plan("auto", 0.5, "l1_norm", scope)
+    pruned_filters = block.var("conv2_1_sep_weights").shape[0]
+    assert [group.channels_before for group in again.groups
+            if group.key[0] == "conv2_1_sep_weights"] == [pruned_filters]
     # the pruned student still trains against the unpruned teacher
     values = run_train(programs, scope, distilled.executor, ["loss", LOSS_FETCH])
     assert np.isfinite(values["loss"]).all() and values[LOSS_FETCH].item() > 0
