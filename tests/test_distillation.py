@@ -148,6 +148,26 @@ def test_teacher_vars_have_their_own_names_and_are_no_parameters(distilled):
     assert tensor(distilled.scope, SWITCH_NAME).tolist() == [1.0]
 
 
+def test_the_teacher_computes_what_the_student_computes_in_test_mode(distilled):
+    programs, scope, executor = distilled.programs, distilled.scope, distilled.executor
+    feed = batch(seed=7)
+    outputs = [programs.train.fetches[f"output_{i}"].name for i in range(3)]
+    teacher = run_train(programs, scope, executor,
+                        [distilled.distill.teacher.outputs[name].name for name in outputs], seed=7)
+    # the run above trained the student; the eval program of the student as copied needs
+    # the copied tensors back, so compare against a scope holding only the teacher's copy
+    student_scope = paddle.static.Scope()
+    for name, teacher_name in distilled.distill.teacher.persistables.items():
+        student_scope.var(name).get_tensor().set(tensor(scope, teacher_name), paddle.CPUPlace())
+    evaluation = executor.run(programs.eval.program, scope=student_scope,
+                              feed={"image": feed["image"],
+                                    "im_size": np.full((2, 2), 64, "int32")},
+                              fetch_list=[programs.eval.fetches[f"output_{i}"] for i in range(3)])
+    for name, expected in zip(outputs, evaluation):
+        assert np.allclose(teacher[distilled.distill.teacher.outputs[name].name], expected,
+                           rtol=1e-5, atol=1e-5)
+
+
 def test_no_gradient_or_optimizer_op_touches_the_teacher(distilled):
     block = distilled.programs.train.program.global_block()
     teacher_vars = {name for name in block.vars if name.startswith(TEACHER_PREFIX)}
