@@ -229,7 +229,7 @@ def plot_sensitivities(store, names, ratios, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    figure, axes = plt.subplots(figsize=(9.0, 5.5))
+    figure, axes = plt.subplots(figsize=(9.0 + 2.2 * math.ceil(len(names) / 45), 5.5))
     for name in names:
         losses = store.losses(name)
         measured = [r for r in ratios if r in losses]
@@ -238,8 +238,8 @@ def plot_sensitivities(store, names, ratios, path):
     axes.set_xlabel("ratio of the group's channels removed")
     axes.set_ylabel("metric loss (mAP points)")
     axes.set_title(f"sensitivity per channel group (baseline mAP {100 * store.baseline:.2f})")
-    if len(names) <= 30:
-        axes.legend(fontsize=5, ncol=max(1, math.ceil(len(names) / 15)))
+    columns = max(1, math.ceil(len(names) / 45))  # beside the plot, 45 names a column
+    axes.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=columns)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
