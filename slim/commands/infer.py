@@ -12,7 +12,9 @@ wins over `--infer_dir`. Without `-c`, the class names, input size and
 preprocessing come from the model's own `infer_cfg.yml` (every model this tool
 exports carries one, checked against the model files' sizes and sha256); with
 `-c`, from the config and its test feed's dataset (`use_default_label` for VOC,
-or its `label_list`), which wins.
+or its `label_list`), which wins. `--model_name X.onnx` runs the ONNX copy that
+`python -m slim export --format onnx` wrote into the model dir with onnxruntime
+(same preprocessing, names and output; one image at a time).
 
 `--output_dir` is checked before the model is loaded: it must be writable and
 not an input, and infer replaces there only files it wrote itself (listed in
@@ -24,6 +26,7 @@ import os
 import sys
 
 from slim.errors import UserError, shorten, stop_on_sigterm
+from slim.io.onnx_export import ONNX_SUFFIX
 from slim.io.output_places import WrittenFiles, check_output_dir
 
 DETECTIONS_FILE = "detections.json"
@@ -97,6 +100,21 @@ def feed_of_model(args):
     return feed, list(config["label_list"])
 
 
+def onnx_batch_runner(args, image_shape, source):
+    """For `--model_name X.onnx`: a function running one batch through onnxruntime, returning
+    [bbox, bbox_num] as the inference program does; UserError when the file is not such a
+    model or takes another image size than `image_shape` (from `source`)."""
+    from slim.io.onnx_export import check_onnx_interface, onnx_session, run_onnx
+    path = os.path.join(args.model_path, args.model_name)
+    session = onnx_session(path)
+    check_onnx_interface(session, path)
+    declared = next(item.shape for item in session.get_inputs() if item.name == "image")[1:]
+    if any(isinstance(d, int) and d > 0 and d != int(w) for d, w in zip(declared, image_shape)):
+        raise UserError(f"the ONNX model takes images of {list(declared)}, but {source} says "
+                        f"{list(image_shape)}")
+    return lambda batch: run_onnx(session, batch)
+
+
 def run_infer(args):
     """Entry of infer.py: detect, draw and save; returns the list written to detections.json."""
     import cv2
@@ -115,7 +133,6 @@ def run_infer(args):
         raise UserError(f"--draw_threshold {args.draw_threshold} must be in [0, 1]")
     if args.opt and not args.config:
         raise UserError("-o overrides options of a detection config: give it with -c")
-    paths = image_paths(args.infer_img, args.infer_dir)
     if args.config:
         cfg = load_config(args.config, args.opt)
         if not cfg.get("test_feed"):
@@ -125,16 +142,25 @@ def run_infer(args):
     else:
         cfg, (feed, names) = None, feed_of_model(args)
         use_gpu = paddle.is_compiled_with_cuda()
+    paths = image_paths(args.infer_img, args.infer_dir)
     written_files, output_names_of = check_infer_outputs(args, cfg, paths)
-    env = distributed.DistributedEnv()
-    place = distributed.select_place(use_gpu, env,
-                                     log=lambda message: print(message, file=sys.stderr))
-    executor = paddle.static.Executor(place)
-    scope = paddle.static.Scope()
-    program, feed_names, fetch_vars = export.load_exported_program(
-        args.model_path, executor, scope, args.model_name, args.params_name)
     source = cfg["test_feed"] if cfg is not None else export.INFER_CONFIG_NAME
-    check_image_shape(program, "image", feed.image_shape, source)
+    if args.model_name.endswith(ONNX_SUFFIX):
+        run_batch, lod_only = onnx_batch_runner(args, feed.image_shape, source), False
+    else:
+        env = distributed.DistributedEnv()
+        place = distributed.select_place(use_gpu, env,
+                                         log=lambda message: print(message, file=sys.stderr))
+        executor = paddle.static.Executor(place)
+        scope = paddle.static.Scope()
+        program, feed_names, fetch_vars = export.load_exported_program(
+            args.model_path, executor, scope, args.model_name, args.params_name)
+        check_image_shape(program, "image", feed.image_shape, source)
+        lod_only = len(fetch_vars) == 1
+
+        def run_batch(batch):
+            return executor.run(program, feed={name: batch[name] for name in feed_names},
+                                fetch_list=list(fetch_vars), scope=scope, return_numpy=not lod_only)
     if cfg is not None:
         loader = build_test_loader(feed, paths)
         names = list(loader.label_names)
@@ -143,11 +169,9 @@ def run_infer(args):
         loader = build_test_loader(feed, paths, names=names)
 
     written = []
-    lod_only = len(fetch_vars) == 1
     for batch in tqdm(loader, total=len(loader), desc="infer", unit="batch", file=sys.stderr,
                       leave=False):
-        results = executor.run(program, feed={name: batch[name] for name in feed_names},
-                               fetch_list=list(fetch_vars), scope=scope, return_numpy=not lod_only)
+        results = run_batch(batch)
         detections = detections_of_run(results, len(batch["im_file"]))
         if detections is None:
             raise UserError("the model's only output has no LoD; run with YoloTestFeed.batch_size=1")
