@@ -13,7 +13,8 @@ from slim.errors import exit_on_user_error
 def parse_args(argv=None):
     parser = new_parser(__doc__.splitlines()[0])
     parser.add_argument("--model_path", required=True, help="directory of the saved model")
-    parser.add_argument("--model_name", default="__model__.infer", help="program file in model_path")
+    parser.add_argument("--model_name", default="__model__.infer",
+                        help="program file in model_path (an .onnx file: run with onnxruntime)")
     parser.add_argument("--params_name", default="__params__", help="combined params file in model_path")
     add_config_arguments(parser, with_dataset_dir=False, config_help=(
         "detection config YAML; default: the model's own infer_cfg.yml (class names, input "

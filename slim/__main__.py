@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "pretrain": "slim.commands.pretrain",
     "demo": "slim.commands.demo",
     "sensitivity": "slim.commands.sensitivity",
+    "export": "slim.commands.export",
 }
 
 

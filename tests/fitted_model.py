@@ -121,10 +121,18 @@ def _train_feed(batch):
 def _fit(cfg, batch, truths):
     """Train the demo model on `batch` until its eval program scores mAP 1.0; return
     (eval BuiltProgram, scope, executor, iterations, mAP)."""
+    train, evaluation, scope, executor = fitting_programs(cfg)
+    iterations, score = fit_until_map_1(train, evaluation, scope, executor, batch, truths)
+    return evaluation, scope, executor, iterations, score
+
+
+def fitting_programs(cfg):
+    """(train BuiltProgram with Adam, eval BuiltProgram, scope, executor) of the demo model
+    of `cfg` at SIZE px, its startup run (seed 0)."""
     import paddle
 
     from slim.config import create
-    from slim.model import build_eval_program, build_train_program, split_detections
+    from slim.model import build_eval_program, build_train_program
     paddle.seed(0)
     model = create("YOLOv3", cfg)
     train = build_train_program(model, image_shape=[3, SIZE, SIZE])
@@ -136,18 +144,26 @@ def _fit(cfg, batch, truths):
     executor = paddle.static.Executor(paddle.CPUPlace())
     train.startup.random_seed = 0
     executor.run(train.startup, scope=scope)
+    return train, evaluation, scope, executor
+
+
+def fit_until_map_1(train, evaluation, scope, executor, batch, truths, max_iterations=MAX_ITERATIONS):
+    """Run the train program (with its optimizer) on `batch` until the eval program scores
+    mAP 1.0 on it (checked every CHECK_EVERY iterations) or `max_iterations` ran; return
+    (iterations, mAP)."""
+    from slim.model import split_detections
     feed = _train_feed(batch)
     eval_feed = {"image": batch["image"], "im_size": batch["im_size"]}
     fetches = [evaluation.fetches["bbox"], evaluation.fetches["bbox_num"]]
     iterations, score = 0, 0.0
-    while iterations < MAX_ITERATIONS and score < 1.0:
+    while iterations < max_iterations and score < 1.0:
         for _ in range(CHECK_EVERY):
             executor.run(train.program, feed=feed, fetch_list=[train.fetches["loss"]], scope=scope)
         iterations += CHECK_EVERY
         bbox, bbox_num = executor.run(evaluation.program, feed=eval_feed, fetch_list=fetches,
                                       scope=scope)
         score = voc_map(split_detections(bbox, bbox_num), truths)["mAP"]
-    return evaluation, scope, executor, iterations, score
+    return iterations, score
 
 
 def fitted_model(tmp_path_factory):

@@ -1,6 +1,7 @@
 """What the tool reads and writes on disk, verified: output places checked before work
 (`output_places`), size + sha256 manifests (`file_manifest`), weights (`weights`),
-checkpoints (`checkpoint`), exported eval / inference models (`export`), the paths a run
+checkpoints (`checkpoint`), exported eval / inference models (`export`) and their ONNX
+copies run by onnxruntime (`onnx_export`), the paths a run
 reads (`run_inputs`) and drawn detections (`visualize`).
 
 Imports: errors, config, prune (a checkpoint's pruning plans) and metrics; never
