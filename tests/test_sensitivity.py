@@ -404,6 +404,19 @@ def test_inspect_plans_the_strategy_from_the_file_or_asks_for_it(measured, fitte
     assert "run `python -m slim sensitivity -c CONFIG -s" in error
 
 
+def test_inspect_plans_every_step_of_num_steps(measured, fitted, tmp_path, capsys):
+    from slim.__main__ import main
+    slim_file = write_slim(tmp_path / "s.yaml", measured["file"], delta=0.25, target=0.04)
+    with open(slim_file) as handle:
+        text = handle.read()
+    with open(slim_file, "w") as handle:
+        handle.write(text.replace("    delta_rate:", "    num_steps: 2\n    delta_rate:"))
+    assert main(["inspect", *_config_args(fitted), "-s", slim_file, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [step["name"] for step in summary["strategies"]] == ["sensitive", "sensitive"]
+    assert 1 - summary["flops_after"] / summary["flops_before"] == pytest.approx(0.04, abs=0.005)
+
+
 # ---- compress.py with the strategy ---------------------------------------------------------
 
 def _compress(fitted, slim_file, root):

@@ -31,8 +31,9 @@ def add_plan_arguments(parser):
 
 def plan_slim_config(programs, scope, executor, strategies, slim_config):
     """Run `strategies` (built from `slim_config`) on `programs` (a ProgramSet) and `scope`
-    as compress.py does before training: each is validated, then fired at its start_epoch,
-    in epoch order and in `compressor.strategies` order within an epoch; both are pruned in
+    as compress.py does before training: each is validated, then called epoch by epoch
+    (as before every epoch of a run, in `compressor.strategies` order) from epoch 0 until
+    the last start_epoch has passed and no strategy fires any more (steps of num_steps); both are pruned in
     place. Returns the plan report: flops_before, flops_after, params_before,
     params_after, matched, ratio, groups, layers, and per pruning strategy its name, ratio
     and FLOPs."""
@@ -45,8 +46,11 @@ def plan_slim_config(programs, scope, executor, strategies, slim_config):
     for strategy in strategies:
         strategy.validate(context)
     summaries = []
-    for epoch in sorted({strategy.start_epoch for strategy in strategies}):
+    last_start = max(strategy.start_epoch for strategy in strategies)
+    epoch = 0
+    while True:  # every epoch up to the last start_epoch, then on while a strategy still fires
         context.epoch = epoch
+        fired = False
         for strategy in strategies:
             before = programs.eval.program.clone()
             record = strategy.on_epoch_begin(context)
@@ -54,6 +58,10 @@ def plan_slim_config(programs, scope, executor, strategies, slim_config):
                 summary = plan_summary(PrunePlan.from_dict(record["plan"]), before)
                 summary["strategy"] = strategy.name
                 summaries.append(summary)
+                fired = True
+        if epoch >= last_start and not fired:
+            break
+        epoch += 1
     if not summaries:
         raise ConfigError(f"{slim_config.path}: no strategy of compressor.strategies prunes; "
                           "inspect -s reports pruning plans")
