@@ -8,7 +8,6 @@ single-card programs.
 """
 
 TRAIN_FEEDS = ("image", "gt_box", "gt_label", "gt_score")
-
 LOSS_FETCHES = ("loss", "loss_0", "loss_1", "loss_2")
 
 
