@@ -224,3 +224,20 @@ def test_squeeze_keeps_a_dynamic_dim_of_size_1(opset):
     assert bare.run(None, {"x": one})[0].shape == ()  # the bug the fix is for
     assert fixed.run(None, {"x": one})[0].shape == (1,)
     assert fixed.run(None, {"x": np.ones((3, 1), np.float32)})[0].shape == (3,)
+
+
+def test_the_exported_nms_squeezes_name_their_axes(models):
+    """export runs with_squeeze_axes: the Squeezes of NonMaxSuppression's index columns
+    ([k, 1] -> [k]) drop axis 1 only, so one detection does not become a scalar."""
+    import onnx
+    graph = onnx.load(os.path.join(models["baseline"], ONNX_MODEL_NAME)).graph
+    producer = {output: node for node in graph.node for output in node.output}
+    nms_outputs = {node.output[0] for node in graph.node if node.op_type == "NonMaxSuppression"}
+    squeezes = [node for node in graph.node if node.op_type == "Squeeze"
+                and producer.get(node.input[0]) is not None
+                and producer[node.input[0]].op_type == "Gather"
+                and producer[node.input[0]].input[0] in nms_outputs]
+    assert len(squeezes) == 2
+    for node in squeezes:
+        assert [list(attribute.ints) for attribute in node.attribute if attribute.name == "axes"] \
+            == [[1]]

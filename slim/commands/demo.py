@@ -260,16 +260,28 @@ def measure_latency(model_dirs, images, rounds=LATENCY_ROUNDS, threads=None):
     threads = threads or (os.cpu_count() or 1)
     predictors = {name: export.inference_predictor(path, cpu_threads=threads)
                   for name, path in model_dirs.items()}
-    for predictor in predictors.values():  # warm-up: first runs allocate and optimise
-        export.run_predictor(predictor, images[0])
-    timings = {name: [] for name in predictors}
+    runs = {name: (lambda feeds, predictor=predictor: export.run_predictor(predictor, feeds))
+            for name, predictor in predictors.items()}
+    timings = interleaved_timings(runs, images, rounds)
+    return {name: float(np.median(values)) for name, values in timings.items()}, threads
+
+
+def interleaved_timings(runs, images, rounds, warmup=1):
+    """{name: [ms of each run]} of the functions `runs` ({name: run(feeds)}), each timed on
+    every feed of `images` for `rounds` rounds, interleaved (A, B, A, B ...: the i-th
+    timings of all names were taken back to back), after `warmup` untimed runs of each on
+    the first feed (first runs allocate and optimise)."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run(images[0])
+    timings = {name: [] for name in runs}
     for _ in range(rounds):
         for feeds in images:
-            for name, predictor in predictors.items():
+            for name, run in runs.items():
                 started = time.perf_counter()
-                export.run_predictor(predictor, feeds)
+                run(feeds)
                 timings[name].append(1000.0 * (time.perf_counter() - started))
-    return {name: float(np.median(values)) for name, values in timings.items()}, threads
+    return timings
 
 
 def latency_inputs(cfg, count):

@@ -310,8 +310,9 @@ def _first_line(error, limit=300):
 
 
 def inference_predictor(model_dir, model_name=INFER_MODEL_NAME, params_name=PARAMS_NAME,
-                        use_gpu=False, cpu_threads=None):
-    """A `paddle.inference` predictor of an exported model (CPU unless use_gpu)."""
+                        use_gpu=False, cpu_threads=None, onednn=None):
+    """A `paddle.inference` predictor of an exported model (CPU unless use_gpu); on CPU
+    `onednn` True / False turns oneDNN (MKL-DNN) kernels on / off (None: Paddle's default)."""
     import paddle.inference as paddle_infer
     config = paddle_infer.Config(os.path.join(model_dir, model_name),
                                  os.path.join(model_dir, params_name))
@@ -321,6 +322,10 @@ def inference_predictor(model_dir, model_name=INFER_MODEL_NAME, params_name=PARA
         config.disable_gpu()
         if cpu_threads:
             config.set_cpu_math_library_num_threads(int(cpu_threads))
+        if onednn is True:
+            config.enable_mkldnn()
+        elif onednn is False:
+            config.disable_mkldnn()
     config.disable_glog_info()
     return paddle_infer.create_predictor(config)
 

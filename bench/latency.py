@@ -1,0 +1,329 @@
+#!/usr/bin/env python
+"""CPU latency of pruned models against their baseline: Paddle Inference and onnxruntime.
+
+    python bench/latency.py [--quick] [--rounds 15] [--out bench/results/latency.json]
+
+Models: the full architecture (configs/yolov3_mobilenet_v1_voc.yml, width 1.0) at 320,
+416 and 608 px and the demo architecture (configs/yolov3_mobilenet_v1_demo.yml, width
+0.25) at its 160, 192 and 224 px, each as baseline and pruned to -50% and -70% FLOPs
+with `auto` (every prunable conv, l1_norm, the uniform ratio slim.prune searches for the
+FLOPs target). At the rounding size (416 full, 192 demo) the -50% model is also pruned
+with round_to 8 and 16 (channel counts kept at multiples of 8 / 16) to see whether
+aligned channel counts move latency.
+
+Weights are random (latency does not depend on their values), made realistic where the
+runtime's work would otherwise depend on them: every batch_norm's mean and variance are
+set to the statistics of its input on a random image (so activations stay O(1), no
+overflow and no denormals), and the objectness bias of the three YOLO outputs is -10,
+so no box reaches NMS's 0.01 score threshold (NMS then costs ~0 for every model alike, as
+it costs little for a trained model on an image with few objects).
+
+Each model is exported (`__model__.infer` + `__params__`, slim.io.export) and converted
+to ONNX (slim.io.onnx_export). Runtimes: Paddle Inference with oneDNN on and off, and
+onnxruntime (CPU), each with 1 and 2 threads; batch 1, one fixed random image. After
+warm-up runs, the models of one size run INTERLEAVED (baseline, -50%, -70%, baseline ...,
+slim.commands.demo.interleaved_timings), so the speed-up is the median of the per-round
+ratios baseline ms / pruned ms, which holds on a noisy machine; medians and p90 of the
+times are reported beside it, with the FLOPs ratio and the size on disk. Prints a table,
+writes JSON (with the machine's load average before and after).
+
+`--quick`: the demo architecture at 192 px only, 3 rounds: a smoke run.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import slim  # noqa: E402,F401  (classic static IR before paddle)
+
+FULL_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_voc.yml")
+DEMO_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml")
+ARCHITECTURES = {  # name -> (detection config, sizes, the size of the round_to comparison)
+    "full": (FULL_CONFIG, (320, 416, 608), 416),
+    "demo": (DEMO_CONFIG, (160, 192, 224), 192),
+}
+QUICK = {"demo": (DEMO_CONFIG, (192,), 192)}
+FLOPS_TARGETS = (0.5, 0.7)
+ROUND_TOS = (8, 16)        # besides 1, at the rounding size and -50% FLOPs
+CALIBRATION_SIZE = 128     # px of the random image the batch_norm statistics come from
+OBJECTNESS_BIAS = -10.0    # sigmoid(-10) = 4.5e-5 < NMS score threshold 0.01
+RUNTIMES = (
+    {"runtime": "paddle", "onednn": True, "threads": 1},
+    {"runtime": "paddle", "onednn": True, "threads": 2},
+    {"runtime": "paddle", "onednn": False, "threads": 1},
+    {"runtime": "paddle", "onednn": False, "threads": 2},
+    {"runtime": "onnxruntime", "onednn": None, "threads": 1},
+    {"runtime": "onnxruntime", "onednn": None, "threads": 2},
+)
+DEFAULT_OUT = os.path.join(ROOT, "bench", "results", "latency.json")
+
+
+# ---------------------------------------------------------------- pure helpers (tested)
+
+def percentile(values, q):
+    """The q-th percentile (0-100) of `values`, linear interpolation (numpy's default)."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def pair_summary(baseline_ms, pruned_ms):
+    """Latency of a pruned model against its baseline from interleaved timings: the i-th
+    entries of both lists were measured back to back. Returns medians and p90 of each, and
+    the speed-up as the median (and p10 / p90) of the per-pair ratios baseline / pruned."""
+    baseline_ms, pruned_ms = np.asarray(baseline_ms, float), np.asarray(pruned_ms, float)
+    if len(baseline_ms) != len(pruned_ms) or len(baseline_ms) == 0:
+        raise ValueError(f"interleaved timings must pair up: {len(baseline_ms)} baseline, "
+                         f"{len(pruned_ms)} pruned")
+    ratios = baseline_ms / pruned_ms
+    return {"baseline_median_ms": percentile(baseline_ms, 50),
+            "baseline_p90_ms": percentile(baseline_ms, 90),
+            "median_ms": percentile(pruned_ms, 50), "p90_ms": percentile(pruned_ms, 90),
+            "speedup": percentile(ratios, 50), "speedup_p10": percentile(ratios, 10),
+            "speedup_p90": percentile(ratios, 90), "pairs": int(len(ratios))}
+
+
+def runtime_label(runtime):
+    """'paddle oneDNN 2t', 'paddle 1t', 'onnxruntime 2t'."""
+    onednn = " oneDNN" if runtime.get("onednn") else ""
+    return f"{runtime['runtime']}{onednn} {runtime['threads']}t"
+
+
+def results_table(rows):
+    """Markdown lines: one row per (architecture, size, model, runtime) of `rows` (dicts of
+    arch, size, model, runtime (a RUNTIMES entry), flops_ratio, round_to, size_mb,
+    onnx_size_mb and the pair_summary keys; the baseline's row has speedup 1)."""
+    lines = ["| arch | px | model | round_to | FLOPs | size MB (paddle / onnx) | runtime "
+             "| median ms | p90 ms | speed-up (median of pairs) | FLOPs ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['arch']} | {row['size']} | {row['model']} | {row['round_to']} "
+            f"| {100 * row['flops_ratio']:.1f}% | {row['size_mb']:.1f} / {row['onnx_size_mb']:.1f} "
+            f"| {runtime_label(row['runtime'])} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} "
+            f"| {row['speedup']:.2f}x | {1 / row['flops_ratio']:.2f}x |")
+    return lines
+
+
+def load_average():
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------- models
+
+def build_eval(cfg, size):
+    """The eval BuiltProgram of the config's YOLOv3 at `size` px (parameter names are
+    fixed by the model, so programs of every size share one scope)."""
+    import paddle
+
+    from slim.config import create
+    from slim.model import build_eval_program
+    with paddle.utils.unique_name.guard():
+        return build_eval_program(create("YOLOv3", cfg), image_shape=[3, size, size])
+
+
+def random_image(size, seed=0):
+    """One preprocessed-looking image (standard normal) and its im_size, batch 1."""
+    rng = np.random.RandomState(seed)
+    return {"image": rng.standard_normal((1, 3, size, size)).astype(np.float32),
+            "im_size": np.array([[size, size]], np.int32)}
+
+
+def calibrate_batch_norms(evaluation, scope, executor):
+    """Set every batch_norm's mean / variance to the per-channel statistics of its input on a
+    random image, in program order (each after the ones before it are set)."""
+    import paddle
+    block = evaluation.program.global_block()
+    feeds = random_image(int(block.var("image").shape[2]))
+    for op in [op for op in block.ops if op.type == "batch_norm"]:
+        with paddle.static.scope_guard(scope):
+            (value,) = executor.run(evaluation.program, feed=feeds, fetch_list=[op.input("X")[0]],
+                                    scope=scope)
+        scope.find_var(op.input("Mean")[0]).get_tensor().set(
+            value.mean(axis=(0, 2, 3)).astype(np.float32), paddle.CPUPlace())
+        scope.find_var(op.input("Variance")[0]).get_tensor().set(
+            (value.var(axis=(0, 2, 3)) + 1e-3).astype(np.float32), paddle.CPUPlace())
+
+
+def silence_objectness(evaluation, scope, num_classes):
+    """Objectness bias OBJECTNESS_BIAS in the output conv of every yolo_box input."""
+    import paddle
+    block = evaluation.program.global_block()
+    producer = {name: op for op in block.ops for name in op.output_arg_names}
+    for op in block.ops:
+        if op.type != "yolo_box":
+            continue
+        add = producer[op.input("X")[0]]
+        bias_name = add.input("Y")[0] if add.type == "elementwise_add" else None
+        if bias_name is None or not block.var(bias_name).persistable:
+            raise RuntimeError(f"yolo_box input {op.input('X')[0]} has no conv bias")
+        tensor = scope.find_var(bias_name).get_tensor()
+        bias = np.array(tensor)
+        bias[4::5 + num_classes] = OBJECTNESS_BIAS
+        tensor.set(bias, paddle.CPUPlace())
+
+
+def model_files_mb(model_dir, names):
+    """Size on disk of `names` in `model_dir`, in MB (10^6 bytes)."""
+    return sum(os.path.getsize(os.path.join(model_dir, name)) for name in names) / 1e6
+
+
+def export_variant(evaluation, scope, executor, out_dir):
+    """Export the inference model and its ONNX copy; return (size MB, ONNX size MB)."""
+    from slim.io import export
+    from slim.io.onnx_export import ONNX_MODEL_NAME, export_onnx
+    export.export_model(evaluation, scope, executor, out_dir, with_eval_model=False)
+    export_onnx(out_dir)
+    return (model_files_mb(out_dir, [export.INFER_MODEL_NAME, export.PARAMS_NAME]),
+            model_files_mb(out_dir, [ONNX_MODEL_NAME]))
+
+
+def variants_of_size(size, rounding_size, quick):
+    """[(model name, FLOPs target or None, round_to)] measured at `size`."""
+    variants = [("baseline", None, 1)] + [(f"-{int(100 * t)}%", t, 1) for t in FLOPS_TARGETS]
+    if size == rounding_size:
+        variants += [(f"-50% r{r}", 0.5, r) for r in ROUND_TOS]
+    return variants
+
+
+def plan_for(program, scope, target, round_to, fallback_ratio):
+    """The 'auto' plan removing `target` of the FLOPs with channel counts at multiples of
+    `round_to`; when no uniform ratio reaches the target within the search's 0.5% at that
+    rounding (few channels per conv), the plan of `fallback_ratio` (the unrounded plan's
+    ratio) rounded the same way: its FLOPs are reported as reached."""
+    from slim.prune import PruneError, plan_pruning
+    try:
+        return plan_pruning(program, scope, "auto", target_ratio=target, round_to=round_to)
+    except PruneError:
+        if fallback_ratio is None:
+            raise
+        return plan_pruning(program, scope, "auto", ratio=fallback_ratio, round_to=round_to)
+
+
+def build_models(cfg, sizes, rounding_size, work_dir, quick, log):
+    """Export every variant of every size under `work_dir`; return {size: [model record]}."""
+    import paddle
+
+    from slim.prune import apply_plan
+    from slim.prune.flops import program_flops
+    executor = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    calibration = build_eval(cfg, CALIBRATION_SIZE)
+    paddle.seed(0)
+    calibration.startup.random_seed = 0
+    executor.run(calibration.startup, scope=scope)
+    calibrate_batch_norms(calibration, scope, executor)
+    silence_objectness(calibration, scope, int(cfg["num_classes"]))
+    models = {}
+    for size in sizes:
+        evaluation = build_eval(cfg, size)
+        base_flops = program_flops(evaluation.program)
+        models[size] = []
+        unrounded_ratio = {}
+        for name, target, round_to in variants_of_size(size, rounding_size, quick):
+            undo, plan = None, None
+            if target is not None:
+                plan = plan_for(evaluation.program, scope, target, round_to,
+                                unrounded_ratio.get(target))
+                unrounded_ratio.setdefault(target, plan.ratio)
+                undo = apply_plan(plan, [evaluation.program], scope)
+            out_dir = os.path.join(work_dir, f"{size}_{name.replace('%', '').replace(' ', '_')}")
+            size_mb, onnx_mb = export_variant(evaluation, scope, executor, out_dir)
+            flops = program_flops(evaluation.program)
+            if undo is not None:
+                undo.restore()
+            models[size].append({"model": name, "round_to": round_to, "dir": out_dir,
+                                 "flops": int(flops), "flops_ratio": flops / base_flops,
+                                 "prune_ratio": None if plan is None else plan.ratio,
+                                 "flops_target": target,
+                                 "size_mb": size_mb, "onnx_size_mb": onnx_mb})
+            log(f"  {size} px {name}: {flops / 1e9:.3f} GFLOPs ({100 * flops / base_flops:.1f}%), "
+                f"{size_mb:.1f} MB")
+    return models
+
+
+# ---------------------------------------------------------------- measuring
+
+def runner(model_dir, runtime):
+    """A function feeds -> outputs running the model in `model_dir` on `runtime`."""
+    from slim.io import export
+    from slim.io.onnx_export import ONNX_MODEL_NAME, onnx_session, run_onnx
+    if runtime["runtime"] == "onnxruntime":
+        session = onnx_session(os.path.join(model_dir, ONNX_MODEL_NAME), threads=runtime["threads"])
+        return lambda feeds: run_onnx(session, feeds)
+    predictor = export.inference_predictor(model_dir, cpu_threads=runtime["threads"],
+                                           onednn=runtime["onednn"])
+    return lambda feeds: export.run_predictor(predictor, feeds)
+
+
+def measure_size(records, size, runtimes, rounds, warmup):
+    """Rows (one per model and runtime) of the interleaved timings of `records` at `size`."""
+    from slim.commands.demo import interleaved_timings
+    rows = []
+    feeds = [random_image(size, seed=1)]
+    for runtime in runtimes:
+        runs = {record["model"]: runner(record["dir"], runtime) for record in records}
+        timings = interleaved_timings(runs, feeds, rounds, warmup=warmup)
+        baseline = timings[records[0]["model"]]
+        for record in records:
+            summary = pair_summary(baseline, timings[record["model"]])
+            rows.append({**{k: v for k, v in record.items() if k != "dir"}, "size": size,
+                         "runtime": dict(runtime), **summary})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="demo architecture, 192 px, 3 rounds")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds per runtime (default 15; --quick: 3)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs of each model first")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="results JSON")
+    args = parser.parse_args(argv)
+    import paddle
+
+    from slim.config import load_config
+    from slim.io.output_places import check_output_file
+    paddle.enable_static()
+    written, out_name = check_output_file(args.out, "--out")
+    rounds = args.rounds or (3 if args.quick else 15)
+    architectures = QUICK if args.quick else ARCHITECTURES
+    load_before, started = load_average(), time.time()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="slim-latency-") as work_dir:
+        for arch, (config, sizes, rounding_size) in architectures.items():
+            print(f"{arch}: building and exporting {len(sizes)} sizes", flush=True)
+            cfg = load_config(config, ["weights=null", "use_gpu=false"])
+            models = build_models(cfg, sizes, rounding_size, os.path.join(work_dir, arch),
+                                  args.quick, log=lambda message: print(message, flush=True))
+            for size in sizes:
+                print(f"{arch} {size} px: measuring {len(models[size])} models x "
+                      f"{len(RUNTIMES)} runtimes x {rounds} rounds", flush=True)
+                for row in measure_size(models[size], size, RUNTIMES, rounds, args.warmup):
+                    rows.append({"arch": arch, **row})
+    lines = results_table(rows)
+    print("\n".join(lines))
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "python": platform.python_version(), "paddle": paddle.__version__,
+                          "onnxruntime": __import__("onnxruntime").__version__,
+                          "load_average_before": load_before, "load_average_after": load_average()},
+              "seconds": round(time.time() - started, 1), "rounds": rounds,
+              "warmup": args.warmup, "quick": args.quick, "rows": rows, "table": lines}
+    path = written.write_bytes(out_name, json.dumps(result, indent=1).encode("utf-8"))
+    print(f"load average before {load_before}, after {result['machine']['load_average_after']}; "
+          f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

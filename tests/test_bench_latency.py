@@ -1,0 +1,71 @@
+"""bench/latency.py's pure helpers (medians, p90 and speed-up of interleaved pairs, the
+table) and the interleaving it measures with (slim.commands.demo.interleaved_timings)."""
+import importlib.util
+import os
+
+import pytest
+
+from slim.commands.demo import interleaved_timings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_latency", os.path.join(ROOT, "bench", "latency.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+latency = _load_bench()
+
+
+def test_speedup_is_the_median_of_per_pair_ratios_not_the_ratio_of_medians():
+    # A load spike hits the 3rd pair (both runs slow): per-pair ratios are 2, 2, 2, 1, 1.
+    baseline = [10.0, 12.0, 40.0, 11.0, 9.0]
+    pruned = [5.0, 6.0, 20.0, 11.0, 9.0]
+    summary = latency.pair_summary(baseline, pruned)
+    assert summary["speedup"] == 2.0            # median of [2, 2, 2, 1, 1]
+    assert summary["baseline_median_ms"] == 11.0
+    assert summary["median_ms"] == 9.0           # 11 / 9 would be the ratio of medians
+    assert summary["speedup_p10"] == pytest.approx(1.0)
+    assert summary["speedup_p90"] == pytest.approx(2.0)
+    assert summary["pairs"] == 5
+
+
+def test_p90_interpolates_linearly():
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+    assert latency.percentile(values, 90) == 10.0
+    assert latency.percentile([1.0, 2.0], 90) == pytest.approx(1.9)
+    summary = latency.pair_summary(values, [v / 2 for v in values])
+    assert summary["baseline_p90_ms"] == 10.0 and summary["p90_ms"] == 5.0
+    assert summary["speedup"] == 2.0
+
+
+def test_unpaired_timings_are_refused():
+    with pytest.raises(ValueError, match="pair up: 3 baseline, 2 pruned"):
+        latency.pair_summary([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_table_row():
+    row = {"arch": "full", "size": 416, "model": "-50%", "round_to": 8, "flops_ratio": 0.4,
+           "size_mb": 12.34, "onnx_size_mb": 11.96,
+           "runtime": {"runtime": "paddle", "onednn": True, "threads": 2},
+           "median_ms": 51.26, "p90_ms": 60.04, "speedup": 1.876}
+    lines = latency.results_table([row])
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|") == 12
+    assert lines[2] == ("| full | 416 | -50% | 8 | 40.0% | 12.3 / 12.0 | paddle oneDNN 2t "
+                        "| 51.3 | 60.0 | 1.88x | 2.50x |")
+    assert latency.runtime_label({"runtime": "onnxruntime", "onednn": None, "threads": 1}) \
+        == "onnxruntime 1t"
+
+
+def test_interleaved_timings_alternate_the_models_after_warmup():
+    calls = []
+    runs = {name: (lambda feeds, name=name: calls.append((name, feeds))) for name in "AB"}
+    timings = interleaved_timings(runs, ["x", "y"], rounds=2, warmup=3)
+    assert calls[:6] == [("A", "x")] * 3 + [("B", "x")] * 3
+    assert calls[6:] == [("A", "x"), ("B", "x"), ("A", "y"), ("B", "y")] * 2
+    assert {name: len(values) for name, values in timings.items()} == {"A": 4, "B": 4}
+    assert all(value >= 0 for values in timings.values() for value in values)
