@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 import pytest
 
-from slim.prune import analyze_program, apply_plan, plan_pruning
+from slim.prune import PruneError, analyze_program, apply_plan, plan_pruning
 from slim.prune.apply import plan_removals
 from slim.prune.masking import zero_removed_channels
 
@@ -111,8 +111,23 @@ def transposed(x, is_test):
     return _conv(y, 5, "head", kernel=1, bias=True)
 
 
+def fc_head(x, is_test):
+    """A conv whose bias is added through a reshape2 of it (paddle.nn.Conv2D), pooled to 3x3,
+    then two fully connected layers on the flattened [C, 3, 3]: flatten + matmul_v2 (linear)
+    and mul on the 4-D tensor (static fc): their weight rows are pruned in blocks of 9."""
+    y = _cbr(x, 8, "c1", is_test, stride=2)
+    y = paddle.nn.Conv2D(8, 6, 3, padding=1, weight_attr=paddle.ParamAttr(name="biased_weights"),
+                         bias_attr=paddle.ParamAttr(name="biased_bias"))(y)
+    y = paddle.nn.functional.max_pool2d(paddle.nn.functional.relu(y), 2, 2)
+    weight = paddle.static.create_parameter([6 * 9, 5], "float32", name="linear_weights")
+    linear = paddle.nn.functional.linear(paddle.flatten(y, 1), weight)
+    fc = paddle.static.nn.fc(y, 5, num_flatten_dims=1, weight_attr=paddle.ParamAttr(name="fc_w"),
+                             bias_attr=False)
+    return linear + fc
+
+
 CASES = {"chain": chain, "transposed": transposed, "depthwise_separable": depthwise_separable,
-         "concat": concat_route, "summed": summed, "detached": detached}
+         "concat": concat_route, "summed": summed, "detached": detached, "fc_head": fc_head}
 
 
 OPTIMIZERS = {
@@ -316,3 +331,25 @@ def test_depthwise_groups_follow_channels():
     assert groups["conv2_sep_weights"] == 1
     assert train.global_block().var("conv2_dw_weights").shape[:2] == (4, 1)
     assert np.array(scope.find_var("conv3_dw_weights").get_tensor()).shape[:2] == (6, 1)
+
+
+def test_split_channels_are_a_one_line_error_naming_op_and_conv():
+    """A reshape that splits the channel axis (ShuffleNet's channel shuffle) has no rule for
+    it: selecting the conv before it is a one-line PruneError naming the op and the conv."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        y = _conv(paddle.static.data("image", IMAGE, "float32"), 8, "shuffled")
+        y = paddle.reshape(y, [-1, 2, 4, 12, 12])
+        out = _conv(paddle.reshape(paddle.transpose(y, [0, 2, 1, 3, 4]), [-1, 8, 12, 12]), 5,
+                    "head")
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(paddle.CPUPlace()).run(startup)
+        with pytest.raises(PruneError) as error:
+            plan_pruning(main, scope, ["shuffled_weights"], ratio=0.5, fixed_vars=[out.name])
+    message = str(error.value)
+    assert "\n" not in message
+    assert "'shuffled_weights'" in message and "op 'reshape2'" in message
+    assert "split or reordered" in message

@@ -116,8 +116,9 @@ def _program_with(tail):
     return main, scope
 
 
-def _reshape_tail(x):
-    paddle.reshape(x, [-1, 6 * 12 * 12])
+def _transpose_tail(x):
+    """An op without a channel rule (transpose2) after conv 'b'."""
+    paddle.transpose(x, [0, 2, 3, 1])
 
 
 def _yolo_box_tail(x):
@@ -151,18 +152,18 @@ def test_collective_all_reduce_carries_channels():
 
 
 def test_unknown_op_is_an_error_naming_op_and_param():
-    program, scope = _program_with(_reshape_tail)
+    program, scope = _program_with(_transpose_tail)
     graph = analyze_program(program)
     (group,) = graph.groups_of("b_weights", 0)
-    assert not group.prunable and "reshape2" in group.blocked_reason
-    with pytest.raises(PruneError, match=r"cannot prune 'b_weights': op 'reshape2' .*no channel "
+    assert not group.prunable and "transpose2" in group.blocked_reason
+    with pytest.raises(PruneError, match=r"cannot prune 'b_weights': op 'transpose2' .*no channel "
                                          r"rule.*on_unknown"):
         plan_pruning(program, scope, ["a_weights", "b_weights"], ratio=0.5)
     with pytest.warns(PruneWarning, match="b_weights"):
         plan = plan_pruning(program, scope, ["a_weights", "b_weights"], ratio=0.5,
                             on_unknown="skip")
     assert plan.matched == ["a_weights"]
-    with pytest.raises(PruneError, match="only unprunable.*b_weights.*reshape2"):
+    with pytest.raises(PruneError, match="only unprunable.*b_weights.*transpose2"):
         plan_pruning(program, scope, "b_weights", ratio=0.5, on_unknown="skip")
     assert plan_pruning(program, scope, "auto", ratio=0.5).matched == ["a_weights"]
 
@@ -421,29 +422,29 @@ def test_summary_table_json_and_chart(tmp_path):
 # ---------------------------------------------------------------- op specs
 
 def _ends_coupling(op, var, axis):
-    """A caller's own channel rule (here for reshape2): the channels go no further."""
+    """A caller's own channel rule (here for transpose2): the channels go no further."""
     return []
 
 
 def test_extra_ops_support_a_new_op_for_one_analysis_only():
     from slim.prune.op_specs import OP_SPECS, OpSpec
-    program, _ = _program_with(_reshape_tail)
-    extra = {"reshape2": OpSpec(rule=_ends_coupling)}
+    program, _ = _program_with(_transpose_tail)
+    extra = {"transpose2": OpSpec(rule=_ends_coupling)}
     (group,) = analyze_program(program, extra_ops=extra).groups_of("b_weights", 0)
     assert group.prunable
     # the global table is unchanged: the next analysis without extra_ops blocks again
-    assert "reshape2" not in OP_SPECS and OP_SPECS.find("reshape2") is None
+    assert "transpose2" not in OP_SPECS and OP_SPECS.find("transpose2") is None
     (group,) = analyze_program(program).groups_of("b_weights", 0)
-    assert not group.prunable and "reshape2" in group.blocked_reason
+    assert not group.prunable and "transpose2" in group.blocked_reason
 
 
 def test_extra_ops_reach_planning_and_applying():
     from slim.prune.op_specs import OpSpec
-    program, scope = _program_with(_reshape_tail)
-    extra = {"reshape2": OpSpec(rule=_ends_coupling)}
+    program, scope = _program_with(_transpose_tail)
+    extra = {"transpose2": OpSpec(rule=_ends_coupling)}
     plan = plan_pruning(program, scope, ["b_weights"], ratio=0.5, extra_ops=extra)
     assert plan.matched == ["b_weights"]
-    with pytest.raises(PruneError, match=r"cannot prune group 'b_weights'.*reshape2"):
+    with pytest.raises(PruneError, match=r"cannot prune group 'b_weights'.*transpose2"):
         apply_plan(plan, [program], scope)
     apply_plan(plan, [program], scope, extra_ops=extra)
     assert list(program.global_block().var("b_weights").shape) == [3, 8, 1, 1]
@@ -452,13 +453,13 @@ def test_extra_ops_reach_planning_and_applying():
 def test_op_spec_kind_decides_what_inspect_reaches_walks_through():
     from slim.prune.graph import ProgramIndex, conv_reaches
     from slim.prune.op_specs import CHANNEL_PRESERVING, CONV, OP_SPECS, OpSpec, op_table
-    program, _ = _program_with(_reshape_tail)
+    program, _ = _program_with(_transpose_tail)
     index = ProgramIndex(program)
     assert [(conv.weight, conv.kind) for conv in index.convs] == [("a_weights", "conv"),
                                                                   ("b_weights", "conv")]
-    assert conv_reaches(index) == {"a_weights": ["conv:b_weights"], "b_weights": ["reshape2"]}
-    # reshape2 declared channel-preserving for this call: b's channels pass it and end
-    extra = op_table({"reshape2": OpSpec(kind=CHANNEL_PRESERVING)})
+    assert conv_reaches(index) == {"a_weights": ["conv:b_weights"], "b_weights": ["transpose2"]}
+    # transpose2 declared channel-preserving for this call: b's channels pass it and end
+    extra = op_table({"transpose2": OpSpec(kind=CHANNEL_PRESERVING)})
     assert conv_reaches(ProgramIndex(program, extra))["b_weights"] == []
     # batch norm and relu are walked through because of their spec kind
     assert OP_SPECS.get("batch_norm").kind == CHANNEL_PRESERVING

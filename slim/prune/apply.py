@@ -60,7 +60,7 @@ def plan_removals(plan, graph):
         if group is None or removed.size == 0:
             continue
         for member in group.members:
-            removals[(member.var, member.axis)].append(member.start + removed)
+            removals[(member.var, member.axis)].append(member.element_indices(removed))
     return {slot: np.unique(np.concatenate(parts)) for slot, parts in removals.items()}
 
 

@@ -327,8 +327,8 @@ def analyze_program(program, fixed_vars=(), extra_ops=None):
     """
     index = ProgramIndex(program, op_table(extra_ops))
     fixed_vars = set(fixed_vars)
-    links, blocks = _propagate(index, fixed_vars)
-    return ChannelGraph(index, _build_groups(index, links, blocks))
+    links, blocks, units = _propagate(index, fixed_vars)
+    return ChannelGraph(index, _build_groups(index, links, blocks, units))
 
 
 def _seed_slots(index):
@@ -341,9 +341,11 @@ def _seed_slots(index):
 def _propagate(index, fixed_vars):
     """Breadth-first over (var, axis) slots from the conv weights; collect links and blocks.
 
-    Blocks are (Segment, kind, reason) with kind 'fixed' or 'unknown'.
+    Blocks are (Segment, kind, reason) with kind 'fixed' or 'unknown'. Also returns
+    {(var, axis): elements per channel} of the slots whose channels are blocks of
+    elements (a flattened [C, H, W] axis and what it reaches: block H * W).
     """
-    links, blocks = [], []
+    links, blocks, units = [], [], {}
     seen_slots, seen_visits, seen_links = set(), set(), set()
     rules = {}  # op type -> its rule (None: no rule), looked up once per type
     queue = collections.deque()
@@ -362,7 +364,8 @@ def _propagate(index, fixed_vars):
             reason = f"'{var}' has no static size on axis {axis} (shape {shape})"
             blocks.append((Segment(var, axis, 0, 0), "unknown", reason))
             continue
-        whole = Segment(var, axis, 0, shape[axis])
+        unit = units.get((var, axis), 1)
+        whole = Segment(var, axis, 0, shape[axis] // unit, unit)
         if var in fixed_vars:
             blocks.append((whole, "fixed", f"'{var}' is marked fixed"))
         if index.is_program_input(var):
@@ -382,7 +385,8 @@ def _propagate(index, fixed_vars):
                                "channel rule"))
                 continue
             try:
-                results = rule(op, var, axis)
+                results = [_in_units(result, units) if isinstance(result, Link) else result
+                           for result in rule(op, var, axis)]
             except Unsupported as error:
                 blocks.append((whole, "unknown", str(error)))
                 continue
@@ -399,17 +403,50 @@ def _propagate(index, fixed_vars):
                     seen_links.add(key)
                     _check_link(index, op, result)
                     links.append(result)
+                    units.update(((s.var, s.axis), s.block) for s in result)
                     push(result.a.var, result.a.axis)
                     push(result.b.var, result.b.axis)
                 elif isinstance(result, Fixed):
                     blocks.append((result.segment, "fixed", result.reason))
                     push(result.segment.var, result.segment.axis)
-    return links, blocks
+    return links, blocks, units
+
+
+def _in_units(link, units):
+    """`link` with both sides counted in their slots' channel units.
+
+    A rule links element ranges (block 1) unless it merges dims itself (a flatten: block
+    H * W on one side). When one side's slot already counts blocks of `u` elements, an
+    element-for-element link moves whole blocks: both sides become block `u`. A slot met
+    with two different blocks cannot be pruned consistently.
+    """
+    a_unit, b_unit = (units.get((s.var, s.axis), s.block) for s in link)
+    if link.a.block == link.b.block == 1 and max(a_unit, b_unit) > 1:
+        if a_unit > 1 and b_unit > 1 and a_unit != b_unit:
+            raise Unsupported(f"'{link.a.var}' and '{link.b.var}' group their channels in blocks of "
+                              f"{a_unit} and {b_unit} elements")
+        unit = max(a_unit, b_unit)
+        if any(s.start % unit or s.length % unit for s in link):
+            raise Unsupported(f"'{link.a.var}' axis {link.a.axis} range {link.a.start}+"
+                              f"{link.a.length} is not whole blocks of {unit} elements")
+        link = Link(*(Segment(s.var, s.axis, s.start // unit, s.length // unit, unit)
+                      for s in link))
+    for segment in link:
+        known = units.get((segment.var, segment.axis), segment.block)
+        if known != segment.block:
+            raise Unsupported(f"axis {segment.axis} of '{segment.var}' is reached both in blocks "
+                              f"of {known} and of {segment.block} elements")
+    return link
+
+
+def _slot_size(index, var, axis, units):
+    """Channels of `var` along `axis` in that slot's units."""
+    return index.shapes[var][axis] // units.get((var, axis), 1)
 
 
 def _check_link(index, op, link):
     for segment in link:
-        size = index.shapes[segment.var][segment.axis]
+        size = index.shapes[segment.var][segment.axis] // segment.block
         if segment.start < 0 or segment.start + segment.length > size or segment.length <= 0:
             raise AssertionError(f"rule of {op.describe()} produced {segment} outside "
                                  f"'{segment.var}' shape {index.shapes[segment.var]}")
@@ -417,14 +454,14 @@ def _check_link(index, op, link):
         raise AssertionError(f"rule of {op.describe()} linked unequal ranges {link}")
 
 
-def _refine_boundaries(index, links):
+def _refine_boundaries(index, links, units):
     """Cut points per slot such that every link maps whole pieces onto whole pieces."""
     bounds = collections.defaultdict(set)
     by_slot = collections.defaultdict(list)
     for position, (a, b) in enumerate(links):
         for segment in (a, b):
             slot = (segment.var, segment.axis)
-            bounds[slot].update((0, index.shapes[segment.var][segment.axis],
+            bounds[slot].update((0, _slot_size(index, segment.var, segment.axis, units),
                                  segment.start, segment.start + segment.length))
             by_slot[slot].append(position)
     pending = collections.deque(bounds)
@@ -471,8 +508,8 @@ class _UnionFind:
             self.parent[root_b] = root_a
 
 
-def _build_groups(index, links, blocks):
-    cuts = _refine_boundaries(index, links)
+def _build_groups(index, links, blocks, units):
+    cuts = _refine_boundaries(index, links, units)
     union = _UnionFind()
     for slot, slot_cuts in cuts.items():
         for start in slot_cuts[:-1]:
@@ -486,7 +523,7 @@ def _build_groups(index, links, blocks):
     for slot, slot_cuts in cuts.items():
         for start, end in zip(slot_cuts[:-1], slot_cuts[1:]):
             members_of_root[union.find((slot, start))].append(
-                Segment(slot[0], slot[1], start, end - start))
+                Segment(slot[0], slot[1], start, end - start, units.get(slot, 1)))
     group_of_root, groups = {}, []
     for root, members in members_of_root.items():
         members.sort(key=lambda m: (m.var, m.axis, m.start))

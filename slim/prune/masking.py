@@ -31,7 +31,7 @@ def zero_removed_channels(plan, graph, scope, place=None):
             tensor = scope.find_var(member.var).get_tensor()
             value = np.array(tensor)
             index = [slice(None)] * value.ndim
-            index[member.axis] = member.start + removed
+            index[member.axis] = member.element_indices(removed)
             value[tuple(index)] = 0
             tensor.set(value, place or paddle.CPUPlace())
             masked.append(member.var)

@@ -21,7 +21,11 @@ def fix_conv_groups(op, changes, undo):
 
 
 def fix_shape_attr(op, changes, undo):
-    """Ops that create a tensor from a `shape` attr create the pruned shape."""
+    """Ops that create (fill ops) or reshape (reshape2) a tensor to a `shape` attr produce
+    the pruned shape: a dim equal to a pruned axis's old size becomes its new size (0 =
+    "copy the input dim" and -1 = "infer" stay)."""
+    if "Out" not in op.output_names:  # a grad op
+        return
     out = op.output("Out")
     if not out or out[0] not in changes or not op.has_attr("shape"):
         return

@@ -16,18 +16,32 @@ every `X@GRAD` variable is linked to its `X` (same shape).
 Each op type's rule is named in its spec in `slim.prune.op_specs` (with its attribute
 fixer, FLOPs counter and kind); a new op is one entry there.
 """
+import math
 from typing import NamedTuple
+
+import numpy as np
 
 GRAD_SUFFIX = "@GRAD"
 EMPTY_VAR_NAME = "@EMPTY@"
 
 
 class Segment(NamedTuple):
-    """Channels [start, start + length) of axis `axis` of variable `var`."""
+    """Channels [start, start + length) of axis `axis` of variable `var`.
+
+    `block` > 1: each channel is `block` consecutive elements of that axis (a flattened
+    [C, H, W] axis holds channel c at elements [c * H * W, (c + 1) * H * W)); start and
+    length count channels, not elements.
+    """
     var: str
     axis: int
     start: int
     length: int
+    block: int = 1
+
+    def element_indices(self, channels):
+        """Element indices on `axis` of the given channel indices (relative to `start`)."""
+        first = (self.start + np.asarray(channels, dtype=np.int64)) * self.block
+        return (first[:, None] + np.arange(self.block, dtype=np.int64)).ravel()
 
 
 class Link(NamedTuple):
@@ -416,6 +430,113 @@ def reduce_rule(op, var, axis):
     if in_axis in dims:
         return []
     return [link_whole(op, out, axis, x, in_axis)]
+
+
+# ---------------------------------------------------------------- reshapes and matmul
+
+
+
+
+def _prefix_key(shape):
+    """What a shape prefix holds: (number of unknown dims, product of the known ones)."""
+    known = [dim for dim in shape if dim >= 0]
+    return len(shape) - len(known), math.prod(known)
+
+
+def _merged_block(src_shape, axis, size):
+    """`size` is `src_shape[axis]` times the dims right after it, up to some axis: their
+    product (the block each channel of `axis` spans there), or None."""
+    block = 1
+    for dim in src_shape[axis + 1:]:
+        if src_shape[axis] * block == size or dim < 0:
+            break
+        block *= dim
+    return block if src_shape[axis] * block == size else None
+
+
+def _reshaped_axis(src_shape, axis, dst_shape):
+    """Where channel axis `axis` of a tensor lands after a row-major reshape to `dst_shape`:
+    (axis of the result, block), block > 1 when later dims merged into it; None when it is
+    split or mixed with earlier dims."""
+    size = src_shape[axis]
+    prefix = _prefix_key(src_shape[:axis])
+    for dst_axis, dst_size in enumerate(dst_shape):
+        if _prefix_key(dst_shape[:dst_axis]) != prefix or (dst_size == 1 and size != 1):
+            continue
+        if dst_size == size:
+            return dst_axis, 1
+        block = _merged_block(src_shape, axis, dst_size) if dst_size > size > 0 else None
+        return (dst_axis, block) if block else None
+    return None
+
+
+def reshape_rule(op, var, axis):
+    """Reshapes (reshape2, flatten, squeeze, unsqueeze): a channel axis that keeps its place
+    in the row-major order moves with its new axis ([C] -> [1, C, 1, 1] of a conv bias); one
+    merged with the dims after it (flatten of [N, C, H, W]) owns a block of H * W elements
+    per channel. A split or reordered channel axis is not handled."""
+    if op.vars("Shape") or op.vars("ShapeTensor"):
+        raise Unsupported(f"{op.describe()}: shape given as a tensor")
+    x, out = op.var("X"), op.var("Out")
+    x_shape, out_shape = op.shape(x), op.shape(out)
+    if var == x:
+        x_axis, mapped = axis, _reshaped_axis(x_shape, axis, out_shape)
+    else:
+        x_axis, mapped = _source_axis(x_shape, out_shape, axis)
+    if mapped is None:
+        raise Unsupported(f"{op.describe()}: axis {axis} of '{var}' is split or reordered "
+                          f"({list(x_shape)} -> {list(out_shape)})")
+    out_axis, block = mapped
+    channels = x_shape[x_axis]
+    return [Link(Segment(x, x_axis, 0, channels), Segment(out, out_axis, 0, channels, block))]
+
+
+def _source_axis(x_shape, out_shape, out_axis):
+    """(input axis, (out_axis, block)) of the input axis a reshape maps onto `out_axis`."""
+    for x_axis, size in enumerate(x_shape):
+        if size == 1 and out_shape[out_axis] != 1:
+            continue
+        mapped = _reshaped_axis(x_shape, x_axis, out_shape)
+        if mapped is not None and mapped[0] == out_axis:
+            return x_axis, mapped
+    return None, None
+
+
+MATMUL_TYPES = ("mul", "matmul", "matmul_v2")
+
+
+def matmul_rule(op, var, axis):
+    """A fully connected layer: the contracted axis of X moves with the matching axis of Y
+    (the weight's input rows). `mul` flattens X from `x_num_col_dims` on, so channel c of a
+    4-D X owns the block of H * W rows c * H * W ... of a 2-D weight. Output features and
+    batched matmuls are not handled."""
+    x, y = op.var("X"), op.var("Y")
+    x_shape, y_shape = op.shape(x), op.shape(y)
+    if op.type == "mul":
+        x_axis, y_axis = op.attr("x_num_col_dims", 1), 0
+        if op.attr("y_num_col_dims", 1) != 1 or len(y_shape) != 2:
+            raise Unsupported(f"{op.describe()}: a weight of shape {list(y_shape)}")
+        block = math.prod(x_shape[x_axis + 1:])
+    else:
+        x_axis, y_axis = _matmul_axes(op, len(x_shape), len(y_shape))
+        block = 1
+    if (var, axis) not in ((x, x_axis), (y, y_axis)) or len(y_shape) != 2 or block < 1:
+        raise Unsupported(f"{op.describe()}: axis {axis} of '{var}' is not the contracted axis "
+                          f"of a fully connected layer")
+    channels = x_shape[x_axis]
+    if channels * block != y_shape[y_axis]:
+        raise Unsupported(f"{op.describe()}: {list(x_shape)} does not contract with "
+                          f"{list(y_shape)}")
+    return [Link(Segment(x, x_axis, 0, channels), Segment(y, y_axis, 0, channels, block))]
+
+
+def _matmul_axes(op, x_rank, y_rank):
+    """(contracted axis of X, of Y) of matmul / matmul_v2 with their transpose attrs."""
+    names = ("trans_x", "trans_y") if op.type == "matmul_v2" else ("transpose_X", "transpose_Y")
+    trans_x, trans_y = (bool(op.attr(name, False)) for name in names)
+    x_axis = x_rank - 2 if trans_x else x_rank - 1
+    y_axis = y_rank - 1 if trans_y else y_rank - 2
+    return x_axis, y_axis
 
 
 # ---------------------------------------------------------------- optimizers

@@ -293,7 +293,7 @@ class FlopsCounter:
             probe = GroupPlan(group.key, group.params, group.size, [0])
             here = find_group(probe, self.graph)
             for member in here.members if here is not None else ():
-                counts[member.var][(member.axis, position)] += 1
+                counts[member.var][(member.axis, position)] += member.block  # elements per channel
         block = program.global_block()
         self._vars = [(block.vars[name], tuple(block.vars[name].desc.shape()),
                        [(axis, position, n) for (axis, position), n in entries.items()])
