@@ -15,8 +15,8 @@ Weights are random (latency does not depend on their values), made realistic whe
 runtime's work would otherwise depend on them: every batch_norm's mean and variance are
 set to the statistics of its input on a random image (so activations stay O(1), no
 overflow and no denormals), and the objectness bias of the three YOLO outputs is -10,
-so no box reaches NMS's 0.01 score threshold (NMS then costs ~0 for every model alike, as
-it costs little for a trained model on an image with few objects).
+with its weights 0, so no box reaches NMS's 0.01 score threshold (NMS then costs ~0 for
+every model alike, as it costs little for a trained model on an image with few objects).
 
 Each model is exported (`__model__.infer` + `__params__`, slim.io.export) and converted
 to ONNX (slim.io.onnx_export). Runtimes: Paddle Inference with oneDNN on and off, and
@@ -27,12 +27,15 @@ ratios baseline ms / pruned ms, which holds on a noisy machine; medians and p90 
 times are reported beside it, with the FLOPs ratio and the size on disk. Prints a table,
 writes JSON (with the machine's load average before and after).
 
-`--quick`: the demo architecture at 192 px only, 3 rounds: a smoke run.
+`--quick`: the demo architecture at 192 px only, 3 rounds: a smoke run. `--arch` and
+`--size` measure one architecture / size only.
 """
 import argparse
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,6 +114,19 @@ def results_table(rows):
     return lines
 
 
+def selected_architectures(architectures, arch=None, size=None):
+    """`architectures` ({name: (config, sizes, rounding size)}) limited to `arch` and `size`
+    (None: all); ValueError when nothing is left."""
+    selected = {name: (config, tuple(s for s in sizes if size is None or s == size), rounding)
+                for name, (config, sizes, rounding) in architectures.items()
+                if arch is None or name == arch}
+    selected = {name: entry for name, entry in selected.items() if entry[1]}
+    if not selected:
+        raise ValueError(f"no architecture {arch or ''} at size {size} among "
+                         f"{ {name: sizes for name, (_, sizes, _) in architectures.items()} }")
+    return selected
+
+
 def load_average():
     """The 1, 5 and 15 minute load averages (None where the OS has none)."""
     try:
@@ -156,7 +172,9 @@ def calibrate_batch_norms(evaluation, scope, executor):
 
 
 def silence_objectness(evaluation, scope, num_classes):
-    """Objectness bias OBJECTNESS_BIAS in the output conv of every yolo_box input."""
+    """In the output conv of every yolo_box input: objectness weights 0 and bias
+    OBJECTNESS_BIAS, so every objectness logit is exactly that, whatever the channels
+    before (a pruned model's outputs must not cross the threshold more or less often)."""
     import paddle
     block = evaluation.program.global_block()
     producer = {name: op for op in block.ops for name in op.output_arg_names}
@@ -164,13 +182,14 @@ def silence_objectness(evaluation, scope, num_classes):
         if op.type != "yolo_box":
             continue
         add = producer[op.input("X")[0]]
-        bias_name = add.input("Y")[0] if add.type == "elementwise_add" else None
-        if bias_name is None or not block.var(bias_name).persistable:
-            raise RuntimeError(f"yolo_box input {op.input('X')[0]} has no conv bias")
-        tensor = scope.find_var(bias_name).get_tensor()
-        bias = np.array(tensor)
-        bias[4::5 + num_classes] = OBJECTNESS_BIAS
-        tensor.set(bias, paddle.CPUPlace())
+        conv = producer.get(add.input("X")[0]) if add.type == "elementwise_add" else None
+        if conv is None or conv.type != "conv2d":
+            raise RuntimeError(f"yolo_box input {op.input('X')[0]} is not a conv plus a bias")
+        for name, value in ((conv.input("Filter")[0], 0.0), (add.input("Y")[0], OBJECTNESS_BIAS)):
+            tensor = scope.find_var(name).get_tensor()
+            array = np.array(tensor)
+            array[4::5 + num_classes] = value
+            tensor.set(array, paddle.CPUPlace())
 
 
 def model_files_mb(model_dir, names):
@@ -282,14 +301,102 @@ def measure_size(records, size, runtimes, rounds, warmup):
     return rows
 
 
+PROFILE_LINE = re.compile(r"^thread\d+::(\S+)\s+(\d+)\s+([0-9.]+)\s")
+
+
+def parse_paddle_profile(text, runs):
+    """{op type: {"calls", "ms"}} per inference from the Event Summary of Paddle Inference's
+    profiling report (`config.enable_profile()`) over `runs` inferences; the one-time
+    Executor::Run / load ops of the first run are left out."""
+    ops = {}
+    for line in text.splitlines():
+        match = PROFILE_LINE.match(line.strip())
+        if not match or match.group(1).startswith("Executor"):
+            continue
+        entry = ops.setdefault(match.group(1), {"calls": 0, "ms": 0.0})
+        entry["calls"] += int(match.group(2)) / runs
+        entry["ms"] += float(match.group(3)) / runs
+    return ops
+
+
+def profile_table(profiles, baseline, pruned):
+    """Markdown lines: ms per inference of each op type in the `baseline` and `pruned`
+    profiles ({model: {op: {"calls", "ms"}}}) and their ratio, slowest first, then the total."""
+    lines = [f"| op | {baseline} ms | {pruned} ms | speed-up |", "|---|---|---|---|"]
+    base, other = profiles[baseline], profiles[pruned]
+    for op in sorted(set(base) | set(other), key=lambda name: -base.get(name, {}).get("ms", 0.0)):
+        before, after = base.get(op, {}).get("ms", 0.0), other.get(op, {}).get("ms", 0.0)
+        ratio = f"{before / after:.2f}x" if after > 0 else "-"
+        lines.append(f"| {op} | {before:.2f} | {after:.2f} | {ratio} |")
+    total_before = sum(entry["ms"] for entry in base.values())
+    total_after = sum(entry["ms"] for entry in other.values())
+    lines.append(f"| total | {total_before:.2f} | {total_after:.2f} | "
+                 f"{total_before / total_after:.2f}x |")
+    return lines
+
+
+def paddle_profile(model_dir, runtime, size, runs):
+    """Per-op profile of Paddle Inference running `model_dir` (`runs` inferences after one
+    warm-up), taken in a subprocess: the report is printed by Paddle's C++ side when the
+    predictor is destroyed."""
+    command = [sys.executable, os.path.abspath(__file__), "--profile_worker", model_dir,
+               str(runtime["threads"]), "on" if runtime["onednn"] else "off", str(size), str(runs)]
+    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    return parse_paddle_profile(finished.stdout, runs)
+
+
+def profile_worker(model_dir, threads, onednn, size, runs):
+    """In the subprocess: `runs` profiled inferences. The first (oneDNN primitive creation)
+    is among them: Paddle's profiler cannot start later; --profile_runs 10 dilutes it."""
+    import paddle.inference as paddle_infer
+
+    from slim.io import export
+    config = paddle_infer.Config(os.path.join(model_dir, export.INFER_MODEL_NAME),
+                                 os.path.join(model_dir, export.PARAMS_NAME))
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(int(threads))
+    if onednn == "on":
+        config.enable_mkldnn()
+    else:
+        config.disable_mkldnn()
+    config.disable_glog_info()
+    config.enable_profile()
+    predictor = paddle_infer.create_predictor(config)
+    feeds = random_image(int(size), seed=1)
+    for _ in range(int(runs)):
+        export.run_predictor(predictor, feeds)
+    del predictor
+
+
+def profile_size(arch, size, records, runs):
+    """Per-op profiles of the baseline and the -50% model on Paddle Inference, 1 thread,
+    oneDNN on and off: where the time goes and which ops do not speed up."""
+    models = {record["model"]: record for record in records}
+    profiles = []
+    for runtime in [r for r in RUNTIMES if r["runtime"] == "paddle" and r["threads"] == 1]:
+        ops = {name: paddle_profile(models[name]["dir"], runtime, size, runs)
+               for name in ("baseline", "-50%")}
+        profiles.append({"arch": arch, "size": size, "runtime": dict(runtime), "runs": runs,
+                         "ops": ops, "table": profile_table(ops, "baseline", "-50%")})
+    return profiles
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="demo architecture, 192 px, 3 rounds")
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved rounds per runtime (default 15; --quick: 3)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs of each model first")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None,
+                        help="measure this architecture only")
+    parser.add_argument("--size", type=int, default=None, help="measure this size only")
     parser.add_argument("--out", default=DEFAULT_OUT, help="results JSON")
+    parser.add_argument("--profile_runs", type=int, default=10,
+                        help="inferences in each per-op profile (0: no profile)")
+    parser.add_argument("--profile_worker", nargs=5, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile_worker:
+        return profile_worker(*args.profile_worker)
     import paddle
 
     from slim.config import load_config
@@ -297,9 +404,10 @@ def main(argv=None):
     paddle.enable_static()
     written, out_name = check_output_file(args.out, "--out")
     rounds = args.rounds or (3 if args.quick else 15)
-    architectures = QUICK if args.quick else ARCHITECTURES
+    architectures = selected_architectures(QUICK if args.quick else ARCHITECTURES, args.arch,
+                                           args.size)
     load_before, started = load_average(), time.time()
-    rows = []
+    rows, profiles = [], []
     with tempfile.TemporaryDirectory(prefix="slim-latency-") as work_dir:
         for arch, (config, sizes, rounding_size) in architectures.items():
             print(f"{arch}: building and exporting {len(sizes)} sizes", flush=True)
@@ -311,14 +419,21 @@ def main(argv=None):
                       f"{len(RUNTIMES)} runtimes x {rounds} rounds", flush=True)
                 for row in measure_size(models[size], size, RUNTIMES, rounds, args.warmup):
                     rows.append({"arch": arch, **row})
+                if size == rounding_size and args.profile_runs > 0:
+                    profiles.extend(profile_size(arch, size, models[size], args.profile_runs))
     lines = results_table(rows)
     print("\n".join(lines))
+    for profile in profiles:
+        print(f"\nper-op profile, {profile['arch']} {profile['size']} px, "
+              f"{runtime_label(profile['runtime'])}:")
+        print("\n".join(profile["table"]))
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": platform.python_version(), "paddle": paddle.__version__,
                           "onnxruntime": __import__("onnxruntime").__version__,
                           "load_average_before": load_before, "load_average_after": load_average()},
               "seconds": round(time.time() - started, 1), "rounds": rounds,
-              "warmup": args.warmup, "quick": args.quick, "rows": rows, "table": lines}
+              "warmup": args.warmup, "quick": args.quick, "rows": rows, "table": lines,
+              "profiles": profiles}
     path = written.write_bytes(out_name, json.dumps(result, indent=1).encode("utf-8"))
     print(f"load average before {load_before}, after {result['machine']['load_average_after']}; "
           f"wrote {path}")

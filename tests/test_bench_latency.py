@@ -69,3 +69,41 @@ def test_interleaved_timings_alternate_the_models_after_warmup():
     assert calls[6:] == [("A", "x"), ("B", "x"), ("A", "y"), ("B", "y")] * 2
     assert {name: len(values) for name, values in timings.items()} == {"A": 4, "B": 4}
     assert all(value >= 0 for values in timings.values() for value in values)
+
+
+def test_selected_architectures():
+    every = {"full": ("f.yml", (320, 416), 416), "demo": ("d.yml", (160, 192), 192)}
+    assert latency.selected_architectures(every) == every
+    assert latency.selected_architectures(every, "full", 416) == {"full": ("f.yml", (416,), 416)}
+    assert latency.selected_architectures(every, size=192) == {"demo": ("d.yml", (192,), 192)}
+    with pytest.raises(ValueError, match="no architecture full at size 192"):
+        latency.selected_architectures(every, "full", 192)
+
+
+# The Event Summary of a real report (Paddle 3.3.1, 5 inferences of a small model).
+PADDLE_PROFILE = """
+-------------------------       Event Summary       -------------------------
+
+Event                                      Calls       Total       Min.        Max.        Ave.        Ratio.
+thread0::conv2d                            250         35.2394     0.02453     4.37424     0.140958    0.415413
+thread0::multiclass_nms3                   5           13.2634     0.95209     5.17794     2.65268     0.156353
+thread0::Executor::Run                     1           6.15525     6.15525     6.15525     6.15525     0.07256
+  Executor::RunPartialPreparedContext      1           2.49332     2.49332     2.49332     2.49332     0.029392
+    load_combine                           1           2.24392     2.24392     2.24392     2.24392     0.026452
+thread0::yolo_box                          15          0.633924    0.025642    0.057968    0.0422616   0.00747289
+"""
+
+
+def test_paddle_profile_per_inference():
+    ops = latency.parse_paddle_profile(PADDLE_PROFILE, runs=5)
+    assert sorted(ops) == ["conv2d", "multiclass_nms3", "yolo_box"]  # no one-time Executor / load
+    assert ops["conv2d"]["calls"] == 50 and ops["conv2d"]["ms"] == pytest.approx(7.04788)
+    assert ops["yolo_box"] == {"calls": 3, "ms": pytest.approx(0.1267848)}
+
+
+def test_profile_table_slowest_first_with_ratios():
+    profiles = {"baseline": {"conv2d": {"calls": 50, "ms": 8.0}, "nms": {"calls": 1, "ms": 2.0}},
+                "-50%": {"conv2d": {"calls": 50, "ms": 4.0}, "nms": {"calls": 1, "ms": 2.0}}}
+    lines = latency.profile_table(profiles, "baseline", "-50%")
+    assert lines[2:] == ["| conv2d | 8.00 | 4.00 | 2.00x |", "| nms | 2.00 | 2.00 | 1.00x |",
+                         "| total | 10.00 | 6.00 | 1.67x |"]
