@@ -297,14 +297,14 @@ def _python(*arguments):
     return [sys.executable, *arguments]
 
 
-def module_cli(*candidates):
-    """The first importable module of `candidates` (slim's modules are being re-laid out:
-    the CLI stays, its module path may move)."""
+def pretrain_command():
+    """The backbone pretraining's command line: `python -m slim.pretrain` where that module
+    exists, else the `python -m slim pretrain` subcommand (slim's modules are being re-laid
+    out; the command stays)."""
     import importlib.util
-    for name in candidates:
-        if importlib.util.find_spec(name) is not None:
-            return name
-    raise UserError(f"none of {', '.join(candidates)} is importable: run from the project root")
+    if importlib.util.find_spec("slim.pretrain") is not None:
+        return _python("-m", "slim.pretrain")
+    return _python("-m", "slim", "pretrain")
 
 
 @dataclasses.dataclass
@@ -356,9 +356,8 @@ def cached_baseline(bench, cache_dir):
         return read_json(record_path)
     fresh_dir(cache_dir)
     pretrained = os.path.join(cache_dir, "pretrained_backbone")
-    bench.step("pretrain", _python("-m", module_cli("slim.pretrain", "slim.commands.pretrain"),
-                                   "-c", DETECTION_CONFIG, "--out", pretrained, "--epochs",
-                                   str(recipe.pretrain_epochs), "-o", *bench.overrides),
+    bench.step("pretrain", [*pretrain_command(), "-c", DETECTION_CONFIG, "--out", pretrained,
+                            "--epochs", str(recipe.pretrain_epochs), "-o", *bench.overrides],
                "pretrain.log")
     checkpoints = os.path.join(cache_dir, "checkpoints")
     eval_dir = os.path.join(cache_dir, "eval")
