@@ -247,6 +247,8 @@ def test_pruned_equals_masked(case, selection, optimizer):
                             fixed_vars=[train_out.name])
         assert plan.groups and all(g.channels_after < g.channels_before for g in plan.groups)
         assert "head_weights" not in plan.matched
+        if selection == "auto":  # every other conv is prunable, fc_head's biased one too
+            assert sorted(plan.matched) == sorted(w for w in conv_weights if w != "head_weights")
 
         unpruned_out = exe.run(evaluation, feed={"image": image}, fetch_list=[eval_out])[0]
         zero_removed_channels(plan, analyze_program(evaluation), scope)
@@ -353,3 +355,18 @@ def test_split_channels_are_a_one_line_error_naming_op_and_conv():
     assert "\n" not in message
     assert "'shuffled_weights'" in message and "op 'reshape2'" in message
     assert "split or reordered" in message
+
+
+@pytest.mark.parametrize("source, axis, target, expected", [
+    ([8], 0, [1, 8, 1, 1], (1, 1)),           # a conv bias reshaped for the add
+    ([-1, 8, 3, 3], 1, [-1, 72], (1, 9)),     # flatten: 9 elements per channel
+    ([2, 8, 3, 3], 1, [2, 8, 9], (1, 1)),     # only the spatial dims merge
+    ([2, 8, 3, 3], 1, [2, 24, 3], (1, 3)),    # channels merge with H only
+    ([2, 8, 1, 1], 1, [2, 8], (1, 1)),        # squeeze
+    ([2, 8, 3, 3], 1, [2, 2, 4, 3, 3], None),  # split (channel shuffle)
+    ([2, 8, 3, 3], 1, [16, 3, 3], None),      # merged with the batch dim
+])
+def test_reshaped_channel_axis(source, axis, target, expected):
+    """Where a reshape puts a channel axis (row-major), worked out by hand."""
+    from slim.prune.ops import reshaped_axis
+    assert reshaped_axis(source, axis, target) == expected

@@ -454,7 +454,7 @@ def _merged_block(src_shape, axis, size):
     return block if src_shape[axis] * block == size else None
 
 
-def _reshaped_axis(src_shape, axis, dst_shape):
+def reshaped_axis(src_shape, axis, dst_shape):
     """Where channel axis `axis` of a tensor lands after a row-major reshape to `dst_shape`:
     (axis of the result, block), block > 1 when later dims merged into it; None when it is
     split or mixed with earlier dims."""
@@ -480,7 +480,7 @@ def reshape_rule(op, var, axis):
     x, out = op.var("X"), op.var("Out")
     x_shape, out_shape = op.shape(x), op.shape(out)
     if var == x:
-        x_axis, mapped = axis, _reshaped_axis(x_shape, axis, out_shape)
+        x_axis, mapped = axis, reshaped_axis(x_shape, axis, out_shape)
     else:
         x_axis, mapped = _source_axis(x_shape, out_shape, axis)
     if mapped is None:
@@ -496,7 +496,7 @@ def _source_axis(x_shape, out_shape, out_axis):
     for x_axis, size in enumerate(x_shape):
         if size == 1 and out_shape[out_axis] != 1:
             continue
-        mapped = _reshaped_axis(x_shape, x_axis, out_shape)
+        mapped = reshaped_axis(x_shape, x_axis, out_shape)
         if mapped is not None and mapped[0] == out_axis:
             return x_axis, mapped
     return None, None
