@@ -19,6 +19,7 @@ import pytest
 from slim.prune import PruneError, analyze_program, apply_plan, plan_pruning
 from slim.prune.apply import plan_removals
 from slim.prune.masking import zero_removed_channels
+from slim.prune.ops import reshaped_axis
 
 IMAGE = [-1, 3, 12, 12]
 
@@ -368,5 +369,4 @@ def test_split_channels_are_a_one_line_error_naming_op_and_conv():
 ])
 def test_reshaped_channel_axis(source, axis, target, expected):
     """Where a reshape puts a channel axis (row-major), worked out by hand."""
-    from slim.prune.ops import reshaped_axis
     assert reshaped_axis(source, axis, target) == expected
