@@ -210,8 +210,8 @@ def test_filter_only_mask_is_not_a_reference():
     scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
     with paddle.static.scope_guard(scope):
         state, graph = started(built, scope, exe)
-        first_block_conv = graph.convs[2].weight  # a dense layer's 1x1 bottleneck conv
-        plan = plan_pruning(built.program, scope, [first_block_conv], ratio=0.5, graph=graph)
+        growth_conv = graph.convs[2].weight  # the first dense layer's 3x3 conv: into the concat
+        plan = plan_pruning(built.program, scope, [growth_conv], ratio=0.5, graph=graph)
         group = graph.group_at(*plan.groups[0].key)
         assert {graph.index.batch_norms.get(m.var) for m in group.members} >= {"bn_scale"}
         for member in group.members_with_role(FILTER):
