@@ -27,8 +27,8 @@ ratios baseline ms / pruned ms, which holds on a noisy machine; medians and p90 
 times are reported beside it, with the FLOPs ratio and the size on disk. Prints a table,
 writes JSON (with the machine's load average before and after).
 
-`--quick`: the demo architecture at 192 px only, 3 rounds: a smoke run. `--arch` and
-`--size` measure one architecture / size only.
+`--quick`: the demo architecture at 192 px only, 3 rounds: a smoke run. `--arch`,
+`--size` and `--threads` measure one architecture / size / thread count only.
 """
 import argparse
 import json
@@ -320,18 +320,29 @@ def parse_paddle_profile(text, runs):
 
 
 def profile_table(profiles, baseline, pruned):
-    """Markdown lines: ms per inference of each op type in the `baseline` and `pruned`
-    profiles ({model: {op: {"calls", "ms"}}}) and their ratio, slowest first, then the total."""
-    lines = [f"| op | {baseline} ms | {pruned} ms | speed-up |", "|---|---|---|---|"]
-    base, other = profiles[baseline], profiles[pruned]
-    for op in sorted(set(base) | set(other), key=lambda name: -base.get(name, {}).get("ms", 0.0)):
-        before, after = base.get(op, {}).get("ms", 0.0), other.get(op, {}).get("ms", 0.0)
-        ratio = f"{before / after:.2f}x" if after > 0 else "-"
-        lines.append(f"| {op} | {before:.2f} | {after:.2f} | {ratio} |")
-    total_before = sum(entry["ms"] for entry in base.values())
-    total_after = sum(entry["ms"] for entry in other.values())
-    lines.append(f"| total | {total_before:.2f} | {total_after:.2f} | "
-                 f"{total_before / total_after:.2f}x |")
+    """Markdown lines: ms per inference of each op type in the `baseline` profile and in each
+    of the `pruned` ones ({model: {op: {"calls", "ms"}}}, `pruned` a list of model names)
+    with its speed-up, slowest first in the baseline, then the totals."""
+    def cells(op):
+        before = profiles[baseline].get(op, {}).get("ms", 0.0)
+        row = [f"{before:.2f}"]
+        for name in pruned:
+            after = profiles[name].get(op, {}).get("ms", 0.0)
+            row.append(f"{after:.2f} | {before / after:.2f}x" if after > 0 else f"{after:.2f} | -")
+        return row
+    header = " | ".join(f"{name} ms | speed-up" for name in pruned)
+    lines = [f"| op | {baseline} ms | {header} |", "|---" * (2 + 2 * len(pruned)) + "|"]
+    ops = sorted(set().union(*(profiles[name] for name in [baseline, *pruned])),
+                 key=lambda op: -profiles[baseline].get(op, {}).get("ms", 0.0))
+    for op in ops:
+        lines.append(f"| {op} | {' | '.join(cells(op))} |")
+    totals = {name: {"total": {"ms": sum(entry["ms"] for entry in profiles[name].values())}}
+              for name in [baseline, *pruned]}
+    before = totals[baseline]["total"]["ms"]
+    total_cells = [f"{before:.2f}"] + [f"{totals[name]['total']['ms']:.2f} | "
+                                       f"{before / totals[name]['total']['ms']:.2f}x"
+                                       for name in pruned]
+    lines.append(f"| total | {' | '.join(total_cells)} |")
     return lines
 
 
@@ -369,15 +380,16 @@ def profile_worker(model_dir, threads, onednn, size, runs):
 
 
 def profile_size(arch, size, records, runs):
-    """Per-op profiles of the baseline and the -50% model on Paddle Inference, 1 thread,
-    oneDNN on and off: where the time goes and which ops do not speed up."""
+    """Per-op profiles of the baseline, the -50% model and its round_to 16 twin on Paddle
+    Inference, 1 thread, oneDNN on and off: where the time goes and which ops do not
+    speed up."""
     models = {record["model"]: record for record in records}
     profiles = []
     for runtime in [r for r in RUNTIMES if r["runtime"] == "paddle" and r["threads"] == 1]:
-        ops = {name: paddle_profile(models[name]["dir"], runtime, size, runs)
-               for name in ("baseline", "-50%")}
+        names = [name for name in ("baseline", "-50%", "-50% r16") if name in models]
+        ops = {name: paddle_profile(models[name]["dir"], runtime, size, runs) for name in names}
         profiles.append({"arch": arch, "size": size, "runtime": dict(runtime), "runs": runs,
-                         "ops": ops, "table": profile_table(ops, "baseline", "-50%")})
+                         "ops": ops, "table": profile_table(ops, names[0], names[1:])})
     return profiles
 
 
@@ -390,6 +402,8 @@ def main(argv=None):
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=None,
                         help="measure this architecture only")
     parser.add_argument("--size", type=int, default=None, help="measure this size only")
+    parser.add_argument("--threads", type=int, choices=(1, 2), default=None,
+                        help="measure the runtimes with this many threads only")
     parser.add_argument("--out", default=DEFAULT_OUT, help="results JSON")
     parser.add_argument("--profile_runs", type=int, default=10,
                         help="inferences in each per-op profile (0: no profile)")
@@ -404,6 +418,7 @@ def main(argv=None):
     paddle.enable_static()
     written, out_name = check_output_file(args.out, "--out")
     rounds = args.rounds or (3 if args.quick else 15)
+    runtimes = [r for r in RUNTIMES if args.threads is None or r["threads"] == args.threads]
     architectures = selected_architectures(QUICK if args.quick else ARCHITECTURES, args.arch,
                                            args.size)
     load_before, started = load_average(), time.time()
@@ -416,8 +431,8 @@ def main(argv=None):
                                   args.quick, log=lambda message: print(message, flush=True))
             for size in sizes:
                 print(f"{arch} {size} px: measuring {len(models[size])} models x "
-                      f"{len(RUNTIMES)} runtimes x {rounds} rounds", flush=True)
-                for row in measure_size(models[size], size, RUNTIMES, rounds, args.warmup):
+                      f"{len(runtimes)} runtimes x {rounds} rounds", flush=True)
+                for row in measure_size(models[size], size, runtimes, rounds, args.warmup):
                     rows.append({"arch": arch, **row})
                 if size == rounding_size and args.profile_runs > 0:
                     profiles.extend(profile_size(arch, size, models[size], args.profile_runs))

@@ -80,17 +80,18 @@ def test_selected_architectures():
         latency.selected_architectures(every, "full", 192)
 
 
-# The Event Summary of a real report (Paddle 3.3.1, 5 inferences of a small model).
+# The Event Summary of a real report (Paddle 3.3.1, 5 inferences of a small model), its
+# last column (Ratio.) cut to fit the line length.
 PADDLE_PROFILE = """
 -------------------------       Event Summary       -------------------------
 
-Event                                      Calls       Total       Min.        Max.        Ave.        Ratio.
-thread0::conv2d                            250         35.2394     0.02453     4.37424     0.140958    0.415413
-thread0::multiclass_nms3                   5           13.2634     0.95209     5.17794     2.65268     0.156353
-thread0::Executor::Run                     1           6.15525     6.15525     6.15525     6.15525     0.07256
-  Executor::RunPartialPreparedContext      1           2.49332     2.49332     2.49332     2.49332     0.029392
-    load_combine                           1           2.24392     2.24392     2.24392     2.24392     0.026452
-thread0::yolo_box                          15          0.633924    0.025642    0.057968    0.0422616   0.00747289
+Event                                      Calls       Total       Min.        Max.        Ave.
+thread0::conv2d                            250         35.2394     0.02453     4.37424     0.140958
+thread0::multiclass_nms3                   5           13.2634     0.95209     5.17794     2.65268
+thread0::Executor::Run                     1           6.15525     6.15525     6.15525     6.15525
+  Executor::RunPartialPreparedContext      1           2.49332     2.49332     2.49332     2.49332
+    load_combine                           1           2.24392     2.24392     2.24392     2.24392
+thread0::yolo_box                          15          0.633924    0.025642    0.057968    0.0422616
 """
 
 
@@ -103,7 +104,11 @@ def test_paddle_profile_per_inference():
 
 def test_profile_table_slowest_first_with_ratios():
     profiles = {"baseline": {"conv2d": {"calls": 50, "ms": 8.0}, "nms": {"calls": 1, "ms": 2.0}},
-                "-50%": {"conv2d": {"calls": 50, "ms": 4.0}, "nms": {"calls": 1, "ms": 2.0}}}
-    lines = latency.profile_table(profiles, "baseline", "-50%")
-    assert lines[2:] == ["| conv2d | 8.00 | 4.00 | 2.00x |", "| nms | 2.00 | 2.00 | 1.00x |",
-                         "| total | 10.00 | 6.00 | 1.67x |"]
+                "-50%": {"conv2d": {"calls": 50, "ms": 4.0}, "nms": {"calls": 1, "ms": 2.0}},
+                "-50% r16": {"conv2d": {"calls": 50, "ms": 2.0}, "nms": {"calls": 1, "ms": 3.0}}}
+    lines = latency.profile_table(profiles, "baseline", ["-50%", "-50% r16"])
+    assert lines[0] == "| op | baseline ms | -50% ms | speed-up | -50% r16 ms | speed-up |"
+    assert lines[1].count("|") == lines[0].count("|")
+    assert lines[2:] == ["| conv2d | 8.00 | 4.00 | 2.00x | 2.00 | 4.00x |",
+                         "| nms | 2.00 | 2.00 | 1.00x | 3.00 | 0.67x |",
+                         "| total | 10.00 | 6.00 | 1.67x | 5.00 | 2.00x |"]
