@@ -28,7 +28,8 @@ times are reported beside it, with the FLOPs ratio and the size on disk. Prints 
 writes JSON (with the machine's load average before and after).
 
 `--quick`: the demo architecture at 192 px only, 3 rounds: a smoke run. `--arch`,
-`--size` and `--threads` measure one architecture / size / thread count only.
+`--size`, `--threads` and `--runtime` measure one architecture / size / thread count /
+runtime only.
 """
 import argparse
 import json
@@ -90,6 +91,14 @@ def pair_summary(baseline_ms, pruned_ms):
             "median_ms": percentile(pruned_ms, 50), "p90_ms": percentile(pruned_ms, 90),
             "speedup": percentile(ratios, 50), "speedup_p10": percentile(ratios, 10),
             "speedup_p90": percentile(ratios, 90), "pairs": int(len(ratios))}
+
+
+RUNTIME_NAMES = ("paddle", "paddle-onednn", "onnxruntime")
+
+
+def runtime_name(runtime):
+    """'paddle-onednn', 'paddle' or 'onnxruntime': the --runtime name of a RUNTIMES entry."""
+    return runtime["runtime"] + ("-onednn" if runtime.get("onednn") else "")
 
 
 def runtime_label(runtime):
@@ -192,6 +201,30 @@ def silence_objectness(evaluation, scope, num_classes):
             tensor.set(array, paddle.CPUPlace())
 
 
+def activation_elements(program):
+    """Elements written per image by the program's conv, batch_norm and activation ops
+    (batch 1): the memory traffic that scales with channel counts, not with FLOPs."""
+    block = program.global_block()
+    kinds = ("conv2d", "depthwise_conv2d", "batch_norm", "relu", "leaky_relu", "elementwise_add")
+    total = 0
+    for op in block.ops:
+        if op.type in kinds:
+            shape = block.var(op.output_arg_names[0]).shape
+            total += int(np.prod([max(1, int(d)) for d in shape]))
+    return total
+
+
+def depthwise_share(program):
+    """Fraction of the program's FLOPs in depthwise convs (groups == input channels > 1)."""
+    from slim.prune.flops import program_flops
+    detail = program_flops(program, detail=True)
+    block = program.global_block()
+    depthwise = sum(item.flops for item in detail.per_op
+                    if block.ops[item.op_index].type in ("conv2d", "depthwise_conv2d")
+                    and block.ops[item.op_index].attr("groups") > 1)
+    return depthwise / detail.total
+
+
 def model_files_mb(model_dir, names):
     """Size on disk of `names` in `model_dir`, in MB (10^6 bytes)."""
     return sum(os.path.getsize(os.path.join(model_dir, name)) for name in names) / 1e6
@@ -247,6 +280,7 @@ def build_models(cfg, sizes, rounding_size, work_dir, quick, log):
     for size in sizes:
         evaluation = build_eval(cfg, size)
         base_flops = program_flops(evaluation.program)
+        base_activations = activation_elements(evaluation.program)
         models[size] = []
         unrounded_ratio = {}
         for name, target, round_to in variants_of_size(size, rounding_size, quick):
@@ -259,15 +293,20 @@ def build_models(cfg, sizes, rounding_size, work_dir, quick, log):
             out_dir = os.path.join(work_dir, f"{size}_{name.replace('%', '').replace(' ', '_')}")
             size_mb, onnx_mb = export_variant(evaluation, scope, executor, out_dir)
             flops = program_flops(evaluation.program)
+            activations = activation_elements(evaluation.program)
+            depthwise = depthwise_share(evaluation.program)
             if undo is not None:
                 undo.restore()
             models[size].append({"model": name, "round_to": round_to, "dir": out_dir,
                                  "flops": int(flops), "flops_ratio": flops / base_flops,
                                  "prune_ratio": None if plan is None else plan.ratio,
                                  "flops_target": target,
+                                 "activation_ratio": activations / base_activations,
+                                 "depthwise_flops_share": depthwise,
                                  "size_mb": size_mb, "onnx_size_mb": onnx_mb})
             log(f"  {size} px {name}: {flops / 1e9:.3f} GFLOPs ({100 * flops / base_flops:.1f}%), "
-                f"{size_mb:.1f} MB")
+                f"activations {100 * activations / base_activations:.1f}%, depthwise "
+                f"{100 * depthwise:.1f}% of FLOPs, {size_mb:.1f} MB")
     return models
 
 
@@ -404,6 +443,8 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=None, help="measure this size only")
     parser.add_argument("--threads", type=int, choices=(1, 2), default=None,
                         help="measure the runtimes with this many threads only")
+    parser.add_argument("--runtime", choices=sorted(RUNTIME_NAMES), default=None,
+                        help="measure this runtime only")
     parser.add_argument("--out", default=DEFAULT_OUT, help="results JSON")
     parser.add_argument("--profile_runs", type=int, default=10,
                         help="inferences in each per-op profile (0: no profile)")
@@ -418,7 +459,8 @@ def main(argv=None):
     paddle.enable_static()
     written, out_name = check_output_file(args.out, "--out")
     rounds = args.rounds or (3 if args.quick else 15)
-    runtimes = [r for r in RUNTIMES if args.threads is None or r["threads"] == args.threads]
+    runtimes = [r for r in RUNTIMES if (args.threads is None or r["threads"] == args.threads)
+                and (args.runtime is None or runtime_name(r) == args.runtime)]
     architectures = selected_architectures(QUICK if args.quick else ARCHITECTURES, args.arch,
                                            args.size)
     load_before, started = load_average(), time.time()

@@ -59,6 +59,8 @@ def test_table_row():
                         "| 51.3 | 60.0 | 1.88x | 2.50x |")
     assert latency.runtime_label({"runtime": "onnxruntime", "onednn": None, "threads": 1}) \
         == "onnxruntime 1t"
+    assert [latency.runtime_name(r) for r in latency.RUNTIMES] == [
+        "paddle-onednn", "paddle-onednn", "paddle", "paddle", "onnxruntime", "onnxruntime"]
 
 
 def test_interleaved_timings_alternate_the_models_after_warmup():
@@ -112,3 +114,19 @@ def test_profile_table_slowest_first_with_ratios():
     assert lines[2:] == ["| conv2d | 8.00 | 4.00 | 2.00x | 2.00 | 4.00x |",
                          "| nms | 2.00 | 2.00 | 1.00x | 3.00 | 0.67x |",
                          "| total | 10.00 | 6.00 | 1.67x | 5.00 | 2.00x |"]
+
+
+def test_activation_elements_and_depthwise_share():
+    """A 3x8x8 image through a 4-channel conv (+ relu) and a depthwise 3x3 conv: activations
+    are counted per op output, and the depthwise FLOPs share is exact."""
+    import paddle
+    program, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(program, startup):
+        image = paddle.static.data("image", [1, 3, 8, 8], "float32")
+        pointwise = paddle.nn.functional.relu(paddle.static.nn.conv2d(image, 4, 1, bias_attr=False))
+        paddle.static.nn.conv2d(pointwise, 4, 3, padding=1, groups=4, bias_attr=False)
+    # conv 4x8x8, relu 4x8x8, depthwise 4x8x8
+    assert latency.activation_elements(program) == 3 * 4 * 8 * 8
+    pointwise_flops, depthwise_flops = 4 * 3 * 64, 4 * 9 * 64
+    assert latency.depthwise_share(program) == pytest.approx(
+        depthwise_flops / (pointwise_flops + depthwise_flops))
