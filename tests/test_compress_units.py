@@ -136,5 +136,5 @@ def test_strategy_classes_are_a_registry_with_hints():
     assert STRATEGY_CLASSES.get("UniformPruneStrategy") is UniformPruneStrategy
     with pytest.raises(ConfigError, match=r"unknown strategy class 'UniformPrunStrategy' \(did you "
                                           r"mean 'UniformPruneStrategy'\?\); known: "
-                                          r"SensitivePruneStrategy, UniformPruneStrategy"):
+                                          r"DistillationStrategy, SensitivePruneStrategy, UniformPruneStrategy"):
         STRATEGY_CLASSES.get("UniformPrunStrategy")
