@@ -135,6 +135,6 @@ def test_strategy_classes_are_a_registry_with_hints():
     from slim.strategies import STRATEGY_CLASSES
     assert STRATEGY_CLASSES.get("UniformPruneStrategy") is UniformPruneStrategy
     with pytest.raises(ConfigError, match=r"unknown strategy class 'UniformPrunStrategy' \(did you "
-                                          r"mean 'UniformPruneStrategy'\?\); known: "
-                                          r"DistillationStrategy, SensitivePruneStrategy, UniformPruneStrategy"):
+                                          r"mean 'UniformPruneStrategy'\?\); known: DistillationStrategy, "
+                                          r"SensitivePruneStrategy, UniformPruneStrategy"):
         STRATEGY_CLASSES.get("UniformPrunStrategy")
