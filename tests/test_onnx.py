@@ -157,6 +157,12 @@ def test_export_option_errors_are_one_line(models, tmp_path, out, opset, message
         export_onnx(models["baseline"], str(tmp_path / out), opset)
 
 
+def test_export_of_a_missing_model_creates_no_output_dir(tmp_path):
+    with pytest.raises(UserError, match="__model__.infer' does not exist"):
+        export_onnx(str(tmp_path / "no_model"), str(tmp_path / "new_dir" / "model.onnx"))
+    assert not os.path.exists(tmp_path / "new_dir")
+
+
 def test_export_of_a_damaged_model_names_the_file(models, tmp_path):
     damaged = str(tmp_path / "damaged")
     shutil.copytree(models["baseline"], damaged)

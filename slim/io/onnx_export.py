@@ -155,7 +155,7 @@ def export_onnx(model_dir, out_path=None, opset=DEFAULT_OPSET, model_name=INFER_
     out_path = out_path or default_onnx_path(model_dir)
     if not str(out_path).endswith(ONNX_SUFFIX):
         raise UserError(f"--out '{shorten(str(out_path))}' must end with {ONNX_SUFFIX}")
-    model_files = [os.path.join(model_dir, name) for name in (model_name, params_name)]
+    model_files = check_exported_model(model_dir, model_name, params_name)  # before --out is made
     written, name = check_output_file(out_path, "--out", inputs=model_files)
     data = onnx_model_bytes(model_dir, opset, model_name, params_name)
     return written.write_bytes(name, data)
