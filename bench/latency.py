@@ -391,7 +391,10 @@ def paddle_profile(model_dir, runtime, size, runs):
     predictor is destroyed."""
     command = [sys.executable, os.path.abspath(__file__), "--profile_worker", model_dir,
                str(runtime["threads"]), "on" if runtime["onednn"] else "off", str(size), str(runs)]
-    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    with tempfile.TemporaryDirectory(prefix="slim-profile-") as scratch:
+        # Paddle's profiler also writes profile.log into the working directory.
+        finished = subprocess.run(command, capture_output=True, text=True, check=True,
+                                  cwd=scratch)
     return parse_paddle_profile(finished.stdout, runs)
 
 
