@@ -47,6 +47,7 @@ RESULTS_JSON = os.path.join("bench", "results", "accuracy.json")
 CONTROL = "control"
 BASELINE = "baseline"
 BENCH_MARKER = ".accuracy-bench"  # in every directory this bench makes (and may empty)
+RUN_RESULT = "run.json"  # in a fine-tuning run's dir: its key (slim config + command), result
 CONVERGED_GAIN = 1.0  # mAP points: the baseline's most over the last fifth of its schedule
 CONVERGED_FRACTION = 0.2
 ETA_PRIOR_SECONDS = 120.0
@@ -65,6 +66,11 @@ METHODS = {
                    "uniform l1, -50% FLOPs over the seed's 24 params"),
     "auto": Method("configs/yolov3_mobilenet_v1_auto_slim.yaml",
                    "uniform l1, -50% FLOPs over every prunable conv"),
+    "sensitive": Method("configs/yolov3_mobilenet_v1_sensitive_slim.yaml",
+                        "sensitivity-searched per-group ratios, -50% FLOPs over every prunable "
+                        "conv (sensitivities measured once per baseline, cached)"),
+    "auto_distill": Method("configs/yolov3_mobilenet_v1_auto_distill_slim.yaml",
+                           "auto with distillation from the unpruned model while fine-tuning"),
 }
 
 
@@ -315,6 +321,7 @@ class Bench:
     env: dict
     overrides: list
     progress: Progress
+    cache_dir: str = None  # the baseline's cache (pretraining, baseline, sensitivities)
 
     def step(self, name, command, log_name):
         began = self.progress.begin(name)
@@ -401,27 +408,60 @@ def run_slim_config(slim_config):
         return yaml.safe_load(handle)
 
 
-def finetune(bench, method, slim_config, seed, model_final):
-    """One compress.py run from the baseline: its summary (mAP, FLOPs, params, size)."""
+def finetune_plan(bench, method, slim_config, seed, model_final):
+    """(run dir, slim config dict, compress.py command, key) of one fine-tuning run."""
     recipe = bench.recipe
-    run_dir = fresh_dir(os.path.join(bench.out, "runs", f"{method}_seed{seed}"))
+    run_dir = os.path.join(bench.out, "runs", f"{method}_seed{seed}")
     config = run_slim_config(slim_config)
     config["compressor"].update({"epoch": recipe.finetune_epochs,
                                  "eval_epoch": recipe.finetune_epochs,
                                  "checkpoint_path": os.path.join(run_dir, "checkpoints")})
-    config_path = os.path.join(run_dir, "slim.yaml")
-    with open(config_path, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(config, handle, sort_keys=False)
+    for strategy in config.get("strategies", {}).values():
+        if "sensitivities_file" in strategy:  # one measurement per baseline, shared by seeds
+            strategy["sensitivities_file"] = os.path.join(bench.cache_dir, "sensitivities.json")
     schedule = schedule_override(recipe.finetune_iterations, recipe.decay_fractions,
                                  recipe.warmup_steps)
-    seconds = bench.step(f"{method} seed {seed}", _python(
-        "compress.py", "-s", config_path, "-c", DETECTION_CONFIG, "-o", f"weights={model_final}",
-        f"random_seed={seed}", f"max_iters={recipe.epoch_iterations}", schedule,
-        *bench.overrides, "--output_eval", run_dir), f"{method}_seed{seed}.log")
+    command = _python(
+        "compress.py", "-s", os.path.join(run_dir, "slim.yaml"), "-c", DETECTION_CONFIG, "-o",
+        f"weights={model_final}", f"random_seed={seed}", f"max_iters={recipe.epoch_iterations}",
+        schedule, *bench.overrides, "--output_eval", run_dir)
+    return run_dir, config, command, config_hash(config, command)
+
+
+def run_result(run_dir, seconds):
+    """What the table needs of a finished run: mAP, FLOPs, params, size, time."""
     summary = read_json(os.path.join(run_dir, "compress_summary.json"))
-    return {"seed": seed, "map": 100.0 * summary["history"][-1]["mAP"],
+    return {"seed": None, "map": 100.0 * summary["history"][-1]["mAP"],
             "flops": summary["flops_after"], "params": summary["params_after"],
             "size_mb": _params_mb(summary["last_checkpoint"]), "seconds": seconds}
+
+
+def finetune(bench, method, slim_config, seed, model_final):
+    """One compress.py run from the baseline: its summary (mAP, FLOPs, params, size); a run
+    done before with the same slim config and command is reused."""
+    run_dir, config, command, key = finetune_plan(bench, method, slim_config, seed, model_final)
+    done = finished_run(run_dir, key)
+    if done is not None:
+        print(f"    {method} seed {seed}: done before (same slim config and command), reused",
+              flush=True)
+        return done
+    fresh_dir(run_dir)
+    with open(os.path.join(run_dir, "slim.yaml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
+    seconds = bench.step(f"{method} seed {seed}", command, f"{method}_seed{seed}.log")
+    result = dict(run_result(run_dir, seconds), seed=seed)
+    write_json(os.path.join(run_dir, RUN_RESULT), {"key": key, "result": result})
+    return result
+
+
+def finished_run(run_dir, key):
+    """The result of a run in `run_dir` made with the same slim config and command (`key`),
+    or None: a rerun of the bench trains only what is missing."""
+    path = os.path.join(run_dir, RUN_RESULT)
+    if not os.path.isfile(path):
+        return None
+    record = read_json(path)
+    return record["result"] if record.get("key") == key else None
 
 
 def expected_seconds(recipe, methods, cached):
@@ -471,7 +511,7 @@ def main(argv=None):
     cache_dir = os.path.join(out, "cache", key[:16])
     cached = os.path.isfile(os.path.join(cache_dir, "baseline.json"))
     bench = Bench(recipe, out, step_env(threads), overrides,
-                  Progress(expected_seconds(recipe, methods, cached)))
+                  Progress(expected_seconds(recipe, methods, cached)), cache_dir)
     print(f"accuracy bench: {DETECTION_CONFIG}, methods {', '.join(methods)}, seeds "
           f"{list(recipe.seeds)}, {threads} thread(s), logs in {out}/logs", flush=True)
     make_dataset(bench)

@@ -122,3 +122,22 @@ def test_the_baseline_record_reads_the_curve_and_the_model_of_a_train_run(tmp_pa
     bench.write_json(str(tmp_path / "eval" / "train_summary.json"), summary)
     assert bench.baseline_record(str(tmp_path / "eval"), str(tmp_path / "checkpoints"), 100,
                                  7.0)["converged"] is False
+
+
+def test_a_finished_run_is_reused_only_with_the_same_slim_config_and_command(tmp_path):
+    session = bench.Bench(bench.QUICK, str(tmp_path), {}, ["a=1"], None, str(tmp_path / "cache"))
+    run_dir, config, command, key = bench.finetune_plan(
+        session, "sensitive", bench.METHODS["sensitive"].slim_config, 0, "model_final")
+    # the sensitivities file is the baseline's, shared by the seeds
+    (strategy,) = config["strategies"].values()
+    assert strategy["sensitivities_file"] == str(tmp_path / "cache" / "sensitivities.json")
+    assert bench.finished_run(run_dir, key) is None  # never run
+    os.makedirs(run_dir)
+    bench.write_json(os.path.join(run_dir, bench.RUN_RESULT), {"key": key, "result": {"map": 50.0}})
+    assert bench.finished_run(run_dir, key) == {"map": 50.0}
+    _, _, _, other_seed = bench.finetune_plan(
+        session, "sensitive", bench.METHODS["sensitive"].slim_config, 1, "model_final")
+    _, _, _, other_model = bench.finetune_plan(
+        session, "sensitive", bench.METHODS["sensitive"].slim_config, 0, "other_final")
+    assert bench.finished_run(run_dir, other_seed) is None
+    assert bench.finished_run(run_dir, other_model) is None
