@@ -1,23 +1,17 @@
 """The pure helpers of bench/accuracy.py: cache key, schedule, convergence, table, ETA."""
-import importlib.util
 import os
 
 import pytest
+from bench_modules import load_bench
 
 from slim.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_accuracy", os.path.join(ROOT, "bench", "accuracy.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-bench = _load_bench()
+bench = load_bench("accuracy")
 
 
 def test_the_cache_key_changes_with_each_input_and_only_with_them():

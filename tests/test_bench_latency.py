@@ -1,24 +1,18 @@
 """bench/latency.py's pure helpers (medians, p90 and speed-up of interleaved pairs, the
 table) and the interleaving it measures with (slim.commands.demo.interleaved_timings)."""
-import importlib.util
 import os
 
 import pytest
+from bench_modules import load_bench
 
 from slim.commands.demo import interleaved_timings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_latency", os.path.join(ROOT, "bench", "latency.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-latency = _load_bench()
+latency = load_bench("latency")
 
 
 def test_speedup_is_the_median_of_per_pair_ratios_not_the_ratio_of_medians():
