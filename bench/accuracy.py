@@ -71,6 +71,10 @@ METHODS = {
                         "conv (sensitivities measured once per baseline, cached)"),
     "auto_distill": Method("configs/yolov3_mobilenet_v1_auto_distill_slim.yaml",
                            "auto with distillation from the unpruned model while fine-tuning"),
+    "sensitive_distill": Method("configs/yolov3_mobilenet_v1_sensitive_distill_slim.yaml",
+                                "sensitive with distillation from the unpruned model"),
+    "sensitive_70": Method("configs/yolov3_mobilenet_v1_sensitive70_slim.yaml",
+                           "sensitivity-searched per-group ratios, -70% FLOPs"),
 }
 
 
