@@ -17,7 +17,8 @@ input size:
 - **loop + loader**: the loop reading the loader's stream, as in a real run.
 
 bare and loop run interleaved in chunks of --chunk iterations, alternating which goes
-first, --rounds times; the overhead is 1 - median(bare s/iter) / median(loop s/iter).
+first, --rounds times; the overhead is the median over the pairs of 1 - bare / loop
+(s/iter), and the loader's cost the same over (loop in memory, loop + loader) pairs.
 Prints a table and writes JSON.
 """
 import argparse
@@ -39,9 +40,11 @@ import slim  # noqa: E402,F401  (classic static IR before paddle)
 DEMO_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml")
 
 
-def overhead(bare_seconds, loop_seconds):
-    """1 - median(bare) / median(loop): the share of the loop's time spent outside exe.run."""
-    return 1.0 - statistics.median(bare_seconds) / statistics.median(loop_seconds)
+def overhead(pairs):
+    """The median over interleaved (fast, slow) timing pairs of 1 - fast / slow: the share of
+    the slower loop's time it spends on what the faster one does not do. Per-pair ratios, so
+    a load spike that slows both runs of a pair does not move it."""
+    return statistics.median(1.0 - fast / slow for fast, slow in pairs)
 
 
 def images_per_second(seconds_per_iteration, batch_size):
@@ -129,31 +132,33 @@ def loader_timer(job, iterations):
 
 
 def measure(dataset_dir, size, workers_options, batch_size, chunk, rounds):
-    """The row of one input size: bare vs loop (interleaved), loader per worker count, and
-    the loop over the loader per worker count."""
+    """The row of one input size: bare vs loop over in-memory batches, and per worker count
+    the loader alone and the loop over in-memory batches vs over the loader's stream (each
+    pair interleaved)."""
     job = build_run(dataset_dir, size, 0, batch_size)
     batches = list(itertools.islice(job.train_loader.batches(0, chunk), chunk))
-    warm = loop_timer(job, lambda: batches)
-    warm()  # first runs pay for program preparation
+    preloaded = loop_timer(job, lambda: batches)
+    preloaded()  # first runs pay for program preparation
     bare_timer(job, batches)()
-    pairs = interleaved(bare_timer(job, batches), loop_timer(job, lambda: batches), rounds)
-    bare, loop = [a for a, _ in pairs], [b for _, b in pairs]
+    pairs = interleaved(bare_timer(job, batches), preloaded, rounds)
     row = {"size": size, "batch_size": batch_size, "chunk": chunk, "rounds": rounds,
-           "bare_s_per_iter": bare, "loop_s_per_iter": loop,
-           "bare_images_per_s": images_per_second(bare, batch_size),
-           "loop_images_per_s": images_per_second(loop, batch_size),
-           "loop_overhead": overhead(bare, loop), "workers": {}}
+           "bare_s_per_iter": [a for a, _ in pairs], "loop_s_per_iter": [b for _, b in pairs],
+           "bare_images_per_s": images_per_second([a for a, _ in pairs], batch_size),
+           "loop_images_per_s": images_per_second([b for _, b in pairs], batch_size),
+           "loop_overhead": overhead(pairs), "workers": {}}
     for workers in workers_options:
         job_w = build_run(dataset_dir, size, workers, batch_size)
         job_w.scope, job_w.executor, job_w.programs = job.scope, job.executor, job.programs
         loader = [loader_timer(job_w, chunk)() for _ in range(rounds)]
-        streamed = [loop_timer(job_w, functools.partial(job_w.train_loader.batches, 0, chunk))()
-                    for _ in range(rounds)]
+        streamed = loop_timer(job_w, functools.partial(job_w.train_loader.batches, 0, chunk))
+        stream_pairs = interleaved(preloaded, streamed, rounds)
         row["workers"][str(workers)] = {
-            "loader_s_per_iter": loader, "loop_with_loader_s_per_iter": streamed,
+            "loader_s_per_iter": loader,
+            "loop_with_loader_s_per_iter": [b for _, b in stream_pairs],
             "loader_images_per_s": images_per_second(loader, batch_size),
-            "loop_with_loader_images_per_s": images_per_second(streamed, batch_size),
-            "slowdown_vs_preloaded": 1.0 - statistics.median(loop) / statistics.median(streamed)}
+            "loop_with_loader_images_per_s": images_per_second([b for _, b in stream_pairs],
+                                                               batch_size),
+            "slowdown_vs_preloaded": overhead(stream_pairs)}
     return row
 
 
@@ -175,20 +180,26 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[160, 224])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--chunk", type=int, default=10, help="iterations per timed chunk")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per cell")
+    parser.add_argument("--chunk", type=int, default=20, help="iterations per timed chunk")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per cell")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of Paddle (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="one size, 2 rounds of 3 iterations")
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "train_throughput.json"))
     return parser.parse_args(argv)
 
 
 def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:  # before paddle is imported: its CPU kernels read these once
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CPU_NUM"):
+            os.environ[name] = str(args.threads)
     from slim.data.demo import main as make_demo_dataset
     from slim.engine.distributed import use_all_cpu_threads
-    args = parse_args(argv)
     if args.quick:
         args.sizes, args.workers, args.chunk, args.rounds = args.sizes[:1], args.workers[:1], 3, 2
-    use_all_cpu_threads()
+    if not args.threads:
+        use_all_cpu_threads()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as temp:
         dataset_dir = os.path.join(temp, "demo")
@@ -197,7 +208,8 @@ def main(argv=None):
                 for size in args.sizes]
     table = format_table(rows)
     print(table)
-    result = {"rows": rows, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+    result = {"rows": rows, "threads": args.threads or os.cpu_count(),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                         "load_average_before": load_before,
                                         "load_average_after": os.getloadavg()},
               "command": "python bench/train_throughput.py " + " ".join(argv or sys.argv[1:])}
