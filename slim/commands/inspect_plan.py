@@ -16,7 +16,7 @@ import json
 import sys
 
 from slim.errors import ConfigError, UserError
-from slim.model.from_config import model_from_config
+from slim.model.from_config import model_of_loaded_config
 
 
 def add_plan_arguments(parser):
@@ -95,16 +95,16 @@ def _combine(summaries):
     }
 
 
-def programs_from_config(config_path, overrides, image_shape, build_hooks=()):
-    """(ProgramSet, scope, executor) of a detection config as compress.py builds them on
-    one CPU (the eval program at the static `image_shape`), initialised, no weights."""
+def programs_from_config(cfg, config_path, image_shape, build_hooks=()):
+    """(ProgramSet, scope, executor, image shape) of detection config `cfg` (loaded from
+    `config_path`) as compress.py builds them on one CPU (the eval program at the static
+    `image_shape`, default the eval feed's), initialised, no weights."""
     import paddle
 
-    from slim.config import create, load_config
+    from slim.config import create
     from slim.engine.distributed import DistributedEnv
     from slim.engine.programs import ProgramSet
-    cfg = load_config(config_path, overrides)
-    model, image_shape = model_from_config(config_path, overrides, image_shape)
+    model, image_shape = model_of_loaded_config(cfg, config_path, image_shape)
     scheduler = create("LearningRate", cfg).scheduler(0)
     programs = ProgramSet(model, list(image_shape), create("OptimizerBuilder", cfg), scheduler,
                           DistributedEnv(), build_hooks=build_hooks)
@@ -125,10 +125,11 @@ def run_plan_inspect(args, out=None):
     from slim.strategies import build_strategies
     out = out or sys.stdout
     slim_config = load_slim_config(args.slim_file)
-    metric_name = resolve_metric_name(load_config(args.config, args.opt).get("metric", "VOC"))
+    cfg = load_config(args.config, args.opt)
+    metric_name = resolve_metric_name(cfg.get("metric", "VOC"))
     strategies = build_strategies(slim_config, metric_name, log=lambda message: None)
     programs, scope, executor, image_shape = programs_from_config(
-        args.config, args.opt, args.image_shape, build_hooks=strategies)
+        cfg, args.config, args.image_shape, build_hooks=strategies)
     summary = plan_slim_config(programs, scope, executor, strategies, slim_config)
     summary["image_shape"] = list(image_shape)
     if args.chart:

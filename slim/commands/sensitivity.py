@@ -128,7 +128,7 @@ def measuring_setup(spec, log=print):
     from slim.runs.epoch_hooks import strategy_evaluator
     from slim.runs.restore import load_weights_into
     cfg = load_config(spec.config, spec.overrides)
-    programs, scope, executor, _ = programs_from_config(spec.config, spec.overrides, None)
+    programs, scope, executor, _ = programs_from_config(cfg, spec.config, None)
     place = executor.place
     if spec.weights:
         load_weights_into("weights", spec.weights, programs, scope, executor, place, False, log)

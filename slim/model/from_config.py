@@ -6,8 +6,13 @@ DEFAULT_IMAGE_SHAPE = (3, 608, 608)
 
 def model_from_config(config_path, overrides, image_shape=None):
     """(model, image_shape) of a detection config: `architecture` built with its sections."""
-    from slim.config import create, load_config
-    cfg = load_config(config_path, overrides)
+    from slim.config import load_config
+    return model_of_loaded_config(load_config(config_path, overrides), config_path, image_shape)
+
+
+def model_of_loaded_config(cfg, config_path, image_shape=None):
+    """`model_from_config` of a config already loaded from `config_path` (named in errors)."""
+    from slim.config import create
     architecture = cfg.get("architecture")
     if not architecture:
         raise ConfigError(f"{config_path}: missing top-level key 'architecture' (e.g. YOLOv3)")

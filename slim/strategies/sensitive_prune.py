@@ -23,7 +23,22 @@ whose baseline differs from this model's (other weights or eval set).
 import json
 import os
 
+from tqdm import tqdm
+
 from slim.errors import ConfigError, UserError, shorten
+from slim.io.output_places import check_output_file
+from slim.prune import PruneError, format_summary, plan_summary
+from slim.prune.graph import analyze_program
+from slim.prune.pruner import keep_count
+from slim.prune.sensitivity import (
+    evaluate_masked,
+    plan_keeps,
+    ratio_key,
+    removed_flops_fraction,
+    search_ratios_by_loss,
+    selected_groups,
+    sensitivity_ratios,
+)
 from slim.strategies.base import Strategy, register_strategy
 from slim.strategies.uniform_prune import pruner_criterion
 
@@ -110,19 +125,16 @@ class SensitivityFile:
 
     def missing(self, names, ratios):
         """[(group name, ratio)] not measured yet, group-major."""
-        from slim.prune.sensitivity import ratio_key
         return [(name, ratio) for name in names for ratio in ratios
                 if ratio_key(ratio) not in self.groups.get(name, {}).get("metric", {})]
 
     def check_writable(self):
         """The output-place check before measuring (see `check_output_file`)."""
-        from slim.io.output_places import check_output_file
         if self.written is None:
             self.written = check_output_file(self.path, "sensitivities_file")
 
     def record(self, name, group, ratio, metric):
         """Store the metric of group `name` (a ChannelGroup) pruned by `ratio`; write the file."""
-        from slim.prune.sensitivity import ratio_key
         entry = self.groups.setdefault(name, {"params": list(group.params),
                                               "channels": int(group.size), "metric": {}})
         entry["metric"][ratio_key(ratio)] = float(metric)
@@ -142,19 +154,21 @@ class SensitivityFile:
 
     def curves(self, names, ratios):
         """{group: {ratio: loss}} over `ratios` (all measured, see `missing`)."""
-        from slim.prune.sensitivity import ratio_key
-        return {name: {ratio: self.baseline - self.groups[name]["metric"][ratio_key(ratio)]
-                       for ratio in ratios} for name in names}
+        curves = {}
+        for name in names:
+            losses = self.losses(name)
+            curves[name] = {ratio: losses[float(ratio_key(ratio))][0] for ratio in ratios}
+        return curves
 
     def to_dict(self):
         """The file's JSON: identity, baseline and per group its metric and losses per ratio."""
         groups = {}
         for name, entry in self.groups.items():
             losses = self.losses(name) if self.baseline is not None else {}
-            groups[name] = dict(entry, loss={
-                key: losses[float(key)][0] for key in entry["metric"]} if losses else {},
-                relative_loss={key: losses[float(key)][1] for key in entry["metric"]}
-                if losses else {})
+            groups[name] = dict(entry,
+                                loss={key: losses[float(key)][0] for key in entry["metric"] if losses},
+                                relative_loss={key: losses[float(key)][1]
+                                               for key in entry["metric"] if losses})
         return {"format": SENSITIVITIES_FORMAT, "version": SENSITIVITIES_VERSION,
                 "identity": self.identity, "baseline": self.baseline, "groups": groups}
 
@@ -180,8 +194,6 @@ def measure(entries, program, graph, scope, pruned_params, criterion, evaluate, 
     """Measure the metric of every (group name, ratio) of `entries` with that group alone
     pruned by that ratio (masked, see `slim.prune.sensitivity.evaluate_masked`);
     `record(name, group, ratio, metric)` gets each as it comes; `progress()` after each."""
-    from slim.prune.pruner import keep_count
-    from slim.prune.sensitivity import evaluate_masked, plan_keeps, selected_groups
     groups = dict(selected_groups(program, pruned_params, graph))
     for name, ratio in entries:
         group = groups[name]
@@ -221,7 +233,6 @@ class SensitivePruneStrategy(Strategy):
         """Fire step k at the first epoch >= start_epoch + k; return its plan record."""
         if self.steps_done >= self.num_steps or context.epoch < self.start_epoch + self.steps_done:
             return None
-        from slim.prune import format_summary, plan_summary
         if self.schedule is None:
             self.schedule = self._make_schedule(context)
         step = self.schedule[self.steps_done]
@@ -261,14 +272,6 @@ class SensitivePruneStrategy(Strategy):
     def _make_schedule(self, context):
         """Per step the cumulative FLOPs target and the per-group ratios and kept channels
         meeting it, searched on the sensitivity curves of the model as it is now."""
-        from slim.prune import PruneError
-        from slim.prune.pruner import keep_count
-        from slim.prune.sensitivity import (
-            removed_flops_fraction,
-            search_ratios_by_loss,
-            selected_groups,
-            sensitivity_ratios,
-        )
         program = context.programs.eval.program
         try:
             groups = selected_groups(program, self.pruned_params)
@@ -290,9 +293,6 @@ class SensitivePruneStrategy(Strategy):
 
     def _curves(self, context, program, groups, ratios):
         """{group: {ratio: loss}} from the file, the missing entries measured (and written)."""
-        from tqdm import tqdm
-
-        from slim.prune.graph import analyze_program
         store = SensitivityFile.open(self.sensitivities_file,
                                      model_identity(program, self.eval_rate, self.criterion))
         names = [name for name, _ in groups]
@@ -324,8 +324,6 @@ class SensitivePruneStrategy(Strategy):
     def _step_plan(self, program, scope, step):
         """The plan of one step on the model as it is now: every group cut to the channels
         the step keeps (groups already there are left out)."""
-        from slim.prune import PruneError
-        from slim.prune.sensitivity import plan_keeps, selected_groups
         try:
             sizes = {name: group.size for name, group in selected_groups(program, self.pruned_params)}
             keeps = {name: keep for name, keep in step["keeps"].items()
