@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Converged accuracy benchmark of the pruning methods on the demo dataset (issue #11).
 
-    python bench/accuracy.py [--methods seed,auto] [--quick] [--threads N] [--out output/accuracy]
+    python bench/accuracy.py [--methods seed,auto] [--recipe full|long] [--quick] [--threads N]
+                             [--jobs N] [--out output/accuracy]
 
 Steps, each the command a user would type (run as a subprocess, its output in a log file
 under --out; a progress line with elapsed time and ETA per step):
@@ -13,18 +14,25 @@ under --out; a progress line with elapsed time and ETA per step):
    (its mAP gained less than CONVERGED_GAIN points over that fifth);
    2 and 3 are cached under `<out>/cache/<hash>/`, the hash of everything they depend on
    (config file, recipe, Paddle version): a rerun skips them;
-4. the control: the baseline trained on for the fine-tuning budget with no pruning
+4. the sensitivities, when a method searches ratios by them: `python -m slim sensitivity`
+   on the baseline into the cache (`--jobs` worker processes), once for all its methods;
+5. the control: the baseline trained on for the fine-tuning budget with no pruning
    (`compress.py` with a slim config that has no strategy), once per seed;
-5. each method of --methods: `compress.py -s <its slim config>` from the baseline, for the
-   same budget, once per seed;
-6. the table (FLOPs, params, size, mAP mean and spread over seeds, drop against the
-   control), printed and written to `<out>/accuracy.json` (and, in the full mode, to
-   bench/results/accuracy.json).
+6. each method of --methods: `compress.py -s <its slim config>` from the baseline, for the
+   same budget, once per seed (`--jobs` runs at a time, each on --threads threads);
+7. the table (FLOPs, params, size, mAP mean and spread over seeds, drop against the
+   control), printed and written to `<out>/accuracy.json` (and, for a recipe other than
+   --quick, to bench/results/accuracy.json or accuracy_<recipe>.json).
+
+Recipes: `full` fine-tunes 3 epochs (750 iterations), `long` 6 epochs from the same cached
+baseline: whether a method's drop shrinks with the fine-tuning budget. Their runs live in
+`<out>/runs/` and `<out>/runs_long/`.
 
 A method is one entry of METHODS (name -> slim config). --quick runs every step on a tiny
 dataset for a few iterations: a smoke run of minutes whose numbers mean nothing.
 """
 import argparse
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -32,6 +40,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata
 
@@ -43,7 +52,6 @@ sys.path.insert(0, ROOT)
 from slim.errors import UserError, exit_on_user_error  # noqa: E402
 
 DETECTION_CONFIG = "configs/yolov3_mobilenet_v1_accuracy.yml"
-RESULTS_JSON = os.path.join("bench", "results", "accuracy.json")
 CONTROL = "control"
 BASELINE = "baseline"
 BENCH_MARKER = ".accuracy-bench"  # in every directory this bench makes (and may empty)
@@ -83,6 +91,7 @@ class Recipe:
     """Everything the dataset, the pretraining, the baseline and the fine-tuning runs
     depend on besides the config file. `epoch_iterations` is compress.py's epoch
     (max_iters); `seconds_per_iteration` and `pretrain_seconds` only feed the ETA."""
+    name: str
     dataset_dir: str
     train_images: int
     test_images: int
@@ -106,19 +115,36 @@ class Recipe:
     def finetune_iterations(self):
         return self.finetune_epochs * self.epoch_iterations
 
+    @property
+    def runs_dir(self):
+        """The directory under --out of this recipe's fine-tuning runs."""
+        return "runs" if self.name in ("full", "quick") else f"runs_{self.name}"
+
+    @property
+    def results_json(self):
+        """Where the recipe's table goes in the repo (None: --quick, whose numbers mean nothing)."""
+        if self.name == "quick":
+            return None
+        suffix = "" if self.name == "full" else f"_{self.name}"
+        return os.path.join("bench", "results", f"accuracy{suffix}.json")
+
 
 # The full recipe, measured in bench/results/accuracy_baseline_curve.json: the baseline reached
 # 56.1% mAP (1000 test images) after 3000 iterations, 0.3 points over its last fifth. The test
 # split: mAP of that model on disjoint 1000-image test sets (generator seeds 0-3) had a standard
 # deviation of 1.15 points (1.74 on 500-image sets), so 3000 images give about 0.66. Evaluations
 # every 600 iterations fall on the second decay (2400 = 80%), where the last fifth starts.
-FULL = Recipe(dataset_dir="dataset/accuracy", train_images=2000, test_images=3000, dataset_seed=0,
-              pretrain_epochs=3, baseline_iterations=3000, snapshot_iter=600, epoch_iterations=250,
-              finetune_epochs=3, seeds=(0, 1))
-QUICK = Recipe(dataset_dir="dataset/accuracy_quick", train_images=48, test_images=24,
-               dataset_seed=0, pretrain_epochs=1, baseline_iterations=20, snapshot_iter=10,
-               epoch_iterations=5, finetune_epochs=2, seeds=(0, 1), warmup_steps=2,
+FULL = Recipe(name="full", dataset_dir="dataset/accuracy", train_images=2000, test_images=3000,
+              dataset_seed=0, pretrain_epochs=3, baseline_iterations=3000, snapshot_iter=600,
+              epoch_iterations=250, finetune_epochs=3, seeds=(0, 1))
+# The same baseline (same cache key), twice the fine-tuning budget.
+LONG = dataclasses.replace(FULL, name="long", finetune_epochs=6)
+QUICK = Recipe(name="quick", dataset_dir="dataset/accuracy_quick", train_images=48,
+               test_images=24, dataset_seed=0, pretrain_epochs=1, baseline_iterations=20,
+               snapshot_iter=10, epoch_iterations=5, finetune_epochs=2, seeds=(0, 1), warmup_steps=2,
                seconds_per_eval=1.0, pretrain_seconds=5.0)
+RECIPES = {recipe.name: recipe for recipe in (FULL, LONG)}
+SENSITIVITY_SECONDS = 600.0  # one measurement of the sensitivities, one worker (for the ETA)
 
 
 def parse_args(argv=None):
@@ -126,11 +152,17 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated methods, of: {', '.join(METHODS)}")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="full",
+                        help="fine-tuning budget: full (3 epochs) or long (6 epochs), both "
+                             "from the same cached baseline")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of minutes on a tiny dataset (its numbers mean nothing)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of every step (default: OMP_NUM_THREADS or all cores); "
                              "1 also loads data in the main process (num_workers=0)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="fine-tuning runs (and sensitivity workers) at a time; with "
+                             "--threads 1, one per core")
     parser.add_argument("--out", default=None,
                         help="where runs and logs go (default: output/accuracy[_quick])")
     return parser.parse_args(argv)
@@ -238,29 +270,37 @@ def results_table(rows):
 
 
 class Progress:
-    """Progress lines: step i/n, elapsed, ETA from the expected seconds of each step."""
+    """Progress lines: step i/n, elapsed, ETA from the expected seconds of each step
+    (divided by `parallel`, the steps that run at a time). Steps may begin and end from
+    several threads."""
 
-    def __init__(self, expected):
+    def __init__(self, expected, parallel=1):
         self.expected = dict(expected)  # step name -> expected seconds
+        self.parallel = parallel
         self.started = time.perf_counter()
         self.done_expected = 0.0
         self.done_actual = 0.0
         self.done = []
+        self.lock = threading.Lock()
 
     def begin(self, name):
-        remaining = sum(seconds for step, seconds in self.expected.items() if step not in self.done)
-        eta = eta_seconds(self.done_expected, self.done_actual, remaining)
-        print(f"[{len(self.done) + 1}/{len(self.expected)}] {name} | elapsed "
-              f"{_minutes(time.perf_counter() - self.started)}, ETA {_minutes(eta)}", flush=True)
+        with self.lock:
+            remaining = sum(seconds for step, seconds in self.expected.items()
+                            if step not in self.done)
+            eta = eta_seconds(self.done_expected, self.done_actual, remaining) / self.parallel
+            print(f"[{len(self.done) + 1}/{len(self.expected)}] {name} | elapsed "
+                  f"{_minutes(time.perf_counter() - self.started)}, ETA {_minutes(eta)}",
+                  flush=True)
         return time.perf_counter()
 
     def end(self, name, began, skipped=False):
         seconds = time.perf_counter() - began
-        if not skipped:
-            self.done_expected += self.expected[name]
-            self.done_actual += seconds
-        self.done.append(name)
-        print(f"    {name}: {'cached' if skipped else _minutes(seconds)}", flush=True)
+        with self.lock:
+            if not skipped:
+                self.done_expected += self.expected[name]
+                self.done_actual += seconds
+            self.done.append(name)
+            print(f"    {name}: {'cached' if skipped else _minutes(seconds)}", flush=True)
         return seconds
 
 
@@ -294,13 +334,15 @@ def fresh_dir(path):
     return path
 
 
-def check_places(out, quick):
+def check_places(out, recipe):
     """Before any work: --out can be a directory and the results JSON can be written."""
     if os.path.lexists(out) and not os.path.isdir(out):
         raise UserError(f"--out '{out}' exists and is not a directory: choose another --out")
-    results_dir = os.path.dirname(RESULTS_JSON)
-    if not quick and not os.access(results_dir, os.W_OK):
-        raise UserError(f"'{results_dir}' is not writable: {RESULTS_JSON} could not be written")
+    if recipe.results_json is not None:
+        results_dir = os.path.dirname(recipe.results_json)
+        if not os.access(results_dir, os.W_OK):
+            raise UserError(f"'{results_dir}' is not writable: {recipe.results_json} could not "
+                            "be written")
 
 
 def _python(*arguments):
@@ -412,17 +454,50 @@ def run_slim_config(slim_config):
         return yaml.safe_load(handle)
 
 
+def sensitivity_entries(config):
+    """{strategy name: options} of the entries of a slim config dict that read a
+    sensitivities file."""
+    return {name: options for name, options in config.get("strategies", {}).items()
+            if "sensitivities_file" in options}
+
+
+def sensitivities_path(bench):
+    """The baseline's sensitivities file, shared by every method and seed."""
+    return os.path.join(bench.cache_dir, "sensitivities.json")
+
+
+def measure_sensitivities(bench, methods, model_final, workers):
+    """`python -m slim sensitivity` on the baseline into the cache, before any fine-tuning
+    run, for every method that searches ratios by it (so that runs at a time never measure
+    the same file at once); a rerun, or a second method with the same entries, measures
+    only what is missing."""
+    for method, spec in methods.items():
+        config = run_slim_config(spec.slim_config)
+        for name, options in sensitivity_entries(config).items():
+            options["sensitivities_file"] = sensitivities_path(bench)
+            slim_path = os.path.join(bench.cache_dir, f"sensitivity_{method}.yaml")
+            with open(slim_path, "w", encoding="utf-8") as handle:
+                yaml.safe_dump(config, handle, sort_keys=False)
+            bench.step(sensitivity_step(method), _python(
+                "-m", "slim", "sensitivity", "-c", DETECTION_CONFIG, "-s", slim_path,
+                "--strategy", name, "--workers", str(workers),
+                "-o", f"weights={model_final}", *bench.overrides), f"sensitivity_{method}.log")
+
+
+def sensitivity_step(method):
+    return f"sensitivities for {method}"
+
+
 def finetune_plan(bench, method, slim_config, seed, model_final):
     """(run dir, slim config dict, compress.py command, key) of one fine-tuning run."""
     recipe = bench.recipe
-    run_dir = os.path.join(bench.out, "runs", f"{method}_seed{seed}")
+    run_dir = os.path.join(bench.out, recipe.runs_dir, f"{method}_seed{seed}")
     config = run_slim_config(slim_config)
     config["compressor"].update({"epoch": recipe.finetune_epochs,
                                  "eval_epoch": recipe.finetune_epochs,
                                  "checkpoint_path": os.path.join(run_dir, "checkpoints")})
-    for strategy in config.get("strategies", {}).values():
-        if "sensitivities_file" in strategy:  # one measurement per baseline, shared by seeds
-            strategy["sensitivities_file"] = os.path.join(bench.cache_dir, "sensitivities.json")
+    for strategy in sensitivity_entries(config).values():  # one per baseline, shared by seeds
+        strategy["sensitivities_file"] = sensitivities_path(bench)
     schedule = schedule_override(recipe.finetune_iterations, recipe.decay_fractions,
                                  recipe.warmup_steps)
     command = _python(
@@ -468,7 +543,7 @@ def finished_run(run_dir, key):
     return record["result"] if record.get("key") == key else None
 
 
-def expected_seconds(recipe, methods, cached):
+def expected_seconds(recipe, methods, cached, workers=1):
     """Step name -> expected seconds on one thread (for the ETA, which rescales them by
     the pace of the finished steps)."""
     baseline = (recipe.baseline_iterations * recipe.seconds_per_iteration
@@ -476,6 +551,11 @@ def expected_seconds(recipe, methods, cached):
     steps = {"dataset": 40.0 * recipe.train_images / 2000,
              "pretrain": 0.0 if cached else recipe.pretrain_seconds,
              BASELINE: 0.0 if cached else baseline}
+    measuring = SENSITIVITY_SECONDS / workers  # the first such method measures, later ones read
+    for method, spec in methods.items():
+        if sensitivity_entries(run_slim_config(spec.slim_config)):
+            steps[sensitivity_step(method)] = measuring
+            measuring = recipe.seconds_per_eval
     finetune = recipe.finetune_iterations * recipe.seconds_per_iteration + recipe.seconds_per_eval
     for method in [CONTROL, *methods]:
         for seed in recipe.seeds:
@@ -503,51 +583,91 @@ def step_env(threads):
 def main(argv=None):
     args = parse_args(argv)
     methods = selected_methods(args.methods)
-    recipe = QUICK if args.quick else FULL
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    recipe = QUICK if args.quick else RECIPES[args.recipe]
     out = args.out or ("output/accuracy_quick" if args.quick else "output/accuracy")
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     os.chdir(ROOT)
-    check_places(out, args.quick)
+    check_places(out, recipe)
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
     overrides = feed_overrides(recipe, threads)
     with open(DETECTION_CONFIG, encoding="utf-8") as handle:
         key = baseline_key(handle.read(), recipe, overrides, paddle_version())
     cache_dir = os.path.join(out, "cache", key[:16])
     cached = os.path.isfile(os.path.join(cache_dir, "baseline.json"))
-    bench = Bench(recipe, out, step_env(threads), overrides,
-                  Progress(expected_seconds(recipe, methods, cached)), cache_dir)
-    print(f"accuracy bench: {DETECTION_CONFIG}, methods {', '.join(methods)}, seeds "
-          f"{list(recipe.seeds)}, {threads} thread(s), logs in {out}/logs", flush=True)
+    progress = Progress(expected_seconds(recipe, methods, cached, args.jobs), args.jobs)
+    bench = Bench(recipe, out, step_env(threads), overrides, progress, cache_dir)
+    print(f"accuracy bench: {DETECTION_CONFIG}, recipe {recipe.name} ({recipe.finetune_epochs} "
+          f"fine-tuning epochs), methods {', '.join(methods)}, seeds {list(recipe.seeds)}, "
+          f"{args.jobs} job(s) of {threads} thread(s), logs in {out}/logs", flush=True)
     make_dataset(bench)
     baseline = cached_baseline(bench, cache_dir)
     gain = baseline["last_fifth_gain"]
     print(f"    baseline mAP {baseline['map']:.2f}, last fifth of its schedule gained "
           f"{'n/a' if gain is None else f'{gain:.2f}'} points: "
           f"{'converged' if baseline['converged'] else 'NOT converged'}", flush=True)
+    measure_sensitivities(bench, methods, baseline["model_final"], args.jobs)
     description = {"config": DETECTION_CONFIG, "recipe": dataclasses.asdict(recipe),
-                   "quick": args.quick, "threads": threads, "paddle": paddle_version(),
+                   "quick": args.quick, "threads": threads, "jobs": args.jobs,
+                   "paddle": paddle_version(),
                    "methods": {name: dataclasses.asdict(m) for name, m in methods.items()}}
-    runs = {}
-    for method, slim_config in [(CONTROL, None), *[(n, m.slim_config) for n, m in methods.items()]]:
-        for seed in recipe.seeds:
-            run = finetune(bench, method, slim_config, seed, baseline["model_final"])
-            runs.setdefault(method, []).append(run)
-            # after every run, so that a long bench stopped half-way keeps what it measured
-            write_json(os.path.join(out, "accuracy.json"),
-                       dict(description, complete=False, baseline=baseline, runs=runs,
-                            rows=method_rows(runs, baseline)))
+    plan = [(method, slim_config, seed)
+            for method, slim_config in [(CONTROL, None),
+                                        *[(n, m.slim_config) for n, m in methods.items()]]
+            for seed in recipe.seeds]
+
+    def save_partial(runs):  # after every run: a long bench stopped half-way keeps its results
+        write_json(os.path.join(out, "accuracy.json"),
+                   dict(description, complete=False, baseline=baseline, runs=runs,
+                        rows=method_rows(runs, baseline)))
+
+    runs = finetune_all(bench, plan, baseline["model_final"], args.jobs, save_partial)
     rows = method_rows(runs, baseline)
     lines = results_table(rows)
     total = time.perf_counter() - bench.progress.started
     result = dict(description, complete=True, baseline=baseline, rows=rows, runs=runs,
                   total_seconds=total)
     written = [write_json(os.path.join(out, "accuracy.json"), result)]
-    if not args.quick:
-        written.append(write_json(RESULTS_JSON, result))
+    if recipe.results_json is not None:
+        written.append(write_json(recipe.results_json, result))
     print("\n" + "\n".join(lines))
     print(f"\n{recipe.test_images} test images; mAP in points; drop = control mean - method mean; "
-          f"total {_minutes(total)} on {threads} thread(s); wrote {', '.join(written)}")
+          f"total {_minutes(total)}, {args.jobs} job(s) of {threads} thread(s); "
+          f"wrote {', '.join(written)}")
     return result
+
+
+def finetune_all(bench, plan, model_final, jobs, after_each=None):
+    """The fine-tuning runs of `plan` ([(method, slim config, seed)]), `jobs` at a time:
+    {method: [run results in seed order]}, in plan order whatever order they finish in.
+    `after_each(runs so far)` is called as each finishes; the first failure stops the
+    runs not yet started and is raised once the running ones end."""
+    results = {}
+    lock = threading.Lock()
+
+    def ordered():
+        runs = {}
+        for method, _, seed in plan:
+            if (method, seed) in results:
+                runs.setdefault(method, []).append(results[(method, seed)])
+        return runs
+
+    def one(method, slim_config, seed):
+        result = finetune(bench, method, slim_config, seed, model_final)
+        with lock:
+            results[(method, seed)] = result
+            if after_each is not None:
+                after_each(ordered())
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one, *item) for item in plan]
+        for future in concurrent.futures.as_completed(futures):
+            if future.exception() is not None:
+                for other in futures:
+                    other.cancel()
+                raise future.exception()
+    return ordered()
 
 
 @exit_on_user_error

@@ -135,3 +135,61 @@ def test_a_finished_run_is_reused_only_with_the_same_slim_config_and_command(tmp
         session, "sensitive", bench.METHODS["sensitive"].slim_config, 0, "other_final")
     assert bench.finished_run(run_dir, other_seed) is None
     assert bench.finished_run(run_dir, other_model) is None
+
+
+def test_the_long_recipe_shares_the_baseline_and_keeps_its_runs_and_table_apart():
+    key = bench.baseline_key("config text", bench.FULL, ["a=1"], "3.3.1")
+    assert bench.baseline_key("config text", bench.LONG, ["a=1"], "3.3.1") == key
+    assert bench.LONG.finetune_iterations == 2 * bench.FULL.finetune_iterations
+    assert (bench.FULL.runs_dir, bench.LONG.runs_dir) == ("runs", "runs_long")
+    assert bench.FULL.results_json == os.path.join("bench", "results", "accuracy.json")
+    assert bench.LONG.results_json == os.path.join("bench", "results", "accuracy_long.json")
+    assert bench.QUICK.results_json is None
+
+
+def test_sensitivities_are_measured_once_before_the_runs_into_the_cache(tmp_path):
+    steps = []
+    session = bench.Bench(bench.QUICK, str(tmp_path), {}, ["a=1"], None, str(tmp_path / "cache"))
+    session.step = lambda name, command, log: steps.append((name, command))
+    os.makedirs(session.cache_dir)
+    methods = bench.selected_methods("seed,sensitive")
+    bench.measure_sensitivities(session, methods, "model_final", 2)
+    (name, command), = steps  # the seed recipe reads no sensitivities
+    assert name == bench.sensitivity_step("sensitive")
+    assert command[1:4] == ["-m", "slim", "sensitivity"]
+    assert command[command.index("--workers") + 1] == "2"
+    assert "weights=model_final" in command and "a=1" in command
+    slim_path = command[command.index("-s") + 1]
+    (strategy,) = bench.yaml.safe_load(open(slim_path))["strategies"].values()
+    # the same file the fine-tuning runs read
+    assert strategy["sensitivities_file"] == bench.sensitivities_path(session)
+
+
+def test_runs_at_a_time_come_back_in_plan_order_and_a_failure_is_raised(monkeypatch):
+    import threading
+    import time
+    finish_order = []
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def fake_finetune(session, method, slim_config, seed, model_final):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05 if (method, seed) == ("control", 0) else 0.01)
+        with lock:
+            running[0] -= 1
+            finish_order.append((method, seed))
+        if method == "broken":
+            raise UserError("step failed")
+        return {"map": seed}
+
+    monkeypatch.setattr(bench, "finetune", fake_finetune)
+    plan = [(method, None, seed) for method in ("control", "seed") for seed in (0, 1)]
+    partial = []
+    runs = bench.finetune_all(None, plan, "final", 2, partial.append)
+    assert runs == {"control": [{"map": 0}, {"map": 1}], "seed": [{"map": 0}, {"map": 1}]}
+    assert most[0] == 2 and finish_order[0] != ("control", 0)  # it ran beside the others
+    assert len(partial) == 4 and partial[-1] == runs
+    with pytest.raises(UserError, match="step failed"):
+        bench.finetune_all(None, [("broken", None, 0), *plan], "final", 1)
