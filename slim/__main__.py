@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "demo": "slim.commands.demo",
     "sensitivity": "slim.commands.sensitivity",
     "export": "slim.commands.export",
+    "prune": "slim.commands.prune",
 }
 
 

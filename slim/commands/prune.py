@@ -1,0 +1,423 @@
+"""`python -m slim prune`: prune an exported Paddle inference model of any architecture, once.
+
+    python -m slim prune --model_dir DIR [--model_filename F --params_filename P] \\
+        (--target_ratio 0.5 [--pruned_params auto|REGEX ...] [--criterion l1_norm]
+         | -s SLIM.yaml [--strategy NAME]) --out OUT [--latency_runs 20] [--threads 1]
+        [--input_shape [FEED=]C,H,W ...] [--on_unknown error|skip]
+
+No training: the model is loaded with `paddle.static.load_inference_model` (classic
+ProgramDesc; a Paddle 3 new-IR `.json` model is refused with how to save it classic),
+its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
+a list of them, full match, as in the seed's slim config) are pruned by one uniform
+ratio, searched so that `target_ratio` of the FLOPs goes, keeping the channels that
+`criterion` (l1_norm, fpgm, bn_scale) scores highest. The fetch targets keep their
+shape (they are the model's contract: a classifier's logits, a detector's raw heads).
+With `-s SLIM.yaml` the options come from its UniformPruneStrategy entry (and its
+pruner's criterion); options given on the command line win over it.
+
+OUT is written as a whole (absent, empty, or an OUT this command wrote before): the
+pruned model under the input's file names (program and combined params, or one file
+per parameter), `plan.json` (the kept channels of every group, `slim.prune.plan`
+format) and `report.json`: FLOPs (multiply-adds per image at the feed shapes), params,
+size on disk, before and after, and Paddle Inference CPU latency of both models on one
+random input at batch 1 (Paddle's default kernels, oneDNN where it enables them;
+`--latency_runs` interleaved pairs after warm-up; the speed-up is the median of the
+per-pair ratios; 0 skips it). Both models are loaded in Paddle Inference in any case
+and must give outputs of the same shapes.
+
+Feeds must have static shapes but for the batch axis; `--input_shape` fixes others
+(e.g. `image=3,224,224` for a model exported with [-1, 3, -1, -1]): they are used for
+counting FLOPs and for the latency input only; the pruned model keeps the input's
+shapes. Float feeds get standard normal values, integer feeds ones.
+"""
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from slim.errors import UserError, shorten
+from slim.io.inference_model import (
+    find_model_files,
+    inference_config,
+    load_inference_model,
+    save_inference_model,
+)
+from slim.io.output_places import (
+    check_replaceable_dir,
+    make_owned_temp_dir,
+    remove_owned_dir,
+    replace_dir,
+)
+from slim.io.weights import numpy_dtype
+
+STRATEGY_CLASS = "UniformPruneStrategy"
+PLAN_NAME = "plan.json"
+REPORT_NAME = "report.json"
+REPORT_FORMAT = "slim-prune-report"
+REPORT_VERSION = 1
+DEFAULT_CRITERION = "l1_norm"
+DEFAULT_LATENCY_RUNS = 20
+WARMUP_RUNS = 3
+LATENCY_SEED = 0
+
+
+def add_arguments(parser):
+    """The `prune` options."""
+    parser.add_argument("--model_dir", required=True, metavar="DIR",
+                        help="the exported inference model's directory")
+    parser.add_argument("--model_filename", default=None, metavar="F",
+                        help="program file in DIR (default: __model__, else the one *.pdmodel)")
+    parser.add_argument("--params_filename", default=None, metavar="P",
+                        help="combined params file in DIR (default: __params__ or PREFIX.pdiparams "
+                             "beside the program; neither: one file per parameter)")
+    parser.add_argument("-s", "--slim_file", default=None, metavar="SLIM.yaml",
+                        help=f"take pruned_params, target_ratio and criterion from its "
+                             f"{STRATEGY_CLASS} entry")
+    parser.add_argument("--strategy", default=None, metavar="NAME",
+                        help=f"with -s: the {STRATEGY_CLASS} entry to use when there are several")
+    parser.add_argument("--pruned_params", nargs="+", default=None, metavar="REGEX",
+                        help="conv weights to prune: 'auto' (every prunable conv; the default "
+                             "without -s), a regex, or several (full match)")
+    parser.add_argument("--target_ratio", type=float, default=None, metavar="R",
+                        help="fraction of the FLOPs to remove, in (0, 1)")
+    parser.add_argument("--criterion", default=None,
+                        help="channel importance: l1_norm (default), fpgm, bn_scale")
+    parser.add_argument("--on_unknown", choices=("error", "skip"), default="error",
+                        help="a selected conv reaching an op without a channel rule: error "
+                             "(default) or leave its channels unpruned")
+    parser.add_argument("--input_shape", nargs="+", default=None, metavar="[FEED=]C,H,W",
+                        help="fixed shape (without the batch axis) of a feed with unknown dims, "
+                             "for counting FLOPs and the latency input")
+    parser.add_argument("--out", required=True, metavar="OUT",
+                        help="directory for the pruned model, plan.json and report.json "
+                             "(absent, empty, or one this command wrote)")
+    parser.add_argument("--latency_runs", type=int, default=DEFAULT_LATENCY_RUNS, metavar="N",
+                        help=f"interleaved timing pairs in Paddle Inference (default "
+                             f"{DEFAULT_LATENCY_RUNS}; 0: no latency)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="Paddle Inference CPU math threads (default 1)")
+    return parser
+
+
+@dataclasses.dataclass
+class PruneRequest:
+    """What to prune, resolved from the command line and the slim config."""
+    pruned_params: object
+    target_ratio: float
+    criterion: str
+    source: str  # where the options came from, for the report
+
+
+def run(args, out=None):
+    """Prune, save, measure and report; returns 0."""
+    import paddle
+
+    from slim.prune import PruneWarning, analyze_program, apply_plan, plan_pruning
+    from slim.prune.flops import program_flops, program_params
+    out = out or sys.stdout
+    request = prune_request(args)
+    if args.latency_runs < 0:
+        raise UserError(f"--latency_runs must be >= 0, got {args.latency_runs}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    files = find_model_files(args.model_dir, args.model_filename, args.params_filename)
+    out_dir = check_replaceable_dir(args.out, "--out", inputs=[args.model_dir])
+    started = time.time()
+    executor = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    model = load_inference_model(files, executor, scope)
+    shapes = feed_shapes(model, args.input_shape)
+    counted = static_copy(model.program, shapes)  # FLOPs need every non-batch dim known
+    # The fetch targets are the model's contract; the fetch ops pin them too, this says it
+    # whatever the program's ops are.
+    fixed = [var.name for var in model.fetch_vars]
+    graph = analyze_program(model.program, fixed_vars=fixed)
+    before = {"flops": int(program_flops(counted)), "params": int(program_params(model.program)),
+              "size_bytes": files.size_bytes(model.program)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = plan_pruning(model.program, scope, request.pruned_params,
+                            target_ratio=request.target_ratio, criterion=request.criterion,
+                            on_unknown=args.on_unknown, flops_program=counted, graph=graph)
+    for warning in caught:
+        if issubclass(warning.category, PruneWarning):  # one line, as the tool's errors
+            print(f"warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
+    apply_plan(plan, [model.program, counted], scope,
+               graphs=[graph, analyze_program(counted, fixed_vars=fixed)])
+    plan_seconds = time.time() - started
+    temp_dir = make_owned_temp_dir(os.path.dirname(out_dir), ".slim-prune-")
+    try:
+        written = save_inference_model(model, executor, scope, temp_dir, files.model_filename,
+                                       files.params_filename)
+        pruned_files = dataclasses.replace(files, directory=temp_dir)
+        after = {"flops": int(program_flops(counted)),
+                 "params": int(program_params(model.program)),
+                 "size_bytes": pruned_files.size_bytes(model.program)}
+        plan.save(os.path.join(temp_dir, PLAN_NAME))
+        feeds = random_feeds(model, shapes)
+        latency = measure_latency(files, pruned_files, feeds, args.latency_runs, args.threads)
+        report = build_report(args, request, files, model, shapes, plan, before, after, latency,
+                              written, plan_seconds, time.time() - started)
+        with open(os.path.join(temp_dir, REPORT_NAME), "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=1)
+        replace_dir(temp_dir, out_dir, "--out")
+    finally:
+        remove_owned_dir(temp_dir)  # only when it was not moved to OUT
+    print(format_report(report), file=out)
+    return 0
+
+
+def prune_request(args):
+    """The PruneRequest of `args`: -s's UniformPruneStrategy entry, overridden by the command
+    line's options; one-line errors for a bad ratio or criterion, before any work."""
+    from slim.prune import CRITERIA
+    pruned_params, target_ratio, criterion, source = None, None, None, "command line"
+    if args.slim_file:
+        pruned_params, target_ratio, criterion = slim_config_options(args.slim_file, args.strategy)
+        source = args.slim_file
+    elif args.strategy:
+        raise UserError("--strategy chooses an entry of the slim config: give -s SLIM.yaml too")
+    if args.pruned_params is not None:
+        given = args.pruned_params
+        pruned_params = given[0] if len(given) == 1 else list(given)
+    if args.target_ratio is not None:
+        target_ratio = args.target_ratio
+    if args.criterion is not None:
+        criterion = args.criterion
+    if target_ratio is None:
+        raise UserError("give --target_ratio R (the fraction of the FLOPs to remove, in (0, 1)) "
+                        f"or -s SLIM.yaml with a {STRATEGY_CLASS} entry")
+    if not 0 < target_ratio < 1:
+        raise UserError(f"--target_ratio must be in (0, 1) (the fraction of the FLOPs to "
+                        f"remove), got {target_ratio:g}")
+    criterion = criterion or DEFAULT_CRITERION
+    if criterion not in CRITERIA:
+        raise UserError(f"--criterion '{shorten(criterion, 60)}' is not a pruning criterion; "
+                        f"known: {', '.join(sorted(CRITERIA.names()))}")
+    return PruneRequest(pruned_params if pruned_params is not None else "auto",
+                        float(target_ratio), criterion, source)
+
+
+def slim_config_options(slim_file, strategy=None):
+    """(pruned_params, target_ratio, criterion) of the slim config's UniformPruneStrategy
+    entry (`strategy` names it when there are several)."""
+    from slim.config import load_slim_config
+    from slim.strategies.uniform_prune import pruner_criterion
+    slim_config = load_slim_config(slim_file)
+    entries = {name: options for name, options in slim_config.strategies.items()
+               if type(options).__name__ == STRATEGY_CLASS}
+    if not entries:
+        raise UserError(f"{slim_file}: no strategy of class {STRATEGY_CLASS}; add one "
+                        "(pruned_params, target_ratio, pruner) or give --target_ratio")
+    if strategy is None and len(entries) > 1:
+        raise UserError(f"{slim_file}: {len(entries)} {STRATEGY_CLASS} entries "
+                        f"({', '.join(entries)}); choose one with --strategy NAME")
+    name = strategy or next(iter(entries))
+    if name not in entries:
+        raise UserError(f"{slim_file}: --strategy '{shorten(name, 60)}' is not a "
+                        f"{STRATEGY_CLASS} entry; entries: {', '.join(entries)}")
+    options = entries[name]
+    criterion = pruner_criterion(name, options.pruner, slim_config.pruners[options.pruner])
+    return options.pruned_params, float(options.target_ratio), criterion
+
+
+def feed_shapes(model, input_shapes=None):
+    """{feed name: shape at batch 1}: the program's feed shapes with the batch axis 1 and
+    the dims of `input_shapes` (['[FEED=]C,H,W', ...]) put in; a one-line error when a
+    given shape does not fit or a dim stays unknown."""
+    block = model.program.global_block()
+    declared = {name: list(block.var(name).shape) for name in model.feed_names}
+    given = parse_input_shapes(input_shapes or [], model.feed_names)
+    shapes = {}
+    for name, shape in declared.items():
+        rest = given.get(name, shape[1:])
+        if len(rest) != len(shape) - 1:
+            raise UserError(f"--input_shape {name}={','.join(map(str, rest))}: feed '{name}' "
+                            f"has {len(shape) - 1} dims besides the batch axis ({shape})")
+        for dim, fixed in zip(shape[1:], rest):
+            if dim >= 0 and fixed != dim:
+                raise UserError(f"--input_shape {name}={','.join(map(str, rest))} does not fit "
+                                f"feed '{name}' of shape {shape}")
+        if any(dim < 0 for dim in rest):
+            raise UserError(f"feed '{name}' has shape {shape}: give its size with --input_shape "
+                            f"{name}={','.join('N' if d < 0 else str(d) for d in shape[1:])}")
+        shapes[name] = [1] + list(rest)
+    return shapes
+
+
+def parse_input_shapes(values, feed_names):
+    """{feed name: [dims]} of ['[FEED=]D,D,...']; a bare shape is the only feed's."""
+    result = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        if not name:
+            if len(feed_names) != 1:
+                raise UserError(f"--input_shape '{shorten(value, 60)}': the model has "
+                                f"{len(feed_names)} feeds ({', '.join(feed_names)}); write "
+                                "FEED=C,H,W")
+            name = feed_names[0]
+        if name not in feed_names:
+            raise UserError(f"--input_shape '{shorten(value, 60)}': no feed '{shorten(name, 60)}'; "
+                            f"feeds: {', '.join(feed_names)}")
+        try:
+            shape = [int(dim) for dim in dims.split(",")]
+        except ValueError:
+            shape = []
+        if not shape or any(dim < 1 for dim in shape):
+            raise UserError(f"--input_shape '{shorten(value, 60)}': expected positive integers "
+                            "separated by commas, e.g. 3,224,224")
+        result[name] = shape
+    return result
+
+
+def static_copy(program, shapes):
+    """A clone of `program` with its feeds at `shapes` ({feed: shape}, batch axis kept
+    unknown) and every op's output shapes inferred again: a program FLOPs can be counted on."""
+    copy = program.clone()
+    block = copy.global_block()
+    changed = False
+    for name, shape in shapes.items():
+        var = block.var(name)
+        wanted = [var.shape[0]] + list(shape[1:])
+        if list(var.shape) != wanted:
+            var.desc.set_shape(wanted)
+            changed = True
+    if changed:
+        for op in block.ops:
+            if op.type not in ("feed", "fetch"):
+                op.desc.infer_shape(block.desc)
+    return copy
+
+
+def random_feeds(model, shapes):
+    """{feed: array}: standard normal floats (seeded), ones for integer feeds, at `shapes`."""
+    rng = np.random.default_rng(LATENCY_SEED)
+    block = model.program.global_block()
+    feeds = {}
+    for name in model.feed_names:
+        dtype = numpy_dtype(block.var(name).dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shapes[name]).astype(dtype)
+        else:
+            feeds[name] = np.ones(shapes[name], dtype)
+    return feeds
+
+
+def measure_latency(files, pruned_files, feeds, runs, threads):
+    """Load both models in Paddle Inference, check their outputs have the same shapes, and
+    time them interleaved (`runs` pairs after WARMUP_RUNS each); the timing summary, or
+    None when runs is 0."""
+    import paddle.inference as paddle_infer
+
+    from slim.commands.demo import interleaved_timings
+    from slim.io.export import run_predictor
+    configs = {"before": inference_config(files, threads),
+               "after": inference_config(pruned_files, threads)}
+    predictors = {name: paddle_infer.create_predictor(config) for name, config in configs.items()}
+    outputs = {name: run_predictor(predictor, feeds) for name, predictor in predictors.items()}
+    shapes = {name: [list(array.shape) for array in arrays] for name, arrays in outputs.items()}
+    if shapes["before"] != shapes["after"]:
+        raise RuntimeError(f"the pruned model's outputs {shapes['after']} differ in shape from "
+                           f"the model's {shapes['before']}: the fetch targets were pruned")
+    if runs == 0:
+        return None
+    timings = interleaved_timings({name: (lambda feed, p=predictor: run_predictor(p, feed))
+                                   for name, predictor in predictors.items()},
+                                  [feeds], runs, warmup=WARMUP_RUNS)
+    return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads, "batch": 1,
+            "onednn": bool(configs["before"].mkldnn_enabled()),
+            **paired_latency(timings["before"], timings["after"]),
+            "before_ms": [round(ms, 3) for ms in timings["before"]],
+            "after_ms": [round(ms, 3) for ms in timings["after"]]}
+
+
+def paired_latency(before_ms, after_ms):
+    """Medians and p90 of both timing lists (the i-th entries measured back to back) and the
+    speed-up: the median (p10, p90) of the per-pair ratios before / after."""
+    before_ms, after_ms = np.asarray(before_ms, float), np.asarray(after_ms, float)
+    ratios = before_ms / after_ms
+    return {"before_median_ms": float(np.median(before_ms)),
+            "before_p90_ms": float(np.percentile(before_ms, 90)),
+            "after_median_ms": float(np.median(after_ms)),
+            "after_p90_ms": float(np.percentile(after_ms, 90)),
+            "speedup": float(np.median(ratios)), "speedup_p10": float(np.percentile(ratios, 10)),
+            "speedup_p90": float(np.percentile(ratios, 90)), "pairs": int(len(ratios))}
+
+
+def build_report(args, request, files, model, shapes, plan, before, after, latency, written,
+                 plan_seconds, seconds):
+    """The JSON-ready report of one prune."""
+    import paddle
+
+    def ratio(key):
+        return after[key] / before[key] if before[key] else None
+    return {
+        "format": REPORT_FORMAT, "version": REPORT_VERSION,
+        "model_dir": args.model_dir, "model_filename": files.model_filename,
+        "params_filename": files.params_filename, "out": args.out, "files": written,
+        "feeds": shapes, "fetches": [var.name for var in model.fetch_vars],
+        "options_from": request.source, "pruned_params": request.pruned_params,
+        "target_ratio": request.target_ratio, "criterion": request.criterion,
+        "ratio": plan.ratio, "matched": len(plan.matched), "groups": len(plan.groups),
+        "unprunable": dict(plan.skipped),
+        "before": before, "after": after,
+        "flops_ratio": ratio("flops"), "flops_removed": 1.0 - ratio("flops"),
+        "params_ratio": ratio("params"), "size_ratio": ratio("size_bytes"),
+        "latency": latency,
+        "plan_seconds": round(plan_seconds, 2), "seconds": round(seconds, 2),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(), "paddle": paddle.__version__},
+    }
+
+
+def _human(number):
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(number) >= size:
+            return f"{number / size:.3f}{unit}"
+    return str(number)
+
+
+def format_report(report):
+    """The report as a short table: FLOPs, params, size and latency before and after."""
+    before, after = report["before"], report["after"]
+    rows = [("", "before", "after", "change"),
+            ("FLOPs (multiply-adds)", _human(before["flops"]), _human(after["flops"]),
+             f"{100 * (report['flops_ratio'] - 1):+.1f}%"),
+            ("params", _human(before["params"]), _human(after["params"]),
+             f"{100 * (report['params_ratio'] - 1):+.1f}%"),
+            ("size on disk (MB)", f"{before['size_bytes'] / 1e6:.2f}",
+             f"{after['size_bytes'] / 1e6:.2f}", f"{100 * (report['size_ratio'] - 1):+.1f}%")]
+    latency = report["latency"]
+    if latency:
+        rows.append((f"latency ms (median, {latency['threads']} thread"
+                     f"{'s' if latency['threads'] > 1 else ''}"
+                     f"{', oneDNN' if latency.get('onednn') else ''})",
+                     f"{latency['before_median_ms']:.2f}", f"{latency['after_median_ms']:.2f}",
+                     f"{latency['speedup']:.2f}x faster"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"pruned {report['model_dir']} -> {report['out']}: {report['matched']} conv weights "
+             f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}, "
+             f"{report['criterion']}, target -{100 * report['target_ratio']:g}% FLOPs "
+             f"(feeds {', '.join(f'{k} {v}' for k, v in report['feeds'].items())})"]
+    for row in rows:
+        lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
+                     f"{row[3]}")
+    if latency:
+        lines.append(f"latency: Paddle Inference CPU, batch 1, {latency['pairs']} interleaved "
+                     f"pairs after {latency['warmup']} warm-up runs; speed-up = median of "
+                     f"per-pair ratios (p10 {latency['speedup_p10']:.2f}x, "
+                     f"p90 {latency['speedup_p90']:.2f}x)")
+    else:
+        lines.append("latency: not measured (--latency_runs 0)")
+    lines.append(f"wrote {os.path.join(report['out'], PLAN_NAME)}, "
+                 f"{os.path.join(report['out'], REPORT_NAME)} and the pruned model "
+                 f"({', '.join(report['files'][:2])}{' ...' if len(report['files']) > 2 else ''})")
+    return "\n".join(lines)

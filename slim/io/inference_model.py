@@ -1,0 +1,231 @@
+"""Paddle inference models of any architecture, as Paddle saved them: find, load, save.
+
+    files = find_model_files("resnet50/")      # which program and params files; PIR refused
+    model = load_inference_model(files, executor, scope)   # program, feeds, fetches
+    save_inference_model(model, executor, scope, "pruned/", files.model_filename,
+                         files.params_filename)            # same file names, pruned
+
+A model dir holds one classic program (a serialized ProgramDesc) and its parameters,
+either combined in one file (`__model__` + `__params__` as the seed wrote them,
+`PREFIX.pdmodel` + `PREFIX.pdiparams` as `paddle.static.save_inference_model` and
+`paddle.jit.save` write them) or one file per parameter named after it (the oldest
+layout: `__model__` and the files beside it). Paddle 3 in its default new IR (PIR) writes
+the program as `PREFIX.json`; such a model is refused with the way to save it again in
+the classic format (`PIR_RESAVE_HINT`).
+
+Unlike slim's own exports (`slim.io.export`, with a manifest and infer_cfg.yml), nothing
+here knows the model: its feeds, fetch targets and parameters are what the program says.
+"""
+import dataclasses
+import os
+
+from slim.errors import UserError, did_you_mean, shorten
+from slim.io.export import _first_line, _without_deprecation_notice, _write_bytes
+
+SEED_MODEL_NAME = "__model__"
+SEED_PARAMS_NAME = "__params__"
+MODEL_SUFFIX = ".pdmodel"
+PARAMS_SUFFIX = ".pdiparams"
+PIR_SUFFIX = ".json"
+PIR_RESAVE_HINT = ("save it again in the classic format: run the script that saved it with "
+                   "the environment variable FLAGS_enable_pir_api=0 set before paddle is "
+                   "imported (e.g. `FLAGS_enable_pir_api=0 python export.py`); "
+                   "paddle.jit.save and paddle.static.save_inference_model then write "
+                   "PREFIX.pdmodel + PREFIX.pdiparams")
+NOT_PARAMETERS = ("feed", "fetch")
+
+
+class PirModelError(UserError):
+    """The model was saved in Paddle 3's new IR (a JSON program), which slim cannot prune."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """Where an inference model lives: `directory`, the program file `model_filename` in
+    it, and `params_filename` (None: one file per parameter, named after it)."""
+    directory: str
+    model_filename: str
+    params_filename: object = None
+
+    @property
+    def model_path(self):
+        return os.path.join(self.directory, self.model_filename)
+
+    @property
+    def params_path(self):
+        return os.path.join(self.directory, self.params_filename) if self.params_filename else None
+
+    def file_names(self, program):
+        """The files of the model: the program file, then the params file, or the one file of
+        every persistable `program` reads when parameters are saved one per file."""
+        if self.params_filename:
+            return [self.model_filename, self.params_filename]
+        return [self.model_filename] + [var.name for var in persistables(program)]
+
+    def size_bytes(self, program):
+        """Bytes on disk of `file_names(program)`."""
+        return sum(os.path.getsize(os.path.join(self.directory, name))
+                   for name in self.file_names(program))
+
+
+@dataclasses.dataclass
+class InferenceModel:
+    """A loaded inference program: its feed names (in order) and fetch target vars."""
+    program: object
+    feed_names: list
+    fetch_vars: list
+
+    @property
+    def feed_vars(self):
+        block = self.program.global_block()
+        return [block.var(name) for name in self.feed_names]
+
+
+def find_model_files(model_dir, model_filename=None, params_filename=None):
+    """The ModelFiles of `model_dir`; a one-line UserError when the dir or a named file is
+    missing, the files cannot be told apart, or the program is a PIR (JSON) one.
+
+    Without `model_filename`: `__model__` if present, else the one `*.pdmodel`. Without
+    `params_filename`: `__params__` beside `__model__`, `PREFIX.pdiparams` beside
+    `PREFIX.pdmodel`, else parameters one per file."""
+    if not os.path.isdir(model_dir):
+        what = "is not a directory" if os.path.exists(model_dir) else "does not exist"
+        raise UserError(f"--model_dir '{shorten(model_dir)}' {what}; name the directory of an "
+                        "exported Paddle inference model")
+    present = sorted(os.listdir(model_dir))
+    if model_filename is None:
+        model_filename = _default_model_filename(model_dir, present)
+    model_path = os.path.join(model_dir, model_filename)
+    _require_file(model_path, "--model_filename", present)
+    if model_filename.endswith(PIR_SUFFIX) or _looks_like_json(model_path):
+        raise PirModelError(f"'{shorten(model_path)}' is a Paddle 3 new-IR (PIR) program (JSON), "
+                            f"which slim cannot prune; {PIR_RESAVE_HINT}")
+    if params_filename is None:
+        stem = model_filename[:-len(MODEL_SUFFIX)] if model_filename.endswith(MODEL_SUFFIX) \
+            else None
+        for candidate in (SEED_PARAMS_NAME, stem and stem + PARAMS_SUFFIX):
+            if candidate and os.path.isfile(os.path.join(model_dir, candidate)):
+                params_filename = candidate
+                break
+    else:
+        _require_file(os.path.join(model_dir, params_filename), "--params_filename", present)
+    return ModelFiles(model_dir, model_filename, params_filename)
+
+
+def _default_model_filename(model_dir, present):
+    if os.path.isfile(os.path.join(model_dir, SEED_MODEL_NAME)):
+        return SEED_MODEL_NAME
+    programs = [name for name in present if name.endswith(MODEL_SUFFIX)]
+    if len(programs) == 1:
+        return programs[0]
+    if len(programs) > 1:
+        raise UserError(f"--model_dir '{shorten(model_dir)}' holds {len(programs)} programs "
+                        f"({shorten(', '.join(programs))}); choose one with --model_filename")
+    pir = [name for name in present if name.endswith(PIR_SUFFIX) and
+           os.path.isfile(os.path.join(model_dir, name[:-len(PIR_SUFFIX)] + PARAMS_SUFFIX))]
+    if pir:
+        raise PirModelError(f"'{shorten(os.path.join(model_dir, pir[0]))}' is a Paddle 3 new-IR "
+                            f"(PIR) program (JSON), which slim cannot prune; {PIR_RESAVE_HINT}")
+    listing = f"; it holds: {shorten(', '.join(present))}" if present else "; it is empty"
+    raise UserError(f"--model_dir '{shorten(model_dir)}' has no {SEED_MODEL_NAME} and no "
+                    f"*{MODEL_SUFFIX} program{listing} (name the program with --model_filename)")
+
+
+def _require_file(path, option, present):
+    if not os.path.isfile(path):
+        name = os.path.basename(path)
+        what = "is not a regular file" if os.path.exists(path) else "does not exist"
+        raise UserError(f"{option}: '{shorten(path)}' {what}{did_you_mean(name, present)}"
+                        f"{'; the dir holds: ' + shorten(', '.join(present)) if present else ''}")
+
+
+def _looks_like_json(path):
+    """True when the file starts (after blanks) with '{': a PIR program, whatever its name
+    (a ProgramDesc is binary protobuf, which never starts so)."""
+    with open(path, "rb") as handle:
+        return handle.read(64).lstrip()[:1] == b"{"
+
+
+def persistables(program):
+    """The persistable vars `program` reads from its params, sorted by name (the order of a
+    combined params file)."""
+    return sorted((var for var in program.list_vars()
+                   if var.persistable and var.name not in NOT_PARAMETERS),
+                  key=lambda var: var.name)
+
+
+def load_inference_model(files, executor, scope):
+    """The InferenceModel in `files` (a ModelFiles), its parameters loaded into `scope`.
+
+    Saving an inference program drops which vars were Parameters; every persistable it
+    reads is made one again here (`mark_parameters`), as they were when it was built, so
+    the pruning engine and FLOPs / params counts see the weights. Any error Paddle raises
+    while loading is one line naming the files."""
+    import paddle
+    try:
+        with paddle.static.scope_guard(scope), _without_deprecation_notice():
+            program, feed_names, fetch_vars = paddle.static.load_inference_model(
+                files.directory, executor, model_filename=files.model_filename,
+                params_filename=files.params_filename)
+    except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
+        params = files.params_filename or "one file per parameter"
+        raise UserError(f"Paddle cannot load the inference model '{shorten(files.model_path)}' "
+                        f"with params '{shorten(params)}': {_first_line(error)}") from None
+    mark_parameters(program)
+    return InferenceModel(program, list(feed_names), list(fetch_vars))
+
+
+def mark_parameters(program):
+    """Make every persistable var of `program` (but feed / fetch) a Parameter, in place."""
+    from paddle.base.framework import Parameter
+    block = program.global_block()
+    for var in list(block.vars.values()):
+        if var.persistable and var.name not in NOT_PARAMETERS and not isinstance(var, Parameter):
+            parameter = block.create_parameter(name=var.name, shape=var.shape, dtype=var.dtype,
+                                               type=var.type)
+            parameter.stop_gradient = True
+    return program
+
+
+def save_inference_model(model, executor, scope, directory, model_filename, params_filename):
+    """Write `model` (an InferenceModel) with the parameters in `scope` into `directory` as
+    `model_filename` and `params_filename` (None: one file per parameter). Returns the
+    names of the files written."""
+    import paddle
+    feed_vars = model.feed_vars
+    program_bytes = paddle.static.serialize_program(feed_vars, model.fetch_vars,
+                                                    program=model.program)
+    _write_bytes(os.path.join(directory, model_filename), program_bytes)
+    with paddle.static.scope_guard(scope):
+        if params_filename:
+            params_bytes = paddle.static.serialize_persistables(
+                feed_vars, model.fetch_vars, executor, program=model.program)
+            _write_bytes(os.path.join(directory, params_filename), params_bytes)
+            return [model_filename, params_filename]
+        saved = paddle.static.normalize_program(model.program, feed_vars, model.fetch_vars)
+        names = [var.name for var in persistables(saved)]
+        paddle.static.save_vars(executor, directory, main_program=saved,
+                                vars=persistables(saved))
+    return [model_filename] + names
+
+
+def inference_config(files, threads=1):
+    """The Paddle Inference (`paddle.inference`) Config of the model in `files` on the CPU,
+    with `threads` math threads and Paddle's default kernels (oneDNN where Paddle enables
+    it: `config.mkldnn_enabled()`)."""
+    import paddle.inference as paddle_infer
+    if files.params_filename:
+        config = paddle_infer.Config(files.model_path, files.params_path)
+    else:
+        config = paddle_infer.Config(files.directory)
+        config.set_prog_file(files.model_path)
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(int(threads))
+    config.disable_glog_info()
+    return config
+
+
+def inference_predictor(files, threads=1):
+    """A Paddle Inference CPU predictor of the model in `files` (see `inference_config`)."""
+    import paddle.inference as paddle_infer
+    return paddle_infer.create_predictor(inference_config(files, threads))

@@ -1,0 +1,320 @@
+"""`python -m slim prune`: one-shot pruning of an exported inference model of any architecture.
+
+A small `paddle.vision` MobileNetV2 (width 0.25, 32 px, 10 classes, random weights and
+batch norm statistics with positive variances) is saved with
+`paddle.static.save_inference_model` and pruned by the command, run in-process through
+`python -m slim`'s main. The pruned model, loaded in Paddle Inference, must give what the
+unpruned program gives with the plan's removed channels zeroed
+(`slim.prune.masking.zero_removed_channels`), within 1e-5 relative; its FLOPs must meet
+the target; report.json must agree with the files written. Bad input is one `error:` line
+and exit code 2, with nothing written.
+"""
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import paddle
+import paddle.vision.models as zoo
+import pytest
+from test_prune_zoo import randomize
+
+from slim.__main__ import main as slim_main
+from slim.io.inference_model import find_model_files, load_inference_model
+from slim.io.output_places import OWNER_MARKER
+from slim.prune import PrunePlan, analyze_program
+from slim.prune.flops import program_flops, program_params
+from slim.prune.masking import zero_removed_channels
+
+CPU = paddle.CPUPlace()
+SIZE = 32
+RELATIVE = 1e-5
+TARGET = 0.5
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """{'dir', 'input'}: MobileNetV2 x0.25 saved as inference.pdmodel + inference.pdiparams."""
+    root = tmp_path_factory.mktemp("prune_command")
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        image = paddle.static.data("image", [None, 3, SIZE, SIZE], "float32")
+        net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
+        net.eval()
+        logits = net(image)
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+    model_dir = str(root / "model")
+    with paddle.static.scope_guard(scope):
+        executor.run(startup)
+        randomize(main, scope)
+        paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image], [logits],
+                                           executor, program=main)
+    return {"root": str(root), "dir": model_dir}
+
+
+def prune(argv):
+    """Run `python -m slim prune ARGV` in-process; its exit code (0 on success)."""
+    try:
+        return slim_main(["prune", *argv])
+    except SystemExit as stop:
+        return stop.code
+
+
+def error_line(capsys, argv):
+    """(exit code, the one `error:` line) of a failing run; no traceback."""
+    code = prune(argv)
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-2000:]
+    return code, errors[0]
+
+
+def predict(model_dir, feeds):
+    """Outputs of the model in `model_dir` run by Paddle Inference (CPU)."""
+    from slim.io.export import run_predictor
+    from slim.io.inference_model import inference_predictor
+    return run_predictor(inference_predictor(find_model_files(model_dir)), feeds)
+
+
+def masked_reference(model_dir, plan, feeds):
+    """(unpruned output, output with the plan's removed channels zeroed) of the original
+    program run by the Executor."""
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+    model = load_inference_model(find_model_files(model_dir), executor, scope)
+    graph = analyze_program(model.program, fixed_vars=[var.name for var in model.fetch_vars])
+    with paddle.static.scope_guard(scope):
+        (unpruned,) = executor.run(model.program, feed=feeds, fetch_list=model.fetch_vars)
+        zero_removed_channels(plan, graph, scope)
+        (masked,) = executor.run(model.program, feed=feeds, fetch_list=model.fetch_vars)
+    return unpruned, masked
+
+
+def loaded_counts(model_dir):
+    """(FLOPs, params, bytes on disk of the model's files) of the model in `model_dir`."""
+    files = find_model_files(model_dir)
+    model = load_inference_model(files, paddle.static.Executor(CPU), paddle.static.Scope())
+    return (program_flops(model.program), program_params(model.program),
+            files.size_bytes(model.program))
+
+
+def test_pruned_model_equals_masked_reference(exported, capsys):
+    out = os.path.join(exported["root"], "pruned")
+    assert prune(["--model_dir", exported["dir"], "--target_ratio", str(TARGET), "--out", out,
+                  "--latency_runs", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "FLOPs" in printed and "latency ms" in printed and "faster" in printed
+    assert sorted(os.listdir(out)) == sorted([OWNER_MARKER, "inference.pdmodel",
+                                              "inference.pdiparams", "plan.json", "report.json"])
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    plan = PrunePlan.load(os.path.join(out, "plan.json"))
+    assert plan.groups and plan.target_ratio == TARGET and plan.criterion == "l1_norm"
+
+    feeds = {"image": np.random.RandomState(3).rand(2, 3, SIZE, SIZE).astype("float32")}
+    (pruned,) = predict(out, feeds)
+    unpruned, masked = masked_reference(exported["dir"], plan, feeds)
+    assert pruned.shape == unpruned.shape == (2, 10)
+    assert np.abs(unpruned - masked).max() > 1e-3 * np.abs(unpruned).max()  # masking matters
+    assert np.abs(pruned - masked).max() <= RELATIVE * np.abs(masked).max()
+
+    flops_before, params_before, size_before = loaded_counts(exported["dir"])
+    flops_after, params_after, size_after = loaded_counts(out)
+    assert abs((1 - flops_after / flops_before) - TARGET) <= 0.01
+    assert report["before"] == {"flops": flops_before, "params": params_before,
+                                "size_bytes": size_before}
+    assert report["after"] == {"flops": flops_after, "params": params_after,
+                               "size_bytes": size_after}
+    assert report["flops_ratio"] == pytest.approx(flops_after / flops_before)
+    assert report["flops_removed"] == pytest.approx(1 - flops_after / flops_before)
+    assert report["params_ratio"] == pytest.approx(params_after / params_before)
+    assert params_after < 0.75 * params_before
+    assert report["size_ratio"] == pytest.approx(size_after / size_before)
+    assert report["groups"] == len(plan.groups) and report["ratio"] == plan.ratio
+    assert report["pruned_params"] == "auto" and report["target_ratio"] == TARGET
+    assert report["feeds"] == {"image": [1, 3, SIZE, SIZE]}
+    assert report["files"] == ["inference.pdmodel", "inference.pdiparams"]
+    latency = report["latency"]
+    assert latency["pairs"] == 3 and len(latency["before_ms"]) == len(latency["after_ms"]) == 3
+    assert latency["before_median_ms"] == pytest.approx(np.median(latency["before_ms"]), abs=1e-3)
+    ratios = np.array(latency["before_ms"]) / np.array(latency["after_ms"])
+    assert latency["speedup"] == pytest.approx(np.median(ratios), rel=1e-3)
+    assert latency["threads"] == 1
+
+    # a second run replaces the command's own OUT
+    assert prune(["--model_dir", exported["dir"], "--target_ratio", "0.4", "--out", out,
+                  "--latency_runs", "0"]) == 0
+    with open(os.path.join(out, "report.json")) as handle:
+        assert json.load(handle)["latency"] is None
+
+
+SLIM_CONFIG = """\
+version: 1.0
+pruners:
+    pruner_1:
+        class: 'StructurePruner'
+        pruning_axis: {'*': 0}
+        criterions: {'*': 'fpgm'}
+strategies:
+    uniform:
+        class: 'UniformPruneStrategy'
+        pruner: 'pruner_1'
+        start_epoch: 0
+        target_ratio: 0.4
+        pruned_params: 'conv2d_.*\\.w_0'
+compressor:
+    epoch: 1
+    checkpoint_path: './checkpoints/'
+    strategies: [uniform]
+"""
+
+
+def test_options_from_slim_config(exported, tmp_path, capsys):
+    slim_file = tmp_path / "slim.yaml"
+    slim_file.write_text(SLIM_CONFIG)
+    out = str(tmp_path / "out")
+    assert prune(["--model_dir", exported["dir"], "-s", str(slim_file), "--out", out,
+                  "--latency_runs", "0"]) == 0
+    assert "not measured" in capsys.readouterr().out
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    assert report["criterion"] == "fpgm" and report["target_ratio"] == 0.4
+    assert report["pruned_params"] == "conv2d_.*\\.w_0"
+    assert report["options_from"] == str(slim_file)
+    assert abs(report["flops_removed"] - 0.4) <= 0.01
+    assert report["latency"] is None
+    assert PrunePlan.load(os.path.join(out, "plan.json")).criterion == "fpgm"
+
+
+def test_missing_model_dir(tmp_path, capsys):
+    code, error = error_line(capsys, ["--model_dir", str(tmp_path / "nothing"), "--target_ratio",
+                                      "0.5", "--out", str(tmp_path / "out")])
+    assert code == 2 and "nothing' does not exist" in error
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_missing_params_file(exported, tmp_path, capsys):
+    code, error = error_line(capsys, ["--model_dir", exported["dir"], "--params_filename",
+                                      "model.pdiparams", "--target_ratio", "0.5",
+                                      "--out", str(tmp_path / "out")])
+    assert code == 2 and "model.pdiparams' does not exist" in error
+    assert "did you mean 'inference.pdiparams'" in error
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--target_ratio", "1.5", "--target_ratio must be in (0, 1)"),
+    ("--target_ratio", "0", "--target_ratio must be in (0, 1)"),
+    ("--criterion", "l2_norm", "--criterion 'l2_norm' is not a pruning criterion; known: "
+                               "bn_scale, fpgm, l1_norm"),
+    ("--pruned_params", "conv9_.*", "pruned_params 'conv9_.*' matches no conv weight"),
+])
+def test_bad_option(exported, tmp_path, capsys, option, value, expected):
+    argv = ["--model_dir", exported["dir"], "--target_ratio", "0.5", "--out",
+            str(tmp_path / "out"), option, value]
+    code, error = error_line(capsys, argv)
+    assert code == 2 and expected in error
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_foreign_out_dir_left_alone(exported, tmp_path, capsys):
+    """An OUT holding a user's file is refused before any work: even before the model is
+    loaded (its params here are damaged, which loading would report)."""
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    with open(os.path.join(exported["dir"], "inference.pdmodel"), "rb") as handle:
+        (damaged / "inference.pdmodel").write_bytes(handle.read())
+    (damaged / "inference.pdiparams").write_bytes(b"\0" * 64)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, error = error_line(capsys, ["--model_dir", str(damaged), "--target_ratio", "0.5",
+                                      "--out", str(out)])
+    assert code == 2 and "notes.txt" not in error and "did not write" in error
+    assert os.listdir(out) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    code, error = error_line(capsys, ["--model_dir", str(damaged), "--target_ratio", "0.5",
+                                      "--out", str(out)])
+    assert code == 2 and "Paddle cannot load the inference model" in error
+
+
+def test_handmade_pir_model(tmp_path, capsys):
+    model_dir = tmp_path / "pir"
+    model_dir.mkdir()
+    (model_dir / "inference.json").write_text('{"base_code": {"magic": "pir"}}')
+    (model_dir / "inference.pdiparams").write_bytes(b"\0" * 8)
+    for named in ([], ["--model_filename", "inference.json"]):
+        code, error = error_line(capsys, ["--model_dir", str(model_dir), "--target_ratio", "0.5",
+                                          "--out", str(tmp_path / "out"), *named])
+        assert code == 2 and "new-IR (PIR) program" in error and "FLAGS_enable_pir_api=0" in error
+
+
+PIR_SAVE = """
+import sys, paddle
+net = paddle.nn.Conv2D(3, 4, 3)
+net.eval()
+paddle.jit.save(net, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32")])
+"""
+
+
+@pytest.mark.skipif(int(paddle.__version__.split(".")[0]) < 3, reason="PIR is Paddle 3's")
+def test_pir_model_saved_by_paddle(tmp_path, capsys):
+    """A model `paddle.jit.save` wrote in Paddle 3's default new IR is refused in one line
+    that names the flag; the same script with FLAGS_enable_pir_api=0 saves one the command
+    loads (the advice in the message works)."""
+    env = {key: value for key, value in os.environ.items() if key != "FLAGS_enable_pir_api"}
+    for name, flag in (("pir", None), ("classic", "0")):
+        run_env = dict(env, **({"FLAGS_enable_pir_api": flag} if flag else {}))
+        subprocess.run([sys.executable, "-c", PIR_SAVE, str(tmp_path / name / "inference")],
+                       check=True, env=run_env, capture_output=True)
+    assert sorted(os.listdir(tmp_path / "pir")) == ["inference.json", "inference.pdiparams"]
+    code, error = error_line(capsys, ["--model_dir", str(tmp_path / "pir"), "--target_ratio",
+                                      "0.5", "--out", str(tmp_path / "out")])
+    assert code == 2 and "new-IR (PIR) program" in error and "FLAGS_enable_pir_api=0" in error
+    files = find_model_files(str(tmp_path / "classic"))
+    assert (files.model_filename, files.params_filename) == ("inference.pdmodel",
+                                                             "inference.pdiparams")
+
+
+def export_fully_convolutional(model_dir):
+    """A net whose fetch target is a conv's output (6 channels, like a detector head), saved
+    with unknown height and width ([-1, 3, -1, -1])."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        image = paddle.static.data("image", [None, 3, None, None], "float32")
+        hidden = image
+        for channels in (16, 32):
+            hidden = paddle.static.nn.conv2d(hidden, channels, 3, padding=1, act="relu")
+        head = paddle.static.nn.conv2d(hidden, 6, 1)
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+    with paddle.static.scope_guard(scope):
+        executor.run(startup)
+        randomize(main, scope)
+        paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image], [head],
+                                           executor, program=main)
+
+
+def test_fetch_target_keeps_shape_and_input_shape(tmp_path, capsys):
+    """The conv whose output is fetched keeps its 6 channels; a feed of unknown size needs
+    --input_shape, which sets the size FLOPs are counted at while the pruned model keeps
+    taking any size."""
+    model_dir, out = str(tmp_path / "fcn"), str(tmp_path / "out")
+    export_fully_convolutional(model_dir)
+    code, error = error_line(capsys, ["--model_dir", model_dir, "--target_ratio", "0.5",
+                                      "--out", out])
+    assert code == 2 and "--input_shape image=3,N,N" in error and not os.path.exists(out)
+    assert prune(["--model_dir", model_dir, "--target_ratio", "0.5", "--out", out,
+                  "--input_shape", "image=3,20,20", "--latency_runs", "1"]) == 0
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    assert report["feeds"] == {"image": [1, 3, 20, 20]}
+    macs_per_pixel = 16 * 3 * 9 + 32 * 16 * 9 + 6 * 32 + 16 + 32 + 6  # convs, bias adds
+    assert report["before"]["flops"] == 20 * 20 * macs_per_pixel
+    assert abs(report["flops_removed"] - 0.5) <= 0.01
+    for size in (12, 24):  # still any size
+        feeds = {"image": np.random.RandomState(size).rand(1, 3, size, size).astype("float32")}
+        (pruned,) = predict(out, feeds)
+        assert pruned.shape == (1, 6, size, size)
