@@ -20,10 +20,10 @@ pruned model under the input's file names (program and combined params, or one f
 per parameter), `plan.json` (the kept channels of every group, `slim.prune.plan`
 format) and `report.json`: FLOPs (multiply-adds per image at the feed shapes), params,
 size on disk, before and after, and Paddle Inference CPU latency of both models on one
-random input at batch 1 (Paddle's default kernels, oneDNN where it enables them;
-`--latency_runs` interleaved pairs after warm-up; the speed-up is the median of the
-per-pair ratios; 0 skips it). Both models are loaded in Paddle Inference in any case
-and must give outputs of the same shapes.
+random input (batch 1 unless the model fixes it; Paddle's default kernels, oneDNN where
+it enables them; `--latency_runs` interleaved pairs after warm-up; the speed-up is the
+median of the per-pair ratios), where the pruned model must also give outputs of the
+input model's shapes. `--latency_runs 0` skips Paddle Inference.
 
 Feeds must have static shapes but for the batch axis; `--input_shape` fixes others
 (e.g. `image=3,224,224` for a model exported with [-1, 3, -1, -1]): they are used for
@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 
 from slim.errors import UserError, shorten
+from slim.io.export import _first_line, run_predictor
 from slim.io.inference_model import (
     find_model_files,
     inference_config,
@@ -98,7 +99,7 @@ def add_arguments(parser):
                              "(absent, empty, or one this command wrote)")
     parser.add_argument("--latency_runs", type=int, default=DEFAULT_LATENCY_RUNS, metavar="N",
                         help=f"interleaved timing pairs in Paddle Inference (default "
-                             f"{DEFAULT_LATENCY_RUNS}; 0: no latency)")
+                             f"{DEFAULT_LATENCY_RUNS}; 0: Paddle Inference is not run)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="Paddle Inference CPU math threads (default 1)")
     return parser
@@ -230,14 +231,17 @@ def slim_config_options(slim_file, strategy=None):
 
 
 def feed_shapes(model, input_shapes=None):
-    """{feed name: shape at batch 1}: the program's feed shapes with the batch axis 1 and
-    the dims of `input_shapes` (['[FEED=]C,H,W', ...]) put in; a one-line error when a
-    given shape does not fit or a dim stays unknown."""
+    """{feed name: shape}: the program's feed shapes with an unknown batch axis 1 and the
+    dims of `input_shapes` (['[FEED=]C,H,W', ...]) put in; a one-line error when a given
+    shape does not fit or a dim stays unknown."""
     block = model.program.global_block()
     declared = {name: list(block.var(name).shape) for name in model.feed_names}
     given = parse_input_shapes(input_shapes or [], model.feed_names)
     shapes = {}
     for name, shape in declared.items():
+        if not shape:  # a scalar feed
+            shapes[name] = []
+            continue
         rest = given.get(name, shape[1:])
         if len(rest) != len(shape) - 1:
             raise UserError(f"--input_shape {name}={','.join(map(str, rest))}: feed '{name}' "
@@ -249,7 +253,7 @@ def feed_shapes(model, input_shapes=None):
         if any(dim < 0 for dim in rest):
             raise UserError(f"feed '{name}' has shape {shape}: give its size with --input_shape "
                             f"{name}={','.join('N' if d < 0 else str(d) for d in shape[1:])}")
-        shapes[name] = [1] + list(rest)
+        shapes[name] = [shape[0] if shape[0] > 0 else 1] + list(rest)
     return shapes
 
 
@@ -313,26 +317,31 @@ def random_feeds(model, shapes):
 
 def measure_latency(files, pruned_files, feeds, runs, threads):
     """Load both models in Paddle Inference, check their outputs have the same shapes, and
-    time them interleaved (`runs` pairs after WARMUP_RUNS each); the timing summary, or
-    None when runs is 0."""
+    time them interleaved (`runs` pairs after WARMUP_RUNS each); the timing summary. None
+    when runs is 0 (nothing is run)."""
     import paddle.inference as paddle_infer
 
     from slim.commands.demo import interleaved_timings
-    from slim.io.export import run_predictor
+    if runs == 0:
+        return None
     configs = {"before": inference_config(files, threads),
                "after": inference_config(pruned_files, threads)}
-    predictors = {name: paddle_infer.create_predictor(config) for name, config in configs.items()}
-    outputs = {name: run_predictor(predictor, feeds) for name, predictor in predictors.items()}
+    try:
+        predictors = {name: paddle_infer.create_predictor(config)
+                      for name, config in configs.items()}
+        outputs = {name: run_predictor(predictor, feeds) for name, predictor in predictors.items()}
+    except Exception as error:  # noqa: BLE001 - Paddle raises many types; reported in one line
+        raise UserError(f"Paddle Inference cannot run '{shorten(files.model_path)}' on random "
+                        f"inputs of shapes {({k: list(v.shape) for k, v in feeds.items()})}: "
+                        f"{_first_line(error)} (measure no latency with --latency_runs 0)") from None
     shapes = {name: [list(array.shape) for array in arrays] for name, arrays in outputs.items()}
     if shapes["before"] != shapes["after"]:
         raise RuntimeError(f"the pruned model's outputs {shapes['after']} differ in shape from "
                            f"the model's {shapes['before']}: the fetch targets were pruned")
-    if runs == 0:
-        return None
     timings = interleaved_timings({name: (lambda feed, p=predictor: run_predictor(p, feed))
                                    for name, predictor in predictors.items()},
                                   [feeds], runs, warmup=WARMUP_RUNS)
-    return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads, "batch": 1,
+    return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads,
             "onednn": bool(configs["before"].mkldnn_enabled()),
             **paired_latency(timings["before"], timings["after"]),
             "before_ms": [round(ms, 3) for ms in timings["before"]],
@@ -411,7 +420,7 @@ def format_report(report):
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
                      f"{row[3]}")
     if latency:
-        lines.append(f"latency: Paddle Inference CPU, batch 1, {latency['pairs']} interleaved "
+        lines.append(f"latency: Paddle Inference CPU, {latency['pairs']} interleaved "
                      f"pairs after {latency['warmup']} warm-up runs; speed-up = median of "
                      f"per-pair ratios (p10 {latency['speedup_p10']:.2f}x, "
                      f"p90 {latency['speedup_p90']:.2f}x)")
