@@ -1,11 +1,18 @@
 """The YOLOv3 architecture (config module `YOLOv3`): a backbone plus a YOLOv3 head."""
+import math
+
 from slim.config.registry import register
 from slim.config.validate import ModuleName
+from slim.errors import ConfigError
+from slim.model.yolo_head import DOWNSAMPLE_RATIOS
 
 
 @register
 class YOLOv3:
     """YOLOv3 detector: backbone feature maps (stride 8, 16, 32) into a YOLOv3 head.
+
+    The head reads the backbone's deepest three feature maps, as PaddleDetection's head
+    does (a ResNet with feature_maps [2, 3, 4, 5] gives four).
 
     Args:
         backbone: name of the backbone module (its section configures it).
@@ -22,5 +29,19 @@ class YOLOv3:
 
     def outputs(self, image, is_test):
         """Raw head outputs (stride 32, 16, 8) for `image`."""
-        features = self.backbone(image, is_test=is_test)
+        features = list(self.backbone(image, is_test=is_test))
+        if len(features) < len(DOWNSAMPLE_RATIOS):
+            raise ConfigError(f"YOLOv3: the backbone {type(self.backbone).__name__} gives "
+                              f"{len(features)} feature maps; the head needs "
+                              f"{len(DOWNSAMPLE_RATIOS)} (strides {sorted(DOWNSAMPLE_RATIOS)}; for ResNet, "
+                              f"feature_maps: [3, 4, 5])")
+        features = features[-len(DOWNSAMPLE_RATIOS):]
+        height = image.shape[2]
+        if height is not None and height > 0:  # a fixed input size: check the strides
+            sizes = [feature.shape[2] for feature in features]
+            if sizes != [math.ceil(height / ratio) for ratio in sorted(DOWNSAMPLE_RATIOS)]:
+                raise ConfigError(f"YOLOv3: the backbone {type(self.backbone).__name__}'s deepest "
+                                  f"feature maps are {sizes} px high on a {height} px input; the "
+                                  f"head needs strides {sorted(DOWNSAMPLE_RATIOS)} (for ResNet, "
+                                  f"feature_maps: [3, 4, 5])")
         return self.yolo_head.outputs(features, is_test=is_test)
