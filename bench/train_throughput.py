@@ -3,7 +3,7 @@
 whether the data loader keeps up.
 
     python bench/train_throughput.py [--sizes 160 224] [--workers 0 2] [--quick]
-        [--json bench/results/train_throughput.json]
+        [--compare-prefetch] [--machine-note TEXT] [--json bench/results/train_throughput.json]
 
 On the demo config (configs/yolov3_mobilenet_v1_demo.yml, generated demo data), per
 input size:
@@ -14,7 +14,11 @@ input size:
   `slim.engine.Runner` with `slim.runs.loop.train_step` (four loss fetches turned
   into floats) and the hooks every run has (NaN guard, LR schedule, train log);
 - **loader**: the training loader alone (decode, augment, batch), per worker count;
-- **loop + loader**: the loop reading the loader's stream, as in a real run.
+- **loop + loader**: the loop reading the loader's stream, as in a real run (the loader's
+  background thread preparing the next batches while a step runs);
+- with --compare-prefetch also **loop + loader without prefetch**: the same with the
+  loader's `prefetch` off (each batch built when the loop asks for it), interleaved in the
+  same rounds, so the prefetch thread's gain is measured side by side.
 
 bare and loop run interleaved in chunks of --chunk iterations, alternating which goes
 first, --rounds times; the overhead is the median over the pairs of 1 - bare / loop
@@ -22,6 +26,7 @@ first, --rounds times; the overhead is the median over the pairs of 1 - bare / l
 Prints a table and writes JSON.
 """
 import argparse
+import copy
 import functools
 import itertools
 import json
@@ -51,18 +56,17 @@ def images_per_second(seconds_per_iteration, batch_size):
     return batch_size / statistics.median(seconds_per_iteration)
 
 
-def interleaved(first, second, rounds):
-    """Per-round timings [(first s/iter, second s/iter)], alternating which runs first."""
-    pairs = []
+def interleaved(runs, rounds):
+    """Per-round timings [(s/iter of runs[0], of runs[1], ...)]; each round starts one run
+    later than the one before (two runs: alternating which goes first), so every run takes
+    every place in the order equally often."""
+    timings = []
     for index in range(rounds):
-        if index % 2 == 0:
-            a = first()
-            b = second()
-        else:
-            b = second()
-            a = first()
-        pairs.append((a, b))
-    return pairs
+        start = index % len(runs)
+        order = list(range(start, len(runs))) + list(range(start))
+        seconds = {position: runs[position]() for position in order}
+        timings.append(tuple(seconds[position] for position in range(len(runs))))
+    return timings
 
 
 def build_run(dataset_dir, size, workers, batch_size, log=lambda message: None):
@@ -131,16 +135,23 @@ def loader_timer(job, iterations):
     return run
 
 
-def measure(dataset_dir, size, workers_options, batch_size, chunk, rounds):
+def streamed_cell(pairs, batch_size):
+    """Timings of the loop over a loader's stream, from interleaved (in memory, streamed) pairs."""
+    return {"loop_with_loader_s_per_iter": [b for _, b in pairs],
+            "loop_with_loader_images_per_s": images_per_second([b for _, b in pairs], batch_size),
+            "slowdown_vs_preloaded": overhead(pairs)}
+
+
+def measure(dataset_dir, size, workers_options, batch_size, chunk, rounds, compare_prefetch=False):
     """The row of one input size: bare vs loop over in-memory batches, and per worker count
     the loader alone and the loop over in-memory batches vs over the loader's stream (each
-    pair interleaved)."""
+    pair interleaved; with `compare_prefetch` the loader without prefetch in the same rounds)."""
     job = build_run(dataset_dir, size, 0, batch_size)
     batches = list(itertools.islice(job.train_loader.batches(0, chunk), chunk))
     preloaded = loop_timer(job, lambda: batches)
     preloaded()  # first runs pay for program preparation
     bare_timer(job, batches)()
-    pairs = interleaved(bare_timer(job, batches), preloaded, rounds)
+    pairs = interleaved([bare_timer(job, batches), preloaded], rounds)
     row = {"size": size, "batch_size": batch_size, "chunk": chunk, "rounds": rounds,
            "bare_s_per_iter": [a for a, _ in pairs], "loop_s_per_iter": [b for _, b in pairs],
            "bare_images_per_s": images_per_second([a for a, _ in pairs], batch_size),
@@ -150,28 +161,41 @@ def measure(dataset_dir, size, workers_options, batch_size, chunk, rounds):
         job_w = build_run(dataset_dir, size, workers, batch_size)
         job_w.scope, job_w.executor, job_w.programs = job.scope, job.executor, job.programs
         loader = [loader_timer(job_w, chunk)() for _ in range(rounds)]
-        streamed = loop_timer(job_w, functools.partial(job_w.train_loader.batches, 0, chunk))
-        stream_pairs = interleaved(preloaded, streamed, rounds)
-        row["workers"][str(workers)] = {
-            "loader_s_per_iter": loader,
-            "loop_with_loader_s_per_iter": [b for _, b in stream_pairs],
-            "loader_images_per_s": images_per_second(loader, batch_size),
-            "loop_with_loader_images_per_s": images_per_second([b for _, b in stream_pairs],
-                                                               batch_size),
-            "slowdown_vs_preloaded": overhead(stream_pairs)}
+        runs = [preloaded, loop_timer(job_w, functools.partial(job_w.train_loader.batches, 0, chunk))]
+        if compare_prefetch:
+            unprefetched = copy.copy(job_w.train_loader)
+            unprefetched.prefetch = False
+            runs.append(loop_timer(job_w, functools.partial(unprefetched.batches, 0, chunk)))
+        timings = interleaved(runs, rounds)
+        cell = {"loader_s_per_iter": loader, "loader_images_per_s": images_per_second(loader, batch_size)}
+        cell.update(streamed_cell([(t[0], t[1]) for t in timings], batch_size))
+        if compare_prefetch:
+            cell["without_prefetch"] = streamed_cell([(t[0], t[2]) for t in timings], batch_size)
+        row["workers"][str(workers)] = cell
     return row
 
 
 def format_table(rows):
-    lines = ["| size | bare img/s | loop img/s | loop overhead | workers | loader img/s | "
-             "loop+loader img/s | loader slowdown |", "|---|---|---|---|---|---|---|---|"]
+    """Markdown table, a line per size and worker count; two more columns (the loop + loader
+    without prefetch) when the rows were measured with --compare-prefetch."""
+    compared = any("without_prefetch" in cell for row in rows for cell in row["workers"].values())
+    header = ("| size | bare img/s | loop img/s | loop overhead | workers | loader img/s | "
+              "loop+loader img/s | loader slowdown |")
+    if compared:
+        header += " without prefetch: loop+loader img/s | loader slowdown |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for row in rows:
         for workers, cell in row["workers"].items():
-            lines.append(f"| {row['size']} | {row['bare_images_per_s']:.1f} | "
-                         f"{row['loop_images_per_s']:.1f} | {100 * row['loop_overhead']:+.1f}% | "
-                         f"{workers} | {cell['loader_images_per_s']:.1f} | "
-                         f"{cell['loop_with_loader_images_per_s']:.1f} | "
-                         f"{100 * cell['slowdown_vs_preloaded']:+.1f}% |")
+            line = (f"| {row['size']} | {row['bare_images_per_s']:.1f} | "
+                    f"{row['loop_images_per_s']:.1f} | {100 * row['loop_overhead']:+.1f}% | "
+                    f"{workers} | {cell['loader_images_per_s']:.1f} | "
+                    f"{cell['loop_with_loader_images_per_s']:.1f} | "
+                    f"{100 * cell['slowdown_vs_preloaded']:+.1f}% |")
+            if compared:
+                plain = cell.get("without_prefetch")
+                line += (f" {plain['loop_with_loader_images_per_s']:.1f} | "
+                         f"{100 * plain['slowdown_vs_preloaded']:+.1f}% |" if plain else " - | - |")
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -185,6 +209,11 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of Paddle (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="one size, 2 rounds of 3 iterations")
+    parser.add_argument("--compare-prefetch", action="store_true",
+                        help="also time the loop + loader with the loader's prefetch thread off, "
+                             "interleaved in the same rounds")
+    parser.add_argument("--machine-note", default=None,
+                        help="what else ran on the machine, stored with the load averages")
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "train_throughput.json"))
     return parser.parse_args(argv)
 
@@ -204,14 +233,16 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as temp:
         dataset_dir = os.path.join(temp, "demo")
         make_demo_dataset(["--out", dataset_dir, "--train", "200", "--test", "1"])
-        rows = [measure(dataset_dir, size, args.workers, args.batch_size, args.chunk, args.rounds)
+        rows = [measure(dataset_dir, size, args.workers, args.batch_size, args.chunk, args.rounds,
+                        args.compare_prefetch)
                 for size in args.sizes]
     table = format_table(rows)
     print(table)
     result = {"rows": rows, "threads": args.threads or os.cpu_count(),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                         "load_average_before": load_before,
-                                        "load_average_after": os.getloadavg()},
+                                        "load_average_after": os.getloadavg(),
+                                        "note": args.machine_note},
               "command": "python bench/train_throughput.py " + " ".join(argv or sys.argv[1:])}
     if not args.quick:
         with open(args.json, "w") as handle:

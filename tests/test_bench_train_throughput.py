@@ -18,17 +18,48 @@ def test_overhead_is_the_median_of_per_pair_shares():
 
 def test_interleaved_alternates_which_runs_first():
     calls = []
-    pairs = train_throughput.interleaved(lambda: calls.append("a") or 1.0,
-                                         lambda: calls.append("b") or 2.0, 3)
+    pairs = train_throughput.interleaved([lambda: calls.append("a") or 1.0,
+                                          lambda: calls.append("b") or 2.0], 3)
     assert calls == ["a", "b", "b", "a", "a", "b"]
     assert pairs == [(1.0, 2.0)] * 3
 
 
+def test_interleaved_rotates_three_runs_through_every_place():
+    calls = []
+    runs = [lambda name=name, seconds=seconds: calls.append(name) or seconds
+            for name, seconds in (("a", 1.0), ("b", 2.0), ("c", 3.0))]
+    timings = train_throughput.interleaved(runs, 3)
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert timings == [(1.0, 2.0, 3.0)] * 3
+
+
+CELL = {"loader_images_per_s": 200.0, "loop_with_loader_images_per_s": 11.0,
+        "slowdown_vs_preloaded": 0.02}
+
+
 def test_table_has_a_line_per_size_and_worker_count():
-    cell = {"loader_images_per_s": 200.0, "loop_with_loader_images_per_s": 11.0,
-            "slowdown_vs_preloaded": 0.02}
     rows = [{"size": 160, "bare_images_per_s": 12.0, "loop_images_per_s": 11.5,
-             "loop_overhead": 0.04, "workers": {"0": cell, "2": cell}}]
+             "loop_overhead": 0.04, "workers": {"0": CELL, "2": CELL}}]
     lines = train_throughput.format_table(rows).splitlines()
     assert len(lines) == 4
+    assert lines[1] == "|---" * 8 + "|"
     assert lines[2] == "| 160 | 12.0 | 11.5 | +4.0% | 0 | 200.0 | 11.0 | +2.0% |"
+
+
+def test_table_shows_the_loader_without_prefetch_when_compared():
+    compared = dict(CELL, without_prefetch={"loop_with_loader_images_per_s": 10.0,
+                                            "slowdown_vs_preloaded": 0.075})
+    rows = [{"size": 224, "bare_images_per_s": 12.0, "loop_images_per_s": 11.5,
+             "loop_overhead": 0.04, "workers": {"0": compared, "2": CELL}}]
+    lines = train_throughput.format_table(rows).splitlines()
+    assert lines[0].endswith("| without prefetch: loop+loader img/s | loader slowdown |")
+    assert lines[1] == "|---" * 10 + "|"
+    assert lines[2] == "| 224 | 12.0 | 11.5 | +4.0% | 0 | 200.0 | 11.0 | +2.0% | 10.0 | +7.5% |"
+    assert lines[3].endswith("| +2.0% | - | - |")
+
+
+def test_streamed_cell_is_the_loader_slowdown_of_the_pairs():
+    cell = train_throughput.streamed_cell([(1.0, 1.25), (2.0, 2.0), (1.0, 1.1)], 8)
+    assert cell["slowdown_vs_preloaded"] == pytest.approx(1 - 1 / 1.1)
+    assert cell["loop_with_loader_s_per_iter"] == [1.25, 2.0, 1.1]
+    assert cell["loop_with_loader_images_per_s"] == pytest.approx(8 / 1.25)

@@ -1,8 +1,14 @@
-"""The loader: batch layout, determinism across workers, rank sharding, resume, eval batches."""
+"""The loader: batch layout, determinism across workers, rank sharding, resume, eval batches,
+the prefetch thread."""
+import multiprocessing
+import threading
+import time
+
 import numpy as np
 import pytest
 
 from slim.data import YoloEvalFeed, YoloTestFeed, YoloTrainFeed
+from slim.data import loader as loader_lib
 from slim.data.demo import generate_demo_dataset
 from slim.data.loader import (
     build_eval_loader,
@@ -216,3 +222,166 @@ def test_image_that_fails_to_decode_late_is_replaced_in_training_and_blank_in_ev
     np.testing.assert_allclose(blank[:, 0, 0], normalised_black,
                                rtol=1e-5)
     assert any("train_00003.jpg" in r.getMessage() and "blank" in r.getMessage() for r in caplog.records)
+
+
+def prefetch_threads():
+    return [thread for thread in threading.enumerate() if thread.name == "slim-data-prefetch"]
+
+
+def within(seconds, function):
+    """function() run in a helper thread; fails the test instead of hanging if it takes longer."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # noqa: BLE001  (re-raised in the test's thread)
+            outcome["error"] = error
+    helper = threading.Thread(target=run, daemon=True)
+    helper.start()
+    helper.join(seconds)
+    assert not helper.is_alive(), f"still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def gone_within(seconds, alive):
+    """True once alive() is empty, polling for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not alive()
+
+
+@pytest.mark.parametrize("options", [{"num_workers": 0}, {"num_workers": 2},
+                                     {"num_workers": 2, "use_process": False}],
+                         ids=["serial", "processes", "threads"])
+def test_prefetched_stream_is_the_unprefetched_stream(demo_dir, options):
+    feed = train_feed(demo_dir, **options)
+    prefetched = build_train_loader(feed, seed=4)
+    plain = build_train_loader(feed, seed=4)
+    assert plain.prefetch
+    plain.prefetch = False
+    # 7 batches cross from epoch 0 into epoch 1 (5 batches per epoch), resumed at 3 too.
+    assert_batches_equal(list(plain.batches(0, 7)), list(prefetched.batches(0, 7)))
+    assert_batches_equal(list(plain.batches(3, 4)), list(prefetched.batches(3, 4)))
+    assert not prefetch_threads()
+
+
+def test_prefetch_runs_ahead_in_a_thread_by_at_most_its_depth():
+    produced = []
+
+    def numbers():
+        for number in range(100):
+            produced.append((number, threading.current_thread().name))
+            yield number
+    stream = loader_lib._prefetched(numbers(), depth=3)
+    assert next(stream) == 0
+    # While the consumer holds batch 0, the thread fills the queue (1..3) and builds batch 4.
+    assert gone_within(1.0, lambda: len(produced) < 5)
+    time.sleep(0.1)
+    assert len(produced) == 5
+    assert {name for _, name in produced} == {"slim-data-prefetch"}
+    assert list(stream) == list(range(1, 100))
+    assert not prefetch_threads()
+
+
+def test_closing_a_full_prefetch_stops_its_waiting_thread():
+    produced = []
+
+    def numbers():
+        for number in range(100):
+            produced.append(number)
+            yield number
+
+    def take_one_then_close_while_the_thread_waits():
+        stream = loader_lib._prefetched(numbers(), depth=2)
+        next(stream)
+        assert gone_within(1.0, lambda: len(produced) < 4)  # queue full, the thread waits to put
+        stream.close()
+    within(2, take_one_then_close_while_the_thread_waits)
+    assert not prefetch_threads() and len(produced) == 4
+
+
+def test_prefetch_raises_the_sources_exception_in_the_consumer():
+    error = DataError("10 images in a row cannot be decoded, from a.jpg")
+
+    def failing():
+        yield "first"
+        yield "second"
+        raise error
+    received = []
+
+    def consume():
+        for item in loader_lib._prefetched(failing(), depth=4):
+            received.append(item)
+    with pytest.raises(DataError) as raised:
+        within(5, consume)
+    assert raised.value is error and received == ["first", "second"]
+    assert gone_within(1.0, prefetch_threads)
+
+
+def test_undecodable_training_images_raise_a_data_error_through_the_prefetch(demo_dir, monkeypatch):
+    from slim.data import records as records_lib
+    monkeypatch.setattr(records_lib, "read_image_rgb", lambda path, *args: None)
+    loader = build_train_loader(train_feed(demo_dir), seed=0)
+    with pytest.raises(DataError, match="10 images in a row cannot be decoded"):
+        next(iter(loader.batches(0, 3)))
+    assert gone_within(1.0, prefetch_threads)
+
+
+@pytest.mark.parametrize("options", [{"num_workers": 0}, {"num_workers": 2}], ids=["serial", "processes"])
+def test_a_consumer_that_stops_early_ends_the_thread_and_the_workers(demo_dir, options):
+    loader = build_train_loader(train_feed(demo_dir, **options), seed=2)
+    uninterrupted = list(loader.batches(0, 6))
+    taken = []
+    for batch in loader.batches(0, None):  # endless: only the consumer's break ends it
+        taken.append(batch)
+        if len(taken) == 2:
+            break
+    assert gone_within(1.0, prefetch_threads)
+    assert gone_within(1.0, multiprocessing.active_children)
+    stream = loader.batches(2, None)  # resume where the consumer stopped
+    resumed = [next(stream) for _ in range(4)]
+    stream.close()
+    assert not prefetch_threads() and gone_within(1.0, multiprocessing.active_children)
+    assert_batches_equal(taken + resumed, uninterrupted)
+
+
+def test_closing_while_the_source_is_busy_waits_for_the_batch_in_hand():
+    finished = []
+
+    def slow():
+        try:
+            for number in range(100):
+                time.sleep(0.2)
+                yield number
+        finally:
+            finished.append(True)
+
+    def take_one_and_close():
+        source = slow()  # held here, so only an explicit close runs its finally
+        stream = loader_lib._prefetched(source, depth=2)
+        first = next(stream)
+        stream.close()
+        return first, list(finished), [thread.name for thread in prefetch_threads()]
+    # close() returns after the thread finished its batch and closed the source.
+    assert within(5, take_one_and_close) == (0, [True], [])
+
+
+def test_serial_batches_are_built_in_the_prefetch_thread(demo_dir, monkeypatch):
+    built_in = set()
+    real_getitem = loader_lib.TrainSamples.__getitem__
+
+    def recording_getitem(samples, key):
+        built_in.add(threading.current_thread().name)
+        return real_getitem(samples, key)
+    monkeypatch.setattr(loader_lib.TrainSamples, "__getitem__", recording_getitem)
+    loader = build_train_loader(train_feed(demo_dir), seed=0)
+    list(loader.batches(0, 2))
+    assert built_in == {"slim-data-prefetch"}
+    loader.prefetch = False
+    built_in.clear()
+    list(loader.batches(0, 2))
+    assert built_in == {threading.current_thread().name}

@@ -9,11 +9,17 @@ the batches an uninterrupted run would have seen from k on.
 Worker processes are `paddle.io.DataLoader` workers (a batch sampler yields
 sample keys, our collate function stacks them; results come back as numpy);
 `use_process: false` uses a thread pool, `num_workers: 0` the main process.
+In every mode a background thread (`_prefetched`) finishes the next batches
+while the trainer runs the current one.
 """
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import os
+import queue
+import threading
+import time
 
 import numpy as np
 
@@ -199,16 +205,104 @@ def finish_batch(batch):
     return batch
 
 
-def _iterate(samples, key_batches, collate, num_workers, use_process, prefetch_batches):
-    """Yield finish_batch(collate(samples[k] for k in keys)) for each keys list, in order."""
+_END_OF_BATCHES = object()
+# How long closing a stream waits for its prefetch thread to finish the batch in hand: far
+# longer than one batch takes; a source stuck longer (a hung worker) is left to the daemon thread
+# rather than hanging the run's shutdown.
+_STOP_TIMEOUT_S = 60.0
+# Behind worker threads or processes, which already hold the feed's bufsize of batches, the
+# prefetch stage only has to cover the main-thread work on one batch.
+_DEPTH_BEHIND_WORKERS = 2
+
+
+class _Failure:
+    """An exception of the producing thread, carried through the queue to the consumer."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+def _drain(buffer):
+    while True:
+        try:
+            buffer.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _prefetched(batches, depth):
+    """Yield the items of the generator `batches` in order, produced up to `depth` ahead by a
+    background thread.
+
+    Why: the trainer's `exe.run` releases the GIL for the whole step. Without this stage the
+    next batch's main-thread work (all of decoding, augmenting and normalising with
+    num_workers 0; the tensor -> numpy copy and normalisation behind worker processes) starts
+    only after the step returns and adds to every iteration; with it, that work overlaps the
+    step. Order and content are those of `batches`. An exception of `batches` is raised here,
+    the same object (type, message). Closing this generator (a consumer's break, close(),
+    garbage collection) stops the thread, which closes `batches`, and waits for it.
+    """
+    buffer = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce():
+        try:
+            with contextlib.closing(batches):
+                for batch in batches:
+                    buffer.put(batch)  # waits while full; a stopping consumer empties the queue
+                    if stop.is_set():
+                        return
+            buffer.put(_END_OF_BATCHES)
+        except BaseException as error:  # noqa: BLE001  (handed to the consumer, raised there)
+            buffer.put(_Failure(error))
+
+    thread = threading.Thread(target=produce, name="slim-data-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _END_OF_BATCHES:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        while thread.is_alive() and time.monotonic() < deadline:
+            _drain(buffer)  # unblocks a put; the producer then sees `stop`
+            thread.join(0.05)
+        if thread.is_alive():
+            LOGGER.warning("the data loader's prefetch thread did not stop within %.0f s; "
+                           "leaving it behind", _STOP_TIMEOUT_S)
+
+
+def _iterate(samples, key_batches, collate, num_workers, use_process, prefetch_batches, prefetch=True):
+    """Yield finish_batch(collate(samples[k] for k in keys)) for each keys list, in order;
+    `prefetch`: prepared ahead by a background thread (see _prefetched)."""
     num_workers = min(num_workers, os.cpu_count() or 1)
     if num_workers <= 0:
-        for keys in key_batches:
-            yield finish_batch(collate([samples[key] for key in keys]))
+        # The prefetch stage is the only buffer here: it holds the feed's bufsize.
+        depth = prefetch_batches
+        batches = (finish_batch(collate([samples[key] for key in keys])) for keys in key_batches)
     elif use_process:
-        yield from _iterate_processes(samples, key_batches, collate, num_workers, prefetch_batches)
+        depth = _DEPTH_BEHIND_WORKERS
+        batch_iterator = _process_batch_iterator(samples, key_batches, collate, num_workers,
+                                                 prefetch_batches)
+        batches = (finish_batch({key: np.array(value) for key, value in batch.items()})
+                   for batch in batch_iterator)
     else:
-        yield from _iterate_threads(samples, key_batches, collate, num_workers, prefetch_batches)
+        depth = _DEPTH_BEHIND_WORKERS
+        batches = _iterate_threads(samples, key_batches, collate, num_workers, prefetch_batches)
+    try:
+        yield from _prefetched(batches, depth) if prefetch else batches
+    finally:
+        if num_workers > 0 and use_process:
+            # Paddle's iterator is kept alive by its own thread, so dropping it does not stop
+            # the worker processes of a stream abandoned early; stop them here (a no-op after
+            # the last batch). Private paddle API (2.6 and 3.x); tests/test_data_loader.py
+            # notices if it goes.
+            getattr(batch_iterator, "_try_shutdown_all", lambda: None)()
 
 
 def _iterate_threads(samples, key_batches, collate, num_workers, prefetch_batches):
@@ -230,16 +324,20 @@ def _iterate_threads(samples, key_batches, collate, num_workers, prefetch_batche
                 future.cancel()
 
 
-def _iterate_processes(samples, key_batches, collate, num_workers, prefetch_batches):
+def _process_batch_iterator(samples, key_batches, collate, num_workers, prefetch_batches):
+    """A started paddle.io.DataLoader iterator over collated uint8 batches (paddle tensors).
+
+    Created in the caller's thread: paddle installs a SIGCHLD handler there, which only the
+    main thread may do. Batches cross the process boundary as uint8 (a quarter of float32's
+    bytes: the transfer and tensor->numpy copies dominate otherwise); normalising after
+    them is one LUT pass.
+    """
     import paddle
     loader = paddle.io.DataLoader(
         samples, batch_sampler=key_batches, collate_fn=collate, num_workers=num_workers,
         return_list=True, use_shared_memory=True,
         prefetch_factor=max(2, -(-prefetch_batches // num_workers)))
-    # Batches cross the process boundary as uint8 (a quarter of float32's bytes: the
-    # transfer and tensor->numpy copies dominate otherwise); normalising here is one LUT pass.
-    for batch in loader:
-        yield finish_batch({key: np.array(value) for key, value in batch.items()})
+    return iter(loader)
 
 
 class TrainLoader:
@@ -249,11 +347,14 @@ class TrainLoader:
         records: this run's usable training records (all ranks).
         num_samples: len(records).
         batches_per_epoch: batches this rank yields per pass over the data.
+        prefetch: a background thread prepares batches while the trainer runs (default);
+            False builds each batch when asked for (bench/train_throughput.py compares both).
     """
 
-    def __init__(self, feed, records, rank=0, world_size=1, seed=0):
+    def __init__(self, feed, records, rank=0, world_size=1, seed=0, prefetch=True):
         start, stop = shard_bounds(len(records), rank, world_size)  # validates rank / world_size
         self.feed = feed
+        self.prefetch = prefetch
         self.records = records
         self.num_samples = len(records)
         self.rank, self.world_size, self.seed = rank, world_size, seed
@@ -306,9 +407,9 @@ class TrainLoader:
 
     def _run(self, key_batches):
         feed = self.feed
-        prefetch = max(2, feed.bufsize // feed.batch_size)
+        prefetch_batches = max(2, feed.bufsize // feed.batch_size)
         return _iterate(self.samples, key_batches, collate_train, feed.num_workers,
-                        feed.use_process, prefetch)
+                        feed.use_process, prefetch_batches, self.prefetch)
 
     def epoch(self, epoch):
         """The batches of one pass over this rank's shard of the data."""
