@@ -612,10 +612,10 @@ def main(argv=None):
                    "quick": args.quick, "threads": threads, "jobs": args.jobs,
                    "paddle": paddle_version(),
                    "methods": {name: dataclasses.asdict(m) for name, m in methods.items()}}
-    plan = [(method, slim_config, seed)
+    # seed-major: a bench stopped after its first seed still compares every method
+    plan = [(method, slim_config, seed) for seed in recipe.seeds
             for method, slim_config in [(CONTROL, None),
-                                        *[(n, m.slim_config) for n, m in methods.items()]]
-            for seed in recipe.seeds]
+                                        *[(n, m.slim_config) for n, m in methods.items()]]]
 
     def save_partial(runs):  # after every run: a long bench stopped half-way keeps its results
         write_json(os.path.join(out, "accuracy.json"),
