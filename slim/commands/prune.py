@@ -41,7 +41,7 @@ import warnings
 import numpy as np
 
 from slim.errors import UserError, shorten
-from slim.io.export import _first_line, run_predictor
+from slim.io.export import first_line, run_predictor
 from slim.io.inference_model import (
     find_model_files,
     inference_config,
@@ -333,7 +333,7 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; reported in one line
         raise UserError(f"Paddle Inference cannot run '{shorten(files.model_path)}' on random "
                         f"inputs of shapes {({k: list(v.shape) for k, v in feeds.items()})}: "
-                        f"{_first_line(error)} (measure no latency with --latency_runs 0)") from None
+                        f"{first_line(error)} (measure no latency with --latency_runs 0)") from None
     shapes = {name: [list(array.shape) for array in arrays] for name, arrays in outputs.items()}
     if shapes["before"] != shapes["after"]:
         raise RuntimeError(f"the pruned model's outputs {shapes['after']} differ in shape from "

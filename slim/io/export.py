@@ -64,7 +64,8 @@ def _persistable_names(program):
                   if var.persistable and var.name not in ("feed", "fetch"))
 
 
-def _write_bytes(path, data):
+def write_bytes(path, data):
+    """Write `data` to `path` and fsync it (an export is trusted only once on disk)."""
     with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -99,7 +100,7 @@ def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, wit
         data = paddle.static.serialize_program(feeds, fetches, program=program)
         param_sets.append(_persistable_names(paddle.static.deserialize_program(data)))
         path = os.path.join(out_dir, file_name)
-        _write_bytes(path, data)
+        write_bytes(path, data)
         written[file_name] = path
     if len(param_sets) == 2 and param_sets[0] != param_sets[1]:
         # One combined __params__ file stores no names; both programs must read the same list.
@@ -110,18 +111,18 @@ def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, wit
         params = paddle.static.serialize_persistables(feeds, fetches_for_params, executor,
                                                       program=program)
     path = os.path.join(out_dir, PARAMS_NAME)
-    _write_bytes(path, params)
+    write_bytes(path, params)
     written[PARAMS_NAME] = path
     if infer_config is not None:
         described = {"format": INFER_CONFIG_FORMAT, "version": INFER_CONFIG_VERSION,
                      **infer_config, "files": describe_files(out_dir, sorted(written))}
         path = os.path.join(out_dir, INFER_CONFIG_NAME)
-        _write_bytes(path, (f"# {INFER_CONFIG_FORMAT}: what inference needs beside the model "
+        write_bytes(path, (f"# {INFER_CONFIG_FORMAT}: what inference needs beside the model "
                             "files (written by slim)\n" + dump_yaml(described)).encode("utf-8"))
         written[INFER_CONFIG_NAME] = path
     manifest = seal({"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION,
                      "files": describe_files(out_dir, sorted(written))})
-    _write_bytes(os.path.join(out_dir, MODEL_MANIFEST_NAME),
+    write_bytes(os.path.join(out_dir, MODEL_MANIFEST_NAME),
                  json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     return written
 
@@ -137,17 +138,17 @@ def load_exported_program(model_dir, executor, scope, model_name=INFER_MODEL_NAM
     import paddle
     model_path = os.path.join(model_dir, model_name)
     params_path = os.path.join(model_dir, params_name)
-    _require_files(model_dir, (model_name, params_name))
+    require_files(model_dir, (model_name, params_name))
     verify_model_manifest(model_dir, (model_name, params_name))
     program = read_program(model_path)
     check_params_fit(program, params_path, model_path)
     try:
-        with paddle.static.scope_guard(scope), _without_deprecation_notice():
+        with paddle.static.scope_guard(scope), without_deprecation_notice():
             program, feed_names, fetch_vars = paddle.static.load_inference_model(
                 model_dir, executor, model_filename=model_name, params_filename=params_name)
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
         raise UserError(f"Paddle cannot load the model '{shorten(model_path)}' with "
-                        f"'{shorten(params_path)}': {_first_line(error)}") from None
+                        f"'{shorten(params_path)}': {first_line(error)}") from None
     return program, feed_names, fetch_vars
 
 
@@ -160,7 +161,8 @@ class _DropDeprecationNotice(logging.Filter):
 
 
 @contextlib.contextmanager
-def _without_deprecation_notice():
+def without_deprecation_notice():
+    """Silence Paddle's 'old way to load inference model is deprecated' log line inside."""
     loggers = [logging.getLogger(name) for name in ("paddle.static.io", "paddle.static.pir_io")]
     notice_filter = _DropDeprecationNotice()
     for logger in loggers:
@@ -223,7 +225,7 @@ def _check_infer_config_values(config, path):
                             "or pass its detection config with -c")
 
 
-def _require_files(model_dir, names):
+def require_files(model_dir, names):
     """UserError naming the first of `names` that is not a file in `model_dir`."""
     for name in names:
         path = os.path.join(model_dir, name)
@@ -274,7 +276,7 @@ def read_program(model_path):
         op_types = {op.type for op in program.global_block().ops}
     except Exception as error:  # noqa: BLE001 - protobuf and Paddle raise many types here
         raise UserError(f"model file '{shorten(model_path)}' is not a Paddle program "
-                        f"({_first_line(error, 120)})") from None
+                        f"({first_line(error, 120)})") from None
     if not {"feed", "fetch"} <= op_types:
         raise UserError(f"model file '{shorten(model_path)}' is not a Paddle inference program "
                         "(it has no feed or no fetch ops)")
@@ -300,7 +302,7 @@ def check_params_fit(program, params_path, model_path):
                             "program (are they from the same model, e.g. both pruned?)")
 
 
-def _first_line(error, limit=300):
+def first_line(error, limit=300):
     """The telling line of an exception's message (Paddle's span dozens of lines; the
     `XxxError: what` line is the one to show)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

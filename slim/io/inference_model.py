@@ -20,7 +20,7 @@ import dataclasses
 import os
 
 from slim.errors import UserError, did_you_mean, shorten
-from slim.io.export import _first_line, _without_deprecation_notice, _write_bytes
+from slim.io.export import first_line, without_deprecation_notice, write_bytes
 
 SEED_MODEL_NAME = "__model__"
 SEED_PARAMS_NAME = "__params__"
@@ -163,14 +163,14 @@ def load_inference_model(files, executor, scope):
     while loading is one line naming the files."""
     import paddle
     try:
-        with paddle.static.scope_guard(scope), _without_deprecation_notice():
+        with paddle.static.scope_guard(scope), without_deprecation_notice():
             program, feed_names, fetch_vars = paddle.static.load_inference_model(
                 files.directory, executor, model_filename=files.model_filename,
                 params_filename=files.params_filename)
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
         params = files.params_filename or "one file per parameter"
         raise UserError(f"Paddle cannot load the inference model '{shorten(files.model_path)}' "
-                        f"with params '{shorten(params)}': {_first_line(error)}") from None
+                        f"with params '{shorten(params)}': {first_line(error)}") from None
     mark_parameters(program)
     return InferenceModel(program, list(feed_names), list(fetch_vars))
 
@@ -195,12 +195,12 @@ def save_inference_model(model, executor, scope, directory, model_filename, para
     feed_vars = model.feed_vars
     program_bytes = paddle.static.serialize_program(feed_vars, model.fetch_vars,
                                                     program=model.program)
-    _write_bytes(os.path.join(directory, model_filename), program_bytes)
+    write_bytes(os.path.join(directory, model_filename), program_bytes)
     with paddle.static.scope_guard(scope):
         if params_filename:
             params_bytes = paddle.static.serialize_persistables(
                 feed_vars, model.fetch_vars, executor, program=model.program)
-            _write_bytes(os.path.join(directory, params_filename), params_bytes)
+            write_bytes(os.path.join(directory, params_filename), params_bytes)
             return [model_filename, params_filename]
         saved = paddle.static.normalize_program(model.program, feed_vars, model.fetch_vars)
         names = [var.name for var in persistables(saved)]

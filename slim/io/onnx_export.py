@@ -27,9 +27,9 @@ from slim.io.export import (
     INFER_FETCHES,
     INFER_MODEL_NAME,
     PARAMS_NAME,
-    _require_files,
     check_params_fit,
     read_program,
+    require_files,
     verify_model_manifest,
 )
 from slim.io.output_places import check_output_file
@@ -78,7 +78,7 @@ def check_exported_model(model_dir, model_name=INFER_MODEL_NAME, params_name=PAR
     present, manifest, program parses, params fit it); return (model path, params path)."""
     model_path = os.path.join(model_dir, model_name)
     params_path = os.path.join(model_dir, params_name)
-    _require_files(model_dir, (model_name, params_name))
+    require_files(model_dir, (model_name, params_name))
     verify_model_manifest(model_dir, (model_name, params_name))
     check_params_fit(read_program(model_path), params_path, model_path)
     return model_path, params_path
