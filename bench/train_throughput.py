@@ -23,6 +23,9 @@ input size:
 bare and loop run interleaved in chunks of --chunk iterations, alternating which goes
 first, --rounds times; the overhead is the median over the pairs of 1 - bare / loop
 (s/iter), and the loader's cost the same over (loop in memory, loop + loader) pairs.
+"waiting for data" is the median share of a loop + loader round spent inside the loader's
+next(): the part of the loader's cost the loop does not hide, measured directly (the
+slowdown compares two runs and carries the machine's noise).
 Prints a table and writes JSON.
 """
 import argparse
@@ -104,9 +107,28 @@ def bare_timer(job, batches):
     return run
 
 
-def loop_timer(job, batches_of_round):
+class WaitTimed:
+    """Iterates `batches`, adding the seconds each next() took to `waited`: how long the
+    loop waited for its data (the loader's cost the loop does not hide)."""
+
+    def __init__(self, batches):
+        self._iterator = iter(batches)
+        self.waited = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        started = time.perf_counter()
+        try:
+            return next(self._iterator)
+        finally:
+            self.waited += time.perf_counter() - started
+
+
+def loop_timer(job, batches_of_round, waits=None):
     """s/iter of the Runner with train_step and the hooks every run has, over the batches
-    `batches_of_round()` returns."""
+    `batches_of_round()` returns; appends each run's wait for data (s/iter) to `waits`."""
     from slim.engine import Runner
     from slim.engine.hooks import LRSchedule, NanGuard, TrainLogger
     from slim.runs.job import RunState
@@ -118,9 +140,13 @@ def loop_timer(job, batches_of_round):
         count = len(batches) if isinstance(batches, list) else None
         hooks = [NanGuard(), LRSchedule(job.scheduler), TrainLogger(lambda: make_train_log(job, 1), 1)]
         runner = Runner(step, hooks, RunState())
+        timed = WaitTimed(batches)
         started = time.perf_counter()
-        runner.train(1, lambda epoch: batches, lambda epoch: count)
-        return (time.perf_counter() - started) / runner.state.iteration
+        runner.train(1, lambda epoch: timed, lambda epoch: count)
+        seconds = time.perf_counter() - started
+        if waits is not None:
+            waits.append(timed.waited / runner.state.iteration)
+        return seconds / runner.state.iteration
     return run
 
 
@@ -135,11 +161,14 @@ def loader_timer(job, iterations):
     return run
 
 
-def streamed_cell(pairs, batch_size):
-    """Timings of the loop over a loader's stream, from interleaved (in memory, streamed) pairs."""
+def streamed_cell(pairs, waits, batch_size):
+    """Timings of the loop over a loader's stream, from interleaved (in memory, streamed) pairs
+    and the loop's wait for data per iteration in each streamed run."""
     return {"loop_with_loader_s_per_iter": [b for _, b in pairs],
             "loop_with_loader_images_per_s": images_per_second([b for _, b in pairs], batch_size),
-            "slowdown_vs_preloaded": overhead(pairs)}
+            "slowdown_vs_preloaded": overhead(pairs),
+            "wait_for_data_s_per_iter": waits,
+            "wait_for_data_share": statistics.median(wait / b for (_, b), wait in zip(pairs, waits))}
 
 
 def measure(dataset_dir, size, workers_options, batch_size, chunk, rounds, compare_prefetch=False):
@@ -161,18 +190,28 @@ def measure(dataset_dir, size, workers_options, batch_size, chunk, rounds, compa
         job_w = build_run(dataset_dir, size, workers, batch_size)
         job_w.scope, job_w.executor, job_w.programs = job.scope, job.executor, job.programs
         loader = [loader_timer(job_w, chunk)() for _ in range(rounds)]
-        runs = [preloaded, loop_timer(job_w, functools.partial(job_w.train_loader.batches, 0, chunk))]
+        waits, plain_waits = [], []
+        runs = [preloaded, loop_timer(job_w, functools.partial(job_w.train_loader.batches, 0, chunk),
+                                      waits)]
         if compare_prefetch:
             unprefetched = copy.copy(job_w.train_loader)
             unprefetched.prefetch = False
-            runs.append(loop_timer(job_w, functools.partial(unprefetched.batches, 0, chunk)))
+            runs.append(loop_timer(job_w, functools.partial(unprefetched.batches, 0, chunk),
+                                   plain_waits))
         timings = interleaved(runs, rounds)
         cell = {"loader_s_per_iter": loader, "loader_images_per_s": images_per_second(loader, batch_size)}
-        cell.update(streamed_cell([(t[0], t[1]) for t in timings], batch_size))
+        cell.update(streamed_cell([(t[0], t[1]) for t in timings], waits, batch_size))
         if compare_prefetch:
-            cell["without_prefetch"] = streamed_cell([(t[0], t[2]) for t in timings], batch_size)
+            cell["without_prefetch"] = streamed_cell([(t[0], t[2]) for t in timings], plain_waits,
+                                                     batch_size)
         row["workers"][str(workers)] = cell
     return row
+
+
+def waiting(cell):
+    """The loop's median wait for data as a share of its time per iteration (- if not measured)."""
+    share = cell.get("wait_for_data_share")
+    return "-" if share is None else f"{100 * share:.1f}%"
 
 
 def format_table(rows):
@@ -180,9 +219,9 @@ def format_table(rows):
     without prefetch) when the rows were measured with --compare-prefetch."""
     compared = any("without_prefetch" in cell for row in rows for cell in row["workers"].values())
     header = ("| size | bare img/s | loop img/s | loop overhead | workers | loader img/s | "
-              "loop+loader img/s | loader slowdown |")
+              "loop+loader img/s | loader slowdown | waiting for data |")
     if compared:
-        header += " without prefetch: loop+loader img/s | loader slowdown |"
+        header += " without prefetch: loop+loader img/s | loader slowdown | waiting for data |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for row in rows:
         for workers, cell in row["workers"].items():
@@ -190,11 +229,12 @@ def format_table(rows):
                     f"{row['loop_images_per_s']:.1f} | {100 * row['loop_overhead']:+.1f}% | "
                     f"{workers} | {cell['loader_images_per_s']:.1f} | "
                     f"{cell['loop_with_loader_images_per_s']:.1f} | "
-                    f"{100 * cell['slowdown_vs_preloaded']:+.1f}% |")
+                    f"{100 * cell['slowdown_vs_preloaded']:+.1f}% | {waiting(cell)} |")
             if compared:
                 plain = cell.get("without_prefetch")
                 line += (f" {plain['loop_with_loader_images_per_s']:.1f} | "
-                         f"{100 * plain['slowdown_vs_preloaded']:+.1f}% |" if plain else " - | - |")
+                         f"{100 * plain['slowdown_vs_preloaded']:+.1f}% | {waiting(plain)} |"
+                         if plain else " - | - | - |")
             lines.append(line)
     return "\n".join(lines)
 
