@@ -71,12 +71,14 @@ def check_feed():
             "im_size": np.array([[CHECK_SIZE, CHECK_SIZE]], "int32")}
 
 
-def runs(executor, program, scope, fetches):
-    """'runs' when the program computes its fetches, else the last line of the error."""
+def runs(executor, program, scope, fetches, feed=None):
+    """'runs' when the program computes its fetches on `feed` (default: check_feed()),
+    else the last line of the error."""
     import paddle
     try:
         with paddle.static.scope_guard(scope):
-            executor.run(program, feed=check_feed(), fetch_list=fetches)
+            executor.run(program, feed=check_feed() if feed is None else feed,
+                         fetch_list=fetches)
         return "runs"
     except Exception as error:  # any failure of a pruned program is the finding
         lines = str(error).strip().splitlines()
@@ -85,15 +87,11 @@ def runs(executor, program, scope, fetches):
 
 # ---------------------------------------------------------------- PaddleSlim worker
 
-def paddleslim_worker(args):
-    """Runs inside the PaddleSlim venv: prune with paddleslim.prune.Pruner, write JSON."""
+def capture_paddleslim_messages():
+    """The messages PaddleSlim's loggers log from now on (a list that grows), not printed."""
     import logging
 
-    import paddle
-    paddle.enable_static()
-    from paddleslim.prune import Pruner
-
-    from slim.prune.flops import program_flops
+    import paddleslim.prune  # noqa: F401  (creates the loggers whose handlers are replaced)
     messages = []
 
     class Capture(logging.Handler):
@@ -104,6 +102,17 @@ def paddleslim_worker(args):
             logger = logging.getLogger(name)
             logger.handlers = [Capture()]
             logger.propagate = False
+    return messages
+
+
+def paddleslim_worker(args):
+    """Runs inside the PaddleSlim venv: prune with paddleslim.prune.Pruner, write JSON."""
+    import paddle
+    paddle.enable_static()
+    from paddleslim.prune import Pruner
+
+    from slim.prune.flops import program_flops
+    messages = capture_paddleslim_messages()
     from paddleslim.prune.idx_selector import IDX_SELECTOR
     default_selector = IDX_SELECTOR.get("default_idx_selector")
     pruned_indices = {}
@@ -257,16 +266,22 @@ def ensure_paddleslim_venv(python):
     subprocess.run(pip + ["--no-deps", "paddleslim==2.6.0"], check=True)
 
 
-def run_paddleslim(python, model_dir, check_dir, params, ratio, repeats, workdir):
-    out = os.path.join(workdir, "paddleslim.json")
-    command = [python, os.path.abspath(__file__), "--worker", "--model", model_dir,
-               "--check_model", check_dir, "--params", json.dumps(params), "--ratio", str(ratio),
-               "--repeats", str(repeats), "--out", out]
+def run_worker(python, script, arguments, out):
+    """Run `script --worker ARGUMENTS --out OUT` with the PaddleSlim venv's `python`; the JSON
+    it wrote to `out`."""
+    command = [python, script, "--worker", *arguments, "--out", out]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit("PaddleSlim worker failed:\n" + completed.stderr[-3000:])
     with open(out) as handle:
         return json.load(handle)
+
+
+def run_paddleslim(python, model_dir, check_dir, params, ratio, repeats, workdir):
+    return run_worker(python, os.path.abspath(__file__),
+                      ["--model", model_dir, "--check_model", check_dir,
+                       "--params", json.dumps(params), "--ratio", str(ratio),
+                       "--repeats", str(repeats)], os.path.join(workdir, "paddleslim.json"))
 
 
 def median_ms(times):
