@@ -213,6 +213,7 @@ _STOP_TIMEOUT_S = 60.0
 # Behind worker threads or processes, which already hold the feed's bufsize of batches, the
 # prefetch stage only has to cover the main-thread work on one batch.
 _DEPTH_BEHIND_WORKERS = 2
+_DEPTH_SERIAL_MAX = 4
 
 
 class _Failure:
@@ -282,8 +283,9 @@ def _iterate(samples, key_batches, collate, num_workers, use_process, prefetch_b
     `prefetch`: prepared ahead by a background thread (see _prefetched)."""
     num_workers = min(num_workers, os.cpu_count() or 1)
     if num_workers <= 0:
-        # The prefetch stage is the only buffer here: it holds the feed's bufsize.
-        depth = prefetch_batches
+        # The prefetch stage is the only buffer here: the feed's bufsize, capped, since
+        # a 608-px float32 batch of 8 is 35 MB and one batch ahead already overlaps a step.
+        depth = min(prefetch_batches, _DEPTH_SERIAL_MAX)
         batches = (finish_batch(collate([samples[key] for key in keys])) for keys in key_batches)
     elif use_process:
         depth = _DEPTH_BEHIND_WORKERS
