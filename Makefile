@@ -50,6 +50,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/data_throughput.py
 	$(PY) bench/prune_vs_paddleslim.py
+	$(PY) bench/zoo.py
 
 clean:
 	rm -rf output dataset/demo .pytest_cache
