@@ -28,6 +28,9 @@ sys.path.insert(0, ROOT)
 
 import slim  # noqa: E402,F401  (classic static IR before paddle)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from latency import load_average  # noqa: E402
+
 WORK_DIR = os.path.join("output", "prune_resnet50")
 MODEL_DIR = os.path.join(WORK_DIR, "model")
 PRUNED_DIR = os.path.join(WORK_DIR, "pruned")
@@ -72,13 +75,6 @@ def export_resnet50(model_dir):
         replace_dir(temp_dir, final, "model dir")
     finally:
         remove_owned_dir(temp_dir)
-
-
-def load_average():
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def main(argv=None):

@@ -76,9 +76,12 @@ def error_line(capsys, argv):
 
 def predict(model_dir, feeds):
     """Outputs of the model in `model_dir` run by Paddle Inference (CPU)."""
+    import paddle.inference
+
     from slim.io.export import run_predictor
-    from slim.io.inference_model import inference_predictor
-    return run_predictor(inference_predictor(find_model_files(model_dir)), feeds)
+    from slim.io.inference_model import inference_config
+    predictor = paddle.inference.create_predictor(inference_config(find_model_files(model_dir)))
+    return run_predictor(predictor, feeds)
 
 
 def masked_reference(model_dir, plan, feeds):

@@ -98,8 +98,7 @@ def find_model_files(model_dir, model_filename=None, params_filename=None):
     model_path = os.path.join(model_dir, model_filename)
     _require_file(model_path, "--model_filename", present)
     if model_filename.endswith(PIR_SUFFIX) or _looks_like_json(model_path):
-        raise PirModelError(f"'{shorten(model_path)}' is a Paddle 3 new-IR (PIR) program (JSON), "
-                            f"which slim cannot prune; {PIR_RESAVE_HINT}")
+        raise pir_model_error(model_path)
     if params_filename is None:
         stem = model_filename[:-len(MODEL_SUFFIX)] if model_filename.endswith(MODEL_SUFFIX) \
             else None
@@ -124,11 +123,16 @@ def _default_model_filename(model_dir, present):
     pir = [name for name in present if name.endswith(PIR_SUFFIX) and
            os.path.isfile(os.path.join(model_dir, name[:-len(PIR_SUFFIX)] + PARAMS_SUFFIX))]
     if pir:
-        raise PirModelError(f"'{shorten(os.path.join(model_dir, pir[0]))}' is a Paddle 3 new-IR "
-                            f"(PIR) program (JSON), which slim cannot prune; {PIR_RESAVE_HINT}")
+        raise pir_model_error(os.path.join(model_dir, pir[0]))
     listing = f"; it holds: {shorten(', '.join(present))}" if present else "; it is empty"
     raise UserError(f"--model_dir '{shorten(model_dir)}' has no {SEED_MODEL_NAME} and no "
                     f"*{MODEL_SUFFIX} program{listing} (name the program with --model_filename)")
+
+
+def pir_model_error(path):
+    """The PirModelError of the PIR (JSON) program at `path`, with how to save it classic."""
+    return PirModelError(f"'{shorten(path)}' is a Paddle 3 new-IR (PIR) program (JSON), which "
+                         f"slim cannot prune; {PIR_RESAVE_HINT}")
 
 
 def _require_file(path, option, present):
@@ -203,10 +207,9 @@ def save_inference_model(model, executor, scope, directory, model_filename, para
             write_bytes(os.path.join(directory, params_filename), params_bytes)
             return [model_filename, params_filename]
         saved = paddle.static.normalize_program(model.program, feed_vars, model.fetch_vars)
-        names = [var.name for var in persistables(saved)]
-        paddle.static.save_vars(executor, directory, main_program=saved,
-                                vars=persistables(saved))
-    return [model_filename] + names
+        saved_vars = persistables(saved)
+        paddle.static.save_vars(executor, directory, main_program=saved, vars=saved_vars)
+    return [model_filename] + [var.name for var in saved_vars]
 
 
 def inference_config(files, threads=1):
@@ -223,9 +226,3 @@ def inference_config(files, threads=1):
     config.set_cpu_math_library_num_threads(int(threads))
     config.disable_glog_info()
     return config
-
-
-def inference_predictor(files, threads=1):
-    """A Paddle Inference CPU predictor of the model in `files` (see `inference_config`)."""
-    import paddle.inference as paddle_infer
-    return paddle_infer.create_predictor(inference_config(files, threads))

@@ -7,15 +7,19 @@ import paddle
 from paddle.base.layer_helper import LayerHelper
 
 
-def _batch_norm(conv, act, names, norm_decay, is_test):
-    """Batch norm with the given names for (scale, offset, mean, variance)."""
+def named_batch_norm(conv, act, names, norm_decay, is_test, learning_rate=1.0,
+                     use_global_stats=False):
+    """Batch norm with the given names for (scale, offset, mean, variance); `learning_rate`
+    scales the scale's and offset's updates, `use_global_stats` normalizes with the moving
+    statistics in training too."""
     scale_name, offset_name, mean_name, variance_name = names
     decay = paddle.regularizer.L2Decay(norm_decay)
     return paddle.static.nn.batch_norm(
         conv, act=act, is_test=is_test,
-        param_attr=paddle.ParamAttr(name=scale_name, regularizer=decay),
-        bias_attr=paddle.ParamAttr(name=offset_name, regularizer=decay),
-        moving_mean_name=mean_name, moving_variance_name=variance_name)
+        param_attr=paddle.ParamAttr(name=scale_name, learning_rate=learning_rate, regularizer=decay),
+        bias_attr=paddle.ParamAttr(name=offset_name, learning_rate=learning_rate, regularizer=decay),
+        moving_mean_name=mean_name, moving_variance_name=variance_name,
+        use_global_stats=use_global_stats)
 
 
 def conv_bn_relu(input, num_filters, filter_size, stride, padding, name, norm_decay, is_test,
@@ -34,7 +38,7 @@ def conv_bn_relu(input, num_filters, filter_size, stride, padding, name, norm_de
         bias_attr=False)
     bn = name + "_bn"
     names = (bn + "_scale", bn + "_offset", bn + "_mean", bn + "_variance")
-    return _batch_norm(conv, "relu", names, norm_decay, is_test)
+    return named_batch_norm(conv, "relu", names, norm_decay, is_test)
 
 
 def conv_bn_leaky(input, num_filters, filter_size, stride, padding, name, norm_decay, is_test):
@@ -44,7 +48,7 @@ def conv_bn_leaky(input, num_filters, filter_size, stride, padding, name, norm_d
         param_attr=paddle.ParamAttr(name=name + ".conv.weights"), bias_attr=False)
     bn = name + ".bn"
     names = (bn + ".scale", bn + ".offset", bn + ".mean", bn + ".var")
-    out = _batch_norm(conv, None, names, norm_decay, is_test)
+    out = named_batch_norm(conv, None, names, norm_decay, is_test)
     return paddle.nn.functional.leaky_relu(out, negative_slope=0.1)
 
 

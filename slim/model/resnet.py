@@ -159,19 +159,17 @@ class ResNet:
     def _conv_norm(self, input, channels, filter_size, stride, name, is_test, act):
         """Conv (no bias) `<name>_weights` + batch norm `<norm_name(name)>_*` (+ act)."""
         import paddle
+
+        from slim.model.layers import named_batch_norm  # imports paddle: after slim's IR switch
         conv = paddle.static.nn.conv2d(
             input, channels, filter_size, stride=stride, padding=(filter_size - 1) // 2,
             param_attr=paddle.ParamAttr(name=name + "_weights",
                                         initializer=paddle.nn.initializer.KaimingNormal()),
             bias_attr=False)
         bn = norm_name(name)
-        norm_lr = 0. if self.freeze_norm else 1.
-        decay = paddle.regularizer.L2Decay(self.norm_decay)
-        out = paddle.static.nn.batch_norm(
-            conv, act=act, is_test=is_test,
-            param_attr=paddle.ParamAttr(name=bn + "_scale", learning_rate=norm_lr, regularizer=decay),
-            bias_attr=paddle.ParamAttr(name=bn + "_offset", learning_rate=norm_lr, regularizer=decay),
-            moving_mean_name=bn + "_mean", moving_variance_name=bn + "_variance",
+        out = named_batch_norm(
+            conv, act, (bn + "_scale", bn + "_offset", bn + "_mean", bn + "_variance"),
+            self.norm_decay, is_test, learning_rate=0. if self.freeze_norm else 1.,
             use_global_stats=self.freeze_norm)
         if self.freeze_norm:
             block = out.block.program.global_block()
