@@ -64,9 +64,12 @@ FEEDS = ("YoloTrainFeed", "YoloEvalFeed", "YoloTestFeed")
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A pruning method: the slim config whose strategies compress.py runs."""
+    """A pruning method: the slim config whose strategies compress.py runs. `teacher`
+    CONTROL: its distillation strategy's teacher is the control run of the same seed (the
+    unpruned model trained on for the same budget) instead of the model at pruning time."""
     slim_config: str
     description: str
+    teacher: str = None
 
 
 METHODS = {
@@ -81,6 +84,10 @@ METHODS = {
                            "auto with distillation from the unpruned model while fine-tuning"),
     "sensitive_distill": Method("configs/yolov3_mobilenet_v1_sensitive_distill_slim.yaml",
                                 "sensitive with distillation from the unpruned model"),
+    "sensitive_distill_control": Method(
+        "configs/yolov3_mobilenet_v1_sensitive_distill_slim.yaml",
+        "sensitive with distillation from the control of the same seed (a teacher trained "
+        "on for the fine-tuning budget; the student's own budget is the same)", teacher=CONTROL),
     "sensitive_70": Method("configs/yolov3_mobilenet_v1_sensitive70_slim.yaml",
                            "sensitivity-searched per-group ratios, -70% FLOPs"),
 }
@@ -504,7 +511,30 @@ def finetune_plan(bench, method, slim_config, seed, model_final):
         "compress.py", "-s", os.path.join(run_dir, "slim.yaml"), "-c", DETECTION_CONFIG, "-o",
         f"weights={model_final}", f"random_seed={seed}", f"max_iters={recipe.epoch_iterations}",
         schedule, *bench.overrides, "--output_eval", run_dir)
+    if needs_control(method):
+        # everything the control's key hashes (recipe, overrides, seed, baseline) is in
+        # this command too: a control made anew means this run is made anew
+        control_dir = finetune_plan(bench, CONTROL, None, seed, model_final)[0]
+        for strategy in distillation_entries(config).values():
+            strategy["teacher_weights"] = control_params(bench, control_dir)
     return run_dir, config, command, config_hash(config, command)
+
+
+def distillation_entries(config):
+    """{strategy name: options} of the DistillationStrategy entries of a slim config dict."""
+    return {name: options for name, options in config.get("strategies", {}).items()
+            if options.get("class") == "DistillationStrategy"}
+
+
+def control_params(bench, control_dir):
+    """The combined params file of a control run's last epoch (a teacher's weights)."""
+    return os.path.join(control_dir, "checkpoints", str(bench.recipe.finetune_epochs - 1),
+                        "eval_model", "__params__")
+
+
+def needs_control(method):
+    """Whether `method`'s runs read the control run of their seed (so start after it)."""
+    return method in METHODS and METHODS[method].teacher == CONTROL
 
 
 def run_result(run_dir, seconds):
@@ -642,9 +672,12 @@ def finetune_all(bench, plan, model_final, jobs, after_each=None):
     """The fine-tuning runs of `plan` ([(method, slim config, seed)]), `jobs` at a time:
     {method: [run results in seed order]}, in plan order whatever order they finish in.
     `after_each(runs so far)` is called as each finishes; the first failure stops the
-    runs not yet started and is raised once the running ones end."""
+    runs not yet started and is raised once the running ones end. A run of a method that
+    needs_control starts after all others and waits for the control run of its seed."""
     results = {}
     lock = threading.Lock()
+    futures = {}
+    submitting = threading.Lock()  # held until every run is submitted
 
     def ordered():
         runs = {}
@@ -654,6 +687,10 @@ def finetune_all(bench, plan, model_final, jobs, after_each=None):
         return runs
 
     def one(method, slim_config, seed):
+        if needs_control(method):
+            with submitting:
+                control = futures[(CONTROL, seed)]
+            control.result()  # raises the control's failure
         result = finetune(bench, method, slim_config, seed, model_final)
         with lock:
             results[(method, seed)] = result
@@ -661,10 +698,13 @@ def finetune_all(bench, plan, model_final, jobs, after_each=None):
                 after_each(ordered())
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(one, *item) for item in plan]
-        for future in concurrent.futures.as_completed(futures):
+        # first-in first-out: a control has started before any run that waits for it
+        with submitting:
+            for method, slim_config, seed in sorted(plan, key=lambda item: needs_control(item[0])):
+                futures[(method, seed)] = pool.submit(one, method, slim_config, seed)
+        for future in concurrent.futures.as_completed(list(futures.values())):
             if future.exception() is not None:
-                for other in futures:
+                for other in futures.values():
                     other.cancel()
                 raise future.exception()
     return ordered()

@@ -1,4 +1,5 @@
 """The pure helpers of bench/accuracy.py: cache key, schedule, convergence, table, ETA."""
+import dataclasses
 import os
 
 import pytest
@@ -193,3 +194,56 @@ def test_runs_at_a_time_come_back_in_plan_order_and_a_failure_is_raised(monkeypa
     assert len(partial) == 4 and partial[-1] == runs
     with pytest.raises(UserError, match="step failed"):
         bench.finetune_all(None, [("broken", None, 0), *plan], "final", 1)
+
+
+def test_a_control_taught_method_reads_the_control_of_its_seed_and_reruns_with_it(tmp_path):
+    session = bench.Bench(bench.LONG, str(tmp_path), {}, ["a=1"], None, str(tmp_path / "cache"))
+    name = "sensitive_distill_control"
+    run_dir, config, _, key = bench.finetune_plan(
+        session, name, bench.METHODS[name].slim_config, 1, "model_final")
+    (teacher,) = bench.distillation_entries(config).values()
+    control_dir, _, _, control_key = bench.finetune_plan(session, "control", None, 1, "model_final")
+    assert control_dir == str(tmp_path / "runs_long" / "control_seed1")
+    assert teacher["teacher_weights"] == os.path.join(control_dir, "checkpoints", "5",
+                                                      "eval_model", "__params__")
+    # the plain distillation method keeps the model at pruning time as its teacher
+    _, plain, _, _ = bench.finetune_plan(session, "sensitive_distill",
+                                         bench.METHODS["sensitive_distill"].slim_config, 1,
+                                         "model_final")
+    assert bench.distillation_entries(plain)["distillation_strategy"]["teacher_weights"] is None
+    # what makes the control anew makes the run anew
+    for change in ({"warmup_steps": 7}, {"finetune_epochs": 2}):
+        other = bench.Bench(dataclasses.replace(bench.LONG, **change), str(tmp_path), {}, ["a=1"],
+                            None, str(tmp_path / "cache"))
+        assert bench.finetune_plan(other, "control", None, 1, "model_final")[3] != control_key
+        assert bench.finetune_plan(other, name, bench.METHODS[name].slim_config, 1,
+                                   "model_final")[3] != key
+    assert bench.finetune_plan(session, name, bench.METHODS[name].slim_config, 1,
+                               "other_final")[3] != key
+    assert bench.needs_control(name) and not bench.needs_control("sensitive_distill")
+
+
+def test_a_control_taught_run_starts_only_after_the_control_of_its_seed(monkeypatch):
+    import threading
+    import time
+    events = []
+    lock = threading.Lock()
+    name = "sensitive_distill_control"
+
+    def fake_finetune(session, method, slim_config, seed, model_final):
+        with lock:
+            events.append(("start", method, seed))
+        time.sleep(0.1 if method == "control" else 0.01)
+        with lock:
+            events.append(("end", method, seed))
+        return {"map": seed}
+
+    monkeypatch.setattr(bench, "finetune", fake_finetune)
+    # listed before its control, on one worker and on two: it still waits, and the
+    # results keep the plan's order
+    plan = [(name, None, 0), ("control", None, 0), ("seed", None, 0)]
+    for jobs in (1, 2):
+        events.clear()
+        runs = bench.finetune_all(None, plan, "final", jobs)
+        assert events.index(("start", name, 0)) > events.index(("end", "control", 0))
+        assert list(runs) == [name, "control", "seed"]
