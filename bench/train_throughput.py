@@ -45,6 +45,9 @@ sys.path.insert(0, ROOT)
 
 import slim  # noqa: E402,F401  (classic static IR before paddle)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from latency import load_average  # noqa: E402
+
 DEMO_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml")
 
 
@@ -269,7 +272,7 @@ def main(argv=None):
         args.sizes, args.workers, args.chunk, args.rounds = args.sizes[:1], args.workers[:1], 3, 2
     if not args.threads:
         use_all_cpu_threads()
-    load_before = os.getloadavg()
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as temp:
         dataset_dir = os.path.join(temp, "demo")
         make_demo_dataset(["--out", dataset_dir, "--train", "200", "--test", "1"])
@@ -281,7 +284,7 @@ def main(argv=None):
     result = {"rows": rows, "threads": args.threads or os.cpu_count(),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                         "load_average_before": load_before,
-                                        "load_average_after": os.getloadavg(),
+                                        "load_average_after": load_average(),
                                         "note": args.machine_note},
               "command": "python bench/train_throughput.py " + " ".join(argv or sys.argv[1:])}
     if not args.quick:

@@ -56,6 +56,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from latency import load_average  # noqa: E402
 from prune_vs_paddleslim import (  # noqa: E402
     CHECK_RATIO,
     DEFAULT_PADDLESLIM_PYTHON,
@@ -473,7 +474,7 @@ def main(argv=None):
     result = {"target_ratio": TARGET, "repeats": repeats, "quick": args.quick,
               "seconds": round(time.time() - started, 1),
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform(), "load_average": os.getloadavg()},
+                          "platform": platform.platform(), "load_average": load_average()},
               "models": models, "rows": rows, "table": table.splitlines()}
     path = written.write_bytes(out_name, json.dumps(result, indent=1).encode("utf-8"))
     print(f"wrote {path}")
