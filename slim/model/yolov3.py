@@ -6,6 +6,8 @@ from slim.config.validate import ModuleName
 from slim.errors import ConfigError
 from slim.model.yolo_head import DOWNSAMPLE_RATIOS
 
+_STRIDES_HINT = f"strides {sorted(DOWNSAMPLE_RATIOS)}; for ResNet, feature_maps: [3, 4, 5]"
+
 
 @register
 class YOLOv3:
@@ -33,8 +35,7 @@ class YOLOv3:
         if len(features) < len(DOWNSAMPLE_RATIOS):
             raise ConfigError(f"YOLOv3: the backbone {type(self.backbone).__name__} gives "
                               f"{len(features)} feature maps; the head needs "
-                              f"{len(DOWNSAMPLE_RATIOS)} (strides {sorted(DOWNSAMPLE_RATIOS)}; for ResNet, "
-                              f"feature_maps: [3, 4, 5])")
+                              f"{len(DOWNSAMPLE_RATIOS)} ({_STRIDES_HINT})")
         features = features[-len(DOWNSAMPLE_RATIOS):]
         height = image.shape[2]
         if height is not None and height > 0:  # a fixed input size: check the strides
@@ -42,6 +43,5 @@ class YOLOv3:
             if sizes != [math.ceil(height / ratio) for ratio in sorted(DOWNSAMPLE_RATIOS)]:
                 raise ConfigError(f"YOLOv3: the backbone {type(self.backbone).__name__}'s deepest "
                                   f"feature maps are {sizes} px high on a {height} px input; the "
-                                  f"head needs strides {sorted(DOWNSAMPLE_RATIOS)} (for ResNet, "
-                                  f"feature_maps: [3, 4, 5])")
+                                  f"head needs {_STRIDES_HINT}")
         return self.yolo_head.outputs(features, is_test=is_test)
