@@ -66,10 +66,12 @@ FEEDS = ("YoloTrainFeed", "YoloEvalFeed", "YoloTestFeed")
 class Method:
     """A pruning method: the slim config whose strategies compress.py runs. `teacher`
     CONTROL: its distillation strategy's teacher is the control run of the same seed (the
-    unpruned model trained on for the same budget) instead of the model at pruning time."""
+    unpruned model trained on for the same budget) instead of the model at pruning time;
+    `distillation_loss_weight`, if set, replaces the slim config's."""
     slim_config: str
     description: str
     teacher: str = None
+    distillation_loss_weight: float = None
 
 
 METHODS = {
@@ -88,6 +90,16 @@ METHODS = {
         "configs/yolov3_mobilenet_v1_sensitive_distill_slim.yaml",
         "sensitive with distillation from the control of the same seed (a teacher trained "
         "on for the fine-tuning budget; the student's own budget is the same)", teacher=CONTROL),
+    "sensitive_distill_control_w3": Method(
+        "configs/yolov3_mobilenet_v1_sensitive_distill_slim.yaml",
+        "sensitive_distill_control with distillation loss weight 3", teacher=CONTROL,
+        distillation_loss_weight=3.0),
+    "auto_distill_control": Method(
+        "configs/yolov3_mobilenet_v1_auto_distill_slim.yaml",
+        "auto with distillation from the control of the same seed", teacher=CONTROL),
+    "sensitive_70_distill_control": Method(
+        "configs/yolov3_mobilenet_v1_sensitive70_distill_slim.yaml",
+        "sensitive_70 with distillation from the control of the same seed", teacher=CONTROL),
     "sensitive_70": Method("configs/yolov3_mobilenet_v1_sensitive70_slim.yaml",
                            "sensitivity-searched per-group ratios, -70% FLOPs"),
 }
@@ -310,21 +322,58 @@ class Progress:
             print(f"    {name}: {'cached' if skipped else _minutes(seconds)}", flush=True)
         return seconds
 
+    def note(self, text):
+        """Print `text` as one line (runs at a time print through the same lock)."""
+        with self.lock:
+            print(f"    {text}", flush=True)
+
 
 def _minutes(seconds):
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
-def run_logged(command, log_path, env):
-    """Run `command` with its output in `log_path`; a UserError naming the log on failure."""
+class StepProcesses:
+    """The step subprocesses running now (one per job): an interrupted bench stops them
+    rather than waiting for them, and starts no more."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = set()
+        self._stopped = False
+
+    def run(self, command, log, env):
+        """Run `command` with its output in the open file `log`; its exit code."""
+        with self._lock:
+            if self._stopped:
+                raise UserError(f"bench stopped before: {' '.join(command[1:4])} ...")
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       cwd=ROOT)
+            self._running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+
+    def stop(self):
+        """Terminate the running steps; later `run` calls raise."""
+        with self._lock:
+            self._stopped = True
+            for process in self._running:
+                process.terminate()
+
+
+def run_logged(command, log_path, env, processes=None):
+    """Run `command` (through `processes`, a StepProcesses, if given) with its output in
+    `log_path`; a UserError naming the log on failure."""
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
-        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if process.returncode != 0:
+        returncode = (processes or StepProcesses()).run(command, log, env)
+    if returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as log:
             tail = log.read().strip().splitlines()[-1:]
-        raise UserError(f"step failed (exit {process.returncode}): {' '.join(command[1:4])} ...; "
+        raise UserError(f"step failed (exit {returncode}): {' '.join(command[1:4])} ...; "
                         f"last line: {tail[0] if tail else '(none)'}; log: {log_path}")
 
 
@@ -375,10 +424,11 @@ class Bench:
     overrides: list
     progress: Progress
     cache_dir: str = None  # the baseline's cache (pretraining, baseline, sensitivities)
+    processes: StepProcesses = dataclasses.field(default_factory=StepProcesses)
 
     def step(self, name, command, log_name):
         began = self.progress.begin(name)
-        run_logged(command, os.path.join(self.out, "logs", log_name), self.env)
+        run_logged(command, os.path.join(self.out, "logs", log_name), self.env, self.processes)
         return self.progress.end(name, began)
 
 
@@ -517,6 +567,9 @@ def finetune_plan(bench, method, slim_config, seed, model_final):
         control_dir = finetune_plan(bench, CONTROL, None, seed, model_final)[0]
         for strategy in distillation_entries(config).values():
             strategy["teacher_weights"] = control_params(bench, control_dir)
+    if method in METHODS and METHODS[method].distillation_loss_weight is not None:
+        for strategy in distillation_entries(config).values():
+            strategy["distillation_loss_weight"] = METHODS[method].distillation_loss_weight
     return run_dir, config, command, config_hash(config, command)
 
 
@@ -551,8 +604,8 @@ def finetune(bench, method, slim_config, seed, model_final):
     run_dir, config, command, key = finetune_plan(bench, method, slim_config, seed, model_final)
     done = finished_run(run_dir, key)
     if done is not None:
-        print(f"    {method} seed {seed}: done before (same slim config and command), reused",
-              flush=True)
+        bench.progress.note(f"{method} seed {seed}: done before (same slim config and "
+                            "command), reused")
         return done
     fresh_dir(run_dir)
     with open(os.path.join(run_dir, "slim.yaml"), "w", encoding="utf-8") as handle:
@@ -672,7 +725,8 @@ def finetune_all(bench, plan, model_final, jobs, after_each=None):
     """The fine-tuning runs of `plan` ([(method, slim config, seed)]), `jobs` at a time:
     {method: [run results in seed order]}, in plan order whatever order they finish in.
     `after_each(runs so far)` is called as each finishes; the first failure stops the
-    runs not yet started and is raised once the running ones end. A run of a method that
+    runs not yet started and is raised once the running ones end; Ctrl-C or SIGTERM also
+    stops the running ones (bench.processes) and is raised. A run of a method that
     needs_control starts after all others and waits for the control run of its seed."""
     results = {}
     lock = threading.Lock()
@@ -702,11 +756,16 @@ def finetune_all(bench, plan, model_final, jobs, after_each=None):
         with submitting:
             for method, slim_config, seed in sorted(plan, key=lambda item: needs_control(item[0])):
                 futures[(method, seed)] = pool.submit(one, method, slim_config, seed)
-        for future in concurrent.futures.as_completed(list(futures.values())):
-            if future.exception() is not None:
-                for other in futures.values():
-                    other.cancel()
-                raise future.exception()
+        try:
+            for future in concurrent.futures.as_completed(list(futures.values())):
+                if future.exception() is not None:
+                    raise future.exception()
+        except BaseException as error:
+            for other in futures.values():
+                other.cancel()
+            if isinstance(error, KeyboardInterrupt) and bench is not None:
+                bench.processes.stop()
+            raise
     return ordered()
 
 

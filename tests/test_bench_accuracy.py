@@ -221,6 +221,12 @@ def test_a_control_taught_method_reads_the_control_of_its_seed_and_reruns_with_i
     assert bench.finetune_plan(session, name, bench.METHODS[name].slim_config, 1,
                                "other_final")[3] != key
     assert bench.needs_control(name) and not bench.needs_control("sensitive_distill")
+    # a method's distillation weight replaces its slim config's
+    assert teacher["distillation_loss_weight"] == 1.0
+    _, weighted, _, weighted_key = bench.finetune_plan(
+        session, f"{name}_w3", bench.METHODS[f"{name}_w3"].slim_config, 1, "model_final")
+    (strategy,) = bench.distillation_entries(weighted).values()
+    assert strategy["distillation_loss_weight"] == 3.0 and weighted_key != key
 
 
 def test_a_control_taught_run_starts_only_after_the_control_of_its_seed(monkeypatch):
@@ -247,3 +253,38 @@ def test_a_control_taught_run_starts_only_after_the_control_of_its_seed(monkeypa
         runs = bench.finetune_all(None, plan, "final", jobs)
         assert events.index(("start", name, 0)) > events.index(("end", "control", 0))
         assert list(runs) == [name, "control", "seed"]
+
+
+def test_an_interrupted_bench_stops_its_running_steps_and_starts_no_more(monkeypatch, tmp_path):
+    import signal
+    import sys
+    import time
+    session = bench.Bench(bench.QUICK, str(tmp_path), {}, [], None)
+    started = []
+
+    def fake_finetune(_, method, slim_config, seed, model_final):
+        started.append(method)
+        if method == "a":  # Ctrl-C (here SIGUSR1 raising KeyboardInterrupt) while both run
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        with open(tmp_path / f"{method}.log", "w") as log:
+            code = session.processes.run([sys.executable, "-c", "import time; time.sleep(60)"],
+                                         log, None)
+        raise UserError(f"{method} exited {code}")
+
+    def interrupt(signal_number, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "finetune", fake_finetune)
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    began = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench.finetune_all(session, [("a", None, 0), ("b", None, 0), ("c", None, 0)],
+                               "final", 2)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert time.monotonic() - began < 30  # the 60 s steps were terminated, not waited for
+    assert sorted(started) == ["a", "b"]  # c never started
+    with pytest.raises(UserError, match="stopped"):
+        session.processes.run([sys.executable, "-c", "pass"], None, None)
