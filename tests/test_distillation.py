@@ -306,7 +306,10 @@ def test_auto_pruning_plans_the_student_alone_and_leaves_the_teacher_whole(
     assert np.isfinite(values["loss"]).all() and values[LOSS_FETCH].item() > 0
 
 
-def test_teacher_weights_load_into_the_teacher(distilled, detection_config, tmp_path):
+@pytest.mark.parametrize("combined", [False, True], ids=["directory", "combined_params_file"])
+def test_teacher_weights_load_into_the_teacher(distilled, detection_config, tmp_path, combined):
+    """A directory of per-parameter files, or one combined file such as an exported eval
+    model's `__params__` (bench/accuracy.py's control-taught methods use one)."""
     from slim.io.weights import save_weights
     # weights of the unpruned model that differ from every student tensor: the teacher's + 0.5
     weights_scope = paddle.static.Scope()
@@ -315,7 +318,9 @@ def test_teacher_weights_load_into_the_teacher(distilled, detection_config, tmp_
         saved[name] = tensor(distilled.scope, teacher_name) + 0.5
         weights_scope.var(name).get_tensor().set(saved[name], paddle.CPUPlace())
     weights_dir = str(tmp_path / "teacher_weights")
-    save_weights(weights_scope, distilled.distill.teacher_source.program, weights_dir)
+    save_weights(weights_scope, distilled.distill.teacher_source.program, weights_dir,
+                 combined=combined)
+    assert os.path.isfile(weights_dir) == combined
 
     slim_file = write_distill_slim_config(str(tmp_path / "slim.yaml"), teacher_weights=weights_dir)
     programs, scope, executor, strategies = build_run(detection_config, slim_file)
