@@ -66,12 +66,12 @@ FEEDS = ("YoloTrainFeed", "YoloEvalFeed", "YoloTestFeed")
 class Method:
     """A pruning method: the slim config whose strategies compress.py runs. `teacher`
     CONTROL: its distillation strategy's teacher is the control run of the same seed (the
-    unpruned model trained on for the same budget) instead of the model at pruning time;
-    `distillation_loss_weight`, if set, replaces the slim config's."""
+    unpruned model trained on for the same budget) instead of the model at pruning time.
+    `options` ({strategy class: {key: value}}) replace the slim config's."""
     slim_config: str
     description: str
     teacher: str = None
-    distillation_loss_weight: float = None
+    options: dict = dataclasses.field(default_factory=dict)
 
 
 METHODS = {
@@ -93,7 +93,11 @@ METHODS = {
     "sensitive_distill_control_w3": Method(
         "configs/yolov3_mobilenet_v1_sensitive_distill_slim.yaml",
         "sensitive_distill_control with distillation loss weight 3", teacher=CONTROL,
-        distillation_loss_weight=3.0),
+        options={"DistillationStrategy": {"distillation_loss_weight": 3.0}}),
+    "sensitive2_distill_control": Method(
+        "configs/yolov3_mobilenet_v1_sensitive_distill_slim.yaml",
+        "sensitive_distill_control in 2 steps: -25% FLOPs at epoch 0, -50% at epoch 1",
+        teacher=CONTROL, options={"SensitivePruneStrategy": {"num_steps": 2}}),
     "auto_distill_control": Method(
         "configs/yolov3_mobilenet_v1_auto_distill_slim.yaml",
         "auto with distillation from the control of the same seed", teacher=CONTROL),
@@ -567,9 +571,9 @@ def finetune_plan(bench, method, slim_config, seed, model_final):
         control_dir = finetune_plan(bench, CONTROL, None, seed, model_final)[0]
         for strategy in distillation_entries(config).values():
             strategy["teacher_weights"] = control_params(bench, control_dir)
-    if method in METHODS and METHODS[method].distillation_loss_weight is not None:
-        for strategy in distillation_entries(config).values():
-            strategy["distillation_loss_weight"] = METHODS[method].distillation_loss_weight
+    for strategy in config.get("strategies", {}).values():
+        strategy.update(METHODS[method].options.get(strategy.get("class"), {})
+                        if method in METHODS else {})
     return run_dir, config, command, config_hash(config, command)
 
 

@@ -227,6 +227,10 @@ def test_a_control_taught_method_reads_the_control_of_its_seed_and_reruns_with_i
         session, f"{name}_w3", bench.METHODS[f"{name}_w3"].slim_config, 1, "model_final")
     (strategy,) = bench.distillation_entries(weighted).values()
     assert strategy["distillation_loss_weight"] == 3.0 and weighted_key != key
+    _, stepped, _, _ = bench.finetune_plan(session, "sensitive2_distill_control",
+                                           bench.METHODS[name].slim_config, 1, "model_final")
+    assert stepped["strategies"]["sensitive_pruning_strategy"]["num_steps"] == 2
+    assert config["strategies"]["sensitive_pruning_strategy"]["num_steps"] == 1
 
 
 def test_a_control_taught_run_starts_only_after_the_control_of_its_seed(monkeypatch):
