@@ -307,7 +307,18 @@ def test_interruption_message_names_the_last_checkpoint_or_says_there_is_none():
     assert interruption_message(None, None).startswith("stopped before training started")
 
 
-def test_ctrl_c_stops_compress_with_one_line_naming_the_checkpoint(workspace, tmp_path):
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raising KeyboardInterrupt in this process, and at its default (so Python's
+    handler) in the children it starts, also when the suite runs in the background
+    (`make test &`), where SIGINT starts out ignored and the ignoring is inherited."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_compress_with_one_line_naming_the_checkpoint(workspace, tmp_path,
+                                                                    sigint_raises):
     """Ctrl-C as a terminal sends it: SIGINT to the whole process group, worker processes of
     the training data loader included."""
     slim_file = write_slim_config(str(tmp_path), "slim.yaml", epochs=50, checkpoint_path="ckpt")
@@ -505,7 +516,7 @@ def test_inspect_graph_onto_a_user_file_is_refused_before_work(tmp_path, capsys,
     assert code == 2 and "input" in error
 
 
-def test_slim_demo_ctrl_c_lets_the_step_say_what_it_kept(monkeypatch, capsys):
+def test_slim_demo_ctrl_c_lets_the_step_say_what_it_kept(monkeypatch, capsys, sigint_raises):
     """Ctrl-C reaching the demo alone: the running step is interrupted in turn, its last line
     still reaches the output, and the demo stops with Interrupted (exit 130)."""
     import threading
