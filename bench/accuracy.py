@@ -104,6 +104,10 @@ METHODS = {
     "sensitive_70_distill_control": Method(
         "configs/yolov3_mobilenet_v1_sensitive70_distill_slim.yaml",
         "sensitive_70 with distillation from the control of the same seed", teacher=CONTROL),
+    "sensitive2_70_distill_control": Method(
+        "configs/yolov3_mobilenet_v1_sensitive70_distill_slim.yaml",
+        "sensitive_70_distill_control in 2 steps: -35% FLOPs at epoch 0, -70% at epoch 1",
+        teacher=CONTROL, options={"SensitivePruneStrategy": {"num_steps": 2}}),
     "sensitive_70": Method("configs/yolov3_mobilenet_v1_sensitive70_slim.yaml",
                            "sensitivity-searched per-group ratios, -70% FLOPs"),
 }
