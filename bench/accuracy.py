@@ -556,7 +556,7 @@ def sensitivity_step(method):
 def finetune_plan(bench, method, slim_config, seed, model_final):
     """(run dir, slim config dict, compress.py command, key) of one fine-tuning run."""
     recipe = bench.recipe
-    run_dir = os.path.join(bench.out, recipe.runs_dir, f"{method}_seed{seed}")
+    run_dir = run_dir_of(bench, method, seed)
     config = run_slim_config(slim_config)
     config["compressor"].update({"epoch": recipe.finetune_epochs,
                                  "eval_epoch": recipe.finetune_epochs,
@@ -572,13 +572,17 @@ def finetune_plan(bench, method, slim_config, seed, model_final):
     if needs_control(method):
         # everything the control's key hashes (recipe, overrides, seed, baseline) is in
         # this command too: a control made anew means this run is made anew
-        control_dir = finetune_plan(bench, CONTROL, None, seed, model_final)[0]
         for strategy in distillation_entries(config).values():
-            strategy["teacher_weights"] = control_params(bench, control_dir)
+            strategy["teacher_weights"] = control_params(bench, run_dir_of(bench, CONTROL, seed))
     for strategy in config.get("strategies", {}).values():
         strategy.update(METHODS[method].options.get(strategy.get("class"), {})
                         if method in METHODS else {})
     return run_dir, config, command, config_hash(config, command)
+
+
+def run_dir_of(bench, method, seed):
+    """The directory of `method`'s fine-tuning run with `seed`."""
+    return os.path.join(bench.out, bench.recipe.runs_dir, f"{method}_seed{seed}")
 
 
 def distillation_entries(config):
