@@ -22,6 +22,7 @@ import pytest
 from test_prune_zoo import randomize
 
 from slim.__main__ import main as slim_main
+from slim.commands.prune import PLAN_NAME, REPORT_NAME
 from slim.io.inference_model import find_model_files, load_inference_model
 from slim.io.output_places import OWNER_MARKER
 from slim.prune import PrunePlan, analyze_program
@@ -321,3 +322,88 @@ def test_fetch_target_keeps_shape_and_input_shape(tmp_path, capsys):
         feeds = {"image": np.random.RandomState(size).rand(1, 3, size, size).astype("float32")}
         (pruned,) = predict(out, feeds)
         assert pruned.shape == (1, 6, size, size)
+
+
+def tree_digest(root, skip=None):
+    """{relative path: sha256 or link target} of every entry under `root` (symlinks not
+    followed), leaving out `skip` and what is under it: what a run must not change."""
+    import hashlib
+    digest = {}
+    for directory, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            path = os.path.join(directory, name)
+            if skip and (path == skip or path.startswith(skip + os.sep)):
+                continue
+            key = os.path.relpath(path, root)
+            if os.path.islink(path):
+                digest[key] = "-> " + os.readlink(path)
+            elif os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    digest[key] = hashlib.sha256(handle.read()).hexdigest()
+            else:
+                digest[key] = "dir"
+    return digest
+
+
+HOSTILE_RUNS = {
+    # (extra argv with {model} / {root} placeholders, --out relative to root, error expected)
+    "absolute model name": (["--model_filename", "{model}/inference.pdmodel"], "out", True),
+    "absolute params name": (["--params_filename", "{model}/inference.pdiparams"], "out", True),
+    "../ model name": (["--model_filename", "../model/inference.pdmodel"], "out", True),
+    "../ params name": (["--params_filename", "../model/inference.pdiparams"], "out", True),
+    "params name '..'": (["--params_filename", ".."], "out", True),
+    "out is the model dir": ([], "model", True),
+    "out inside the model dir": ([], "model/pruned", False),
+    "out is the parent of the model dir": ([], ".", True),
+    "out is a symlink to the model dir": ([], "link_to_model", True),
+    "out a symlink to an empty dir": ([], "link_to_fresh", True),
+    "model dir of symlinked files": (["--model_dir", "{root}/linked"], "out", False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_RUNS))
+def test_prune_never_changes_a_byte_outside_out(exported, tmp_path, capsys, case):
+    """Hostile file names, symlinks and --out placements: the whole input tree (the model,
+    the dirs around it, the symlinks) has the same bytes after the run, refused or not."""
+    import shutil
+    argv_extra, out_name, refused = HOSTILE_RUNS[case]
+    model = tmp_path / "model"
+    shutil.copytree(exported["dir"], model)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for name in os.listdir(model):
+        os.symlink(model / name, linked / name)
+    (tmp_path / "fresh").mkdir()
+    os.symlink(model, tmp_path / "link_to_model")
+    os.symlink(tmp_path / "fresh", tmp_path / "link_to_fresh")
+    fill = {"model": str(model), "root": str(tmp_path)}
+    argv_extra = [part.format(**fill) for part in argv_extra]
+    out = os.path.normpath(os.path.join(tmp_path, out_name))
+    argv = ["--model_dir", str(model), "--target_ratio", "0.5", "--latency_runs", "0",
+            "--out", out, *argv_extra]
+    skip = None if refused else os.path.realpath(out)
+    before = tree_digest(str(tmp_path), skip=skip)
+    if refused:
+        code, error = error_line(capsys, argv)
+        assert code == 2, error
+    else:
+        assert prune(argv) == 0
+        capsys.readouterr()
+        assert sorted(os.listdir(os.path.realpath(out))) == [
+            ".slim-owned", "inference.pdiparams", "inference.pdmodel", PLAN_NAME, REPORT_NAME]
+    assert tree_digest(str(tmp_path), skip=skip) == before
+
+
+def test_a_saved_file_name_with_a_directory_part_is_refused(exported, tmp_path):
+    """The saver's own guard: a program whose parameter names lead out of the output dir
+    (saved one file per parameter) writes nothing outside it."""
+    from slim.errors import UserError
+    from slim.io.inference_model import save_inference_model
+    executor, scope = paddle.static.Executor(CPU), paddle.static.Scope()
+    model = load_inference_model(find_model_files(exported["dir"]), executor, scope)
+    target = tmp_path / "target"
+    target.mkdir()
+    for bad in ("../outside.pdmodel", str(tmp_path / "outside.pdmodel")):
+        with pytest.raises(UserError, match="must be a plain file name"):
+            save_inference_model(model, executor, scope, str(target), bad, "inference.pdiparams")
+    assert os.listdir(target) == [] and not os.path.exists(tmp_path / "outside.pdmodel")

@@ -93,6 +93,10 @@ def find_model_files(model_dir, model_filename=None, params_filename=None):
         raise UserError(f"--model_dir '{shorten(model_dir)}' {what}; name the directory of an "
                         "exported Paddle inference model")
     present = sorted(os.listdir(model_dir))
+    for option, name in (("--model_filename", model_filename),
+                         ("--params_filename", params_filename)):
+        if name is not None:
+            require_base_name(name, option)
     if model_filename is None:
         model_filename = _default_model_filename(model_dir, present)
     model_path = os.path.join(model_dir, model_filename)
@@ -109,6 +113,18 @@ def find_model_files(model_dir, model_filename=None, params_filename=None):
     else:
         _require_file(os.path.join(model_dir, params_filename), "--params_filename", present)
     return ModelFiles(model_dir, model_filename, params_filename)
+
+
+def require_base_name(name, what):
+    """`name` when it is a plain file name (no directory part, not '.' or '..'); else a
+    one-line UserError. The tool writes the pruned model under the input's file names
+    inside its output dir, so a name with a directory part could lead outside it (e.g.
+    onto the input model itself)."""
+    if (not name or name in (".", "..") or os.path.basename(name) != name
+            or "/" in name or "\\" in name or "\0" in name):
+        raise UserError(f"{what} '{shorten(name)}' must be a plain file name inside the "
+                        "model dir (no directory part, no '..')")
+    return name
 
 
 def _default_model_filename(model_dir, present):
@@ -175,6 +191,9 @@ def load_inference_model(files, executor, scope):
         params = files.params_filename or "one file per parameter"
         raise UserError(f"Paddle cannot load the inference model '{shorten(files.model_path)}' "
                         f"with params '{shorten(params)}': {first_line(error)}") from None
+    if not files.params_filename:  # one file per parameter, named after it: inside the dir
+        for var in persistables(program):
+            require_base_name(var.name, f"'{shorten(files.model_path)}': parameter file name")
     mark_parameters(program)
     return InferenceModel(program, list(feed_names), list(fetch_vars))
 
@@ -196,6 +215,10 @@ def save_inference_model(model, executor, scope, directory, model_filename, para
     `model_filename` and `params_filename` (None: one file per parameter). Returns the
     names of the files written."""
     import paddle
+    for name in [model_filename, params_filename] + (
+            [] if params_filename else [var.name for var in persistables(model.program)]):
+        if name is not None:  # every file stays inside `directory`, whatever the names say
+            require_base_name(name, "a file name of the saved model")
     feed_vars = model.feed_vars
     program_bytes = paddle.static.serialize_program(feed_vars, model.fetch_vars,
                                                     program=model.program)
