@@ -121,7 +121,7 @@ def test_demo_config_fits_the_demo_dataset_and_a_cpu():
     warmup = cfg["LearningRate"]["schedulers"][-1]
     assert isinstance(warmup, LinearWarmup) and warmup.steps == 50
     assert cfg.max_iters == 50
-    # training from scratch: Adam, an objectness prior, no mixup, no random expand (README)
+    # training from scratch: Adam, an objectness prior, no mixup, no random expand (docs/demo.md)
     assert cfg["OptimizerBuilder"]["optimizer"]["type"] == "Adam"
     assert cfg["YOLOv3Head"]["objectness_prior"] == 0.01
     assert (train["mixup_epoch"], train["expand_max_ratio"]) == (0, 1.0)

@@ -103,7 +103,7 @@ def test_the_pruning_engine_imports_nothing_of_config_model_or_strategies():
     assert {target for _, target in outside} <= {"slim", "slim.errors", "slim.registry"}, outside
 
 
-# The layers of the package, lowest first (README "Layout"): a package may import only
+# The layers of the package, lowest first (docs/design.md "Layout"): a package may import only
 # packages of lower layers (and the root modules every layer uses); the config registry's
 # string-based imports of the modules it registers are not import statements and not counted.
 PACKAGE_LAYERS = (

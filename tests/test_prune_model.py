@@ -176,9 +176,10 @@ def test_seed_slim_config_removes_half_the_flops_and_auto_needs_a_smaller_ratio(
     assert found["auto"][0] < found["seed"][0]
 
 
-# README, "-50% FLOPs on MobileNetV1-YOLOv3 (VOC config, 608x608)" and "FLOPs convention":
+# docs/benchmarks.md, "-50% FLOPs on MobileNetV1-YOLOv3 (VOC config, 608x608)", and
+# docs/design.md, "FLOPs convention":
 # before pruning 21,744,297,471 MACs and 24,286,881 parameter values; after the seed's
-# regex / auto at target_ratio 0.5: (uniform ratio, GMACs, M params), as the README rounds,
+# regex / auto at target_ratio 0.5: (uniform ratio, GMACs, M params), as the docs round them,
 # and the exact MACs and params of the files it cites (bench/results/plan_voc_seed.json,
 # plan_voc_auto.json); the rounded params alone would miss a few thousand unsliced values.
 README_BEFORE = (21_744_297_471, 24_286_881)
@@ -218,7 +219,7 @@ def independent_counts(program, scope):
 
 
 def test_readme_plan_numbers_from_an_independent_count():
-    """The README's table: each plan applied to the VOC eval program and its scope, then
+    """The table of docs/benchmarks.md: each plan applied to the VOC eval program and its scope, then
     FLOPs and params counted from the sliced arrays."""
     strategy = seed_strategy()
     evaluation = _voc_eval_program()

@@ -54,7 +54,7 @@ DIFFICULT_MAX_SIDE = 30
 # own hue band (CLASS_HUE_SPREAD either side of its centre) except CLASS_HUE_RANDOM of the
 # objects, which get any hue: colour is a strong cue but not a sufficient one, so shape
 # still matters. (Version 2, any hue for any class over bright clutter, did not reach 1% mAP
-# in 1000 iterations; see the README.)
+# in 1000 iterations; see docs/demo.md.)
 OBJECTS_PER_SCENE = [1, 2, 2, 3, 3]
 OBJECT_SIDE_FRACTION = (0.2, 0.6)
 CLUTTER_COUNT = (2, 6)
