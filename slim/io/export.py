@@ -43,7 +43,7 @@ from slim.io.file_manifest import (
     read_manifest_json,
     seal,
 )
-from slim.io.weights import numpy_dtype, read_combined_records
+from slim.io.weights import check_params_fit as weights_check_params_fit
 
 MODEL_NAME = "__model__"
 INFER_MODEL_NAME = "__model__.infer"
@@ -285,21 +285,9 @@ def read_program(model_path):
 
 def check_params_fit(program, params_path, model_path):
     """UserError unless the combined params file holds exactly the persistables `program`
-    reads (sorted by name, as Paddle loads them): same count, shapes and dtypes in order,
-    the last tensor complete and nothing after it."""
-    expected = persistable_vars(program)
-    records = read_combined_records(params_path)  # WeightsError: truncated, not tensors, trailing
-    if len(records) != len(expected):
-        raise UserError(f"params file '{shorten(params_path)}' holds {len(records)} tensors but "
-                        f"'{shorten(model_path)}' reads {len(expected)}: they are not from the "
-                        "same model")
-    for var, record in zip(expected, records):
-        shape, dtype = tuple(int(d) for d in var.shape), numpy_dtype(var.dtype)
-        if record.shape != shape or record.dtype != dtype:
-            raise UserError(f"params file '{shorten(params_path)}' does not fit "
-                            f"'{shorten(model_path)}': {var.name} is {list(record.shape)} "
-                            f"{record.dtype.name} in the file, {list(shape)} {dtype.name} in the "
-                            "program (are they from the same model, e.g. both pruned?)")
+    reads (`slim.io.weights.check_params_fit`: count, shapes and dtypes in order, the last
+    tensor complete and nothing after it)."""
+    weights_check_params_fit(persistable_vars(program), model_path, params_path=params_path)
 
 
 def first_line(error, limit=300):
