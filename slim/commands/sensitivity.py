@@ -130,7 +130,7 @@ def measuring_setup(spec, log=print):
     cfg = load_config(spec.config, spec.overrides)
     programs, scope, executor, _ = programs_from_config(cfg, spec.config, None)
     place = executor.place
-    if spec.weights:
+    if spec.weights is not None:  # set: loaded (an empty value is refused there)
         load_weights_into("weights", spec.weights, programs, scope, executor, place, False, log)
     else:
         log(f"warning: {spec.config} sets no weights: these are the sensitivities of random "
