@@ -21,12 +21,13 @@ import dataclasses
 
 from slim.prune.flops import is_forward_role
 from slim.prune.op_specs import CHANNEL_PRESERVING, CONV, CONV_TRANSPOSE, OP_SPECS, op_table, spec_for
-from slim.prune.ops import Fixed, Link, OpView, Segment, Unsupported, conv_kind
+from slim.prune.ops import MATMUL_TYPES, Fixed, Link, OpView, Segment, Unsupported, conv_kind
 
 # Member roles, by what the member is to the group's channels.
 FILTER = "filter"                # conv weight producing the channels (axis 0)
 DEPTHWISE_FILTER = "depthwise_filter"  # depthwise conv weight carrying them (axis 0)
 INPUT_FILTER = "input_filter"    # consumer conv weight reading them (axis 1)
+INPUT_WEIGHT = "input_weight"    # fully connected weight reading them (its contracted rows)
 BN_SCALE, BN_OFFSET, BN_MEAN, BN_VARIANCE = "bn_scale", "bn_offset", "bn_mean", "bn_variance"
 PARAM = "param"                  # another parameter (a conv bias, a prelu alpha)
 ACCUMULATOR = "accumulator"      # persistable non-parameter (optimizer velocity, moments)
@@ -229,7 +230,7 @@ class ChannelGroup:
         return self.blocked_reason is None
 
 
-_PARAM_ROLES = (FILTER, DEPTHWISE_FILTER, INPUT_FILTER, BN_SCALE, BN_OFFSET, BN_MEAN,
+_PARAM_ROLES = (FILTER, DEPTHWISE_FILTER, INPUT_FILTER, INPUT_WEIGHT, BN_SCALE, BN_OFFSET, BN_MEAN,
                 BN_VARIANCE, PARAM)
 
 
@@ -560,6 +561,8 @@ def _role(index, member):
             return FILTER if axis == conv.output_axis else INPUT_FILTER
         if var in index.batch_norms:
             return index.batch_norms[var]
+        if any(index.ops[i].type in MATMUL_TYPES for i in index.readers.get(var, ())):
+            return INPUT_WEIGHT  # the matmul rule links a weight on its contracted axis only
         return PARAM
     if var in index.persistable:
         if var in index.batch_norms:  # moving statistics that are not Parameters
