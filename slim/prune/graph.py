@@ -19,6 +19,7 @@ blocked, and the reason names the op.
 import collections
 import dataclasses
 
+from slim.prune.errors import PruneError
 from slim.prune.flops import is_forward_role
 from slim.prune.op_specs import CHANNEL_PRESERVING, CONV, CONV_TRANSPOSE, OP_SPECS, op_table, spec_for
 from slim.prune.ops import MATMUL_TYPES, Fixed, Link, OpView, Segment, Unsupported, conv_kind
@@ -237,10 +238,12 @@ _PARAM_ROLES = (FILTER, DEPTHWISE_FILTER, INPUT_FILTER, INPUT_WEIGHT, BN_SCALE, 
 class ChannelGraph:
     """The channel groups of one program, and lookups from parameters to groups."""
 
-    def __init__(self, index, groups):
+    def __init__(self, index, groups, fixed_vars=frozenset(), extra_ops=None):
         self.index = index
         self.program = index.program
         self.groups = groups
+        self.fixed_vars = frozenset(fixed_vars)  # what the analysis was asked to keep
+        self.extra_ops = dict(extra_ops or {})   # the op specs it added for itself
         self._group_of_segment = {}
         for group in groups:
             for member in group.members:
@@ -283,6 +286,20 @@ class ChannelGraph:
         conv = self.conv_of_weight(weight)
         axis = conv.output_axis if conv else 0
         return self.groups_of(weight, axis)
+
+
+def check_graph_options(graph, fixed_vars=(), extra_ops=None):
+    """A PruneError when `graph` was not analysed with `fixed_vars` (all of them fixed there)
+    and `extra_ops` (the same specs): a given graph is used as it is, and silently planning
+    on one without them would prune a var the caller wants kept."""
+    missing = sorted(set(fixed_vars) - graph.fixed_vars)
+    if missing:
+        raise PruneError(f"fixed_vars {missing[:4]} are not fixed in the given graph: build it "
+                         "with analyze_program(program, fixed_vars=...) or pass no graph")
+    if dict(extra_ops or {}) != graph.extra_ops:
+        raise PruneError(f"extra_ops {sorted(extra_ops or {})} differ from the given graph's "
+                         f"{sorted(graph.extra_ops)}: build it with analyze_program(program, "
+                         "extra_ops=...) or pass no graph")
 
 
 def conv_reaches(index):
@@ -329,7 +346,7 @@ def analyze_program(program, fixed_vars=(), extra_ops=None):
     index = ProgramIndex(program, op_table(extra_ops))
     fixed_vars = set(fixed_vars)
     links, blocks, units = _propagate(index, fixed_vars)
-    return ChannelGraph(index, _build_groups(index, links, blocks, units))
+    return ChannelGraph(index, _build_groups(index, links, blocks, units), fixed_vars, extra_ops)
 
 
 def _seed_slots(index):
