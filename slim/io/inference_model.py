@@ -188,7 +188,7 @@ def load_inference_model(files, executor, scope):
     try:
         with paddle.static.scope_guard(scope), without_deprecation_notice():
             program, feed_names, fetch_vars = paddle.static.load_inference_model(
-                files.directory, executor, model_filename=files.model_filename,
+                os.path.normpath(files.directory), executor, model_filename=files.model_filename,
                 params_filename=files.params_filename)
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
         params = files.params_filename or "one file per parameter"
