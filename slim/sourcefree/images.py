@@ -303,7 +303,8 @@ class CalibrationSet:
     def from_source(cls, source, preprocess, num_images=None, held_out=0, seed=SPLIT_SEED,
                     log=None):
         """Read, preprocess and split the images of `source` (see the module docstring).
-        `num_images` caps the readable images used in all (held-out ones included)."""
+        `num_images` caps the readable images used in all (held-out ones included);
+        `held_out` is a count, or a float fraction of the readable images."""
         log = log or (lambda message: print(message, file=sys.stderr))
         paths = list_images(source)
         order = np.random.default_rng(seed).permutation(len(paths))
@@ -323,6 +324,8 @@ class CalibrationSet:
         if skipped:
             log(f"warning: {len(skipped)} of {len(skipped) + len(samples)} images skipped "
                 "(unreadable)")
+        if isinstance(held_out, float):  # a fraction of the readable images, at least 1
+            held_out = max(1, int(round(held_out * len(samples)))) if len(samples) > 1 else 1
         if len(samples) <= held_out:
             raise ImagesError(f"--images '{shorten(source)}': {len(samples)} readable image(s), "
                               f"need more than the {held_out} held out for the report")
