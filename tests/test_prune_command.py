@@ -213,7 +213,7 @@ def test_missing_params_file(exported, tmp_path, capsys):
     ("--target_ratio", "1.5", "--target_ratio must be in (0, 1)"),
     ("--target_ratio", "0", "--target_ratio must be in (0, 1)"),
     ("--criterion", "l2_norm", "--criterion 'l2_norm' is not a pruning criterion; known: "
-                               "bn_scale, fpgm, l1_norm"),
+                               "activation, bn_scale, fpgm, l1_norm, taylor"),
     ("--pruned_params", "conv9_.*", "pruned_params 'conv9_.*' matches no conv weight"),
 ])
 def test_bad_option(exported, tmp_path, capsys, option, value, expected):
