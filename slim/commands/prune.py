@@ -120,6 +120,7 @@ def run(args, out=None):
 
     from slim.prune import PruneWarning, analyze_program, apply_plan, plan_pruning
     from slim.prune.flops import program_flops, program_params
+    from slim.prune.shapes import concrete_program
     out = out or sys.stdout
     request = prune_request(args)
     if args.latency_runs < 0:
@@ -133,7 +134,7 @@ def run(args, out=None):
     scope = paddle.static.Scope()
     model = load_inference_model(files, executor, scope)
     shapes = feed_shapes(model, args.input_shape)
-    counted = static_copy(model.program, shapes)  # FLOPs need every non-batch dim known
+    counted = concrete_program(model.program, scope, shapes, executor)  # one run: every dim
     # The fetch targets are the model's contract; the fetch ops pin them too, this says it
     # whatever the program's ops are.
     fixed = [var.name for var in model.fetch_vars]
@@ -280,25 +281,6 @@ def parse_input_shapes(values, feed_names):
                             "separated by commas, e.g. 3,224,224")
         result[name] = shape
     return result
-
-
-def static_copy(program, shapes):
-    """A clone of `program` with its feeds at `shapes` ({feed: shape}, batch axis kept
-    unknown) and every op's output shapes inferred again: a program FLOPs can be counted on."""
-    copy = program.clone()
-    block = copy.global_block()
-    changed = False
-    for name, shape in shapes.items():
-        var = block.var(name)
-        wanted = [var.shape[0]] + list(shape[1:])
-        if list(var.shape) != wanted:
-            var.desc.set_shape(wanted)
-            changed = True
-    if changed:
-        for op in block.ops:
-            if op.type not in ("feed", "fetch"):
-                op.desc.infer_shape(block.desc)
-    return copy
 
 
 def random_feeds(model, shapes):
