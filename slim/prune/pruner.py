@@ -215,7 +215,8 @@ def _ratios_of_groups(selection, graph, ratios):
 
 def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
                  target_ratio=None, criterion="l1_norm", round_to=1, on_unknown="error",
-                 flops_program=None, graph=None, fixed_vars=(), extra_ops=None):
+                 flops_program=None, graph=None, fixed_vars=(), extra_ops=None,
+                 statistics=None):
     """Plan which channels to prune; nothing is changed.
 
     program: the program to analyse (usually the train program).
@@ -234,6 +235,9 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
     fixed_vars: vars whose channel layout must stay (e.g. outputs the caller fetches).
     extra_ops: {op type: OpSpec} added to the op specs (rules, FLOPs counters) for this
         call only (see `slim.prune.op_specs`).
+    statistics: per-channel statistics measured on images, for the data-aware criteria
+        (`activation`, `taylor`): an object with `scores(kind, group)`, e.g.
+        `slim.sourcefree.activation_statistics(...)`.
     """
     given = [name for name, value in (("ratio", ratio), ("ratios", ratios),
                                       ("target_ratio", target_ratio)) if value is not None]
@@ -252,7 +256,7 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
     else:
         check_graph_options(graph, fixed_vars, extra_ops)
     selection = select_params(graph, pruned_params, on_unknown)
-    read_param = scope_reader(scope)
+    read_param = scope_reader(scope, statistics)
     scores = {group.id: group_importance(criterion, group, read_param)
               for group in selection.groups}
     uniform = None
