@@ -222,18 +222,20 @@ def main(argv=None):
     return 0
 
 
+def _cell(row, stage):
+    value = row[stage].get("agreement")
+    return "error" if "error" in row[stage] else (f"{value:.3f}" if value is not None else "n/a")
+
+
 def table(results):
     """A markdown table of every run."""
     lines = ["| model @ FLOPs cut | l1 one-shot | activation | + reconstruction | + recovery "
              "(iters) | speed-up | time (s) |", "|---|---|---|---|---|---|---|"]
     for key, row in results.items():
-        def cell(stage):
-            value = row[stage].get("agreement")
-            return "error" if "error" in row[stage] else (
-                f"{value:.3f}" if value is not None else "n/a")
         speed = row["activation_reconstruct_recover"].get("speedup")
-        lines.append(f"| {key} | {cell('l1_one_shot')} | {cell('activation')} | "
-                     f"{cell('activation_reconstruct')} | {cell('activation_reconstruct_recover')}"
+        lines.append(f"| {key} | {_cell(row, 'l1_one_shot')} | {_cell(row, 'activation')} | "
+                     f"{_cell(row, 'activation_reconstruct')} | "
+                     f"{_cell(row, 'activation_reconstruct_recover')}"
                      f" ({row['recover_iters']}) | "
                      f"{f'{speed:.2f}x' if speed else 'n/a'} | {row['seconds'].get('activation_run')} |")
     return "\n".join(lines)
