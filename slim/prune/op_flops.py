@@ -92,10 +92,10 @@ def count_matmul(block, op):
 
 
 def _parameter_input(block, op, slots):
-    """The first input in `slots` that is a Parameter, else None."""
-    import paddle
+    """The first input in `slots` that is a Parameter, else None (`is_parameter`: a classic
+    Variable's, or a PIR view's var)."""
     for slot in slots:
         for name in op.input(slot):
-            if isinstance(block._find_var_recursive(name), paddle.static.Parameter):
+            if getattr(block._find_var_recursive(name), "is_parameter", False):
                 return name
     return None

@@ -1,0 +1,190 @@
+"""The pruning engine on Paddle 3's new IR (PIR) through `slim.prune.pir.PirProgramView`.
+
+A small PIR program with every kind of coupling the rules handle (conv + bias add, batch
+norm, depthwise conv, a concat fed by `builtin.combine`, two summed convs, pooling, a
+reshape whose constant `full_int_array` shape counts channels, a fully connected layer) is
+pruned through the view and must equal the unpruned program with the removed channels
+zeroed; `check_types` must catch a value whose type was left stale; a plan made on the
+classic program applies to its PIR translation (plans are keyed by parameter names).
+On Paddle 2.6 (no PIR) every test here skips with that reason.
+"""
+import numpy as np
+import paddle
+import pytest
+from test_prune_exact import persistables
+from test_prune_exact import restore as put_back
+
+from slim.prune import analyze_program, apply_plan, plan_pruning
+from slim.prune.flops import program_flops
+from slim.prune.masking import zero_removed_channels
+from slim.prune.pir import pir_supported
+
+pytestmark = pytest.mark.skipif(not pir_supported(),
+                                reason=f"Paddle {paddle.__version__} has no new IR (PIR)")
+CPU = paddle.CPUPlace()
+SHAPE = [2, 3, 16, 16]
+
+
+@pytest.fixture()
+def pir_mode():
+    from paddle.pir_utils import IrGuard
+    with IrGuard():
+        yield
+
+
+def build(channels=10):
+    """The small model's layers, and its forward on the static input `x` (either IR)."""
+    layers = {
+        "c1": paddle.nn.Conv2D(3, 8, 3, padding=1), "bn": paddle.nn.BatchNorm2D(8),
+        "dw": paddle.nn.Conv2D(8, 8, 3, padding=1, groups=8), "c2": paddle.nn.Conv2D(3, 6, 1),
+        "c3": paddle.nn.Conv2D(14, channels, 1), "c4": paddle.nn.Conv2D(14, channels, 1),
+        "fc": paddle.nn.Linear(channels * 4 * 4, 5),
+    }
+    layers["bn"].eval()
+
+    def forward(x):
+        h = layers["dw"](paddle.nn.functional.relu(layers["bn"](layers["c1"](x))))
+        cat = paddle.concat([h, layers["c2"](x)], axis=1)
+        s = paddle.nn.functional.max_pool2d(layers["c3"](cat) + layers["c4"](cat), 4)
+        return layers["fc"](paddle.reshape(s, [-1, channels * 4 * 4]))
+    return forward
+
+
+def make_program():
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [-1] + SHAPE[1:], "float32")
+        out = build()(x)
+    return main, startup, out
+
+
+def randomized(program, startup, scope, seed=0):
+    exe = paddle.static.Executor(CPU)
+    with paddle.static.scope_guard(scope):
+        exe.run(startup)
+    rng = np.random.default_rng(seed)
+    for name, value in persistables(program, scope).items():
+        if "w_2" in name:  # batch norm variance: positive
+            new = rng.uniform(0.5, 2.0, value.shape)
+        else:
+            new = rng.standard_normal(value.shape) * 0.5
+        scope.find_var(name).get_tensor().set(new.astype(value.dtype), CPU)
+    return exe
+
+
+FEED = {"x": np.random.RandomState(3).randn(*SHAPE).astype("float32")}
+
+
+def run(exe, program, scope, out):
+    with paddle.static.scope_guard(scope):
+        return exe.run(program, feed=FEED, fetch_list=[out])[0]
+
+
+def test_view_gives_the_rules_classic_ops_slots_and_attrs(pir_mode):
+    from slim.prune.pir import PirProgramView
+    main, _, _ = make_program()
+    view = PirProgramView(main)
+    ops = view.global_block().ops
+    types = [op.type for op in ops]
+    assert {"conv2d", "depthwise_conv2d", "batch_norm", "relu", "concat", "elementwise_add",
+            "pool2d", "reshape2", "matmul_v2"} <= set(types)
+    assert not [t for t in types if t.startswith(("builtin", "pd_op"))]  # no PIR spelling
+    assert "full_int_array" not in types  # constants feeding attributes are attributes
+    conv = ops[types.index("conv2d")]
+    assert conv.input("Filter") == ["conv2d_0.w_0"] and len(conv.output("Output")) == 1
+    assert view.global_block().var(conv.input("Input")[0]).shape == (-1, 3, 16, 16)
+    concat = ops[types.index("concat")]
+    assert concat.attr("axis") == 1 and len(concat.input("X")) == 2  # builtin.combine's inputs
+    assert "AxisTensor" not in concat.input_names
+    assert ops[types.index("pool2d")].attr("ksize") == [4, 4]
+    reshapes = [op for op in ops if op.type == "reshape2"]
+    assert [-1, 160] in [op.attr("shape") for op in reshapes]
+    norm = ops[types.index("batch_norm")]
+    assert norm.input("Scale") == ["batch_norm2d_0.w_0"] and norm.output("Y")
+    assert ops[types.index("depthwise_conv2d")].attr("groups") == 8
+
+
+def test_pir_prune_equals_masked_reference(pir_mode):
+    from slim.prune.pir import PirProgramView, check_types
+    main, startup, out = make_program()
+    scope = paddle.static.Scope()
+    exe = randomized(main, startup, scope)
+    view = PirProgramView(main)
+    graph = analyze_program(view, fixed_vars=[view.name_of[out.id]])
+    assert len([g for g in graph.groups if g.prunable]) == 3
+    unpruned = run(exe, main, scope, out)
+    state = persistables(view, scope)
+    flops_before = program_flops(view)
+    plan = plan_pruning(view, scope, "auto", ratio=0.5, graph=graph)
+    zero_removed_channels(plan, graph, scope)
+    masked = run(exe, main, scope, out)
+    put_back(state, scope)
+    apply_plan(plan, [view], scope, graphs=[graph])
+    assert program_flops(view) < 0.6 * flops_before
+    assert view.commit() > 0
+    assert check_types(main, scope, FEED) > 40
+    pruned = run(exe, main, scope, out)
+    assert np.abs(unpruned - masked).max() > 1e-2  # the masking changes the output
+    np.testing.assert_allclose(pruned, masked, rtol=1e-5, atol=1e-5 * np.abs(masked).max())
+    values = {op.name(): op for op in main.global_block().ops}
+    assert values["pd_op.depthwise_conv2d"].attrs()["groups"] == 4  # set_int_attr
+    shapes = [op.attrs()["value"] for op in main.global_block().ops
+              if op.name() == "pd_op.full_int_array"]
+    assert [-1, 80] in shapes and [-1, 160] not in shapes  # rebuilt, not edited in place
+
+
+def test_check_types_catches_a_stale_type(pir_mode):
+    """Paddle runs a program whose types lie; the self-check must not."""
+    from slim.prune.pir import PirProgramView, TypeMismatchError, check_types
+    main, startup, out = make_program()
+    scope = paddle.static.Scope()
+    randomized(main, startup, scope)
+    view = PirProgramView(main)
+    graph = analyze_program(view, fixed_vars=[view.name_of[out.id]])
+    plan = plan_pruning(view, scope, "auto", ratio=0.5, graph=graph)
+    apply_plan(plan, [view], scope, graphs=[graph])
+    view.commit()
+    assert check_types(main, scope, FEED)
+    conv = next(op for op in main.global_block().ops if op.name() == "pd_op.conv2d")
+    value = conv.result(0)
+    stale = list(value.shape)
+    stale[1] = 8  # the unpruned channel count
+    value.set_type(paddle.pir.create_shaped_type(value.type(), stale))
+    with pytest.raises(TypeMismatchError, match="pd_op.conv2d"):
+        check_types(main, scope, FEED)
+
+
+def test_classic_plan_applies_to_the_pir_translation():
+    """A plan made on the classic program prunes its PIR translation (same parameter names)
+    to the same outputs as the pruned classic program."""
+    from paddle.pir_utils import IrGuard
+
+    from slim.prune.pir import PirProgramView, check_types, runtime_shapes, type_mismatches
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [-1] + SHAPE[1:], "float32")
+        out = build()(x)
+    scope = paddle.static.Scope()
+    exe = randomized(main, startup, scope)
+    graph = analyze_program(main, fixed_vars=[out.name])
+    plan = plan_pruning(main, scope, "auto", ratio=0.5, graph=graph)
+    state = persistables(main, scope)
+    translated = paddle.pir.translate_to_pir(main.desc)
+    apply_plan(plan, [main], scope, graphs=[graph])
+    classic = run(exe, main, scope, out)
+    put_back(state, scope)
+    with IrGuard():
+        # the translation itself types a batch norm's saved statistics [] (they run as [C])
+        known = type_mismatches(translated, FEED, runtime_shapes(translated, scope, FEED))
+        view = PirProgramView(translated)
+        fetched = [op.operand_source(0) for op in translated.global_block().ops
+                   if op.name() == "pd_op.fetch"]
+        target = fetched[0] if fetched else translated.global_block().ops[-1].result(0)
+        pir_graph = analyze_program(view, fixed_vars=[view.name_of[target.id]])
+        apply_plan(plan, [view], scope, graphs=[pir_graph])
+        view.commit()
+        check_types(translated, scope, FEED, known=known)
+        with paddle.static.scope_guard(scope):
+            pir_out = paddle.static.Executor(CPU).run(translated, feed=FEED,
+                                                      fetch_list=[target])[0]
+    np.testing.assert_allclose(pir_out, classic, rtol=1e-5, atol=1e-6)
