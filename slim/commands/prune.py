@@ -124,6 +124,7 @@ def run(args, out=None):
     from slim.commands import prune_images
     from slim.prune import analyze_program, apply_plan
     from slim.prune.flops import program_flops, program_params
+    from slim.prune.shapes import concrete_program
     out = out or sys.stdout
     request = prune_request(args)
     if args.latency_runs < 0:
@@ -138,7 +139,7 @@ def run(args, out=None):
     scope = paddle.static.Scope()
     model = load_inference_model(files, executor, scope)
     shapes = feed_shapes(model, args.input_shape)
-    counted = static_copy(model.program, shapes)  # FLOPs need every non-batch dim known
+    counted = concrete_program(model.program, scope, shapes, executor)  # one run: every dim
     session = prune_images.open_session(args, files, model, executor, inputs=[args.model_dir]) \
         if use_images else None
     # The fetch targets are the model's contract; the fetch ops pin them too, this says it
@@ -346,25 +347,6 @@ def parse_input_shapes(values, feed_names):
                             "separated by commas, e.g. 3,224,224")
         result[name] = shape
     return result
-
-
-def static_copy(program, shapes):
-    """A clone of `program` with its feeds at `shapes` ({feed: shape}, batch axis kept
-    unknown) and every op's output shapes inferred again: a program FLOPs can be counted on."""
-    copy = program.clone()
-    block = copy.global_block()
-    changed = False
-    for name, shape in shapes.items():
-        var = block.var(name)
-        wanted = [var.shape[0]] + list(shape[1:])
-        if list(var.shape) != wanted:
-            var.desc.set_shape(wanted)
-            changed = True
-    if changed:
-        for op in block.ops:
-            if op.type not in ("feed", "fetch"):
-                op.desc.infer_shape(block.desc)
-    return copy
 
 
 def random_feeds(model, shapes):
