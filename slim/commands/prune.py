@@ -147,8 +147,12 @@ def run(args, out=None):
     fixed = [var.name for var in model.fetch_vars]
     graph = analyze_program(model.program, fixed_vars=fixed)
     counted_graph = analyze_program(counted, fixed_vars=fixed)
-    statistics = session.statistics(graph, kinds=(request.criterion,)) \
-        if request.criterion in prune_images.DATA_CRITERIA else None
+    seconds = {}
+    statistics = None
+    if request.criterion in prune_images.DATA_CRITERIA:
+        begun = time.time()
+        statistics = session.statistics(graph, kinds=(request.criterion,))
+        seconds["statistics"] = round(time.time() - begun, 2)
     before = {"flops": int(program_flops(counted)), "params": int(program_params(model.program)),
               "size_bytes": files.size_bytes(model.program)}
     search = None
@@ -172,15 +176,20 @@ def run(args, out=None):
                 "fidelity": {"one_shot": session.fidelity(model, scope)}}
         prune_images.print_fidelity("one-shot", data["fidelity"]["one_shot"], out)
         if args.reconstruct:
+            begun = time.time()
             data["reconstruction"] = session.reconstruct(plan, graph, model, scope)
+            seconds["reconstruct"] = round(time.time() - begun, 2)
             data["fidelity"]["reconstructed"] = session.fidelity(model, scope)
             prune_images.print_fidelity("reconstructed", data["fidelity"]["reconstructed"], out)
         if args.recover_iters:
             identity = {"plan": plan.to_dict(), "lr": args.recover_lr,
                         "batch_size": args.batch_size, "reconstruct": bool(args.reconstruct)}
+            begun = time.time()
             data["recovery"] = session.recover(model, scope, identity)
+            seconds["recover"] = round(time.time() - begun, 2)
             data["fidelity"]["recovered"] = session.fidelity(model, scope)
             prune_images.print_fidelity("recovered", data["fidelity"]["recovered"], out)
+        data["stage_seconds"] = seconds
     plan_seconds = time.time() - started
     temp_dir = make_owned_temp_dir(os.path.dirname(out_dir), ".slim-prune-")
     try:
