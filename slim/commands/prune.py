@@ -55,6 +55,7 @@ from slim.io.output_places import (
     replace_dir,
 )
 from slim.io.weights import numpy_dtype
+from slim.prune.pir import ir_guard
 
 STRATEGY_CLASS = "UniformPruneStrategy"
 PLAN_NAME = "plan.json"
@@ -116,10 +117,6 @@ class PruneRequest:
 
 def run(args, out=None):
     """Prune, save, measure and report; returns 0."""
-    import paddle
-
-    from slim.prune import PruneWarning, analyze_program, apply_plan, plan_pruning
-    from slim.prune.flops import program_flops, program_params
     out = out or sys.stdout
     request = prune_request(args)
     if args.latency_runs < 0:
@@ -128,6 +125,16 @@ def run(args, out=None):
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     files = find_model_files(args.model_dir, args.model_filename, args.params_filename)
     out_dir = check_replaceable_dir(args.out, "--out", inputs=[args.model_dir])
+    with ir_guard(files.pir):  # a Paddle 3 `.json` model is loaded, pruned and run in PIR
+        return prune_model(args, request, files, out_dir, out)
+
+
+def prune_model(args, request, files, out_dir, out):
+    """`run` once the options and files are checked: load, plan, apply, save, measure."""
+    import paddle
+
+    from slim.prune import PruneWarning, analyze_program, apply_plan, plan_pruning
+    from slim.prune.flops import program_flops, program_params
     started = time.time()
     executor = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
@@ -285,6 +292,8 @@ def parse_input_shapes(values, feed_names):
 def static_copy(program, shapes):
     """A clone of `program` with its feeds at `shapes` ({feed: shape}, batch axis kept
     unknown) and every op's output shapes inferred again: a program FLOPs can be counted on."""
+    if hasattr(program, "concrete_copy"):  # a PIR view: the shapes of one run
+        return program.concrete_copy(shapes)
     copy = program.clone()
     block = copy.global_block()
     changed = False
