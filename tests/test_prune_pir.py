@@ -188,3 +188,61 @@ def test_classic_plan_applies_to_the_pir_translation():
             pir_out = paddle.static.Executor(CPU).run(translated, feed=FEED,
                                                       fetch_list=[target])[0]
     np.testing.assert_allclose(pir_out, classic, rtol=1e-5, atol=1e-6)
+
+
+def test_json_model_round_trips_through_slim_prune_and_paddle_inference(tmp_path, capsys):
+    """A `.json` model saved by Paddle 3 (MobileNetV2 x0.25) -> `python -m slim prune` ->
+    `.json` + `.pdiparams` whose Paddle Inference output equals the original run by the
+    Executor with the removed channels zeroed."""
+    import json
+    import os
+    import warnings
+
+    import paddle.vision.models as zoo
+    from test_prune_command import predict, prune
+    from test_prune_zoo import randomize
+
+    from slim.io.inference_model import find_model_files, load_inference_model
+    from slim.prune import PrunePlan
+    from slim.prune.pir import ir_guard
+    model_dir = str(tmp_path / "model")
+    with ir_guard(True):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+                paddle.utils.unique_name.guard():
+            warnings.simplefilter("ignore")
+            image = paddle.static.data("image", [None, 3, 32, 32], "float32")
+            net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
+            net.eval()
+            logits = net(image)
+        scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+        with paddle.static.scope_guard(scope):
+            executor.run(startup)
+            from slim.prune.pir import PirProgramView
+            randomize(PirProgramView(main), scope)
+            paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image],
+                                               [logits], executor, program=main)
+    assert sorted(os.listdir(model_dir)) == ["inference.json", "inference.pdiparams"]
+    out = str(tmp_path / "pruned")
+    assert prune(["--model_dir", model_dir, "--target_ratio", "0.4", "--out", out,
+                  "--latency_runs", "2"]) == 0
+    assert "latency ms" in capsys.readouterr().out
+    assert {"inference.json", "inference.pdiparams"} <= set(os.listdir(out))
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    assert abs(report["flops_removed"] - 0.4) <= 0.01
+    plan = PrunePlan.load(os.path.join(out, "plan.json"))
+    feeds = {"image": np.random.RandomState(3).rand(2, 3, 32, 32).astype("float32")}
+    (pruned,) = predict(out, feeds)
+    with ir_guard(True):
+        scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+        model = load_inference_model(find_model_files(model_dir), executor, scope)
+        graph = analyze_program(model.program, fixed_vars=[v.name for v in model.fetch_vars])
+        fetches = [var.value for var in model.fetch_vars]
+        with paddle.static.scope_guard(scope):
+            (unpruned,) = executor.run(model.program.program, feed=feeds, fetch_list=fetches)
+            zero_removed_channels(plan, graph, scope)
+            (masked,) = executor.run(model.program.program, feed=feeds, fetch_list=fetches)
+    assert pruned.shape == unpruned.shape == (2, 10)
+    assert np.abs(unpruned - masked).max() > 1e-3 * np.abs(unpruned).max()  # masking matters
+    assert np.abs(pruned - masked).max() <= 1e-5 * np.abs(masked).max()
