@@ -246,3 +246,87 @@ def test_json_model_round_trips_through_slim_prune_and_paddle_inference(tmp_path
     assert pruned.shape == unpruned.shape == (2, 10)
     assert np.abs(unpruned - masked).max() > 1e-3 * np.abs(unpruned).max()  # masking matters
     assert np.abs(pruned - masked).max() <= 1e-5 * np.abs(masked).max()
+
+
+def build_train_program():
+    """A PIR train program: conv + BN + ReLU, depthwise conv, conv with bias, global pool,
+    fc, cross entropy; Momentum with L2Decay appended by `minimize` (its backward ops have
+    regular slots: `conv2d_grad` reads `out_grad`; the velocities are persistable
+    `pd_op.data` ops)."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [4, 3, 16, 16], "float32")
+        label = paddle.static.data("label", [4, 1], "int64")
+        conv = paddle.nn.Conv2D(3, 8, 3, padding=1, bias_attr=False)
+        norm = paddle.nn.BatchNorm2D(8)
+        depthwise = paddle.nn.Conv2D(8, 8, 3, padding=1, groups=8, bias_attr=False)
+        head = paddle.nn.Conv2D(8, 6, 1)
+        fc = paddle.nn.Linear(6, 5)
+        hidden = head(depthwise(paddle.nn.functional.relu(norm(conv(x)))))
+        pooled = paddle.nn.functional.adaptive_avg_pool2d(hidden, 1)
+        logits = fc(paddle.flatten(pooled, 1))
+        loss = paddle.nn.functional.cross_entropy(logits, label).mean()
+        paddle.optimizer.Momentum(0.1, 0.9, weight_decay=paddle.regularizer.L2Decay(5e-4)
+                                  ).minimize(loss)
+    return main, startup, logits, loss
+
+
+def test_pir_train_step_equals_masked_reference(pir_mode):
+    """Pruning a PIR train program (forward, `*_grad` ops, Momentum velocities) and taking
+    one step gives, for every kept channel, the parameters and velocities the unpruned
+    program reaches from the masked weights in one step."""
+    from slim.prune.apply import plan_removals
+    from slim.prune.pir import PirProgramView, check_types
+    main, startup, logits, loss = build_train_program()
+    scope = paddle.static.Scope()
+    exe = randomized(main, startup, scope, seed=1)
+    view = PirProgramView(main)
+    velocities = [v.name for v in view.list_vars() if v.name.endswith("_velocity_0")]
+    assert len(velocities) == 8 and all(view.global_block().var(v).persistable
+                                        for v in velocities)
+    assert any(op.type == "conv2d_grad" for op in view.global_block().ops)
+    graph = analyze_program(view, fixed_vars=[view.name_of[logits.id]])
+    plan = plan_pruning(view, scope, "auto", ratio=0.5, graph=graph)
+    removals = plan_removals(plan, graph)
+    group = graph.group_at(*plan.groups[0].key)
+    assert {"conv2d_0.w_0_velocity_0", "batch_norm2d_0.w_0_velocity_0"} <= \
+        {m.var for m in group.members}  # velocities found by the grad ops' structure
+    feed = {"x": np.random.RandomState(5).randn(4, 3, 16, 16).astype("float32"),
+            "label": np.array([[0], [1], [2], [3]], "int64")}
+    for name in velocities:  # a step after others: velocities are not zero
+        scope.find_var(name).get_tensor().set(
+            np.random.RandomState(7).randn(*view.global_block().var(name).shape)
+            .astype("float32"), CPU)
+    state = persistables(view, scope)
+    zero_removed_channels(plan, graph, scope)
+    with paddle.static.scope_guard(scope):
+        masked_loss = exe.run(main, feed=feed, fetch_list=[loss])[0]
+    masked = persistables(view, scope)
+    put_back(state, scope)
+    apply_plan(plan, [view], scope, graphs=[graph])
+    view.commit()
+    pruned_state = persistables(view, scope)
+    assert check_types(main, scope, feed) > 50  # runs a step: put the state back after it
+    put_back(pruned_state, scope)
+    with paddle.static.scope_guard(scope):
+        pruned_loss = exe.run(main, feed=feed, fetch_list=[loss])[0]
+    pruned = persistables(view, scope)
+    np.testing.assert_allclose(pruned_loss, masked_loss, rtol=1e-5)
+    compared = 0
+    for name, value in pruned.items():
+        if name == "learning_rate_0":
+            continue
+        param = name.removesuffix("_velocity_0")
+        expected = kept_part(masked[name], removals, param)
+        assert value.shape == expected.shape, name
+        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-6, err_msg=name)
+        assert not np.array_equal(value, pruned_state[name]), name  # the step moved it
+        compared += 1
+    assert compared == 18  # 10 parameters (BN statistics included) and 8 velocities
+
+
+def kept_part(value, removals, name):
+    for (var, axis), removed in removals.items():
+        if var == name:
+            value = np.delete(value, removed, axis=axis)
+    return value

@@ -655,8 +655,12 @@ def inferred_shapes_agree(program, feeds, measured):
     shapes and the `measured` shapes ({Value: shape}); [] when all agree."""
     import paddle
     from paddle.base import libpaddle
-    clone = program.clone()
     originals = list(program.global_block().ops)
+    if any(op.name().endswith(("_grad", "_grad_")) for op in originals):
+        # backward and optimizer ops have no symbolic shape rules (the pass logs a warning
+        # per op); the run's shapes checked their types
+        return {}
+    clone = program.clone()
     copies = list(clone.global_block().ops)
     for op in copies:
         if op.name() == "pd_op.data" and op.attrs()["name"] in feeds:
