@@ -9,7 +9,7 @@ import importlib
 import sys
 
 import slim  # noqa: F401  (selects the classic static IR before paddle is imported)
-from slim.errors import exit_on_user_error
+from slim.errors import ArgumentParser, exit_on_user_error
 
 SUBCOMMANDS = {
     "inspect": "slim.commands.inspect",
@@ -23,7 +23,7 @@ SUBCOMMANDS = {
 
 def build_parser():
     """The `python -m slim` parser with one sub-parser per subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m slim",
+    parser = ArgumentParser(prog="python -m slim",
                                      description="filter pruning toolkit for Paddle detectors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True

@@ -109,7 +109,7 @@ def test_the_pruning_engine_imports_nothing_of_config_model_or_strategies():
 PACKAGE_LAYERS = (
     {"config", "metrics", "prune"},
     {"model", "io"},
-    {"data"},
+    {"data", "sourcefree"},
     {"engine"},
     {"strategies"},
     {"runs"},

@@ -214,7 +214,7 @@ def test_missing_params_file(exported, tmp_path, capsys):
     ("--target_ratio", "1.5", "--target_ratio must be in (0, 1)"),
     ("--target_ratio", "0", "--target_ratio must be in (0, 1)"),
     ("--criterion", "l2_norm", "--criterion 'l2_norm' is not a pruning criterion; known: "
-                               "bn_scale, fpgm, l1_norm"),
+                               "activation, bn_scale, fpgm, l1_norm, taylor"),
     ("--pruned_params", "conv9_.*", "pruned_params 'conv9_.*' matches no conv weight"),
 ])
 def test_bad_option(exported, tmp_path, capsys, option, value, expected):
@@ -243,7 +243,7 @@ def test_foreign_out_dir_left_alone(exported, tmp_path, capsys):
     (out / "notes.txt").unlink()
     code, error = error_line(capsys, ["--model_dir", str(damaged), "--target_ratio", "0.5",
                                       "--out", str(out)])
-    assert code == 2 and "Paddle cannot load the inference model" in error
+    assert code == 2 and "damaged" in error and "not Paddle's tensor format" in error
 
 
 def test_handmade_pir_model(tmp_path, capsys):
@@ -414,3 +414,77 @@ def test_a_saved_file_name_with_a_directory_part_is_refused(exported, tmp_path):
         with pytest.raises(UserError, match="must be a plain file name"):
             save_inference_model(model, executor, scope, str(target), bad, "inference.pdiparams")
     assert os.listdir(target) == [] and not os.path.exists(tmp_path / "outside.pdmodel")
+
+
+def per_parameter_copy(exported, target):
+    """The exported model saved again as `__model__` + one file per parameter in `target`;
+    the names of the parameter files."""
+    from slim.io.inference_model import save_inference_model
+    executor, scope = paddle.static.Executor(CPU), paddle.static.Scope()
+    model = load_inference_model(find_model_files(exported["dir"]), executor, scope)
+    os.makedirs(target)
+    return save_inference_model(model, executor, scope, str(target), "__model__", None)[1:]
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    path.write_bytes({"4 bytes short": data[:-4], "1 byte extra": data + b"\0",
+                      "empty": b""}[how])
+
+
+HOSTILE_PARAMS = {
+    # case: (layout, what is done to it, words the one error line must hold)
+    "combined 4 bytes short": ("combined", "4 bytes short", "is truncated"),
+    "combined 1 byte extra": ("combined", "1 byte extra", "not Paddle's tensor format"),
+    "combined empty": ("combined", "empty", "holds 0 tensors"),
+    "combined of another model": ("combined", "another model", "holds"),
+    "per-file 4 bytes short": ("per-file", "4 bytes short", "is truncated (4 bytes short)"),
+    "per-file 1 byte extra": ("per-file", "1 byte extra", "has 1 bytes after its tensor"),
+    "per-file missing": ("per-file", "missing", "is missing"),
+    "per-file of another shape": ("per-file", "another shape", "does not fit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_PARAMS))
+def test_prune_refuses_params_that_do_not_fit(exported, tmp_path, capsys, case):
+    """Rule (b): the params of the model to prune are checked structurally before Paddle
+    loads them, in both layouts (Paddle's loader fills a short file's last weights with
+    zeros and prunes those, exit 0). One error line naming the file, nothing written."""
+    import shutil
+    layout, how, expected = HOSTILE_PARAMS[case]
+    model = tmp_path / "model"
+    if layout == "combined":
+        shutil.copytree(exported["dir"], model)
+        params = model / "inference.pdiparams"
+        if how == "another model":  # the params of a pruned copy: fewer channels
+            assert prune(["--model_dir", exported["dir"], "--target_ratio", "0.5",
+                          "--latency_runs", "0", "--out", str(tmp_path / "pruned")]) == 0
+            capsys.readouterr()
+            shutil.copy(tmp_path / "pruned" / "inference.pdiparams", params)
+            expected = "does not fit"
+        else:
+            damage(params, how)
+    else:
+        names = per_parameter_copy(exported, model)
+        victim = model / sorted(names)[-1]  # the last one, whose loss Paddle fills with zeros
+        if how == "missing":
+            victim.unlink()
+        elif how == "another shape":
+            shutil.copy(model / sorted(names)[0], victim)
+        else:
+            damage(victim, how)
+    code, error = error_line(capsys, ["--model_dir", str(model), "--target_ratio", "0.5",
+                                      "--latency_runs", "0", "--out", str(tmp_path / "out")])
+    assert code == 2 and expected in error, error
+    assert str(model) in error
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_prune_of_a_per_parameter_model(exported, tmp_path, capsys):
+    """The per-parameter layout passes the structural check when whole (the check is not
+    simply refusing it) and is pruned into the same layout."""
+    names = per_parameter_copy(exported, tmp_path / "model")
+    assert prune(["--model_dir", str(tmp_path / "model"), "--target_ratio", "0.5",
+                  "--latency_runs", "0", "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert set(names) <= set(os.listdir(tmp_path / "out"))

@@ -419,6 +419,48 @@ def test_summary_table_json_and_chart(tmp_path):
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _squeezenet_like():
+    """SqueezeNet's tail: the last conv makes the 10 class scores, relu, global pooling,
+    flatten: nothing but the caller says its channels must stay."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        y = _cbr(paddle.static.data("image", IMAGE, "float32"), 8, "a", True)
+        y = paddle.nn.functional.relu(_conv(y, 10, "classes", kernel=1, bias=True))
+        out = paddle.flatten(paddle.nn.functional.adaptive_avg_pool2d(y, 1), 1)
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(CPU).run(startup)
+    return main, scope, out.name
+
+
+def test_fixed_vars_and_extra_ops_with_a_given_graph_are_honoured_or_refused():
+    """plan_pruning(..., graph=g, fixed_vars=[out]) used to ignore fixed_vars when g was built
+    without them (the 10 class scores were pruned to 7): now a graph built with them keeps the
+    output, one built without them is refused, and so are extra_ops the graph lacks."""
+    from slim.prune.op_specs import OpSpec
+    program, scope, out = _squeezenet_like()
+    assert "classes_weights" in plan_pruning(program, scope, "auto", ratio=0.3).matched  # free
+    for graph in (None, analyze_program(program, fixed_vars=[out])):
+        plan = plan_pruning(program, scope, "auto", ratio=0.3, graph=graph, fixed_vars=[out])
+        assert plan.matched == ["a_weights"]
+    with pytest.raises(PruneError, match=rf"fixed_vars \['{out}'\] are not fixed in the given "
+                                         r"graph: build it with analyze_program"):
+        plan_pruning(program, scope, "auto", ratio=0.3, graph=analyze_program(program),
+                     fixed_vars=[out])
+    extra = {"transpose2": OpSpec(rule=_ends_coupling)}
+    with pytest.raises(PruneError, match=r"extra_ops \['transpose2'\] differ from the given "
+                                         r"graph's \[\]"):
+        plan_pruning(program, scope, "auto", ratio=0.3, graph=analyze_program(program),
+                     extra_ops=extra)
+    plan = plan_pruning(program, scope, "auto", ratio=0.3, fixed_vars=[out])
+    with pytest.raises(PruneError, match=r"extra_ops \['transpose2'\] differ"):
+        apply_plan(plan, [program], scope, graphs=[analyze_program(program)], extra_ops=extra)
+    apply_plan(plan, [program], scope, graphs=[analyze_program(program, fixed_vars=[out])])
+    assert list(program.global_block().var(out).shape) == [-1, 10]
+
+
 # ---------------------------------------------------------------- op specs
 
 def _ends_coupling(op, var, axis):

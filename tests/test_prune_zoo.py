@@ -9,16 +9,13 @@ batch norm statistics (variances positive), the pruned output must equal, to 1e-
 the unpruned program's output with the removed channels zeroed
 (`slim.prune.masking.zero_removed_channels`).
 
-Why zero-masking is a valid reference here, also for DenseNet's batch norm BEFORE each conv
-(BN -> ReLU -> conv on a growing concat): a zeroed channel entering a batch norm is not zero
-after it (BN adds offset - scale * mean / std), so zeroing only the producing filters would
-NOT be a valid reference. But a removed channel's group holds every batch norm that reads it
-(each later layer's BN reads the concat slice it lives in), and the masking zeroes those
-BNs' scale and offset too: BN then outputs 0 * x_hat + 0 = 0, ReLU keeps 0, and every
-consumer conv reads zeros exactly where the pruned program has no channel. A fully
-connected layer after a flatten is masked through its own weight rows (one block of H * W
-rows per channel), which is equally exact. `test_filter_only_mask_is_not_a_reference`
-shows the difference on DenseNet.
+Why zero-masking is a valid reference: the removed channels are zeroed in the weights that
+READ them (every consumer conv's input slice, every fully connected layer's rows: one block of
+H * W rows per channel after a flatten), so no consumer sees them, whatever happens to them
+on the way. Zeroing at the producing filters instead is not valid where an op does not keep
+0 at 0: DenseNet's batch norm BEFORE each conv (BN -> ReLU -> conv on a growing concat) adds
+offset - scale * mean / std to a zeroed channel, as does PP-LCNetV3's learned [1] bias after
+each conv. `test_filter_only_mask_is_not_a_reference` shows the difference on DenseNet.
 """
 import warnings
 
@@ -204,8 +201,8 @@ def test_detector_pruned_equals_masked():
 def test_filter_only_mask_is_not_a_reference():
     """On DenseNet (BN before each conv) zeroing only the producing filters of the removed
     channels is not what the pruned program computes (a batch norm's shift makes the zeroed
-    channels non-zero), while the full masking (BN scale and offset too) is: the reason the
-    suite's reference zeroes every member that produces the channels."""
+    channels non-zero), while zeroing them in the weights that read them is: the reason the
+    suite's reference masks the readers."""
     built = build_classifier("densenet121")
     scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
     with paddle.static.scope_guard(scope):

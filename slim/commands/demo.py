@@ -71,7 +71,7 @@ def add_arguments(parser):
 
 
 def parse_args(argv=None):
-    return parse_command_args(__doc__, add_arguments, argv)
+    return parse_command_args(__doc__, add_arguments, argv, prog="python -m slim demo")
 
 
 def run_step(title, command, log_path=None):

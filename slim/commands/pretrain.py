@@ -243,7 +243,7 @@ def add_arguments(parser):
 
 
 def parse_args(argv=None):
-    return parse_command_args(__doc__, add_arguments, argv)
+    return parse_command_args(__doc__, add_arguments, argv, prog="python -m slim pretrain")
 
 
 @exit_on_user_error

@@ -6,7 +6,6 @@ override each option, and which values of a config differ from the defaults.
 `list` and `help` also cover the classes of the slim config (-s/--slim_file):
 pruners, strategies and the compressor block.
 """
-import argparse
 import shlex
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from slim.config.schema import TOP_LEVEL
 from slim.config.slim_config import SUPPORTED_VERSIONS, config_class_specs
 from slim.config.validate import option_types, options_of, type_name
 from slim.config.yaml_io import flow_value
-from slim.errors import ConfigError, did_you_mean, exit_on_user_error, shorten
+from slim.errors import ArgumentParser, ConfigError, did_you_mean, exit_on_user_error, shorten
 
 _MISSING = object()
 
@@ -329,7 +328,7 @@ def _modules_used(cfg):
 
 def build_parser():
     """The argparse parser of `python -m slim.config`."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m slim.config",
         description="Inspect config modules and check detection configs.")
     commands = parser.add_subparsers(dest="command", required=True)

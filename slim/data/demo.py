@@ -30,7 +30,7 @@ import xml.etree.ElementTree as ElementTree
 import cv2
 import numpy as np
 
-from slim.errors import DataError, exit_on_user_error, shorten
+from slim.errors import ArgumentParser, DataError, exit_on_user_error, shorten
 from slim.io.output_places import (
     check_replaceable_dir,
     is_owned_dir,
@@ -355,8 +355,8 @@ def _write_dataset(out_dir, parameters):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog="python -m slim.data.demo", description=__doc__.splitlines()[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="dataset/demo", help="output directory")
     parser.add_argument("--train", type=int, default=400, help="training images")
     parser.add_argument("--test", type=int, default=100, help="test images")

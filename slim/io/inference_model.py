@@ -24,7 +24,9 @@ import dataclasses
 import os
 
 from slim.errors import UserError, did_you_mean, shorten
-from slim.io.export import first_line, without_deprecation_notice, write_bytes
+from slim.io.checkpoint import persistable_vars
+from slim.io.export import first_line, read_program, without_deprecation_notice, write_bytes
+from slim.io.weights import check_params_fit
 from slim.prune.pir import pir_supported
 
 SEED_MODEL_NAME = "__model__"
@@ -203,18 +205,16 @@ def load_inference_model(files, executor, scope):
     import paddle
     if files.pir:
         return _load_pir_model(files, executor, scope)
+    check_model_files(files)
     try:
         with paddle.static.scope_guard(scope), without_deprecation_notice():
             program, feed_names, fetch_vars = paddle.static.load_inference_model(
-                files.directory, executor, model_filename=files.model_filename,
+                os.path.normpath(files.directory), executor, model_filename=files.model_filename,
                 params_filename=files.params_filename)
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
         params = files.params_filename or "one file per parameter"
         raise UserError(f"Paddle cannot load the inference model '{shorten(files.model_path)}' "
                         f"with params '{shorten(params)}': {first_line(error)}") from None
-    if not files.params_filename:  # one file per parameter, named after it: inside the dir
-        for var in persistables(program):
-            require_base_name(var.name, f"'{shorten(files.model_path)}': parameter file name")
     mark_parameters(program)
     return InferenceModel(program, list(feed_names), list(fetch_vars))
 
@@ -238,6 +238,22 @@ def _load_pir_model(files, executor, scope):
                         f"with params '{shorten(params)}': {first_line(error)}") from None
     view.runner = (scope, executor)
     return InferenceModel(view, list(feed_names), [view.var_of(value) for value in fetch_values])
+
+
+def check_model_files(files):
+    """Check the model in `files` structurally before Paddle reads it, as every exported
+    model is checked (`slim.io.weights.check_params_fit`): the program must parse, and the
+    params must be exactly the tensors it reads, whole (Paddle's loader would silently fill
+    a short file's last weights with zeros). Per-parameter files must be plain names inside
+    the model dir. One-line UserError otherwise; returns the parsed program."""
+    program = read_program(files.model_path)
+    variables = persistable_vars(program)
+    if not files.params_filename:  # one file per parameter, named after it: inside the dir
+        for var in variables:
+            require_base_name(var.name, f"'{shorten(files.model_path)}': parameter file name")
+    check_params_fit(variables, files.model_path, params_path=files.params_path,
+                     params_dir=None if files.params_filename else files.directory)
+    return program
 
 
 def mark_parameters(program):

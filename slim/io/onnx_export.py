@@ -23,10 +23,12 @@ import os
 import numpy as np
 
 from slim.errors import UserError, shorten
+from slim.io.checkpoint import add_to_checkpoint, is_checkpoint_dir, validate_checkpoint
 from slim.io.export import (
     INFER_FETCHES,
     INFER_MODEL_NAME,
     PARAMS_NAME,
+    add_model_file,
     check_params_fit,
     read_program,
     require_files,
@@ -146,19 +148,43 @@ def with_squeeze_axes(data):
 
 def export_onnx(model_dir, out_path=None, opset=DEFAULT_OPSET, model_name=INFER_MODEL_NAME,
                 params_name=PARAMS_NAME):
-    """Convert the exported model in `model_dir` to ONNX at `out_path` (default
-    DIR/model.onnx), checked before the conversion and recorded as written by slim
-    (.slim-written.json of its directory); return the path written."""
+    """Convert the exported model in `model_dir` to ONNX at `out_path`; return the path
+    written.
+
+    Default: DIR/model.onnx, a file of the model (`add_model_file`: listed in its
+    model_manifest.json). When DIR is a checkpoint's eval_model (compress.py's and
+    train.py's `${checkpoint_path}/${epoch}/eval_model`), the checkpoint is rewritten with
+    it atomically (`add_to_checkpoint`: its manifest lists the new file too, and a rerun
+    replaces it). An explicit `out_path` is a file of the user's place, checked before
+    the conversion and recorded as written by slim (.slim-written.json of its directory)."""
     if not isinstance(opset, int) or opset < DEFAULT_OPSET:
         raise UserError(f"--opset {opset} is too low: yolo_box needs opset {DEFAULT_OPSET} or "
                         "higher")
-    out_path = out_path or default_onnx_path(model_dir)
+    if out_path is None:
+        checkpoint_dir = os.path.dirname(os.path.abspath(model_dir))
+        if is_checkpoint_dir(checkpoint_dir):
+            return _export_into_checkpoint(model_dir, checkpoint_dir, opset, model_name,
+                                           params_name)
+        out_path = default_onnx_path(model_dir)
     if not str(out_path).endswith(ONNX_SUFFIX):
         raise UserError(f"--out '{shorten(str(out_path))}' must end with {ONNX_SUFFIX}")
     model_files = check_exported_model(model_dir, model_name, params_name)  # before --out is made
     written, name = check_output_file(out_path, "--out", inputs=model_files)
     data = onnx_model_bytes(model_dir, opset, model_name, params_name)
-    return written.write_bytes(name, data)
+    path = written.write_bytes(name, data)
+    if os.path.samefile(os.path.dirname(os.path.abspath(path)), model_dir):
+        add_model_file(model_dir, name, None)  # listed in the model's manifest too
+    return path
+
+
+def _export_into_checkpoint(model_dir, checkpoint_dir, opset, model_name, params_name):
+    """DIR/model.onnx of a checkpoint's model dir, added to the checkpoint atomically."""
+    model_dir_name = os.path.basename(os.path.abspath(model_dir))
+    validate_checkpoint(checkpoint_dir)  # a damaged checkpoint: one line before converting
+    data = onnx_model_bytes(model_dir, opset, model_name, params_name)
+    add_to_checkpoint(checkpoint_dir, lambda temp_dir: add_model_file(
+        os.path.join(temp_dir, model_dir_name), ONNX_MODEL_NAME, data))
+    return default_onnx_path(model_dir)
 
 
 def onnx_session(path, threads=None):
