@@ -55,6 +55,7 @@ from slim.io.output_places import (
     replace_dir,
 )
 from slim.io.weights import numpy_dtype
+from slim.prune.pir import ir_guard
 
 STRATEGY_CLASS = "UniformPruneStrategy"
 PLAN_NAME = "plan.json"
@@ -119,8 +120,6 @@ class PruneRequest:
 
 def run(args, out=None):
     """Prune, save, measure and report; returns 0."""
-    import paddle
-
     from slim.commands import prune_images
     from slim.prune import analyze_program, apply_plan
     from slim.prune.flops import program_flops, program_params
@@ -134,6 +133,21 @@ def run(args, out=None):
     use_images = prune_images.wants_images(args)
     files = find_model_files(args.model_dir, args.model_filename, args.params_filename)
     out_dir = check_replaceable_dir(args.out, "--out", inputs=[args.model_dir])
+    if files.pir and use_images:
+        raise UserError("--images (fidelity, data criteria, reconstruction, recovery) works on "
+                        f"classic models only so far; '{shorten(files.model_path)}' is a .json "
+                        "(PIR) model: prune it without --images, or save it classic")
+    with ir_guard(files.pir):  # a Paddle 3 `.json` model is loaded, pruned and run in PIR
+        return prune_model(args, request, files, out_dir, use_images, out)
+
+
+def prune_model(args, request, files, out_dir, use_images, out):
+    """`run` once the options and files are checked: load, plan, apply, save, measure."""
+    import paddle
+
+    from slim.commands import prune_images
+    from slim.prune import analyze_program, apply_plan
+    from slim.prune.flops import program_flops, program_params
     started = time.time()
     executor = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
