@@ -5,6 +5,11 @@
          | -s SLIM.yaml [--strategy NAME]) --out OUT [--latency_runs 20] [--threads 1]
         [--input_shape [FEED=]C,H,W ...] [--on_unknown error|skip]
 
+Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
+    python -m slim prune --model_dir ${checkpoint_path}/${epoch}/eval_model \\
+        --model_filename __model__.infer --params_filename __params__ --target_ratio 0.5 \\
+        --out output/pruned_model --latency_runs 2
+
 No training: the model is loaded with `paddle.static.load_inference_model` (classic
 ProgramDesc; a Paddle 3 new-IR `.json` model is refused with how to save it classic),
 its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
@@ -121,9 +126,6 @@ class PruneRequest:
 def run(args, out=None):
     """Prune, save, measure and report; returns 0."""
     from slim.commands import prune_images
-    from slim.prune import analyze_program, apply_plan
-    from slim.prune.flops import program_flops, program_params
-    from slim.prune.shapes import concrete_program
     out = out or sys.stdout
     request = prune_request(args)
     if args.latency_runs < 0:
@@ -148,6 +150,7 @@ def prune_model(args, request, files, out_dir, use_images, out):
     from slim.commands import prune_images
     from slim.prune import analyze_program, apply_plan
     from slim.prune.flops import program_flops, program_params
+    from slim.prune.shapes import concrete_program
     started = time.time()
     executor = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
@@ -383,7 +386,7 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
     when runs is 0 (nothing is run)."""
     import paddle.inference as paddle_infer
 
-    from slim.commands.demo import interleaved_timings
+    from slim.workflow.latency import interleaved_timings
     if runs == 0:
         return None
     configs = {"before": inference_config(files, threads),
@@ -396,8 +399,11 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
         raise UserError(f"Paddle Inference cannot run '{shorten(files.model_path)}' on random "
                         f"inputs of shapes {({k: list(v.shape) for k, v in feeds.items()})}: "
                         f"{first_line(error)} (measure no latency with --latency_runs 0)") from None
+    # axis 0 may differ: the batch, or how many boxes a detector's NMS kept (the pruned
+    # model finds other boxes); a pruned fetch target shows on the other axes
     shapes = {name: [list(array.shape) for array in arrays] for name, arrays in outputs.items()}
-    if shapes["before"] != shapes["after"]:
+    if ([[len(shape), *shape[1:]] for shape in shapes["before"]]
+            != [[len(shape), *shape[1:]] for shape in shapes["after"]]):
         raise RuntimeError(f"the pruned model's outputs {shapes['after']} differ in shape from "
                            f"the model's {shapes['before']}: the fetch targets were pruned")
     timings = interleaved_timings({name: (lambda feed, p=predictor: run_predictor(p, feed))
