@@ -32,7 +32,7 @@ from slim.io.onnx_export import (
     run_onnx,
     with_squeeze_axes,
 )
-from slim.io.output_places import WRITTEN_LIST
+from slim.io.output_places import WRITTEN_LIST, foreign_entries
 
 # Paddle Inference and onnxruntime sum the same convolutions in different orders (oneDNN /
 # MLAS kernels): float32 rounding moves scores by ~1e-6 and boxes, in pixels of a 128 px
@@ -312,8 +312,9 @@ def test_infer_refuses_an_onnx_model_export_did_not_write_and_its_hint_works(
         onnx_path.write_bytes(onnx_path.read_bytes()[:-10])
     elif how == "swap":
         shutil.copy(os.path.join(models["pruned"], ONNX_MODEL_NAME), onnx_path)
-    else:
+    else:  # no record of it left: a model dir without a manifest, as other tools write them
         os.remove(model / WRITTEN_LIST)
+        os.remove(model / "model_manifest.json")
     argv = ["--model_path", str(model), "--model_name", ONNX_MODEL_NAME,
             "--infer_dir", fitted["images"], "--output_dir", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as stopped:
@@ -333,3 +334,44 @@ def test_infer_refuses_an_onnx_model_export_did_not_write_and_its_hint_works(
     infer_cli.main(argv)
     with open(tmp_path / "out" / "detections.json") as handle:
         assert sum(len(image["detections"]) for image in json.load(handle)["images"]) > 0
+
+
+def test_the_documented_export_of_a_compress_checkpoint(tmp_path_factory, tmp_path, batch):
+    """`python -m slim export --format onnx --model_path <checkpoint_path>/<epoch>/eval_model`
+    on a real compress.py checkpoint (a copy of the fitted compress run's, which detects):
+    model.onnx lands in the eval_model, listed in its model_manifest.json and in the
+    checkpoint's manifest and marker, the checkpoint stays complete and the latest, and a
+    rerun replaces the file. (It used to be refused: the eval_model is inside a directory
+    the tool writes as a whole.)"""
+    import subprocess
+    import sys
+
+    from test_compress import ROOT, child_env, fitted_compress_run
+
+    from slim.io import checkpoint as ck
+    run = fitted_compress_run(tmp_path_factory)
+    checkpoints = str(tmp_path / "ckpt")
+    shutil.copytree(run["checkpoints"], checkpoints, symlinks=True)
+    epoch = max(ck.checkpoint_epochs(checkpoints))
+    model_dir = os.path.join(checkpoints, str(epoch), "eval_model")
+    for _attempt in range(2):  # the second run replaces the first's file
+        result = subprocess.run([sys.executable, "-m", "slim", "export", "--format", "onnx",
+                                 "--model_path", model_dir], cwd=ROOT, env=child_env(),
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+    onnx_path = os.path.join(model_dir, ONNX_MODEL_NAME)
+    checkpoint = ck.latest_complete_checkpoint(checkpoints)
+    assert checkpoint is not None and checkpoint.path == os.path.join(checkpoints, str(epoch))
+    assert f"eval_model/{ONNX_MODEL_NAME}" in checkpoint.manifest["files"]
+    assert foreign_entries(checkpoint.path) == []
+    ck.check_checkpoint_root(checkpoints)  # a resumed run would accept it
+    with open(os.path.join(model_dir, "model_manifest.json")) as handle:
+        listed = json.load(handle)["files"]
+    assert ONNX_MODEL_NAME in listed and listed[ONNX_MODEL_NAME]["size"] == os.path.getsize(onnx_path)
+    from slim.io.export import verify_model_manifest
+    assert verify_model_manifest(model_dir, ["__model__.infer", "__params__", ONNX_MODEL_NAME])
+    assert not [name for name in os.listdir(checkpoints) if name.startswith(".")]
+    wanted = predictor_detections(model_dir, batch)
+    assert sum(len(rows) for rows in wanted) > 0  # the checkpoint detects
+    assert_same_detections(onnx_detections(model_dir, batch), wanted)

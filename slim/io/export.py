@@ -144,8 +144,10 @@ def load_exported_program(model_dir, executor, scope, model_name=INFER_MODEL_NAM
     check_params_fit(program, params_path, model_path)
     try:
         with paddle.static.scope_guard(scope), without_deprecation_notice():
+            # normpath: Paddle takes 'dir/' (the seed's documented form) for a file prefix
             program, feed_names, fetch_vars = paddle.static.load_inference_model(
-                model_dir, executor, model_filename=model_name, params_filename=params_name)
+                os.path.normpath(model_dir), executor, model_filename=model_name,
+                params_filename=params_name)
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
         raise UserError(f"Paddle cannot load the model '{shorten(model_path)}' with "
                         f"'{shorten(params_path)}': {first_line(error)}") from None
@@ -263,6 +265,26 @@ def verify_model_manifest(model_dir, names):
     except ManifestError as error:
         raise UserError(f"exported model '{shorten(model_dir)}' is damaged: {error}") from None
     return True
+
+
+def add_model_file(model_dir, name, data):
+    """Write `data` as the plain file `name` into the exported model dir `model_dir` (None:
+    the file is there already), and, when the dir has a model_manifest.json, list it there
+    (re-sealed; written last), so the file travels and is verified with the model. Returns
+    the file's path."""
+    from slim.io.output_places import write_atomically
+    if name in ("", ".", "..") or os.path.basename(name) != name:
+        raise UserError(f"'{shorten(name)}' must be a plain file name inside the model dir")
+    path = os.path.join(model_dir, name)
+    if data is not None:
+        write_atomically(path, data)
+    manifest_path = os.path.join(model_dir, MODEL_MANIFEST_NAME)
+    if os.path.lexists(manifest_path):
+        manifest = read_manifest_json(manifest_path, MODEL_MANIFEST_NAME)
+        files = dict(manifest.get("files") or {}, **describe_files(model_dir, [name]))
+        write_atomically(manifest_path, json.dumps(seal(dict(manifest, files=files)), indent=1,
+                                                   sort_keys=True).encode("utf-8"))
+    return path
 
 
 def read_program(model_path):

@@ -24,15 +24,19 @@ import os
 import numpy as np
 
 from slim.errors import UserError, shorten
+from slim.io.checkpoint import add_to_checkpoint, is_checkpoint_dir, validate_checkpoint
 from slim.io.export import (
     INFER_FETCHES,
     INFER_MODEL_NAME,
+    MODEL_MANIFEST_NAME,
     PARAMS_NAME,
+    add_model_file,
     check_params_fit,
     read_program,
     require_files,
     verify_model_manifest,
 )
+from slim.io.file_manifest import ManifestError, check_seal, read_manifest_json
 from slim.io.output_places import WRITTEN_LIST, WrittenFiles, check_output_file
 
 ONNX_MODEL_NAME = "model.onnx"
@@ -179,17 +183,41 @@ def check_opset(opset):
 
 def export_onnx(model_dir, out_path=None, opset=DEFAULT_OPSET, model_name=INFER_MODEL_NAME,
                 params_name=PARAMS_NAME):
-    """Convert the exported model in `model_dir` to ONNX at `out_path` (default
-    DIR/model.onnx), checked before the conversion and recorded as written by slim
-    (.slim-written.json of its directory); return the path written."""
+    """Convert the exported model in `model_dir` to ONNX at `out_path`; return the path
+    written.
+
+    Default: DIR/model.onnx, a file of the model (`add_model_file`: listed in its
+    model_manifest.json). When DIR is a checkpoint's eval_model (compress.py's and
+    train.py's `${checkpoint_path}/${epoch}/eval_model`), the checkpoint is rewritten with
+    it atomically (`add_to_checkpoint`: its manifest lists the new file too, and a rerun
+    replaces it). An explicit `out_path` is a file of the user's place, checked before
+    the conversion and recorded as written by slim (.slim-written.json of its directory)."""
     check_opset(opset)
-    out_path = out_path or default_onnx_path(model_dir)
+    if out_path is None:
+        checkpoint_dir = os.path.dirname(os.path.abspath(model_dir))
+        if is_checkpoint_dir(checkpoint_dir):
+            return _export_into_checkpoint(model_dir, checkpoint_dir, opset, model_name,
+                                           params_name)
+        out_path = default_onnx_path(model_dir)
     if not str(out_path).endswith(ONNX_SUFFIX):
         raise UserError(f"--out '{shorten(str(out_path))}' must end with {ONNX_SUFFIX}")
     model_files = check_exported_model(model_dir, model_name, params_name)  # before --out is made
     written, name = check_output_file(out_path, "--out", inputs=model_files)
     data = onnx_model_bytes(model_dir, opset, model_name, params_name)
-    return written.write_bytes(name, data)
+    path = written.write_bytes(name, data)
+    if os.path.samefile(os.path.dirname(os.path.abspath(path)), model_dir):
+        add_model_file(model_dir, name, None)  # listed in the model's manifest too
+    return path
+
+
+def _export_into_checkpoint(model_dir, checkpoint_dir, opset, model_name, params_name):
+    """DIR/model.onnx of a checkpoint's model dir, added to the checkpoint atomically."""
+    model_dir_name = os.path.basename(os.path.abspath(model_dir))
+    validate_checkpoint(checkpoint_dir)  # a damaged checkpoint: one line before converting
+    data = onnx_model_bytes(model_dir, opset, model_name, params_name)
+    add_to_checkpoint(checkpoint_dir, lambda temp_dir: add_model_file(
+        os.path.join(temp_dir, model_dir_name), ONNX_MODEL_NAME, data))
+    return default_onnx_path(model_dir)
 
 
 def onnx_session(path, threads=None):
@@ -212,27 +240,49 @@ def onnx_session(path, threads=None):
 
 def verified_onnx_bytes(path):
     """The content of the ONNX file `path` when `python -m slim export` wrote it and it still
-    has the size and sha256 recorded then (in its directory's WRITTEN_LIST); a one-line
-    UserError otherwise: a damaged, swapped or foreign file is never run."""
+    has the size and sha256 recorded then; a one-line UserError otherwise: a damaged,
+    swapped or foreign file is never run. The record is the one export made: the model
+    dir's sealed model_manifest.json when it lists the file (DIR/model.onnx), else the
+    WRITTEN_LIST of the file's directory (an --out elsewhere)."""
     directory, name = os.path.split(os.path.abspath(path))
+    in_checkpoint = is_checkpoint_dir(os.path.dirname(directory))
     command = "python -m slim export --format onnx --model_path " + (
-        shorten(directory) if name == ONNX_MODEL_NAME else f"MODEL_DIR --out {shorten(path)}")
+        shorten(directory) if name == ONNX_MODEL_NAME and not in_checkpoint
+        else f"MODEL_DIR --out {'NEW.onnx' if in_checkpoint else shorten(path)}")
     if not os.path.isfile(path):
         raise UserError(f"ONNX model '{shorten(path)}' does not exist; write it with "
                         f"`{command}`")
-    rewrite = f"move it away, then write it again with `{command}`"
-    record = WrittenFiles(directory).files.get(name)
+    # a checkpoint's file cannot be replaced in place (the checkpoint is damaged): a new copy
+    rewrite = (f"write a new copy with `{command}`" if in_checkpoint
+               else f"move it away, then write it again with `{command}`")
+    record, where = _onnx_record(directory, name)
     if record is None:
         raise UserError(f"ONNX model '{shorten(path)}' was not written by `python -m slim export` "
-                        f"(its directory's {WRITTEN_LIST} has no record of it), so its content "
-                        f"cannot be verified; {rewrite}")
+                        f"(neither {MODEL_MANIFEST_NAME} nor {WRITTEN_LIST} beside it records "
+                        f"it), so its content cannot be verified; {rewrite}")
     with open(path, "rb") as handle:
         data = handle.read()
     if record != {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}:
         raise UserError(f"ONNX model '{shorten(path)}' is not the file `python -m slim export` "
-                        f"wrote: its size or sha256 differs from the one recorded in "
-                        f"{WRITTEN_LIST} (damaged or replaced since); {rewrite}")
+                        f"wrote: its size or sha256 differs from the one recorded in {where} "
+                        f"(damaged or replaced since); {rewrite}")
     return data
+
+
+def _onnx_record(directory, name):
+    """({"size", "sha256"} export recorded for `name` in `directory`, where) or (None, None)."""
+    manifest_path = os.path.join(directory, MODEL_MANIFEST_NAME)
+    if os.path.lexists(manifest_path):
+        try:
+            manifest = read_manifest_json(manifest_path, MODEL_MANIFEST_NAME)
+            check_seal(manifest, MODEL_MANIFEST_NAME)
+        except ManifestError as error:
+            raise UserError(f"exported model '{shorten(directory)}' is damaged: {error}") from None
+        record = (manifest.get("files") or {}).get(name)
+        if isinstance(record, dict):
+            return {key: record.get(key) for key in ("size", "sha256")}, MODEL_MANIFEST_NAME
+    record = WrittenFiles(directory).files.get(name)
+    return (record, WRITTEN_LIST) if record is not None else (None, None)
 
 
 def check_onnx_interface(session, path):

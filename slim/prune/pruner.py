@@ -31,7 +31,7 @@ from slim.prune.apply import PruneUndo, attr_fixer_of, find_group
 from slim.prune.criteria import get_criterion, group_importance, scope_reader
 from slim.prune.errors import PruneError
 from slim.prune.flops import program_flops
-from slim.prune.graph import analyze_program
+from slim.prune.graph import analyze_program, check_graph_options
 from slim.prune.plan import GroupPlan, PrunePlan
 
 AUTO = "auto"
@@ -215,7 +215,8 @@ def _ratios_of_groups(selection, graph, ratios):
 
 def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
                  target_ratio=None, criterion="l1_norm", round_to=1, on_unknown="error",
-                 flops_program=None, graph=None, fixed_vars=(), extra_ops=None):
+                 flops_program=None, graph=None, fixed_vars=(), extra_ops=None,
+                 statistics=None):
     """Plan which channels to prune; nothing is changed.
 
     program: the program to analyse (usually the train program).
@@ -229,10 +230,14 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
     on_unknown: 'error' or 'skip' when a selected conv reaches an op without a rule.
     flops_program: the program whose FLOPs count (default `program`); a program with a
         static image shape, e.g. the eval program.
-    graph: a ChannelGraph of `program`, if already built.
+    graph: a ChannelGraph of `program`, if already built; it must have been built with
+        the `fixed_vars` and `extra_ops` given here (a PruneError otherwise).
     fixed_vars: vars whose channel layout must stay (e.g. outputs the caller fetches).
     extra_ops: {op type: OpSpec} added to the op specs (rules, FLOPs counters) for this
         call only (see `slim.prune.op_specs`).
+    statistics: per-channel statistics measured on images, for the data-aware criteria
+        (`activation`, `taylor`): an object with `scores(kind, group)`, e.g.
+        `slim.sourcefree.activation_statistics(...)`.
     """
     given = [name for name, value in (("ratio", ratio), ("ratios", ratios),
                                       ("target_ratio", target_ratio)) if value is not None]
@@ -246,9 +251,12 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
         if ratios is None:
             raise PruneError("pruned_params is required (a regex, a list of names, or 'auto')")
         pruned_params = list(ratios)
-    graph = graph or analyze_program(program, fixed_vars, extra_ops)
+    if graph is None:
+        graph = analyze_program(program, fixed_vars, extra_ops)
+    else:
+        check_graph_options(graph, fixed_vars, extra_ops)
     selection = select_params(graph, pruned_params, on_unknown)
-    read_param = scope_reader(scope)
+    read_param = scope_reader(scope, statistics)
     scores = {group.id: group_importance(criterion, group, read_param)
               for group in selection.groups}
     uniform = None
