@@ -16,7 +16,6 @@ its own programs. Prints the table of metric loss (mAP points) per group and rat
 `--png` draws the loss curves. compress.py's SensitivePruneStrategy then reads the file.
 """
 import math
-import os
 import sys
 import types
 
@@ -45,17 +44,22 @@ def add_arguments(parser):
 
 def run(args, out=None):
     """Measure the missing sensitivities, print the table, draw --png; returns 0."""
-    from tqdm import tqdm
-
-    from slim.prune.sensitivity import selected_groups, sensitivity_ratios
-    from slim.strategies.sensitive_prune import SensitivityFile, measure, model_identity
+    from slim.strategies.sensitive_prune import lock_sensitivities_file
     out = out or sys.stdout
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     spec = measuring_spec(args)
     png = check_output_file(args.png, "--png") if args.png else None
-    if not os.path.exists(spec.sensitivities_file):
-        check_output_file(spec.sensitivities_file, "sensitivities_file")
+    with lock_sensitivities_file(spec.sensitivities_file):  # before the model is even built
+        return _measure_and_report(args, spec, png, out)
+
+
+def _measure_and_report(args, spec, png, out):
+    """`run`'s work once the sensitivities file is claimed."""
+    from tqdm import tqdm
+
+    from slim.prune.sensitivity import selected_groups, sensitivity_ratios
+    from slim.strategies.sensitive_prune import SensitivityFile, measure, model_identity
     setup = measuring_setup(spec, log=lambda message: print(message, file=out))
     program = setup.programs.eval.program
     groups = selected_groups(program, spec.pruned_params, setup.graph)
