@@ -415,19 +415,21 @@ def write_atomically(path, data):
 # ----------------------------------------------------------------------------- files updated in place
 
 class FileLock:
-    """An exclusive flock held on the hidden lock file of one output file (see `lock_file`);
-    `close()` releases it and removes the lock file."""
+    """An exclusive flock held on an open descriptor (the hidden lock file of one output
+    file, see `lock_file`; or a directory, `path` None); `close()` releases it and removes
+    the lock file, if any."""
 
-    def __init__(self, descriptor, path):
+    def __init__(self, descriptor, path=None):
         self._descriptor, self.path = descriptor, path
 
     def close(self):
         """Release the lock (the lock file goes first, while it is still held)."""
         if self._descriptor is not None:
-            try:
-                os.remove(self.path)
-            except OSError:
-                pass
+            if self.path is not None:
+                try:
+                    os.remove(self.path)
+                except OSError:
+                    pass
             os.close(self._descriptor)
             self._descriptor = None
 
