@@ -58,13 +58,15 @@ def _missing_ancestors(path):
     return missing
 
 
-def check_output_dir(path, what, inputs=()):
+def check_output_dir(path, what, inputs=(), for_file=None):
     """Make sure the directory `path` (the option `what`, e.g. '--output_dir') can take the
     tool's output before any work starts: create it if needed and write a probe file.
 
     OutputPlaceError (one line, exit 2) when `path` is empty, exists as a file, is the
     same as one of `inputs` (paths the run reads), or cannot be created or written. On
     failure the directories this call created are removed again. Returns the absolute path.
+    `for_file`: the file (as the user named it) that `path` is the directory of; messages
+    then name it and advise another place for the file, not a directory.
     """
     if path is None or str(path).strip() == "":
         raise OutputPlaceError(f"{what} is empty; name a directory to write to")
@@ -78,10 +80,12 @@ def check_output_dir(path, what, inputs=()):
                                "name a directory (it is created if missing)")
     finished = _finished_owned_dir_holding(absolute)
     if finished is not None:
-        raise OutputPlaceError(f"{what} '{shorten(path)}' is inside '{shorten(finished)}', a "
+        shown, place = (for_file, "a file path outside it") if for_file else (path, "a directory "
+                                                                                "outside it")
+        raise OutputPlaceError(f"{what} '{shorten(shown)}' is inside '{shorten(finished)}', a "
                                "directory this tool wrote as a whole (a checkpoint, dataset or "
                                "weights dir): files put there would be lost or block its "
-                               "replacement; choose a directory outside it")
+                               f"replacement; choose {place}")
     _create_and_probe(absolute, path, what)
     return absolute
 
@@ -369,7 +373,8 @@ def check_output_file(path, what, inputs=()):
     target = os.path.abspath(str(path))
     if os.path.isdir(target):
         raise OutputPlaceError(f"{what} '{shorten(path)}' is a directory; name a file to write")
-    written = WrittenFiles(check_output_dir(os.path.dirname(target), what, inputs), what)
+    written = WrittenFiles(check_output_dir(os.path.dirname(target), what, inputs, for_file=path),
+                           what)
     name = os.path.basename(target)
     written.check([name], what, inputs)
     return written, name
