@@ -375,6 +375,19 @@ def test_reshape_sized_at_run_time_counts_at_the_input_shape(tmp_path, capsys):
     assert np.abs(pruned - masked).max() <= RELATIVE * np.abs(masked).max()
 
 
+def test_bn_scale_without_batch_norm_names_the_fix(tmp_path, capsys):
+    """An exported model without batch norm (folded into the convs, as PaddleOCR's are):
+    --criterion bn_scale is one line naming the criteria that work, nothing written."""
+    model_dir, out = str(tmp_path / "fcn"), str(tmp_path / "out")
+    export_fully_convolutional(model_dir)
+    code, error = error_line(capsys, ["--model_dir", model_dir, "--target_ratio", "0.3",
+                                      "--criterion", "bn_scale", "--input_shape", "3,16,16",
+                                      "--out", out])
+    assert code == 2 and not os.path.exists(out)
+    assert "criterion bn_scale needs a batch norm on the channels" in error
+    assert "use criterion l1_norm or fpgm, or activation with calibration images" in error
+
+
 def tree_digest(root, skip=None):
     """{relative path: sha256 or link target} of every entry under `root` (symlinks not
     followed), leaving out `skip` and what is under it: what a run must not change."""
