@@ -188,3 +188,145 @@ def test_classic_plan_applies_to_the_pir_translation():
             pir_out = paddle.static.Executor(CPU).run(translated, feed=FEED,
                                                       fetch_list=[target])[0]
     np.testing.assert_allclose(pir_out, classic, rtol=1e-5, atol=1e-6)
+
+
+def test_json_model_round_trips_through_slim_prune_and_paddle_inference(tmp_path, capsys):
+    """A `.json` model saved by Paddle 3 (MobileNetV2 x0.25) -> `python -m slim prune` ->
+    `.json` + `.pdiparams` whose Paddle Inference output equals the original run by the
+    Executor with the removed channels zeroed."""
+    import json
+    import os
+    import warnings
+
+    import paddle.vision.models as zoo
+    from test_prune_command import predict, prune
+    from test_prune_zoo import randomize
+
+    from slim.io.inference_model import find_model_files, load_inference_model
+    from slim.prune import PrunePlan
+    from slim.prune.pir import ir_guard
+    model_dir = str(tmp_path / "model")
+    with ir_guard(True):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+                paddle.utils.unique_name.guard():
+            warnings.simplefilter("ignore")
+            image = paddle.static.data("image", [None, 3, 32, 32], "float32")
+            net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
+            net.eval()
+            logits = net(image)
+        scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+        with paddle.static.scope_guard(scope):
+            executor.run(startup)
+            from slim.prune.pir import PirProgramView
+            randomize(PirProgramView(main), scope)
+            paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image],
+                                               [logits], executor, program=main)
+    assert sorted(os.listdir(model_dir)) == ["inference.json", "inference.pdiparams"]
+    out = str(tmp_path / "pruned")
+    assert prune(["--model_dir", model_dir, "--target_ratio", "0.4", "--out", out,
+                  "--latency_runs", "2"]) == 0
+    assert "latency ms" in capsys.readouterr().out
+    assert {"inference.json", "inference.pdiparams"} <= set(os.listdir(out))
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    assert abs(report["flops_removed"] - 0.4) <= 0.01
+    plan = PrunePlan.load(os.path.join(out, "plan.json"))
+    feeds = {"image": np.random.RandomState(3).rand(2, 3, 32, 32).astype("float32")}
+    (pruned,) = predict(out, feeds)
+    with ir_guard(True):
+        scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+        model = load_inference_model(find_model_files(model_dir), executor, scope)
+        graph = analyze_program(model.program, fixed_vars=[v.name for v in model.fetch_vars])
+        fetches = [var.value for var in model.fetch_vars]
+        with paddle.static.scope_guard(scope):
+            (unpruned,) = executor.run(model.program.program, feed=feeds, fetch_list=fetches)
+            zero_removed_channels(plan, graph, scope)
+            (masked,) = executor.run(model.program.program, feed=feeds, fetch_list=fetches)
+    assert pruned.shape == unpruned.shape == (2, 10)
+    assert np.abs(unpruned - masked).max() > 1e-3 * np.abs(unpruned).max()  # masking matters
+    assert np.abs(pruned - masked).max() <= 1e-5 * np.abs(masked).max()
+
+
+def build_train_program():
+    """A PIR train program: conv + BN + ReLU, depthwise conv, conv with bias, global pool,
+    fc, cross entropy; Momentum with L2Decay appended by `minimize` (its backward ops have
+    regular slots: `conv2d_grad` reads `out_grad`; the velocities are persistable
+    `pd_op.data` ops)."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [4, 3, 16, 16], "float32")
+        label = paddle.static.data("label", [4, 1], "int64")
+        conv = paddle.nn.Conv2D(3, 8, 3, padding=1, bias_attr=False)
+        norm = paddle.nn.BatchNorm2D(8)
+        depthwise = paddle.nn.Conv2D(8, 8, 3, padding=1, groups=8, bias_attr=False)
+        head = paddle.nn.Conv2D(8, 6, 1)
+        fc = paddle.nn.Linear(6, 5)
+        hidden = head(depthwise(paddle.nn.functional.relu(norm(conv(x)))))
+        pooled = paddle.nn.functional.adaptive_avg_pool2d(hidden, 1)
+        logits = fc(paddle.flatten(pooled, 1))
+        loss = paddle.nn.functional.cross_entropy(logits, label).mean()
+        paddle.optimizer.Momentum(0.1, 0.9, weight_decay=paddle.regularizer.L2Decay(5e-4)
+                                  ).minimize(loss)
+    return main, startup, logits, loss
+
+
+def test_pir_train_step_equals_masked_reference(pir_mode):
+    """Pruning a PIR train program (forward, `*_grad` ops, Momentum velocities) and taking
+    one step gives, for every kept channel, the parameters and velocities the unpruned
+    program reaches from the masked weights in one step."""
+    from slim.prune.apply import plan_removals
+    from slim.prune.pir import PirProgramView, check_types
+    main, startup, logits, loss = build_train_program()
+    scope = paddle.static.Scope()
+    exe = randomized(main, startup, scope, seed=1)
+    view = PirProgramView(main)
+    velocities = [v.name for v in view.list_vars() if v.name.endswith("_velocity_0")]
+    assert len(velocities) == 8 and all(view.global_block().var(v).persistable
+                                        for v in velocities)
+    assert any(op.type == "conv2d_grad" for op in view.global_block().ops)
+    graph = analyze_program(view, fixed_vars=[view.name_of[logits.id]])
+    plan = plan_pruning(view, scope, "auto", ratio=0.5, graph=graph)
+    removals = plan_removals(plan, graph)
+    group = graph.group_at(*plan.groups[0].key)
+    assert {"conv2d_0.w_0_velocity_0", "batch_norm2d_0.w_0_velocity_0"} <= \
+        {m.var for m in group.members}  # velocities found by the grad ops' structure
+    feed = {"x": np.random.RandomState(5).randn(4, 3, 16, 16).astype("float32"),
+            "label": np.array([[0], [1], [2], [3]], "int64")}
+    for name in velocities:  # a step after others: velocities are not zero
+        scope.find_var(name).get_tensor().set(
+            np.random.RandomState(7).randn(*view.global_block().var(name).shape)
+            .astype("float32"), CPU)
+    state = persistables(view, scope)
+    zero_removed_channels(plan, graph, scope)
+    with paddle.static.scope_guard(scope):
+        masked_loss = exe.run(main, feed=feed, fetch_list=[loss])[0]
+    masked = persistables(view, scope)
+    put_back(state, scope)
+    apply_plan(plan, [view], scope, graphs=[graph])
+    view.commit()
+    pruned_state = persistables(view, scope)
+    assert check_types(main, scope, feed) > 50  # runs a step: put the state back after it
+    put_back(pruned_state, scope)
+    with paddle.static.scope_guard(scope):
+        pruned_loss = exe.run(main, feed=feed, fetch_list=[loss])[0]
+    pruned = persistables(view, scope)
+    np.testing.assert_allclose(pruned_loss, masked_loss, rtol=1e-5)
+    compared = 0
+    for name, value in pruned.items():
+        if name == "learning_rate_0":
+            continue
+        param = name.removesuffix("_velocity_0")
+        expected = kept_part(masked[name], removals, param)
+        assert value.shape == expected.shape, name
+        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-6, err_msg=name)
+        assert not np.array_equal(value, pruned_state[name]), name  # the step moved it
+        compared += 1
+    assert compared == 18  # 10 parameters (BN statistics included) and 8 velocities
+
+
+def kept_part(value, removals, name):
+    for (var, axis), removed in removals.items():
+        if var == name:
+            value = np.delete(value, removed, axis=axis)
+    return value

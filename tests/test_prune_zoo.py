@@ -239,3 +239,72 @@ def test_densenet_eval_builds_batch_statistics():
         net(paddle.static.data("image", [2, 3, 32, 32], "float32"))
     modes = {op.attr("is_test") for op in main.global_block().ops if op.type == "batch_norm"}
     assert modes == {False}
+
+
+# ---------------------------------------------------------------- the same on PIR programs
+
+def build_classifier_pir(name):
+    """`name` built in Paddle 3's new IR (inside `IrGuard`) as a `pir.Program`; skips with the
+    reason on Paddle 2.6 (no PIR) or when the model does not build there."""
+    from slim.prune.pir import pir_supported
+    if not pir_supported():
+        pytest.skip(f"Paddle {paddle.__version__} has no new IR (PIR)")
+    constructor, size, *channels = CLASSIFIERS[name]
+    shape = [2, channels[0] if channels else 3, size, size]
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    try:
+        with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+                paddle.utils.unique_name.guard():
+            warnings.simplefilter("ignore")
+            image = paddle.static.data("image", shape, "float32")
+            net = constructor()
+            evaluate_batch_norms(net)
+            out = net(image)
+    except Exception as error:  # noqa: BLE001 - the reason is the skip message
+        pytest.skip(f"{name} does not build as a PIR program on Paddle {paddle.__version__}: "
+                    f"{type(error).__name__}: {error}")
+    outputs = list(out) if isinstance(out, (list, tuple)) else [out]
+    feed = {"image": np.random.RandomState(1).rand(*shape).astype("float32")}
+    return Built(main, startup, feed, outputs)
+
+
+def prune_and_compare_pir(built):
+    """`prune_and_compare` on a PIR program through `PirProgramView`: plan on the view, mask,
+    apply, commit into the PIR program, check every type against the run, compare."""
+    from slim.prune.pir import PirProgramView, check_types
+    scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
+    with paddle.static.scope_guard(scope):
+        exe.run(built.startup)
+        view = PirProgramView(built.program)
+        randomize(view, scope)
+        fixed = [view.name_of[out.id] for out in built.outputs]
+        graph = analyze_program(view, fixed_vars=fixed)
+        state = persistables(view, scope)
+        unpruned = run(exe, built)
+        flops_before = program_flops(view)
+        plan = plan_pruning(view, scope, "auto", target_ratio=TARGET, graph=graph)
+        zero_removed_channels(plan, graph, scope)
+        masked = run(exe, built)
+        put_back(state, scope)
+        apply_plan(plan, [view], scope, graphs=[graph])
+        flops_after = program_flops(view)
+        view.commit()
+        assert check_types(built.program, scope, built.feed) > 0
+        pruned = run(exe, built)
+    removed = 1.0 - flops_after / flops_before
+    assert abs(removed - TARGET) <= 0.01, removed
+    for before, mask, after in zip(unpruned, masked, pruned):
+        assert np.isfinite(mask).all()
+        assert np.abs(before - mask).max() > 1e-3 * np.abs(before).max()  # masking matters
+        assert_relatively_equal(after, mask)
+    return plan
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_classifier_pir_pruned_equals_masked(name):
+    """Every classifier family, built as a PIR program, prunes exactly like its classic twin."""
+    from slim.prune.pir import ir_guard, pir_supported
+    with ir_guard(pir_supported()):
+        built = build_classifier_pir(name)
+        plan = prune_and_compare_pir(built)
+    assert plan.groups

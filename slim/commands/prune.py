@@ -6,6 +6,11 @@
         [--threads 1]
         [--input_shape [FEED=]C,H,W ...] [--on_unknown error|skip]
 
+Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
+    python -m slim prune --model_dir ${checkpoint_path}/${epoch}/eval_model \\
+        --model_filename __model__.infer --params_filename __params__ --target_ratio 0.5 \\
+        --out output/pruned_model --latency_runs 2
+
 No training: the model is loaded with `paddle.static.load_inference_model` (classic
 ProgramDesc; a Paddle 3 new-IR `.json` model is refused with how to save it classic),
 its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
@@ -57,6 +62,7 @@ from slim.io.output_places import (
     replace_dir,
 )
 from slim.io.weights import numpy_dtype
+from slim.prune.pir import ir_guard
 
 STRATEGY_CLASS = "UniformPruneStrategy"
 PLAN_NAME = "plan.json"
@@ -127,12 +133,7 @@ class PruneRequest:
 
 def run(args, out=None):
     """Prune, save, measure and report; returns 0."""
-    import paddle
-
     from slim.commands import prune_images
-    from slim.prune import analyze_program, apply_plan
-    from slim.prune.flops import program_flops, program_params
-    from slim.prune.shapes import concrete_program
     out = out or sys.stdout
     request = prune_request(args)
     if args.latency_runs < 0:
@@ -142,6 +143,22 @@ def run(args, out=None):
     use_images = prune_images.wants_images(args)
     files = find_model_files(args.model_dir, args.model_filename, args.params_filename)
     out_dir = check_replaceable_dir(args.out, "--out", inputs=[args.model_dir])
+    if files.pir and use_images:
+        raise UserError("--images (fidelity, data criteria, reconstruction, recovery) works on "
+                        f"classic models only so far; '{shorten(files.model_path)}' is a .json "
+                        "(PIR) model: prune it without --images, or save it classic")
+    with ir_guard(files.pir):  # a Paddle 3 `.json` model is loaded, pruned and run in PIR
+        return prune_model(args, request, files, out_dir, use_images, out)
+
+
+def prune_model(args, request, files, out_dir, use_images, out):
+    """`run` once the options and files are checked: load, plan, apply, save, measure."""
+    import paddle
+
+    from slim.commands import prune_images
+    from slim.prune import analyze_program, apply_plan
+    from slim.prune.flops import program_flops, program_params
+    from slim.prune.shapes import concrete_program
     started = time.time()
     executor = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
@@ -155,8 +172,12 @@ def run(args, out=None):
     fixed = [var.name for var in model.fetch_vars]
     graph = analyze_program(model.program, fixed_vars=fixed)
     counted_graph = analyze_program(counted, fixed_vars=fixed)
-    statistics = session.statistics(graph, kinds=(request.criterion,)) \
-        if request.criterion in prune_images.DATA_CRITERIA else None
+    seconds = {}
+    statistics = None
+    if request.criterion in prune_images.DATA_CRITERIA:
+        begun = time.time()
+        statistics = session.statistics(graph, kinds=(request.criterion,))
+        seconds["statistics"] = round(time.time() - begun, 2)
     before = {"flops": int(program_flops(counted)), "params": int(program_params(model.program)),
               "size_bytes": files.size_bytes(model.program)}
     search = None
@@ -180,15 +201,20 @@ def run(args, out=None):
                 "fidelity": {"one_shot": session.fidelity(model, scope)}}
         prune_images.print_fidelity("one-shot", data["fidelity"]["one_shot"], out)
         if args.reconstruct:
+            begun = time.time()
             data["reconstruction"] = session.reconstruct(plan, graph, model, scope)
+            seconds["reconstruct"] = round(time.time() - begun, 2)
             data["fidelity"]["reconstructed"] = session.fidelity(model, scope)
             prune_images.print_fidelity("reconstructed", data["fidelity"]["reconstructed"], out)
         if args.recover_iters:
             identity = {"plan": plan.to_dict(), "lr": args.recover_lr,
                         "batch_size": args.batch_size, "reconstruct": bool(args.reconstruct)}
+            begun = time.time()
             data["recovery"] = session.recover(model, scope, identity)
+            seconds["recover"] = round(time.time() - begun, 2)
             data["fidelity"]["recovered"] = session.fidelity(model, scope)
             prune_images.print_fidelity("recovered", data["fidelity"]["recovered"], out)
+        data["stage_seconds"] = seconds
     plan_seconds = time.time() - started
     temp_dir = make_owned_temp_dir(os.path.dirname(out_dir), ".slim-prune-")
     try:
@@ -381,7 +407,7 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
     when runs is 0 (nothing is run)."""
     import paddle.inference as paddle_infer
 
-    from slim.commands.demo import interleaved_timings
+    from slim.workflow.latency import interleaved_timings
     if runs == 0:
         return None
     configs = {"before": inference_config(files, threads),
@@ -394,8 +420,11 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
         raise UserError(f"Paddle Inference cannot run '{shorten(files.model_path)}' on random "
                         f"inputs of shapes {({k: list(v.shape) for k, v in feeds.items()})}: "
                         f"{first_line(error)} (measure no latency with --latency_runs 0)") from None
+    # axis 0 may differ: the batch, or how many boxes a detector's NMS kept (the pruned
+    # model finds other boxes); a pruned fetch target shows on the other axes
     shapes = {name: [list(array.shape) for array in arrays] for name, arrays in outputs.items()}
-    if shapes["before"] != shapes["after"]:
+    if ([[len(shape), *shape[1:]] for shape in shapes["before"]]
+            != [[len(shape), *shape[1:]] for shape in shapes["after"]]):
         raise RuntimeError(f"the pruned model's outputs {shapes['after']} differ in shape from "
                            f"the model's {shapes['before']}: the fetch targets were pruned")
     timings = interleaved_timings({name: (lambda feed, p=predictor: run_predictor(p, feed))

@@ -66,8 +66,9 @@ PIR_OP_TYPES = {
 # Slot names that are not the CamelCase of the PIR name, per classic op type.
 PIR_SLOT_NAMES = {
     "conv2d": {"out": "Output"}, "depthwise_conv2d": {"out": "Output"},
-    "conv3d": {"out": "Output"}, "conv2d_transpose": {"out": "Output"},
-    "depthwise_conv2d_transpose": {"out": "Output"}, "conv3d_transpose": {"out": "Output"},
+    "conv3d": {"out": "Output"}, "conv2d_transpose": {"x": "Input", "out": "Output"},
+    "depthwise_conv2d_transpose": {"x": "Input", "out": "Output"},
+    "conv3d_transpose": {"x": "Input", "out": "Output"},
     "batch_norm": {"out": "Y"}, "sync_batch_norm": {"out": "Y"},
     "sum": {"inputs": "X"}, "fill_constant": {}, "fetch": {"x": "X"},
 }
@@ -87,6 +88,7 @@ ATTRIBUTE_OPERANDS = {
     ("unsqueeze2", "axis"): ("axes", "AxesTensor"),
     ("scale", "scale"): ("scale", "ScaleTensor"),
     ("conv2d_transpose", "output_size"): ("output_size", "OutputSize"),
+    ("depthwise_conv2d_transpose", "output_size"): ("output_size", "OutputSize"),
     ("fill_constant", "shape"): ("shape", "ShapeTensor"),
 }
 for _reduce in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
@@ -301,11 +303,16 @@ class PirProgramView:
     shapes); shadow: never write to the program (a view for counting only).
     """
 
+    is_pir_view = True
+
     def __init__(self, program, shapes=None, shadow=False):
         if not is_pir_program(program):
             raise PruneError(f"expected a paddle.pir.Program, got {type(program).__name__}")
         self.program = program
         self.shadow = shadow
+        self.runner = None  # (scope, executor) that run the program, for concrete_copy
+        self.check_feeds = None  # feeds of concrete_copy: what check_types runs on
+        self.known_mismatches = frozenset()  # value ids whose type disagreed before pruning
         self.block = _Block(self)
         self.shapes = {}
         self.name_of = {}  # pir Value id -> view name (Values hash by wrapper, ids are stable)
@@ -322,6 +329,29 @@ class PirProgramView:
 
     def global_block(self):
         return self.block
+
+    def concrete_copy(self, shapes, seed=0):
+        """A shadow view with the shapes of one run at feed `shapes` ({feed: shape}; floats
+        standard normal, integers ones) in `self.runner`; the unpruned program's own type
+        disagreements on that run are kept in `known_mismatches`, the feeds in
+        `check_feeds` (for `check_types` after pruning)."""
+        import numpy as np
+        from paddle.base.data_feeder import convert_dtype
+        if self.runner is None:
+            raise PruneError("concrete_copy needs view.runner = (scope, executor)")
+        scope, executor = self.runner
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for name, shape in shapes.items():
+            dtype = np.dtype(convert_dtype(self.block.var(name).dtype))
+            feeds[name] = rng.standard_normal(shape).astype(dtype) \
+                if np.issubdtype(dtype, np.floating) else np.ones(shape, dtype)
+        measured = runtime_shapes(self.program, scope, feeds, executor)
+        self.check_feeds = feeds
+        self.known_mismatches = frozenset(type_mismatches(self.program, feeds, measured))
+        return PirProgramView(self.program, shadow=True, shapes={
+            self.name_of[key]: shape for key, (_, shape) in measured.items()
+            if key in self.name_of})
 
     def list_vars(self):
         return list(self.block.vars.values())
@@ -369,7 +399,9 @@ class PirProgramView:
     def _value_name(self, value, default):
         if value.id in self.name_of:
             return self.name_of[value.id]
-        persistable = bool(getattr(value, "persistable", False))
+        producer = value.get_defining_op()
+        persistable = bool(getattr(value, "persistable", False)) and \
+            (producer is None or producer.name() != "pd_op.fetch")  # fetch results: not state
         return self._add_var(value, default, persistable)
 
     def _only_attribute_uses(self, op):
@@ -623,8 +655,12 @@ def inferred_shapes_agree(program, feeds, measured):
     shapes and the `measured` shapes ({Value: shape}); [] when all agree."""
     import paddle
     from paddle.base import libpaddle
-    clone = program.clone()
     originals = list(program.global_block().ops)
+    if any(op.name().endswith(("_grad", "_grad_")) for op in originals):
+        # backward and optimizer ops have no symbolic shape rules (the pass logs a warning
+        # per op); the run's shapes checked their types
+        return {}
+    clone = program.clone()
     copies = list(clone.global_block().ops)
     for op in copies:
         if op.name() == "pd_op.data" and op.attrs()["name"] in feeds:
@@ -641,8 +677,8 @@ def inferred_shapes_agree(program, feeds, measured):
             if value.id not in measured:
                 continue
             shape = list(measured[value.id][1])
-            if original.name() == "pd_op.full":
-                continue  # its data (the fill value) is not an integer list to compare
+            if original.name() == "pd_op.full" or 0 in shape:
+                continue  # a fill value is no integer list; an empty tensor has no dims to infer
             data = [int(v) for v in original.attrs()["value"]] \
                 if original.name() == "pd_op.full_int_array" else []
             try:

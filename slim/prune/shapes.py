@@ -38,7 +38,10 @@ def concrete_program(program, scope, feed_shapes, executor=None):
     `feed_shapes` ({feed name: full shape, batch axis included}); the batch axis (0) keeps
     the declared -1. Compile-time inference first, then one run (on zeros for float feeds,
     ones for integer feeds, in `scope`, which must hold the parameters) for the vars still
-    unknown. A PruneError when that run fails."""
+    unknown. A PruneError when that run fails. A PIR view (slim.prune.pir) makes its own
+    copy with the shapes of one run."""
+    if hasattr(program, "concrete_copy"):
+        return program.concrete_copy(feed_shapes)
     copy = program.clone()
     block = copy.global_block()
     changed = False
