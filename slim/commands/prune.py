@@ -1,8 +1,9 @@
 """`python -m slim prune`: prune an exported Paddle inference model of any architecture, once.
 
     python -m slim prune --model_dir DIR [--model_filename F --params_filename P] \\
-        (--target_ratio 0.5 [--pruned_params auto|REGEX ...] [--criterion l1_norm]
-         | -s SLIM.yaml [--strategy NAME]) --out OUT [--latency_runs 20] [--threads 1]
+        (--target_ratio 0.5 | --ratio 0.3 [--pruned_params auto|REGEX ...] [--criterion l1_norm]
+         | -s SLIM.yaml [--strategy NAME]) [--round_to 1] --out OUT [--latency_runs 20]
+        [--threads 1]
         [--input_shape [FEED=]C,H,W ...] [--on_unknown error|skip]
 
 Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
@@ -13,8 +14,9 @@ Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
 No training: the model is loaded with `paddle.static.load_inference_model` (classic
 ProgramDesc; a Paddle 3 new-IR `.json` model is refused with how to save it classic),
 its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
-a list of them, full match, as in the seed's slim config) are pruned by one uniform
-ratio, searched so that `target_ratio` of the FLOPs goes, keeping the channels that
+a list of them, full match, as in the seed's slim config) are pruned so that
+`target_ratio` of the FLOPs goes (a searched uniform ratio, then single groups moved;
+`--ratio`: one given ratio), keeping the channels that
 `criterion` (l1_norm, fpgm, bn_scale) scores highest. The fetch targets keep their
 shape (they are the model's contract: a classifier's logits, a detector's raw heads).
 With `-s SLIM.yaml` the options come from its UniformPruneStrategy entry (and its
@@ -92,6 +94,11 @@ def add_arguments(parser):
                              "without -s), a regex, or several (full match)")
     parser.add_argument("--target_ratio", type=float, default=None, metavar="R",
                         help="fraction of the FLOPs to remove, in (0, 1)")
+    parser.add_argument("--ratio", type=float, default=None, metavar="R",
+                        help="instead of --target_ratio: remove this fraction of every selected "
+                             "group's channels, in (0, 1)")
+    parser.add_argument("--round_to", type=int, default=1, metavar="N",
+                        help="keep channel counts at multiples of N (default 1)")
     parser.add_argument("--criterion", default=None,
                         help="channel importance: l1_norm (default), fpgm, bn_scale; with "
                              "--images also activation, taylor (docs/prune-exported.md)")
@@ -121,6 +128,7 @@ class PruneRequest:
     target_ratio: float
     criterion: str
     source: str  # where the options came from, for the report
+    ratio: float = None  # --ratio: one uniform ratio instead of a FLOPs target
 
 
 def run(args, out=None):
@@ -238,8 +246,10 @@ def make_plan(model, scope, request, args, counted, graph, statistics, target_ra
     from slim.prune import PruneWarning, plan_pruning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = plan_pruning(model.program, scope, request.pruned_params,
-                            target_ratio=target_ratio, criterion=request.criterion,
+        amount = {"ratio": request.ratio} if request.ratio is not None else \
+            {"target_ratio": target_ratio}
+        plan = plan_pruning(model.program, scope, request.pruned_params, **amount,
+                            round_to=args.round_to, criterion=request.criterion,
                             on_unknown=args.on_unknown, flops_program=counted, graph=graph,
                             statistics=statistics)
     for warning in [] if quiet else caught:
@@ -269,12 +279,23 @@ def prune_request(args):
         criterion = args.criterion
     bounded = getattr(args, "max_output_error", None) is not None or \
         getattr(args, "min_agreement", None) is not None
+    if args.round_to < 1:
+        raise UserError(f"--round_to must be a positive integer, got {args.round_to}")
+    if args.ratio is not None:
+        if args.target_ratio is not None or bounded:
+            raise UserError("--ratio sets the channels removed directly: give it without "
+                            "--target_ratio, --max_output_error or --min_agreement")
+        if not 0 < args.ratio < 1:
+            raise UserError(f"--ratio must be in (0, 1) (the fraction of every selected group's "
+                            f"channels to remove), got {args.ratio:g}")
+        return PruneRequest(pruned_params if pruned_params is not None else "auto", None,
+                            _checked_criterion(criterion), source, float(args.ratio))
     if target_ratio is None and bounded:  # searched; the largest cut tried is the default
         return PruneRequest(pruned_params if pruned_params is not None else "auto", None,
                             _checked_criterion(criterion), source)
     if target_ratio is None:
-        raise UserError("give --target_ratio R (the fraction of the FLOPs to remove, in (0, 1)) "
-                        f"or -s SLIM.yaml with a {STRATEGY_CLASS} entry")
+        raise UserError("give --target_ratio R (the fraction of the FLOPs to remove, in (0, 1)), "
+                        f"--ratio R, or -s SLIM.yaml with a {STRATEGY_CLASS} entry")
     if not 0 < target_ratio < 1:
         raise UserError(f"--target_ratio must be in (0, 1) (the fraction of the FLOPs to "
                         f"remove), got {target_ratio:g}")
@@ -443,6 +464,7 @@ def build_report(args, request, files, model, shapes, plan, before, after, laten
         "feeds": shapes, "fetches": [var.name for var in model.fetch_vars],
         "options_from": request.source, "pruned_params": request.pruned_params,
         "target_ratio": request.target_ratio, "criterion": request.criterion,
+        "round_to": args.round_to,
         "ratio": plan.ratio, "matched": len(plan.matched), "groups": len(plan.groups),
         "unprunable": dict(plan.skipped),
         "before": before, "after": after,
@@ -480,9 +502,11 @@ def format_report(report):
                      f"{latency['before_median_ms']:.2f}", f"{latency['after_median_ms']:.2f}",
                      f"{latency['speedup']:.2f}x faster"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    target = f"target -{100 * report['target_ratio']:g}% FLOPs " \
+        if report["target_ratio"] is not None else ""
     lines = [f"pruned {report['model_dir']} -> {report['out']}: {report['matched']} conv weights "
              f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}, "
-             f"{report['criterion']}, target -{100 * report['target_ratio']:g}% FLOPs "
+             f"{report['criterion']}, {target}"
              f"(feeds {', '.join(f'{k} {v}' for k, v in report['feeds'].items())})"]
     for row in rows:
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
