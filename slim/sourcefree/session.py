@@ -138,19 +138,19 @@ class SourceFreeSession:
 
 
 def search_largest_cut(evaluate, high=SEARCH_HIGH, steps=SEARCH_STEPS, log=None):
-    """The largest FLOPs cut t in (0, high] for which evaluate(t) -> (ok, detail) is ok,
+    """The largest pruning ratio t in (0, high] for which evaluate(t) -> (ok, detail) is ok,
     by bisection (assuming a larger cut is never better); (t or None, [steps tried])."""
     low, best, tried = 0.0, None, []
     ok, detail = evaluate(high)
-    tried.append({"target_ratio": high, "ok": ok, **detail})
+    tried.append({"ratio": high, "ok": ok, **detail})
     if ok:
         return high, tried
     for _ in range(steps):
         middle = round((low + high) / 2.0, 4)
         ok, detail = evaluate(middle)
-        tried.append({"target_ratio": middle, "ok": ok, **detail})
+        tried.append({"ratio": middle, "ok": ok, **detail})
         if log:
-            log(f"search: -{100 * middle:.1f}% FLOPs {'within' if ok else 'beyond'} the bound "
+            log(f"search: ratio {middle:.4f} {'within' if ok else 'beyond'} the bound "
                 f"({', '.join(f'{k} {v:.4f}' for k, v in detail.items() if isinstance(v, float))})")
         if ok:
             low, best = middle, middle
