@@ -203,3 +203,26 @@ def test_bounded_search_prunes_the_largest_cut_within_the_error(planted, capsys,
         slim_main(argv + ["--criterion", "l1_norm", "--out", str(tmp_path / "l1")])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "no FLOPs cut down to" in err and "Traceback" not in err
+
+
+def test_recovery_trains_learned_affine_scalars_of_a_model_without_batch_norm(tmp_path):
+    from sourcefree_models import affine_model
+    info = affine_model(str(tmp_path / "affine"))
+    images = write_images(str(tmp_path / "images"), 24, seed=3)
+    executor, scope = paddle.static.Executor(CPU), paddle.static.Scope()
+    files = find_model_files(info["dir"])
+    model = load_inference_model(files, executor, scope)
+    session = SourceFreeSession(files, model, executor, SourceFreeOptions(
+        images=images, held_out=8, preprocess=("size=8,8", "mean=0", "std=1"),
+        recover_iters=40, recover_lr=0.01, batch_size=8), log=lambda message: None)
+    graph = analyze_program(model.program, fixed_vars=[v.name for v in model.fetch_vars])
+    plan = plan_pruning(model.program, scope, "conv1_w", ratio=0.5, graph=graph)
+    apply_plan(plan, [model.program], scope, graphs=[graph])
+    before = session.fidelity(model, scope)["relative_l2"]
+    affine = {name: float(np.array(scope.find_var(name).get_tensor())[0])
+              for name in ("affine_scale", "affine_bias")}
+    summary = session.recover(model, scope)
+    after = session.fidelity(model, scope)["relative_l2"]
+    assert summary["last_loss"] < summary["first_loss"] and after < 0.7 * before, (before, after)
+    for name, value in affine.items():  # the learned scalars were trained, not frozen
+        assert float(np.array(scope.find_var(name).get_tensor())[0]) != value, name
