@@ -182,18 +182,25 @@ def prune_model(args, request, files, out_dir, use_images, out):
               "size_bytes": files.size_bytes(model.program)}
     search = None
     if args.max_output_error is not None or args.min_agreement is not None:
-        def trial(target):
+        def trial(ratio):  # the uniform ratio: every value is reachable, FLOPs grow with it
             trial_plan = make_plan(model, scope, request, args, counted, graph, statistics,
-                                   target, quiet=True)
+                                   ratio=ratio, quiet=True)
             undo = apply_plan(trial_plan, [model.program, counted], scope,
                               graphs=[graph, counted_graph])
             try:
-                return session.fidelity(model, scope, session.search_samples())
+                report = session.fidelity(model, scope, session.search_samples())
+                report["flops_removed"] = 1.0 - program_flops(counted) / before["flops"]
+                return report
             finally:
                 undo.restore()
-        request.target_ratio, search = prune_images.bounded_target(args, session, trial)
-    plan = make_plan(model, scope, request, args, counted, graph, statistics,
-                     request.target_ratio)
+        high = make_plan(model, scope, request, args, counted, graph, statistics,
+                         request.target_ratio, quiet=True).ratio \
+            if request.target_ratio is not None else None
+        ratio, search = prune_images.bounded_target(args, session, trial, high)
+        plan = make_plan(model, scope, request, args, counted, graph, statistics, ratio=ratio)
+    else:
+        plan = make_plan(model, scope, request, args, counted, graph, statistics,
+                         request.target_ratio)
     apply_plan(plan, [model.program, counted], scope, graphs=[graph, counted_graph])
     data = {}
     if session is not None:
@@ -239,15 +246,15 @@ def prune_model(args, request, files, out_dir, use_images, out):
     return 0
 
 
-def make_plan(model, scope, request, args, counted, graph, statistics, target_ratio,
-              quiet=False):
-    """The plan of `request` at `target_ratio`; the engine's warnings as one line each
-    (none when `quiet`: a trial of the accuracy-bounded search)."""
+def make_plan(model, scope, request, args, counted, graph, statistics, target_ratio=None,
+              ratio=None, quiet=False):
+    """The plan of `request` at `target_ratio` (or one uniform `ratio`); the engine's
+    warnings as one line each (none when `quiet`: a trial of the accuracy-bounded search)."""
     from slim.prune import PruneWarning, plan_pruning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        amount = {"ratio": request.ratio} if request.ratio is not None else \
-            {"target_ratio": target_ratio}
+        ratio = ratio if ratio is not None else request.ratio
+        amount = {"ratio": ratio} if ratio is not None else {"target_ratio": target_ratio}
         plan = plan_pruning(model.program, scope, request.pruned_params, **amount,
                             round_to=args.round_to, criterion=request.criterion,
                             on_unknown=args.on_unknown, flops_program=counted, graph=graph,
@@ -484,6 +491,15 @@ def _human(number):
     return str(number)
 
 
+def _target_text(report):
+    """How the amount was chosen, for the report's first line ('' for --ratio)."""
+    if report["target_ratio"] is not None:
+        return f"target -{100 * report['target_ratio']:g}% FLOPs "
+    if report.get("search"):
+        return f"searched within the bound: -{100 * report['flops_removed']:.1f}% FLOPs "
+    return ""
+
+
 def format_report(report):
     """The report as a short table: FLOPs, params, size and latency before and after."""
     before, after = report["before"], report["after"]
@@ -502,11 +518,9 @@ def format_report(report):
                      f"{latency['before_median_ms']:.2f}", f"{latency['after_median_ms']:.2f}",
                      f"{latency['speedup']:.2f}x faster"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    target = f"target -{100 * report['target_ratio']:g}% FLOPs " \
-        if report["target_ratio"] is not None else ""
     lines = [f"pruned {report['model_dir']} -> {report['out']}: {report['matched']} conv weights "
              f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}, "
-             f"{report['criterion']}, {target}"
+             f"{report['criterion']}, {_target_text(report)}"
              f"(feeds {', '.join(f'{k} {v}' for k, v in report['feeds'].items())})"]
     for row in rows:
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "

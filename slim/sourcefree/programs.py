@@ -48,8 +48,10 @@ class ProgramRunner:
         feeds = self.feeds(samples)
         feeds.update(extra_feeds or {})
         with paddle.static.scope_guard(self.scope):
+            # use_prune: only the ops the fetched vars need run (an early layer's input
+            # costs a fraction of the whole model)
             return self.executor.run(program or self.program, feed=feeds, fetch_list=list(names),
-                                     return_numpy=True)
+                                     return_numpy=True, use_prune=program is None)
 
     def outputs(self, samples, names, batch_size=8):
         """{name: [one array per sample]} over all `samples` (batched by shape)."""
