@@ -16,10 +16,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(PADDLE)
 REQUIREMENTS := requirements/common.txt requirements/paddle-$(PADDLE).txt
 
-.PHONY: venv test lint demo bench clean help
+.PHONY: venv test test-ranks lint demo bench clean help
 
 help:
 	@echo "make test [PADDLE=3|2.6]   create $(VENV)/ if needed, run the test suite"
+	@echo "make test-ranks [PADDLE=..] the two-rank collective runs on CPU (minutes; .ci/run runs them)"
 	@echo "make lint                  ruff: lint rules and import order (pyproject.toml)"
 	@echo "make demo [PADDLE=3|2.6]   end-to-end demo on the embedded synthetic dataset"
 	@echo "make bench                 benchmarks in bench/ (tables + JSON in bench/results/)"
@@ -35,7 +36,10 @@ $(STAMP): $(REQUIREMENTS) pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not two_ranks"
+
+test-ranks: $(STAMP)
+	$(PY) -m pytest -q tests/test_two_ranks.py -m two_ranks
 
 $(VENV)/.installed-lint: requirements/lint.txt $(STAMP)
 	$(PY) -m pip install --quiet -r requirements/lint.txt

@@ -22,7 +22,7 @@ Each model is exported (`__model__.infer` + `__params__`, slim.io.export) and co
 to ONNX (slim.io.onnx_export). Runtimes: Paddle Inference with oneDNN on and off, and
 onnxruntime (CPU), each with 1 and 2 threads; batch 1, one fixed random image. After
 warm-up runs, the models of one size run INTERLEAVED (baseline, -50%, -70%, baseline ...,
-slim.commands.demo.interleaved_timings), so the speed-up is the median of the per-round
+slim.workflow.latency.interleaved_timings), so the speed-up is the median of the per-round
 ratios baseline ms / pruned ms, which holds on a noisy machine; medians and p90 of the
 times are reported beside it, with the FLOPs ratio and the size on disk. Prints a table,
 writes JSON (with the machine's load average before and after).
@@ -326,7 +326,7 @@ def runner(model_dir, runtime):
 
 def measure_size(records, size, runtimes, rounds, warmup):
     """Rows (one per model and runtime) of the interleaved timings of `records` at `size`."""
-    from slim.commands.demo import interleaved_timings
+    from slim.workflow.latency import interleaved_timings
     rows = []
     feeds = [random_image(size, seed=1)]
     for runtime in runtimes:

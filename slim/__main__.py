@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "sensitivity": "slim.commands.sensitivity",
     "export": "slim.commands.export",
     "prune": "slim.commands.prune",
+    "anchors": "slim.commands.anchors",
 }
 
 

@@ -1,11 +1,11 @@
 """bench/latency.py's pure helpers (medians, p90 and speed-up of interleaved pairs, the
-table) and the interleaving it measures with (slim.commands.demo.interleaved_timings)."""
+table) and the interleaving it measures with (slim.workflow.latency.interleaved_timings)."""
 import os
 
 import pytest
 from bench_modules import load_bench
 
-from slim.commands.demo import interleaved_timings
+from slim.workflow.latency import interleaved_timings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

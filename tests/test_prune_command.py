@@ -331,6 +331,31 @@ def test_fetch_target_keeps_shape_and_input_shape(tmp_path, capsys):
         assert pruned.shape == (1, 6, size, size)
 
 
+def test_reshape_sized_at_run_time_counts_at_the_input_shape(tmp_path, capsys):
+    """A model whose reshape takes its shape from `shape` + `slice` ops (the PP-OCRv4
+    recognizer's attention: 'matmul_v2 ... has unknown dims [-1, 8, -1, 15]' before) is
+    counted at --input_shape by one run, and prunes."""
+    from test_prune_shapes import run_time_reshape
+    program, scope, out_var = run_time_reshape()
+    model_dir, out = str(tmp_path / "attention"), str(tmp_path / "out")
+    with paddle.static.scope_guard(scope):
+        randomize(program, scope)
+        paddle.static.save_inference_model(
+            os.path.join(model_dir, "inference"), [program.global_block().var("image")],
+            [out_var], paddle.static.Executor(CPU), program=program)
+    assert prune(["--model_dir", model_dir, "--pruned_params", "a_weights", "--target_ratio",
+                  "0.34", "--out", out, "--input_shape", "3,12,10", "--latency_runs", "0"]) == 0
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    assert report["before"]["flops"] == 8 * 27 * 120 + 6 * 8 * 120 + 120 * 4 * 6 + 1
+    assert report["after"]["flops"] == 5 * 27 * 120 + 6 * 5 * 120 + 120 * 4 * 6 + 1
+    feeds = {"image": np.random.RandomState(4).rand(2, 3, 8, 6).astype("float32")}  # any size
+    (pruned,) = predict(out, feeds)
+    _, masked = masked_reference(model_dir, PrunePlan.load(os.path.join(out, "plan.json")), feeds)
+    assert pruned.shape == masked.shape == (2, 48, 4)
+    assert np.abs(pruned - masked).max() <= RELATIVE * np.abs(masked).max()
+
+
 def tree_digest(root, skip=None):
     """{relative path: sha256 or link target} of every entry under `root` (symlinks not
     followed), leaving out `skip` and what is under it: what a run must not change."""

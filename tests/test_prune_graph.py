@@ -116,9 +116,9 @@ def _program_with(tail):
     return main, scope
 
 
-def _transpose_tail(x):
-    """An op without a channel rule (transpose2) after conv 'b'."""
-    paddle.transpose(x, [0, 2, 3, 1])
+def _flip_tail(x):
+    """An op without a channel rule (flip: it reverses the channels) after conv 'b'."""
+    paddle.flip(x, [1])
 
 
 def _yolo_box_tail(x):
@@ -152,18 +152,18 @@ def test_collective_all_reduce_carries_channels():
 
 
 def test_unknown_op_is_an_error_naming_op_and_param():
-    program, scope = _program_with(_transpose_tail)
+    program, scope = _program_with(_flip_tail)
     graph = analyze_program(program)
     (group,) = graph.groups_of("b_weights", 0)
-    assert not group.prunable and "transpose2" in group.blocked_reason
-    with pytest.raises(PruneError, match=r"cannot prune 'b_weights': op 'transpose2' .*no channel "
+    assert not group.prunable and "flip" in group.blocked_reason
+    with pytest.raises(PruneError, match=r"cannot prune 'b_weights': op 'flip' .*no channel "
                                          r"rule.*on_unknown"):
         plan_pruning(program, scope, ["a_weights", "b_weights"], ratio=0.5)
     with pytest.warns(PruneWarning, match="b_weights"):
         plan = plan_pruning(program, scope, ["a_weights", "b_weights"], ratio=0.5,
                             on_unknown="skip")
     assert plan.matched == ["a_weights"]
-    with pytest.raises(PruneError, match="only unprunable.*b_weights.*transpose2"):
+    with pytest.raises(PruneError, match="only unprunable.*b_weights.*flip"):
         plan_pruning(program, scope, "b_weights", ratio=0.5, on_unknown="skip")
     assert plan_pruning(program, scope, "auto", ratio=0.5).matched == ["a_weights"]
 
@@ -449,13 +449,13 @@ def test_fixed_vars_and_extra_ops_with_a_given_graph_are_honoured_or_refused():
                                          r"graph: build it with analyze_program"):
         plan_pruning(program, scope, "auto", ratio=0.3, graph=analyze_program(program),
                      fixed_vars=[out])
-    extra = {"transpose2": OpSpec(rule=_ends_coupling)}
-    with pytest.raises(PruneError, match=r"extra_ops \['transpose2'\] differ from the given "
+    extra = {"flip": OpSpec(rule=_ends_coupling)}
+    with pytest.raises(PruneError, match=r"extra_ops \['flip'\] differ from the given "
                                          r"graph's \[\]"):
         plan_pruning(program, scope, "auto", ratio=0.3, graph=analyze_program(program),
                      extra_ops=extra)
     plan = plan_pruning(program, scope, "auto", ratio=0.3, fixed_vars=[out])
-    with pytest.raises(PruneError, match=r"extra_ops \['transpose2'\] differ"):
+    with pytest.raises(PruneError, match=r"extra_ops \['flip'\] differ"):
         apply_plan(plan, [program], scope, graphs=[analyze_program(program)], extra_ops=extra)
     apply_plan(plan, [program], scope, graphs=[analyze_program(program, fixed_vars=[out])])
     assert list(program.global_block().var(out).shape) == [-1, 10]
@@ -464,29 +464,29 @@ def test_fixed_vars_and_extra_ops_with_a_given_graph_are_honoured_or_refused():
 # ---------------------------------------------------------------- op specs
 
 def _ends_coupling(op, var, axis):
-    """A caller's own channel rule (here for transpose2): the channels go no further."""
+    """A caller's own channel rule (here for flip): the channels go no further."""
     return []
 
 
 def test_extra_ops_support_a_new_op_for_one_analysis_only():
     from slim.prune.op_specs import OP_SPECS, OpSpec
-    program, _ = _program_with(_transpose_tail)
-    extra = {"transpose2": OpSpec(rule=_ends_coupling)}
+    program, _ = _program_with(_flip_tail)
+    extra = {"flip": OpSpec(rule=_ends_coupling)}
     (group,) = analyze_program(program, extra_ops=extra).groups_of("b_weights", 0)
     assert group.prunable
     # the global table is unchanged: the next analysis without extra_ops blocks again
-    assert "transpose2" not in OP_SPECS and OP_SPECS.find("transpose2") is None
+    assert "flip" not in OP_SPECS and OP_SPECS.find("flip") is None
     (group,) = analyze_program(program).groups_of("b_weights", 0)
-    assert not group.prunable and "transpose2" in group.blocked_reason
+    assert not group.prunable and "flip" in group.blocked_reason
 
 
 def test_extra_ops_reach_planning_and_applying():
     from slim.prune.op_specs import OpSpec
-    program, scope = _program_with(_transpose_tail)
-    extra = {"transpose2": OpSpec(rule=_ends_coupling)}
+    program, scope = _program_with(_flip_tail)
+    extra = {"flip": OpSpec(rule=_ends_coupling)}
     plan = plan_pruning(program, scope, ["b_weights"], ratio=0.5, extra_ops=extra)
     assert plan.matched == ["b_weights"]
-    with pytest.raises(PruneError, match=r"cannot prune group 'b_weights'.*transpose2"):
+    with pytest.raises(PruneError, match=r"cannot prune group 'b_weights'.*flip"):
         apply_plan(plan, [program], scope)
     apply_plan(plan, [program], scope, extra_ops=extra)
     assert list(program.global_block().var("b_weights").shape) == [3, 8, 1, 1]
@@ -495,13 +495,13 @@ def test_extra_ops_reach_planning_and_applying():
 def test_op_spec_kind_decides_what_inspect_reaches_walks_through():
     from slim.prune.graph import ProgramIndex, conv_reaches
     from slim.prune.op_specs import CHANNEL_PRESERVING, CONV, OP_SPECS, OpSpec, op_table
-    program, _ = _program_with(_transpose_tail)
+    program, _ = _program_with(_flip_tail)
     index = ProgramIndex(program)
     assert [(conv.weight, conv.kind) for conv in index.convs] == [("a_weights", "conv"),
                                                                   ("b_weights", "conv")]
-    assert conv_reaches(index) == {"a_weights": ["conv:b_weights"], "b_weights": ["transpose2"]}
-    # transpose2 declared channel-preserving for this call: b's channels pass it and end
-    extra = op_table({"transpose2": OpSpec(kind=CHANNEL_PRESERVING)})
+    assert conv_reaches(index) == {"a_weights": ["conv:b_weights"], "b_weights": ["flip"]}
+    # flip declared channel-preserving for this call: b's channels pass it and end
+    extra = op_table({"flip": OpSpec(kind=CHANNEL_PRESERVING)})
     assert conv_reaches(ProgramIndex(program, extra))["b_weights"] == []
     # batch norm and relu are walked through because of their spec kind
     assert OP_SPECS.get("batch_norm").kind == CHANNEL_PRESERVING

@@ -5,6 +5,11 @@
          | -s SLIM.yaml [--strategy NAME]) --out OUT [--latency_runs 20] [--threads 1]
         [--input_shape [FEED=]C,H,W ...] [--on_unknown error|skip]
 
+Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
+    python -m slim prune --model_dir ${checkpoint_path}/${epoch}/eval_model \\
+        --model_filename __model__.infer --params_filename __params__ --target_ratio 0.5 \\
+        --out output/pruned_model --latency_runs 2
+
 No training: the model is loaded with `paddle.static.load_inference_model` (classic
 ProgramDesc; a Paddle 3 new-IR `.json` model is refused with how to save it classic),
 its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
@@ -145,12 +150,13 @@ def prune_model(args, request, files, out_dir, use_images, out):
     from slim.commands import prune_images
     from slim.prune import analyze_program, apply_plan
     from slim.prune.flops import program_flops, program_params
+    from slim.prune.shapes import concrete_program
     started = time.time()
     executor = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
     model = load_inference_model(files, executor, scope)
     shapes = feed_shapes(model, args.input_shape)
-    counted = static_copy(model.program, shapes)  # FLOPs need every non-batch dim known
+    counted = concrete_program(model.program, scope, shapes, executor)  # one run: every dim
     session = prune_images.open_session(args, files, model, executor, inputs=[args.model_dir]) \
         if use_images else None
     # The fetch targets are the model's contract; the fetch ops pin them too, this says it
@@ -158,8 +164,12 @@ def prune_model(args, request, files, out_dir, use_images, out):
     fixed = [var.name for var in model.fetch_vars]
     graph = analyze_program(model.program, fixed_vars=fixed)
     counted_graph = analyze_program(counted, fixed_vars=fixed)
-    statistics = session.statistics(graph, kinds=(request.criterion,)) \
-        if request.criterion in prune_images.DATA_CRITERIA else None
+    seconds = {}
+    statistics = None
+    if request.criterion in prune_images.DATA_CRITERIA:
+        begun = time.time()
+        statistics = session.statistics(graph, kinds=(request.criterion,))
+        seconds["statistics"] = round(time.time() - begun, 2)
     before = {"flops": int(program_flops(counted)), "params": int(program_params(model.program)),
               "size_bytes": files.size_bytes(model.program)}
     search = None
@@ -183,15 +193,20 @@ def prune_model(args, request, files, out_dir, use_images, out):
                 "fidelity": {"one_shot": session.fidelity(model, scope)}}
         prune_images.print_fidelity("one-shot", data["fidelity"]["one_shot"], out)
         if args.reconstruct:
+            begun = time.time()
             data["reconstruction"] = session.reconstruct(plan, graph, model, scope)
+            seconds["reconstruct"] = round(time.time() - begun, 2)
             data["fidelity"]["reconstructed"] = session.fidelity(model, scope)
             prune_images.print_fidelity("reconstructed", data["fidelity"]["reconstructed"], out)
         if args.recover_iters:
             identity = {"plan": plan.to_dict(), "lr": args.recover_lr,
                         "batch_size": args.batch_size, "reconstruct": bool(args.reconstruct)}
+            begun = time.time()
             data["recovery"] = session.recover(model, scope, identity)
+            seconds["recover"] = round(time.time() - begun, 2)
             data["fidelity"]["recovered"] = session.fidelity(model, scope)
             prune_images.print_fidelity("recovered", data["fidelity"]["recovered"], out)
+        data["stage_seconds"] = seconds
     plan_seconds = time.time() - started
     temp_dir = make_owned_temp_dir(os.path.dirname(out_dir), ".slim-prune-")
     try:
@@ -351,27 +366,6 @@ def parse_input_shapes(values, feed_names):
     return result
 
 
-def static_copy(program, shapes):
-    """A clone of `program` with its feeds at `shapes` ({feed: shape}, batch axis kept
-    unknown) and every op's output shapes inferred again: a program FLOPs can be counted on."""
-    if hasattr(program, "concrete_copy"):  # a PIR view: the shapes of one run
-        return program.concrete_copy(shapes)
-    copy = program.clone()
-    block = copy.global_block()
-    changed = False
-    for name, shape in shapes.items():
-        var = block.var(name)
-        wanted = [var.shape[0]] + list(shape[1:])
-        if list(var.shape) != wanted:
-            var.desc.set_shape(wanted)
-            changed = True
-    if changed:
-        for op in block.ops:
-            if op.type not in ("feed", "fetch"):
-                op.desc.infer_shape(block.desc)
-    return copy
-
-
 def random_feeds(model, shapes):
     """{feed: array}: standard normal floats (seeded), ones for integer feeds, at `shapes`."""
     rng = np.random.default_rng(LATENCY_SEED)
@@ -392,7 +386,7 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
     when runs is 0 (nothing is run)."""
     import paddle.inference as paddle_infer
 
-    from slim.commands.demo import interleaved_timings
+    from slim.workflow.latency import interleaved_timings
     if runs == 0:
         return None
     configs = {"before": inference_config(files, threads),
@@ -405,8 +399,11 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
         raise UserError(f"Paddle Inference cannot run '{shorten(files.model_path)}' on random "
                         f"inputs of shapes {({k: list(v.shape) for k, v in feeds.items()})}: "
                         f"{first_line(error)} (measure no latency with --latency_runs 0)") from None
+    # axis 0 may differ: the batch, or how many boxes a detector's NMS kept (the pruned
+    # model finds other boxes); a pruned fetch target shows on the other axes
     shapes = {name: [list(array.shape) for array in arrays] for name, arrays in outputs.items()}
-    if shapes["before"] != shapes["after"]:
+    if ([[len(shape), *shape[1:]] for shape in shapes["before"]]
+            != [[len(shape), *shape[1:]] for shape in shapes["after"]]):
         raise RuntimeError(f"the pruned model's outputs {shapes['after']} differ in shape from "
                            f"the model's {shapes['before']}: the fetch targets were pruned")
     timings = interleaved_timings({name: (lambda feed, p=predictor: run_predictor(p, feed))

@@ -35,8 +35,15 @@ def _same_place(first, second):
     """True when the two paths name the same existing file or directory."""
     try:
         return os.path.samefile(first, second)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in a path
         return os.path.abspath(first) == os.path.abspath(second)
+
+
+def input_paths(inputs):
+    """The paths of `inputs` as strings, leaving out the unset ones (None or empty: an
+    option not given), so every check of an output place against the run's inputs takes
+    whatever a command collects."""
+    return [str(source) for source in inputs if source is not None and str(source).strip()]
 
 
 def _missing_ancestors(path):
@@ -62,8 +69,8 @@ def check_output_dir(path, what, inputs=()):
     if path is None or str(path).strip() == "":
         raise OutputPlaceError(f"{what} is empty; name a directory to write to")
     absolute = os.path.abspath(str(path))
-    for source in inputs:
-        if source and os.path.exists(str(source)) and _same_place(absolute, str(source)):
+    for source in input_paths(inputs):
+        if os.path.exists(source) and _same_place(absolute, source):
             raise OutputPlaceError(f"{what} '{shorten(path)}' is also an input of this run "
                                    f"('{shorten(source)}'); choose another directory for the output")
     if os.path.lexists(absolute) and not os.path.isdir(absolute):
@@ -125,9 +132,8 @@ def check_replaceable_dir(path, what, inputs=(), is_ours=None):
     if path is None or str(path).strip() == "":
         raise OutputPlaceError(f"{what} is empty; name a directory to write to")
     absolute = os.path.abspath(str(path))
-    for source in inputs:
-        if source and os.path.exists(str(source)) and (
-                _same_place(absolute, str(source)) or _is_inside(str(source), absolute)):
+    for source in input_paths(inputs):
+        if os.path.exists(source) and (_same_place(absolute, source) or _is_inside(source, absolute)):
             raise OutputPlaceError(f"{what} '{shorten(path)}' is or holds an input of this run "
                                    f"('{shorten(source)}'); choose another directory for the output")
     if (is_ours or is_owned_dir)(absolute):
@@ -319,6 +325,7 @@ class WrittenFiles:
     def check(self, names, what, inputs=()):
         """OutputPlaceError naming the first of `names` that exists and was not written by
         the tool (or was changed since), or that is one of `inputs`."""
+        inputs = input_paths(inputs)
         for name in names:
             target = self.path(name)
             for source in inputs:

@@ -95,6 +95,7 @@ class ProgramIndex:
                 self.shapes[name] = tuple(desc.shape())
         self.parameters = {param.name for param in block.all_parameters()}
         self.ops = []
+        self.last_producer = {}  # var -> OpView of the last op writing it (filled in order)
         self.touching = collections.defaultdict(list)  # var -> op indices (in or out)
         self.producers = collections.defaultdict(list)  # var -> op indices (out)
         self.readers = collections.defaultdict(list)  # var -> op indices (in)
@@ -111,8 +112,11 @@ class ProgramIndex:
                 slots[slot] = names
                 for name in names:
                     self.producers[name].append(index)
-            view = OpView(desc.type(), index, slots, _OpAttrs(desc), self.shapes)
+            view = OpView(desc.type(), index, slots, _OpAttrs(desc), self.shapes,
+                          self.last_producer)
             self.ops.append(view)
+            for slot in desc.output_names():
+                self.last_producer.update((name, view) for name in desc.output(slot))
             seen = set()
             for names in slots.values():
                 for name in names:

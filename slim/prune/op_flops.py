@@ -17,8 +17,9 @@ def _shape(block, op, var_name):
     if any(dim < 0 for dim in shape[1:]):
         raise UnknownShapeError(
             f"cannot count FLOPs: op '{op.type}' var '{var_name}' has unknown dims {shape}; "
-            f"count a program built with a fixed image shape (e.g. the eval program at "
-            f"image_shape [3, 608, 608])")
+            f"FLOPs need every dim but the batch axis: give the feeds' sizes (slim prune "
+            f"--input_shape C,H,W; a slim config's image_shape; from Python, count "
+            f"slim.prune.shapes.concrete_program(program, scope, feed_shapes))")
     return shape
 
 

@@ -61,3 +61,36 @@ class ProgramRunner:
                 for sample, row in zip(batch, np.asarray(array)):
                     result[name][position[id(sample)]] = row
         return result
+
+
+def fresh_name(block, base):
+    """A var name of `base` that `block` does not have (loaded programs already hold
+    names such as tmp_0, which Paddle's own name generator would hand out again)."""
+    index = 0
+    while block.has_var(f"{base}_{index}"):
+        index += 1
+    return f"{base}_{index}"
+
+
+def append_op(block, op_type, inputs, attrs=None, base="slim_sf"):
+    """Append `op_type` (inputs {slot: var}, output slot Out) with a freshly named float
+    output; returns the output var."""
+    first = next(iter(inputs.values()))
+    out = block.create_var(name=fresh_name(block, base), dtype=first.dtype,
+                           stop_gradient=False)
+    block.append_op(type=op_type, inputs={slot: [var] for slot, var in inputs.items()},
+                    outputs={"Out": [out]}, attrs=attrs or {})
+    return out
+
+
+def reduce_all(block, value, op_type="reduce_sum"):
+    """The classic `op_type` over every element of `value` (Paddle 3's paddle.sum and
+    paddle.mean build PIR programs only)."""
+    return append_op(block, op_type, {"X": value},
+                     {"dim": [0], "keep_dim": False, "reduce_all": True})
+
+
+def new_feed(block, base, shape, dtype):
+    """A freshly named data var (fed by the Executor)."""
+    return block.create_var(name=fresh_name(block, base), shape=list(shape), dtype=dtype,
+                            stop_gradient=True, is_data=True, need_check_feed=False)

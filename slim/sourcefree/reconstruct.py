@@ -7,7 +7,10 @@ minimising ||X_pruned W - Y_unpruned||^2 + ridge: X_pruned its input in the prun
 positions, and Y_unpruned its output in the unpruned model (restricted to the kept output
 channels when the reader's own filters are pruned too). As He et al. 2017 (channel
 pruning) and ThiNet, with every remaining input channel's weights refitted, not only
-rescaled. Biases (added after the op in exported models) are left as they are.
+rescaled. An intercept is fitted too when the reader's output goes straight into a bias add
+(`elementwise_add` of a per-channel parameter: a folded batch norm) or a batch norm: it
+goes into that bias (or the batch norm's mean), so a removed channel that carried a
+near-constant value is compensated where it matters most.
 """
 import numpy as np
 
@@ -93,11 +96,42 @@ def conv_rows(inputs, op, weight_shape, outputs, kept, rng, max_rows):
     return rows.astype(np.float64), targets.astype(np.float64)
 
 
+def _intercept_slot(program, out_name, channels):
+    """(kind, param name) where a per-channel intercept of the reader's output can go:
+    ('add', bias) for elementwise_add of a [C] parameter on axis 1, ('bn_mean', mean) for a
+    batch norm reading it; None otherwise."""
+    block = program.global_block()
+    readers = [op for op in block.ops if out_name in op.input_arg_names]
+    if len(readers) != 1:
+        return None
+    op = readers[0]
+    if op.type == "elementwise_add" and op.input("X") == [out_name]:
+        bias = op.input("Y")[0]
+        var = block.vars.get(bias)
+        if var is not None and var.persistable and [d for d in var.shape if d != 1] == \
+                [channels] and (len(var.shape) == 4 or op.attr("axis") in (1, -1 + 2)):
+            return ("add", bias)
+    if op.type == "batch_norm" and op.input("X") == [out_name]:
+        return ("bn_mean", op.input("Mean")[0])
+    return None
+
+
 def solve(rows, targets, ridge=RIDGE):
     """argmin_W ||rows W - targets||^2 + ridge * mean(diag(rows^T rows)) ||W||^2."""
     gram = rows.T @ rows
     penalty = ridge * max(float(np.mean(np.diag(gram))), 1e-12)
     return np.linalg.solve(gram + penalty * np.eye(gram.shape[0]), rows.T @ targets)
+
+
+def _shift(scope, slot, intercept):
+    """Put a per-channel intercept into the bias (or subtract it from the BN mean)."""
+    import paddle
+    kind, name = slot
+    tensor = scope.find_var(name).get_tensor()
+    value = np.array(tensor)
+    change = intercept.reshape(value.shape) if value.size == intercept.size else intercept
+    value = value + change if kind == "add" else value - change
+    tensor.set(value.astype(np.float32), paddle.CPUPlace())
 
 
 def reconstruct(plan, graph, model, scope, student_runner, teacher_runner, samples,
@@ -142,11 +176,19 @@ def reconstruct(plan, graph, model, scope, student_runner, teacher_runner, sampl
             current = weight.reshape(weight.shape[0], -1).T if kind == "conv" else weight
             before = np.linalg.norm(rows @ current - targets) / max(np.linalg.norm(targets),
                                                                      1e-12)
-            fitted = solve(rows, targets)
-            after = np.linalg.norm(rows @ fitted - targets) / max(np.linalg.norm(targets), 1e-12)
+            slot = _intercept_slot(model.program, out_name, targets.shape[1]) \
+                if kind == "conv" else None
+            design = np.hstack([rows, np.ones((len(rows), 1))]) if slot else rows
+            fitted = solve(design, targets)
+            after = np.linalg.norm(design @ fitted - targets) / max(np.linalg.norm(targets),
+                                                                   1e-12)
             if after < before:  # never worse on its own rows
+                intercept = fitted[-1] if slot else None
+                fitted = fitted[:-1] if slot else fitted
                 new = fitted.T.reshape(weight.shape) if kind == "conv" else fitted
                 tensor.set(new.astype(weight.dtype), paddle.CPUPlace())
+                if slot:
+                    _shift(scope, slot, intercept)
             results.append({"weight": weight_name, "kind": kind, "rows": int(len(rows)),
                             "error_before": float(before),
                             "error_after": float(min(after, before))})

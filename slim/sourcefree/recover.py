@@ -34,8 +34,7 @@ from slim.io.checkpoint import (
     save_checkpoint,
 )
 from slim.sourcefree.images import Sample, feeds_of
-from slim.sourcefree.programs import feed_dtypes, forward_clone
-from slim.sourcefree.statistics import reduce_all
+from slim.sourcefree.programs import append_op, feed_dtypes, forward_clone, new_feed, reduce_all
 
 DEFAULT_LR = 1e-4
 DEFAULT_BATCH = 8
@@ -89,18 +88,21 @@ def trainable_program(program, fetch_names, lr, warmup=WARMUP):
         params.append(param)
     if not params:
         raise RecoverError("the pruned program has no float parameters to train")
-    with paddle.static.program_guard(train, startup), \
-            paddle.utils.unique_name.guard("slim_recover_"):
-        targets, loss = [], None
-        for index, name in enumerate(names):
+    with paddle.static.program_guard(train, startup):
+        targets, terms = [], []
+        for name in names:
             student = block.var(name)
-            target = paddle.static.data(f"slim_teacher_{index}", list(student.shape),
-                                        student.dtype)
-            scale = paddle.static.data(f"slim_teacher_scale_{index}", [1], "float32")
+            target = new_feed(block, "slim_teacher", student.shape, student.dtype)
+            scale = new_feed(block, "slim_teacher_scale", [1], "float32")
             targets.append((target.name, scale.name))
-            difference = student - target
-            term = reduce_all(difference * difference, "reduce_mean") * scale
-            loss = term if loss is None else loss + term
+            difference = append_op(block, "elementwise_sub", {"X": student, "Y": target},
+                                   {"axis": -1})
+            square = append_op(block, "elementwise_mul", {"X": difference, "Y": difference},
+                               {"axis": -1})
+            mean = reduce_all(block, square, "reduce_mean")
+            terms.append(append_op(block, "elementwise_mul", {"X": mean, "Y": scale},
+                                   {"axis": -1}))
+        loss = terms[0] if len(terms) == 1 else append_op(block, "sum", {"X": terms})
         step = paddle.optimizer.lr.LinearWarmup(lr, max(1, warmup), 0.0, lr)
         optimizer = paddle.optimizer.Adam(learning_rate=step, parameters=params)
         optimizer.minimize(loss, startup_program=startup, parameters=params)

@@ -24,7 +24,7 @@ import numpy as np
 
 from slim.prune.graph import ACTIVATION, INPUT_FILTER
 from slim.sourcefree.images import batches
-from slim.sourcefree.programs import ProgramRunner
+from slim.sourcefree.programs import ProgramRunner, append_op, new_feed, reduce_all
 
 KINDS = ("activation", "taylor")
 FC_TYPES = ("mul", "matmul", "matmul_v2")
@@ -149,15 +149,16 @@ def _taylor_terms(runner, samples, slots, fetch_names, rms, batch_size, projecti
     program = runner.program.clone()
     block = program.global_block()
     names = sorted({var for var, _ in slots})
-    with paddle.static.program_guard(program), paddle.utils.unique_name.guard("slim_taylor_"):
+    with paddle.static.program_guard(program):
         projection_feeds = []
-        loss = None
-        for index, name in enumerate(fetch_names):
+        terms = []
+        for name in fetch_names:
             out = block.var(name)
-            feed = paddle.static.data(f"slim_taylor_r{index}", list(out.shape), out.dtype)
+            feed = new_feed(block, "slim_taylor_r", out.shape, out.dtype)
             projection_feeds.append(feed.name)
-            term = reduce_all(out * feed)
-            loss = term if loss is None else loss + term
+            product = append_op(block, "elementwise_mul", {"X": out, "Y": feed}, {"axis": -1})
+            terms.append(reduce_all(block, product))
+        loss = terms[0] if len(terms) == 1 else append_op(block, "sum", {"X": terms})
         grads = paddle.static.gradients([loss], [block.var(name) for name in names])
     grad_names = {name: grad.name for name, grad in zip(names, grads) if grad is not None}
     rng = np.random.default_rng(seed)
@@ -183,17 +184,6 @@ def _taylor_terms(runner, samples, slots, fetch_names, rms, batch_size, projecti
             progress.update(len(batch))
     progress.close()
     return {slot: np.concatenate(parts, axis=0) for slot, parts in terms.items()}
-
-
-def reduce_all(value, op_type="reduce_sum"):
-    """The classic static `op_type` over every element of `value` (Paddle 3's paddle.sum
-    and paddle.mean build PIR programs only)."""
-    from paddle.base.layer_helper import LayerHelper
-    helper = LayerHelper(op_type)
-    out = helper.create_variable_for_type_inference(dtype=value.dtype)
-    helper.append_op(type=op_type, inputs={"X": [value]}, outputs={"Out": [out]},
-                     attrs={"dim": [0], "keep_dim": False, "reduce_all": True})
-    return out
 
 
 class _Progress:
