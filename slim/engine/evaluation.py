@@ -114,7 +114,11 @@ def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metr
 
 def check_image_shape(program, feed_name, image_shape, source):
     """UserError when `program` declares a fixed input size other than the feed's image_shape."""
-    var = program.global_block().vars.get(feed_name)
+    block = program.global_block()
+    if not hasattr(block, "vars"):  # a PIR program (a .json model): its view has them
+        from slim.prune.pir import PirProgramView
+        block = PirProgramView(program).global_block()
+    var = block.vars.get(feed_name)
     if var is None:
         return
     declared = [int(d) for d in var.shape[1:]]

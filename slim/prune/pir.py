@@ -98,7 +98,7 @@ for _reduce in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce
 PIR_ATTR_NAMES = {"transpose_x": "trans_x", "transpose_y": "trans_y", "keepdim": "keep_dim",
                   "kernel_size": "ksize"}
 CONSTANT_OPS = ("pd_op.full_int_array", "pd_op.full")
-HIDDEN_OPS = ("builtin.parameter", "pd_op.data", "builtin.combine", "builtin.split",
+HIDDEN_OPS = ("builtin.parameter", "pd_op.data", "pd_op.feed", "builtin.combine", "builtin.split",
               "builtin.shadow_output", "builtin.constant")
 _SKIP_ATTRS = ("stop_gradient", "struct_name", "op_callstack", "persistable", "place",
                "is_persistable")
@@ -369,7 +369,7 @@ class PirProgramView:
             attrs = op.attrs()
             if name == "builtin.parameter":
                 self._add_var(op.result(0), attrs["parameter_name"], True, True)
-            elif name == "pd_op.data":
+            elif name in ("pd_op.data", "pd_op.feed"):  # feed: a translated program's input
                 persistable = bool(_first(attrs.get("persistable", False)))
                 self._add_var(op.result(0), attrs["name"], persistable)
             elif name == "builtin.combine":
