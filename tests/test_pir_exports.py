@@ -37,12 +37,15 @@ def exported(tmp_path_factory):
     return dict(fitted, model_dir=model_dir)
 
 
-def save_as_pir(model_dir):
+def save_as_pir(model_dir, model_filename="__model__.infer", params_filename="__params__",
+                feed_names=("image", "im_size"), prefix="model"):
+    """The classic model in `model_dir` translated to PIR, saved beside it as PREFIX.json +
+    PREFIX.pdiparams (the translation's feed ops made data ops, as saving wants)."""
     from slim.prune.pir import ir_guard
     scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
     with paddle.static.scope_guard(scope):
         program, _, _ = paddle.static.load_inference_model(
-            model_dir, executor, model_filename="__model__.infer", params_filename="__params__")
+            model_dir, executor, model_filename=model_filename, params_filename=params_filename)
     translated = paddle.pir.translate_to_pir(program.desc)
     with ir_guard(True):
         ops = list(translated.global_block().ops)
@@ -62,9 +65,9 @@ def save_as_pir(model_dir):
             paddle.pir.reset_insertion_point_to_end()
         with paddle.static.scope_guard(scope):
             paddle.static.save_inference_model(
-                os.path.join(model_dir, "model"), [feeds["image"], feeds["im_size"]], fetches,
+                os.path.join(model_dir, prefix), [feeds[name] for name in feed_names], fetches,
                 executor, program=translated)
-    assert {"model.json", "model.pdiparams"} <= set(os.listdir(model_dir))
+    assert {prefix + ".json", prefix + ".pdiparams"} <= set(os.listdir(model_dir))
 
 
 def eval_result(exported, tmp_path, model_name, params_name):

@@ -330,6 +330,22 @@ class PirProgramView:
     def global_block(self):
         return self.block
 
+    def runnable_clone(self):
+        """(a clone of the program as this view says it, without its fetch ops; {view name:
+        Value of the clone}): a program to run and fetch any value of by name. The view is
+        committed first (idempotent: a restored view writes the restored types back)."""
+        self.commit()
+        clone = self.program.clone()
+        names = PirProgramView(clone).name_of  # the same positions, so the same names
+        values = {}
+        for op in list(clone.global_block().ops):
+            for value in op.results():
+                if value.id in names:
+                    values[names[value.id]] = value
+            if op.name() == "pd_op.fetch":
+                op.erase()
+        return clone, values
+
     def concrete_copy(self, shapes, seed=0):
         """A shadow view with the shapes of one run at feed `shapes` ({feed: shape}; floats
         standard normal, integers ones) in `self.runner`; the unpruned program's own type
