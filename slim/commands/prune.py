@@ -143,10 +143,14 @@ def run(args, out=None):
     use_images = prune_images.wants_images(args)
     files = find_model_files(args.model_dir, args.model_filename, args.params_filename)
     out_dir = check_replaceable_dir(args.out, "--out", inputs=[args.model_dir])
-    if files.pir and use_images:
-        raise UserError("--images (fidelity, data criteria, reconstruction, recovery) works on "
-                        f"classic models only so far; '{shorten(files.model_path)}' is a .json "
-                        "(PIR) model: prune it without --images, or save it classic")
+    classic_only = [name for name, given in (
+        ("--criterion " + str(request.criterion), request.criterion in prune_images.DATA_CRITERIA),
+        ("--reconstruct", args.reconstruct), ("--recover_iters", args.recover_iters > 0))
+        if given]
+    if files.pir and classic_only:
+        raise UserError(f"{classic_only[0]} works on classic models only so far; "
+                        f"'{shorten(files.model_path)}' is a .json (PIR) model: with --images "
+                        "it gets the fidelity report and --max_output_error / --min_agreement")
     with ir_guard(files.pir):  # a Paddle 3 `.json` model is loaded, pruned and run in PIR
         return prune_model(args, request, files, out_dir, use_images, out)
 
