@@ -55,6 +55,7 @@ from slim.io.inference_model import (
     load_inference_model,
     save_inference_model,
 )
+from slim.io.latency import WARMUP_RUNS, interleaved_timings, pair_summary, speedup_text
 from slim.io.output_places import (
     check_replaceable_dir,
     make_owned_temp_dir,
@@ -71,7 +72,6 @@ REPORT_FORMAT = "slim-prune-report"
 REPORT_VERSION = 1
 DEFAULT_CRITERION = "l1_norm"
 DEFAULT_LATENCY_RUNS = 20
-WARMUP_RUNS = 3
 LATENCY_SEED = 0
 
 
@@ -403,11 +403,9 @@ def random_feeds(model, shapes):
 
 def measure_latency(files, pruned_files, feeds, runs, threads):
     """Load both models in Paddle Inference, check their outputs have the same shapes, and
-    time them interleaved (`runs` pairs after WARMUP_RUNS each); the timing summary. None
-    when runs is 0 (nothing is run)."""
+    time them interleaved (`runs` pairs after WARMUP_RUNS each; `slim.io.latency`): the
+    timing summary with its verdict. None when runs is 0 (nothing is run)."""
     import paddle.inference as paddle_infer
-
-    from slim.workflow.latency import interleaved_timings
     if runs == 0:
         return None
     configs = {"before": inference_config(files, threads),
@@ -432,22 +430,9 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
                                   [feeds], runs, warmup=WARMUP_RUNS)
     return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads,
             "onednn": bool(configs["before"].mkldnn_enabled()),
-            **paired_latency(timings["before"], timings["after"]),
+            **pair_summary(timings["before"], timings["after"], ("before_", "after_")),
             "before_ms": [round(ms, 3) for ms in timings["before"]],
             "after_ms": [round(ms, 3) for ms in timings["after"]]}
-
-
-def paired_latency(before_ms, after_ms):
-    """Medians and p90 of both timing lists (the i-th entries measured back to back) and the
-    speed-up: the median (p10, p90) of the per-pair ratios before / after."""
-    before_ms, after_ms = np.asarray(before_ms, float), np.asarray(after_ms, float)
-    ratios = before_ms / after_ms
-    return {"before_median_ms": float(np.median(before_ms)),
-            "before_p90_ms": float(np.percentile(before_ms, 90)),
-            "after_median_ms": float(np.median(after_ms)),
-            "after_p90_ms": float(np.percentile(after_ms, 90)),
-            "speedup": float(np.median(ratios)), "speedup_p10": float(np.percentile(ratios, 10)),
-            "speedup_p90": float(np.percentile(ratios, 90)), "pairs": int(len(ratios))}
 
 
 def build_report(args, request, files, model, shapes, plan, before, after, latency, written,
@@ -500,7 +485,7 @@ def format_report(report):
                      f"{'s' if latency['threads'] > 1 else ''}"
                      f"{', oneDNN' if latency.get('onednn') else ''})",
                      f"{latency['before_median_ms']:.2f}", f"{latency['after_median_ms']:.2f}",
-                     f"{latency['speedup']:.2f}x faster"))
+                     speedup_text(latency)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     target = f"target -{100 * report['target_ratio']:g}% FLOPs " \
         if report["target_ratio"] is not None else ""
@@ -515,7 +500,8 @@ def format_report(report):
         lines.append(f"latency: Paddle Inference CPU, {latency['pairs']} interleaved "
                      f"pairs after {latency['warmup']} warm-up runs; speed-up = median of "
                      f"per-pair ratios (p10 {latency['speedup_p10']:.2f}x, "
-                     f"p90 {latency['speedup_p90']:.2f}x)")
+                     f"p90 {latency['speedup_p90']:.2f}x; when they straddle 1: no "
+                     "significant change)")
     else:
         lines.append("latency: not measured (--latency_runs 0)")
     lines.append(f"wrote {os.path.join(report['out'], PLAN_NAME)}, "
