@@ -49,6 +49,7 @@ sys.path.insert(0, ROOT)
 
 import slim  # noqa: E402,F401  (classic static IR before paddle)
 from slim.io import latency as latency_lib  # noqa: E402
+from slim.workflow.latency_table import build_eval, init_realistic_weights  # noqa: E402
 
 FULL_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_voc.yml")
 DEMO_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml")
@@ -59,8 +60,6 @@ ARCHITECTURES = {  # name -> (detection config, sizes, the size of the round_to 
 QUICK = {"demo": (DEMO_CONFIG, (192,), 192)}
 FLOPS_TARGETS = (0.5, 0.7)
 ROUND_TOS = (8, 16)        # besides 1, at the rounding size and -50% FLOPs
-CALIBRATION_SIZE = 128     # px of the random image the batch_norm statistics come from
-OBJECTNESS_BIAS = -10.0    # sigmoid(-10) = 4.5e-5 < NMS score threshold 0.01
 RUNTIMES = (
     {"runtime": "paddle", "onednn": True, "threads": 1},
     {"runtime": "paddle", "onednn": True, "threads": 2},
@@ -139,59 +138,11 @@ def load_average():
 
 # ---------------------------------------------------------------- models
 
-def build_eval(cfg, size):
-    """The eval BuiltProgram of the config's YOLOv3 at `size` px (parameter names are
-    fixed by the model, so programs of every size share one scope)."""
-    import paddle
-
-    from slim.config import create
-    from slim.model import build_eval_program
-    with paddle.utils.unique_name.guard():
-        return build_eval_program(create("YOLOv3", cfg), image_shape=[3, size, size])
-
-
 def random_image(size, seed=0):
     """One preprocessed-looking image (standard normal) and its im_size, batch 1."""
     rng = np.random.RandomState(seed)
     return {"image": rng.standard_normal((1, 3, size, size)).astype(np.float32),
             "im_size": np.array([[size, size]], np.int32)}
-
-
-def calibrate_batch_norms(evaluation, scope, executor):
-    """Set every batch_norm's mean / variance to the per-channel statistics of its input on a
-    random image, in program order (each after the ones before it are set)."""
-    import paddle
-    block = evaluation.program.global_block()
-    feeds = random_image(int(block.var("image").shape[2]))
-    for op in [op for op in block.ops if op.type == "batch_norm"]:
-        with paddle.static.scope_guard(scope):
-            (value,) = executor.run(evaluation.program, feed=feeds, fetch_list=[op.input("X")[0]],
-                                    scope=scope)
-        scope.find_var(op.input("Mean")[0]).get_tensor().set(
-            value.mean(axis=(0, 2, 3)).astype(np.float32), paddle.CPUPlace())
-        scope.find_var(op.input("Variance")[0]).get_tensor().set(
-            (value.var(axis=(0, 2, 3)) + 1e-3).astype(np.float32), paddle.CPUPlace())
-
-
-def silence_objectness(evaluation, scope, num_classes):
-    """In the output conv of every yolo_box input: objectness weights 0 and bias
-    OBJECTNESS_BIAS, so every objectness logit is exactly that, whatever the channels
-    before (a pruned model's outputs must not cross the threshold more or less often)."""
-    import paddle
-    block = evaluation.program.global_block()
-    producer = {name: op for op in block.ops for name in op.output_arg_names}
-    for op in block.ops:
-        if op.type != "yolo_box":
-            continue
-        add = producer[op.input("X")[0]]
-        conv = producer.get(add.input("X")[0]) if add.type == "elementwise_add" else None
-        if conv is None or conv.type != "conv2d":
-            raise RuntimeError(f"yolo_box input {op.input('X')[0]} is not a conv plus a bias")
-        for name, value in ((conv.input("Filter")[0], 0.0), (add.input("Y")[0], OBJECTNESS_BIAS)):
-            tensor = scope.find_var(name).get_tensor()
-            array = np.array(tensor)
-            array[4::5 + num_classes] = value
-            tensor.set(array, paddle.CPUPlace())
 
 
 def activation_elements(program):
@@ -263,12 +214,7 @@ def build_models(cfg, sizes, rounding_size, work_dir, quick, log):
     from slim.prune.flops import program_flops
     executor = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
-    calibration = build_eval(cfg, CALIBRATION_SIZE)
-    paddle.seed(0)
-    calibration.startup.random_seed = 0
-    executor.run(calibration.startup, scope=scope)
-    calibrate_batch_norms(calibration, scope, executor)
-    silence_objectness(calibration, scope, int(cfg["num_classes"]))
+    init_realistic_weights(cfg, scope, executor)
     models = {}
     for size in sizes:
         evaluation = build_eval(cfg, size)
