@@ -143,6 +143,10 @@ def test_pruned_model_equals_masked_reference(exported, capsys):
     assert params_after < 0.75 * params_before
     assert report["size_ratio"] == pytest.approx(size_after / size_before)
     assert report["groups"] == len(plan.groups) and report["ratio"] == plan.ratio
+    from slim.prune.pruner import keep_count
+    moved = sum(g.channels_after != keep_count(g.channels_before, plan.ratio) for g in plan.groups)
+    assert report["groups_moved"] == moved
+    assert (f"({moved} group" in printed.splitlines()[0]) == (moved > 0)
     assert report["pruned_params"] == "auto" and report["target_ratio"] == TARGET
     assert report["feeds"] == {"image": [1, 3, SIZE, SIZE]}
     assert report["files"] == ["inference.pdmodel", "inference.pdiparams"]
@@ -252,6 +256,7 @@ def test_ratio_and_round_to(exported, tmp_path, capsys):
     with open(os.path.join(out, "report.json")) as handle:
         report = json.load(handle)
     assert report["round_to"] == 4 and report["target_ratio"] is None
+    assert report["groups_moved"] == 0  # one ratio: nothing moved
     code, error = error_line(capsys, ["--model_dir", exported["dir"], "--ratio", "1", "--out",
                                       str(tmp_path / "bad")])
     assert code == 2 and "--ratio must be in (0, 1)" in error

@@ -379,6 +379,16 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
             "after_ms": [round(ms, 3) for ms in timings["after"]]}
 
 
+def moved_groups(plan, round_to):
+    """How many groups of `plan` keep another count than its uniform ratio gives: the ones
+    the FLOPs-target search moved by single steps."""
+    from slim.prune.pruner import keep_count
+    if plan.ratio is None:
+        return 0
+    return sum(group.channels_after != keep_count(group.channels_before, plan.ratio, round_to)
+               for group in plan.groups)
+
+
 def build_report(args, request, files, model, shapes, plan, before, after, latency, written,
                  plan_seconds, seconds):
     """The JSON-ready report of one prune."""
@@ -395,6 +405,7 @@ def build_report(args, request, files, model, shapes, plan, before, after, laten
         "target_ratio": request.target_ratio, "criterion": request.criterion,
         "round_to": args.round_to,
         "ratio": plan.ratio, "matched": len(plan.matched), "groups": len(plan.groups),
+        "groups_moved": moved_groups(plan, args.round_to),
         "unprunable": dict(plan.skipped),
         "before": before, "after": after,
         "flops_ratio": ratio("flops"), "flops_removed": 1.0 - ratio("flops"),
@@ -411,6 +422,12 @@ def _human(number):
         if abs(number) >= size:
             return f"{number / size:.3f}{unit}"
     return str(number)
+
+
+def _moved_text(report):
+    """' (N groups moved ...)' when the FLOPs-target search moved single groups."""
+    moved = report.get("groups_moved")
+    return f" ({moved} group{'s' if moved > 1 else ''} moved by single steps)" if moved else ""
 
 
 def _target_text(report):
@@ -441,8 +458,8 @@ def format_report(report):
                      speedup_text(latency)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"pruned {report['model_dir']} -> {report['out']}: {report['matched']} conv weights "
-             f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}, "
-             f"{report['criterion']}, {_target_text(report)}"
+             f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}"
+             f"{_moved_text(report)}, {report['criterion']}, {_target_text(report)}"
              f"(feeds {', '.join(f'{k} {v}' for k, v in report['feeds'].items())})"]
     for row in rows:
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
