@@ -11,6 +11,7 @@ and exit code 2, with nothing written.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -112,7 +113,9 @@ def test_pruned_model_equals_masked_reference(exported, capsys):
     assert prune(["--model_dir", exported["dir"], "--target_ratio", str(TARGET), "--out", out,
                   "--latency_runs", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "FLOPs" in printed and "latency ms" in printed and "faster" in printed
+    assert "FLOPs" in printed and "latency ms" in printed
+    assert re.search(r"latency ms .* (\d+\.\d\dx (faster|slower)|no significant change "
+                     r"\(median \d+\.\d\dx\))\n", printed)
     assert sorted(os.listdir(out)) == sorted([OWNER_MARKER, "inference.pdmodel",
                                               "inference.pdiparams", "plan.json", "report.json"])
     with open(os.path.join(out, "report.json")) as handle:
@@ -140,6 +143,10 @@ def test_pruned_model_equals_masked_reference(exported, capsys):
     assert params_after < 0.75 * params_before
     assert report["size_ratio"] == pytest.approx(size_after / size_before)
     assert report["groups"] == len(plan.groups) and report["ratio"] == plan.ratio
+    from slim.prune.pruner import keep_count
+    moved = sum(g.channels_after != keep_count(g.channels_before, plan.ratio) for g in plan.groups)
+    assert report["groups_moved"] == moved
+    assert (f"({moved} group" in printed.splitlines()[0]) == (moved > 0)
     assert report["pruned_params"] == "auto" and report["target_ratio"] == TARGET
     assert report["feeds"] == {"image": [1, 3, SIZE, SIZE]}
     assert report["files"] == ["inference.pdmodel", "inference.pdiparams"]
@@ -148,6 +155,9 @@ def test_pruned_model_equals_masked_reference(exported, capsys):
     assert latency["before_median_ms"] == pytest.approx(np.median(latency["before_ms"]), abs=1e-3)
     ratios = np.array(latency["before_ms"]) / np.array(latency["after_ms"])
     assert latency["speedup"] == pytest.approx(np.median(ratios), rel=1e-3)
+    noise = np.percentile(ratios, 10) <= 1 <= np.percentile(ratios, 90)
+    assert latency["verdict"] == ("no significant change" if noise else
+                                  "faster" if latency["speedup"] > 1 else "slower")
     assert latency["threads"] == 1
 
     # a second run replaces the command's own OUT
@@ -246,6 +256,7 @@ def test_ratio_and_round_to(exported, tmp_path, capsys):
     with open(os.path.join(out, "report.json")) as handle:
         report = json.load(handle)
     assert report["round_to"] == 4 and report["target_ratio"] is None
+    assert report["groups_moved"] == 0  # one ratio: nothing moved
     code, error = error_line(capsys, ["--model_dir", exported["dir"], "--ratio", "1", "--out",
                                       str(tmp_path / "bad")])
     assert code == 2 and "--ratio must be in (0, 1)" in error

@@ -45,8 +45,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
-
 from slim.errors import UserError, shorten
 from slim.io.export import first_line, run_predictor
 from slim.io.inference_model import (  # noqa: F401  (feed_shapes & co. used to live here)
@@ -58,6 +56,7 @@ from slim.io.inference_model import (  # noqa: F401  (feed_shapes & co. used to 
     random_feeds,
     save_inference_model,
 )
+from slim.io.latency import WARMUP_RUNS, interleaved_timings, pair_summary, speedup_text
 from slim.io.output_places import (
     check_replaceable_dir,
     make_owned_temp_dir,
@@ -73,7 +72,6 @@ REPORT_FORMAT = "slim-prune-report"
 REPORT_VERSION = 1
 DEFAULT_CRITERION = "l1_norm"
 DEFAULT_LATENCY_RUNS = 20
-WARMUP_RUNS = 3
 
 
 def add_arguments(parser):
@@ -349,11 +347,9 @@ def slim_config_options(slim_file, strategy=None):
 
 def measure_latency(files, pruned_files, feeds, runs, threads):
     """Load both models in Paddle Inference, check their outputs have the same shapes, and
-    time them interleaved (`runs` pairs after WARMUP_RUNS each); the timing summary. None
-    when runs is 0 (nothing is run)."""
+    time them interleaved (`runs` pairs after WARMUP_RUNS each; `slim.io.latency`): the
+    timing summary with its verdict. None when runs is 0 (nothing is run)."""
     import paddle.inference as paddle_infer
-
-    from slim.workflow.latency import interleaved_timings
     if runs == 0:
         return None
     configs = {"before": inference_config(files, threads),
@@ -378,22 +374,19 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
                                   [feeds], runs, warmup=WARMUP_RUNS)
     return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads,
             "onednn": bool(configs["before"].mkldnn_enabled()),
-            **paired_latency(timings["before"], timings["after"]),
+            **pair_summary(timings["before"], timings["after"], ("before_", "after_")),
             "before_ms": [round(ms, 3) for ms in timings["before"]],
             "after_ms": [round(ms, 3) for ms in timings["after"]]}
 
 
-def paired_latency(before_ms, after_ms):
-    """Medians and p90 of both timing lists (the i-th entries measured back to back) and the
-    speed-up: the median (p10, p90) of the per-pair ratios before / after."""
-    before_ms, after_ms = np.asarray(before_ms, float), np.asarray(after_ms, float)
-    ratios = before_ms / after_ms
-    return {"before_median_ms": float(np.median(before_ms)),
-            "before_p90_ms": float(np.percentile(before_ms, 90)),
-            "after_median_ms": float(np.median(after_ms)),
-            "after_p90_ms": float(np.percentile(after_ms, 90)),
-            "speedup": float(np.median(ratios)), "speedup_p10": float(np.percentile(ratios, 10)),
-            "speedup_p90": float(np.percentile(ratios, 90)), "pairs": int(len(ratios))}
+def moved_groups(plan, round_to):
+    """How many groups of `plan` keep another count than its uniform ratio gives: the ones
+    the FLOPs-target search moved by single steps."""
+    from slim.prune.pruner import keep_count
+    if plan.ratio is None:
+        return 0
+    return sum(group.channels_after != keep_count(group.channels_before, plan.ratio, round_to)
+               for group in plan.groups)
 
 
 def build_report(args, request, files, model, shapes, plan, before, after, latency, written,
@@ -412,6 +405,7 @@ def build_report(args, request, files, model, shapes, plan, before, after, laten
         "target_ratio": request.target_ratio, "criterion": request.criterion,
         "round_to": args.round_to,
         "ratio": plan.ratio, "matched": len(plan.matched), "groups": len(plan.groups),
+        "groups_moved": moved_groups(plan, args.round_to),
         "unprunable": dict(plan.skipped),
         "before": before, "after": after,
         "flops_ratio": ratio("flops"), "flops_removed": 1.0 - ratio("flops"),
@@ -428,6 +422,12 @@ def _human(number):
         if abs(number) >= size:
             return f"{number / size:.3f}{unit}"
     return str(number)
+
+
+def _moved_text(report):
+    """' (N groups moved ...)' when the FLOPs-target search moved single groups."""
+    moved = report.get("groups_moved")
+    return f" ({moved} group{'s' if moved > 1 else ''} moved by single steps)" if moved else ""
 
 
 def _target_text(report):
@@ -455,11 +455,11 @@ def format_report(report):
                      f"{'s' if latency['threads'] > 1 else ''}"
                      f"{', oneDNN' if latency.get('onednn') else ''})",
                      f"{latency['before_median_ms']:.2f}", f"{latency['after_median_ms']:.2f}",
-                     f"{latency['speedup']:.2f}x faster"))
+                     speedup_text(latency)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"pruned {report['model_dir']} -> {report['out']}: {report['matched']} conv weights "
-             f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}, "
-             f"{report['criterion']}, {_target_text(report)}"
+             f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}"
+             f"{_moved_text(report)}, {report['criterion']}, {_target_text(report)}"
              f"(feeds {', '.join(f'{k} {v}' for k, v in report['feeds'].items())})"]
     for row in rows:
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
@@ -468,7 +468,8 @@ def format_report(report):
         lines.append(f"latency: Paddle Inference CPU, {latency['pairs']} interleaved "
                      f"pairs after {latency['warmup']} warm-up runs; speed-up = median of "
                      f"per-pair ratios (p10 {latency['speedup_p10']:.2f}x, "
-                     f"p90 {latency['speedup_p90']:.2f}x)")
+                     f"p90 {latency['speedup_p90']:.2f}x; when they straddle 1: no "
+                     "significant change)")
     else:
         lines.append("latency: not measured (--latency_runs 0)")
     lines.append(f"wrote {os.path.join(report['out'], PLAN_NAME)}, "

@@ -29,6 +29,7 @@ from slim.io.inference_model import (
     random_feeds,
     save_inference_model,
 )
+from slim.io.latency import interleaved_timings, pair_summary, percentile
 from slim.prune.latency import (
     DEFAULT_GRID,
     DEFAULT_STEP,
@@ -39,7 +40,6 @@ from slim.prune.latency import (
     conv_layers,
     model_signature,
 )
-from slim.workflow.latency import interleaved_timings
 
 LAYER_ROUNDS = 5
 LAYER_WARMUP = 2
@@ -125,10 +125,8 @@ def timed_run(runtime, files, feeds, threads, work_dir):
 
 def summary(values):
     """{"ms": median, "p10", "p90", "n"} of timings in ms."""
-    values = np.asarray(values, dtype=np.float64)
-    return {"ms": round(float(np.median(values)), 5),
-            "p10": round(float(np.percentile(values, 10)), 5),
-            "p90": round(float(np.percentile(values, 90)), 5), "n": int(len(values))}
+    return {"ms": round(percentile(values, 50), 5), "p10": round(percentile(values, 10), 5),
+            "p90": round(percentile(values, 90), 5), "n": int(len(values))}
 
 
 # ---------------------------------------------------------------- layer programs
@@ -289,7 +287,7 @@ def check_model(table, loaded, runtime, threads, candidates, work_dir, rounds=MO
     fixed_ms, scale = fit_remainder(layers["full"], measured["full"]["ms"], layers["lowest"],
                                     measured["lowest"]["ms"])
     predicted = fixed_ms + scale * layers["middle"]
-    ratios = np.asarray(timings["full"]) / np.asarray(timings["middle"])
+    pairs = pair_summary(timings["full"], timings["middle"])
     record = {
         "feeds": loaded.shapes, "layers": len(loaded.layers), "groups": len(loaded.sizes),
         "full": measured["full"], "lowest": measured["lowest"], "lowest_fraction": lowest,
@@ -298,7 +296,8 @@ def check_model(table, loaded, runtime, threads, candidates, work_dir, rounds=MO
         "check": {"fraction": CHECK_FRACTION, "measured": measured["middle"],
                   "predicted_ms": round(predicted, 5),
                   "error": round(predicted / measured["middle"]["ms"] - 1.0, 5),
-                  "speedup_measured": round(float(np.median(ratios)), 5),
+                  "speedup_measured": round(pairs["speedup"], 5),
+                  "speedup_verdict": pairs["verdict"],
                   "speedup_predicted": round(measured["full"]["ms"] / predicted, 5)},
         "rounds": rounds, "load_average": [load_before, load_average()],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
