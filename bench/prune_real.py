@@ -48,7 +48,7 @@ CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.:/"
 MODELS = {
     "ppocr_mobile_cls": ("direction", ["size=48,192", "fit=pad", "mean=0.5", "std=0.5",
                                        "order=bgr"], "3,48,192", 300, 16, 500),
-    "ppocrv4_det": ("scene", ["size=256,256", "order=bgr"], "3,256,256", 200, 4, 200),
+    "ppocrv4_det": ("scene", ["size=256,256", "order=bgr"], "3,256,256", 150, 4, 150),
     "ppocrv4_rec": ("line", ["size=48,320", "fit=pad", "mean=0.5", "std=0.5", "order=bgr"],
                     "3,48,320", 300, 8, 500),
     "easy_rec": ("line", ["size=48,320", "fit=pad", "mean=0.5", "std=0.5", "order=bgr"],
@@ -157,15 +157,19 @@ def prune(model, target, criterion, extra, out):
                "--preprocess", *preprocess, "--batch_size", str(batch), "--out", out,
                "--latency_runs", "20", *extra]
     begun, used = time.time(), _children_cpu()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".log", "w", encoding="utf-8") as log:  # progress readable while it runs
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    with open(out + ".log", encoding="utf-8") as log:
+        output = log.read()
     seconds, cpu = time.time() - begun, _children_cpu() - used
     if done.returncode:
-        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1], "seconds": seconds}
+        return {"error": (output.strip().splitlines() or ["?"])[-1], "seconds": seconds}
     with open(os.path.join(out, "report.json"), encoding="utf-8") as handle:
         report = json.load(handle)
     report["wall_seconds"] = round(seconds, 1)
     report["cpu_seconds"] = round(cpu, 1)
-    report["stderr_tail"] = done.stderr.strip().splitlines()[-3:]
+    report["log_tail"] = output.strip().splitlines()[-3:]
     return report
 
 
