@@ -224,6 +224,9 @@ def main(argv=None):
                                "activation_run_cpu": full.get("cpu_seconds"),
                                **(full.get("stage_seconds") or {})},
                    "recovery": full.get("recovery")}
+            if os.path.isfile(args.out):  # runs another bench process wrote meanwhile stay
+                with open(args.out, encoding="utf-8") as handle:
+                    results = {**json.load(handle).get("runs", {}), **results}
             results[key] = row
             print(json.dumps({key: row}, indent=1), flush=True)
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
