@@ -200,11 +200,16 @@ def main(argv=None):
                         help="override each model's recovery iterations")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                       "prune_real.json"))
+    parser.add_argument("--table", action="store_true",
+                        help="print the table of the runs in --out and run nothing")
     args = parser.parse_args(argv)
     results = {}
     if os.path.isfile(args.out):
         with open(args.out, encoding="utf-8") as handle:
             results = json.load(handle).get("runs", {})
+    if args.table:
+        print(table(results))
+        return 0
     for model in args.models:
         iters = args.recover_iters or MODELS[model][3]
         for target in args.targets:
@@ -249,14 +254,17 @@ def _cell(row, stage):
 def table(results):
     """A markdown table of every run."""
     lines = ["| model @ FLOPs cut | l1 one-shot | activation | + reconstruction | + recovery "
-             "(iters) | speed-up | time (s) |", "|---|---|---|---|---|---|---|"]
+             "(iters) | speed-up (p10-p90) | time: wall / CPU s |", "|---|---|---|---|---|---|---|"]
     for key, row in results.items():
-        speed = row["activation_reconstruct_recover"].get("speedup")
+        final = row["activation_reconstruct_recover"]
+        speed = (f"{final['speedup']:.2f}x ({final['speedup_p10']:.2f}-{final['speedup_p90']:.2f})"
+                 if final.get("speedup") else "n/a")
+        seconds = row["seconds"]
         lines.append(f"| {key} | {_cell(row, 'l1_one_shot')} | {_cell(row, 'activation')} | "
                      f"{_cell(row, 'activation_reconstruct')} | "
                      f"{_cell(row, 'activation_reconstruct_recover')}"
-                     f" ({row['recover_iters']}) | "
-                     f"{f'{speed:.2f}x' if speed else 'n/a'} | {row['seconds'].get('activation_run')} |")
+                     f" ({row['recover_iters']}) | {speed} | "
+                     f"{seconds.get('activation_run')} / {seconds.get('activation_run_cpu')} |")
     return "\n".join(lines)
 
 
