@@ -200,6 +200,8 @@ def main(argv=None):
                         help="override each model's recovery iterations")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                       "prune_real.json"))
+    parser.add_argument("--recover_lr", type=float, default=None,
+                        help="recovery learning rate (default: the command's)")
     parser.add_argument("--table", action="store_true",
                         help="print the table of the runs in --out and run nothing")
     args = parser.parse_args(argv)
@@ -216,13 +218,14 @@ def main(argv=None):
             key = f"{model}@{target:g}"
             base = os.path.join(WORK, "runs", key.replace("@", "_"))
             l1 = prune(model, target, "l1_norm", [], base + "_l1")
+            lr = ["--recover_lr", str(args.recover_lr)] if args.recover_lr else []
             full = prune(model, target, "activation",
-                         ["--reconstruct", "--recover_iters", str(iters)], base + "_act")
+                         ["--reconstruct", "--recover_iters", str(iters), *lr], base + "_act")
             row = {"l1_one_shot": summary(l1, "one_shot"),
                    "activation": summary(full, "one_shot"),
                    "activation_reconstruct": summary(full, "reconstructed"),
                    "activation_reconstruct_recover": summary(full, "recovered"),
-                   "recover_iters": iters,
+                   "recover_iters": iters, "recover_lr": args.recover_lr or 1e-4,
                    "seconds": {"l1_run": l1.get("wall_seconds", l1.get("seconds")),
                                "activation_run": full.get("wall_seconds", full.get("seconds")),
                                "l1_run_cpu": l1.get("cpu_seconds"),
