@@ -48,7 +48,7 @@ CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.:/"
 MODELS = {
     "ppocr_mobile_cls": ("direction", ["size=48,192", "fit=pad", "mean=0.5", "std=0.5",
                                        "order=bgr"], "3,48,192", 300, 16, 500),
-    "ppocrv4_det": ("scene", ["size=256,256", "order=bgr"], "3,256,256", 200, 4, 200),
+    "ppocrv4_det": ("scene", ["size=256,256", "order=bgr"], "3,256,256", 150, 4, 150),
     "ppocrv4_rec": ("line", ["size=48,320", "fit=pad", "mean=0.5", "std=0.5", "order=bgr"],
                     "3,48,320", 300, 8, 500),
     "easy_rec": ("line", ["size=48,320", "fit=pad", "mean=0.5", "std=0.5", "order=bgr"],
@@ -157,15 +157,19 @@ def prune(model, target, criterion, extra, out):
                "--preprocess", *preprocess, "--batch_size", str(batch), "--out", out,
                "--latency_runs", "20", *extra]
     begun, used = time.time(), _children_cpu()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".log", "w", encoding="utf-8") as log:  # progress readable while it runs
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    with open(out + ".log", encoding="utf-8") as log:
+        output = log.read()
     seconds, cpu = time.time() - begun, _children_cpu() - used
     if done.returncode:
-        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1], "seconds": seconds}
+        return {"error": (output.strip().splitlines() or ["?"])[-1], "seconds": seconds}
     with open(os.path.join(out, "report.json"), encoding="utf-8") as handle:
         report = json.load(handle)
     report["wall_seconds"] = round(seconds, 1)
     report["cpu_seconds"] = round(cpu, 1)
-    report["stderr_tail"] = done.stderr.strip().splitlines()[-3:]
+    report["log_tail"] = output.strip().splitlines()[-3:]
     return report
 
 
@@ -196,30 +200,41 @@ def main(argv=None):
                         help="override each model's recovery iterations")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                       "prune_real.json"))
+    parser.add_argument("--recover_lr", type=float, default=None,
+                        help="recovery learning rate (default: the command's)")
+    parser.add_argument("--table", action="store_true",
+                        help="print the table of the runs in --out and run nothing")
     args = parser.parse_args(argv)
     results = {}
     if os.path.isfile(args.out):
         with open(args.out, encoding="utf-8") as handle:
             results = json.load(handle).get("runs", {})
+    if args.table:
+        print(table(results))
+        return 0
     for model in args.models:
         iters = args.recover_iters or MODELS[model][3]
         for target in args.targets:
             key = f"{model}@{target:g}"
             base = os.path.join(WORK, "runs", key.replace("@", "_"))
             l1 = prune(model, target, "l1_norm", [], base + "_l1")
+            lr = ["--recover_lr", str(args.recover_lr)] if args.recover_lr else []
             full = prune(model, target, "activation",
-                         ["--reconstruct", "--recover_iters", str(iters)], base + "_act")
+                         ["--reconstruct", "--recover_iters", str(iters), *lr], base + "_act")
             row = {"l1_one_shot": summary(l1, "one_shot"),
                    "activation": summary(full, "one_shot"),
                    "activation_reconstruct": summary(full, "reconstructed"),
                    "activation_reconstruct_recover": summary(full, "recovered"),
-                   "recover_iters": iters,
+                   "recover_iters": iters, "recover_lr": args.recover_lr or 1e-4,
                    "seconds": {"l1_run": l1.get("wall_seconds", l1.get("seconds")),
                                "activation_run": full.get("wall_seconds", full.get("seconds")),
                                "l1_run_cpu": l1.get("cpu_seconds"),
                                "activation_run_cpu": full.get("cpu_seconds"),
                                **(full.get("stage_seconds") or {})},
                    "recovery": full.get("recovery")}
+            if os.path.isfile(args.out):  # runs another bench process wrote meanwhile stay
+                with open(args.out, encoding="utf-8") as handle:
+                    results = {**json.load(handle).get("runs", {}), **results}
             results[key] = row
             print(json.dumps({key: row}, indent=1), flush=True)
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -242,14 +257,17 @@ def _cell(row, stage):
 def table(results):
     """A markdown table of every run."""
     lines = ["| model @ FLOPs cut | l1 one-shot | activation | + reconstruction | + recovery "
-             "(iters) | speed-up | time (s) |", "|---|---|---|---|---|---|---|"]
+             "(iters) | speed-up (p10-p90) | time: wall / CPU s |", "|---|---|---|---|---|---|---|"]
     for key, row in results.items():
-        speed = row["activation_reconstruct_recover"].get("speedup")
+        final = row["activation_reconstruct_recover"]
+        speed = (f"{final['speedup']:.2f}x ({final['speedup_p10']:.2f}-{final['speedup_p90']:.2f})"
+                 if final.get("speedup") else "n/a")
+        seconds = row["seconds"]
         lines.append(f"| {key} | {_cell(row, 'l1_one_shot')} | {_cell(row, 'activation')} | "
                      f"{_cell(row, 'activation_reconstruct')} | "
                      f"{_cell(row, 'activation_reconstruct_recover')}"
-                     f" ({row['recover_iters']}) | "
-                     f"{f'{speed:.2f}x' if speed else 'n/a'} | {row['seconds'].get('activation_run')} |")
+                     f" ({row['recover_iters']}) | {speed} | "
+                     f"{seconds.get('activation_run')} / {seconds.get('activation_run_cpu')} |")
     return "\n".join(lines)
 
 

@@ -42,6 +42,7 @@ class ProgramRunner:
         self.executor = executor
         self.feed_names = list(feed_names)
         self.dtypes = feed_dtypes(program, feed_names)
+        self._pruned = {}
 
     def feeds(self, samples):
         return feeds_of(samples, self.feed_names, self.dtypes)
@@ -53,11 +54,23 @@ class ProgramRunner:
         feeds.update(extra_feeds or {})
         fetches = list(names) if self._values is None else [self._values[n] for n in names]
         with paddle.static.scope_guard(self.scope):
-            # use_prune: only the ops the fetched vars need run (an early layer's input
-            # costs a fraction of the whole model); classic programs only
-            return self.executor.run(program or self.program, feed=feeds, fetch_list=fetches,
-                                     return_numpy=True,
-                                     use_prune=program is None and self._values is None)
+            if self._values is not None:  # a PIR program: its values, the whole program
+                return self.executor.run(program or self.program, feed=feeds,
+                                         fetch_list=fetches, return_numpy=True)
+            return self.executor.run(program or self._pruned_for(names), feed=feeds,
+                                     fetch_list=list(names), return_numpy=True)
+
+    def _pruned_for(self, names):
+        """The program cut down to the ops `names` need (an early layer's input costs a
+        fraction of the whole model), made once per fetch list: the Executor keeps one
+        cached instance, with its tensors, per program it is given (Executor.run's
+        use_prune made a new one on every call and grew to GBs)."""
+        key = tuple(names)
+        if key not in self._pruned:
+            block = self.program.global_block()
+            self._pruned[key] = self.program._prune_with_input(
+                list(self.feed_names), [block.var(name) for name in names])
+        return self._pruned[key]
 
     def outputs(self, samples, names, batch_size=8):
         """{name: [one array per sample]} over all `samples` (batched by shape)."""
