@@ -4,6 +4,10 @@
         --params_filename P] [--input_shape [FEED=]C,H,W ...]) --runtime paddle|paddle-onednn|
         onnxruntime [--threads 1] [--grid 1,0.75,0.5,0.25] [--step 8] [--rounds 5] --out T.json
 
+Example (the demo model at 64 px, two widths, one round: a smoke run of a minute):
+    python -m slim latency-table -c configs/yolov3_mobilenet_v1_demo.yml --size 64 \\
+        --runtime paddle --grid 1,0.5 --rounds 1 --out output/latency_table.json
+
 Every prunable conv layer of the model (the conv with its fused batch_norm / bias add and
 activation) is rebuilt at each channel count of the grid (every fraction of a group's
 channels, rounded to a multiple of --step) and timed in the runtime, interleaved, median
