@@ -14,6 +14,7 @@ import shutil
 import numpy as np
 import pytest
 from cpu_ranks import DUMP_DIR, KILL_AT_STEP, SAME_DATA, compare_dumps, launch, missing_internals
+from seed_facts import SEED_REGEX
 from test_compress import DETECTION_CONFIG, write_slim_config
 
 from slim.io import checkpoint as ck
@@ -229,3 +230,98 @@ def test_train_py_on_two_ranks(data_root, tmp_path_factory):
     assert os.path.isdir(os.path.join(root, "output", "tiny", "model_final"))
     assert _probe(root, "writes", 1) == []
 
+
+SENSITIVE_SLIM = """
+version: 1.0
+pruners:
+  pruner_1: {class: StructurePruner, pruning_axis: {'*': 0}, criterions: {'*': l1_norm}}
+strategies:
+  sensitive:
+    class: SensitivePruneStrategy
+    pruner: pruner_1
+    start_epoch: 1
+    target_ratio: 0.1
+    delta_rate: 0.5
+    pruned_params: 'SEED_REGEX'
+    sensitivities_file: sensitivities.json
+compressor:
+  epoch: 2
+  eval_epoch: 1
+  checkpoint_path: ckpt
+  strategies: [sensitive]
+"""
+
+
+def _stopped_before_training(result):
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr and not result.stdout.count(" iter ")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    return errors[0]
+
+
+def test_sensitive_pruning_without_its_file_stops_every_rank_before_training(data_root,
+                                                                            tmp_path_factory):
+    """Rank 1 has no eval set and rank 0 must not measure while rank 1 waits: every rank
+    says the file is missing, in one line, before the first iteration."""
+    import time
+    root = _copy_workspace(data_root, str(tmp_path_factory.mktemp("ranks-sensitive") / "run"))
+    with open(os.path.join(root, "sensitive.yaml"), "w") as handle:
+        handle.write(SENSITIVE_SLIM.replace("SEED_REGEX", SEED_REGEX))
+    started = time.monotonic()
+    results = _run(root, args=["-s", "sensitive.yaml", "-c", "tiny.yml"])
+    seconds = time.monotonic() - started
+    for result in results:
+        error = _stopped_before_training(result)
+        assert error == ("error: sensitive.yaml: strategy 'sensitive': sensitivities_file "
+                         "'sensitivities.json' does not exist and a run on 2 cards does not measure "
+                         "them (rank 0 alone has an eval set): run `python -m slim sensitivity -c "
+                         "CONFIG -s sensitive.yaml` first"), error
+    assert not os.path.exists(os.path.join(root, "sensitivities.json"))
+    assert not os.path.exists(os.path.join(root, "ckpt", "0"))
+    assert seconds < 120  # start-up and program building; no training, no measurement
+
+
+def test_a_rank_0_only_failure_before_training_stops_the_other_rank_too(data_root,
+                                                                       tmp_path_factory):
+    """Rank 0 alone reads the eval set; when it is missing rank 0 stops, and rank 1, instead
+    of training into a gradient all-reduce nobody answers, stops with it."""
+    root = _copy_workspace(data_root, str(tmp_path_factory.mktemp("ranks-no-eval") / "run"))
+    results = _run(root, options={"YoloEvalFeed.dataset.annotation": "missing.txt"})
+    assert "missing.txt" in _stopped_before_training(results[0])
+    assert _stopped_before_training(results[1]) == (
+        "error: 1 of 2 ranks stopped before training (their error lines say why); nothing was "
+        "trained")
+
+
+def test_sensitivity_and_distillation_on_two_ranks_prune_by_one_plan(two_ranks, data_root,
+                                                                    tmp_path_factory):
+    """With its file measured first on one process, SensitivePruneStrategy (and a
+    distillation teacher taken from the student when it fires) run on two ranks: the same
+    plan on both, and parameters (the teacher's included) equal across ranks. Both start
+    from the same trained weights (the two-rank run's epoch 0), as the file requires."""
+    import subprocess
+    import sys
+    root = _copy_workspace(data_root, str(tmp_path_factory.mktemp("ranks-strategies") / "run"))
+    with open(os.path.join(root, "sensitive.yaml"), "w") as handle:
+        handle.write(SENSITIVE_SLIM.replace("SEED_REGEX", SEED_REGEX)
+                     .replace("strategies: [sensitive]",
+                                            "strategies: [distillation, sensitive]")
+                     .replace("strategies:\n  sensitive:", "strategies:\n  distillation:\n"
+                              "    class: DistillationStrategy\n    start_epoch: 1\n"
+                              "    distillation_loss_weight: 1.0\n  sensitive:"))
+    weights = os.path.join(two_ranks["root"], "ckpt", "0", "eval_model", "__params__")
+    options = [f"{key}={value}" for key, value in OPTIONS.items()] + [f"weights={weights}"]
+    measured = subprocess.run([sys.executable, "-m", "slim", "sensitivity", "-c", "tiny.yml", "-s",
+                               "sensitive.yaml", "-o", *options], cwd=root, capture_output=True,
+                              text=True, timeout=600, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert measured.returncode == 0, measured.stderr[-3000:]
+    for result in _run(root, args=["-s", "sensitive.yaml", "-c", "tiny.yml"],
+                       options={"weights": weights}):
+        assert result.returncode == 0, result
+    rank0, rank1 = _dump(root, 0), _dump(root, 1)
+    assert [record["strategy"] for record in rank0["plan_records"]] == ["sensitive"]
+    assert rank0["plan_records"] == rank1["plan_records"]
+    assert any(name.startswith("teacher") for name in rank0["arrays"]), sorted(rank0["arrays"])[:5]
+    assert _equal(_of_kind(rank0, "parameter", "optimizer_state"),
+                  _of_kind(rank1, "parameter", "optimizer_state")) == []

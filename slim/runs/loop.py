@@ -63,29 +63,38 @@ def run_hooks(job, epochs):
 def run_epochs(job, state):
     """Strategies, training, evaluation and checkpoints of every remaining epoch."""
     from slim.engine import Runner
+    from slim.engine.distributed import RankSum
+    from slim.engine.hooks import StartTogether
     from slim.strategies import StrategyContext
     epochs = job.compressor.epoch
     if state.next_epoch >= epochs:
         job.log(f"all {epochs} epochs are done (checkpoint '{state.last_checkpoint}'); "
                 "nothing to train")
         return
-    hooks, evaluate = run_hooks(job, epochs)
-    context = StrategyContext(state.next_epoch, job.programs, job.scope, job.log, job.executor,
-                              evaluate)
-    runner = Runner(train_step(job), hooks, state, context)
-    runner.load_hook_states(state.hook_states)
-    # One batch stream for the whole run: worker processes start once, and the stream ends
-    # exactly after the last epoch, which shuts them down (an abandoned paddle DataLoader
-    # leaves its workers running).
-    stream = job.train_loader.batches(start_iteration=state.iteration,
-                                      num_iterations=job.total_iterations - state.iteration)
+    rank_sum = RankSum(job.env, job.executor)
+    gate = StartTogether(rank_sum)
     try:
-        runner.train(epochs, lambda epoch: itertools.islice(stream, job.epoch_length(epoch)),
-                     job.epoch_length)
-        for _ in stream:  # reach the end of the stream so the loader stops its workers
-            raise RuntimeError("the training data stream yielded more batches than the epochs use")
-    finally:
-        stream.close()
+        hooks, evaluate = run_hooks(job, epochs)
+        context = StrategyContext(state.next_epoch, job.programs, job.scope, job.log, job.executor,
+                                  evaluate, world_size=job.env.world_size)
+        runner = Runner(train_step(job), [*hooks, gate], state, context)
+        runner.load_hook_states(state.hook_states)
+        # One batch stream for the whole run: worker processes start once, and the stream
+        # ends exactly after the last epoch, which shuts them down (an abandoned paddle
+        # DataLoader leaves its workers running).
+        stream = job.train_loader.batches(start_iteration=state.iteration,
+                                          num_iterations=job.total_iterations - state.iteration)
+        try:
+            runner.train(epochs, lambda epoch: itertools.islice(stream, job.epoch_length(epoch)),
+                         job.epoch_length)
+            for _ in stream:  # reach the end of the stream so the loader stops its workers
+                raise RuntimeError("the training data stream yielded more batches than the epochs "
+                                   "use")
+        finally:
+            stream.close()
+    except Exception:
+        gate.give_up()  # stopped before the first iteration: the other ranks must not train
+        raise
 
 
 def summarize(job, state, summary_file):
