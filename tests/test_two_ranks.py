@@ -16,6 +16,7 @@ import pytest
 from cpu_ranks import DUMP_DIR, KILL_AT_STEP, SAME_DATA, compare_dumps, launch, missing_internals
 from seed_facts import SEED_REGEX
 from test_compress import DETECTION_CONFIG, write_slim_config
+from test_sensitivity import write_slim
 
 from slim.io import checkpoint as ck
 
@@ -77,7 +78,7 @@ def _dump(root, rank):
 
 
 def _probe(root, name, rank):
-    with open(os.path.join(root, "dump", f"{name}-rank{rank}.json" if name == "keys"
+    with open(os.path.join(root, "dump", f"{name}-rank{rank}.json" if name in ("keys", "losses")
                            else f"rank{rank}-{name}.json")) as handle:
         return json.load(handle)
 
@@ -158,6 +159,20 @@ def test_both_ranks_prune_by_the_same_plan(two_ranks):
     assert checkpoint.state.pruning_plans == rank0["plan_records"]
 
 
+def test_the_logged_loss_is_the_mean_over_ranks(two_ranks):
+    import re
+    own = [_probe(two_ranks["root"], "losses", rank) for rank in (0, 1)]
+    lines = re.findall(r"^epoch \d+/\d+ iter \d+/\d+ \(total (\d+)\) loss (\S+) ",
+                       two_ranks["results"][0].stdout, flags=re.MULTILINE)
+    assert [int(total) for total, _ in lines] == list(range(1, EPOCHS * BATCHES_PER_EPOCH + 1))
+    for total, logged in lines:  # log_iter 1, smooth window 1: each line one iteration
+        step = int(total) - 1
+        mean = (own[0][step]["loss"] + own[1][step]["loss"]) / 2
+        assert float(logged) == pytest.approx(mean, abs=1e-4)
+    # and rank 0's own loss is not what was logged (the ranks' batches differ)
+    assert any(abs(float(logged) - own[0][int(total) - 1]["loss"]) > 1e-3 for total, logged in lines)
+
+
 def test_rank_1_writes_nothing(two_ranks):
     root = two_ranks["root"]
     rank0_writes = [path for _, path in _probe(root, "writes", 0)]
@@ -231,25 +246,22 @@ def test_train_py_on_two_ranks(data_root, tmp_path_factory):
     assert _probe(root, "writes", 1) == []
 
 
-SENSITIVE_SLIM = """
-version: 1.0
-pruners:
-  pruner_1: {class: StructurePruner, pruning_axis: {'*': 0}, criterions: {'*': l1_norm}}
-strategies:
-  sensitive:
-    class: SensitivePruneStrategy
-    pruner: pruner_1
-    start_epoch: 1
-    target_ratio: 0.1
-    delta_rate: 0.5
-    pruned_params: 'SEED_REGEX'
-    sensitivities_file: sensitivities.json
-compressor:
-  epoch: 2
-  eval_epoch: 1
-  checkpoint_path: ckpt
-  strategies: [sensitive]
-"""
+def _write_sensitive_slim(root, distillation=False):
+    """sensitive.yaml: SensitivePruneStrategy on the seed's convs to -10% FLOPs at epoch 1
+    (test_sensitivity's slim config), with sensitivities.json; optionally a distillation
+    teacher taken from the student at epoch 1."""
+    path = write_slim(os.path.join(root, "sensitive.yaml"), "sensitivities.json", target=0.1,
+                      params=SEED_REGEX)
+    if distillation:
+        with open(path) as handle:
+            text = handle.read()
+        text = text.replace("strategies: [sensitive]", "strategies: [distillation, sensitive]")
+        text = text.replace("strategies:\n  sensitive:", "strategies:\n  distillation:\n"
+                            "    class: DistillationStrategy\n    start_epoch: 1\n"
+                            "    distillation_loss_weight: 1.0\n  sensitive:")
+        assert "DistillationStrategy" in text and "[distillation, sensitive]" in text
+        with open(path, "w") as handle:
+            handle.write(text)
 
 
 def _stopped_before_training(result):
@@ -266,8 +278,7 @@ def test_sensitive_pruning_without_its_file_stops_every_rank_before_training(dat
     says the file is missing, in one line, before the first iteration."""
     import time
     root = _copy_workspace(data_root, str(tmp_path_factory.mktemp("ranks-sensitive") / "run"))
-    with open(os.path.join(root, "sensitive.yaml"), "w") as handle:
-        handle.write(SENSITIVE_SLIM.replace("SEED_REGEX", SEED_REGEX))
+    _write_sensitive_slim(root)
     started = time.monotonic()
     results = _run(root, args=["-s", "sensitive.yaml", "-c", "tiny.yml"])
     seconds = time.monotonic() - started
@@ -303,13 +314,7 @@ def test_sensitivity_and_distillation_on_two_ranks_prune_by_one_plan(two_ranks, 
     import subprocess
     import sys
     root = _copy_workspace(data_root, str(tmp_path_factory.mktemp("ranks-strategies") / "run"))
-    with open(os.path.join(root, "sensitive.yaml"), "w") as handle:
-        handle.write(SENSITIVE_SLIM.replace("SEED_REGEX", SEED_REGEX)
-                     .replace("strategies: [sensitive]",
-                                            "strategies: [distillation, sensitive]")
-                     .replace("strategies:\n  sensitive:", "strategies:\n  distillation:\n"
-                              "    class: DistillationStrategy\n    start_epoch: 1\n"
-                              "    distillation_loss_weight: 1.0\n  sensitive:"))
+    _write_sensitive_slim(root, distillation=True)
     weights = os.path.join(two_ranks["root"], "ckpt", "0", "eval_model", "__params__")
     options = [f"{key}={value}" for key, value in OPTIONS.items()] + [f"weights={weights}"]
     measured = subprocess.run([sys.executable, "-m", "slim", "sensitivity", "-c", "tiny.yml", "-s",
