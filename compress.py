@@ -11,7 +11,7 @@ from slim.errors import exit_on_user_error
 
 
 def parse_args(argv=None):
-    parser = new_parser(__doc__.splitlines()[0])
+    parser = new_parser(__doc__.splitlines()[0], prog="python compress.py")
     parser.add_argument("-s", "--slim_file", required=True,
                         help="slim config YAML (pruners, strategies, compressor)")
     add_config_arguments(parser)

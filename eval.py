@@ -10,7 +10,7 @@ from slim.errors import exit_on_user_error
 
 
 def parse_args(argv=None):
-    parser = new_parser(__doc__.splitlines()[0])
+    parser = new_parser(__doc__.splitlines()[0], prog="python eval.py")
     parser.add_argument("-m", "--model_path", required=True, help="directory of the saved model")
     parser.add_argument("--model_name", default="model", help="program file in model_path")
     parser.add_argument("--params_name", default="params", help="combined params file in model_path")

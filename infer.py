@@ -11,7 +11,7 @@ from slim.errors import exit_on_user_error
 
 
 def parse_args(argv=None):
-    parser = new_parser(__doc__.splitlines()[0])
+    parser = new_parser(__doc__.splitlines()[0], prog="python infer.py")
     parser.add_argument("--model_path", required=True, help="directory of the saved model")
     parser.add_argument("--model_name", default="__model__.infer",
                         help="program file in model_path (an .onnx file: run with onnxruntime)")

@@ -10,7 +10,7 @@ from slim.errors import exit_on_user_error
 
 
 def parse_args(argv=None):
-    parser = new_parser(__doc__.splitlines()[0])
+    parser = new_parser(__doc__.splitlines()[0], prog="python train.py")
     add_config_arguments(parser)
     parser.add_argument("--eval", action="store_true",
                         help="evaluate at every checkpoint (snapshot_iter), not only at the end")

@@ -8,7 +8,7 @@ Steps, each the command a user would type (run as a subprocess, its output in a 
 under --out; a progress line with elapsed time and ETA per step):
 
 1. the dataset: `python -m slim.data.demo` (skipped when up to date);
-2. the backbone pretrained on object crops: `python -m slim.pretrain`;
+2. the backbone pretrained on object crops: `python -m slim pretrain`;
 3. the baseline: `train.py --eval` for the recipe's iterations, with decays at 60% and 80%
    of them, so the last fifth runs at the final LR and shows whether it has converged
    (its mAP gained less than CONVERGED_GAIN points over that fifth);
@@ -50,6 +50,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from slim.errors import UserError, exit_on_user_error  # noqa: E402
+from slim.workflow.schedule import schedule_override  # noqa: E402  (the demo's too)
 
 DETECTION_CONFIG = "configs/yolov3_mobilenet_v1_accuracy.yml"
 CONTROL = "control"
@@ -220,14 +221,6 @@ def baseline_key(config_text, recipe, overrides, paddle_version):
         "dataset_dir", "train_images", "test_images", "dataset_seed", "pretrain_epochs",
         "baseline_iterations", "snapshot_iter", "decay_fractions", "warmup_steps")}
     return config_hash(config_text, fields, list(overrides), paddle_version)
-
-
-def schedule_override(iterations, decay_fractions, warmup_steps):
-    """The `-o` item of an LR schedule over `iterations`: linear warm-up, then x0.1 at each
-    of `decay_fractions` of the iterations."""
-    milestones = sorted({max(1, int(iterations * fraction)) for fraction in decay_fractions})
-    return (f"LearningRate.schedulers=[!PiecewiseDecay {{gamma: 0.1, milestones: {milestones}}}, "
-            f"!LinearWarmup {{start_factor: 0., steps: {min(warmup_steps, iterations)}}}]")
 
 
 def feed_overrides(recipe, threads):
@@ -414,12 +407,7 @@ def _python(*arguments):
 
 
 def pretrain_command():
-    """The backbone pretraining's command line: `python -m slim.pretrain` where that module
-    exists, else the `python -m slim pretrain` subcommand (slim's modules are being re-laid
-    out; the command stays)."""
-    import importlib.util
-    if importlib.util.find_spec("slim.pretrain") is not None:
-        return _python("-m", "slim.pretrain")
+    """The backbone pretraining's command line (slim.runs.pretrain behind it)."""
     return _python("-m", "slim", "pretrain")
 
 
@@ -765,10 +753,11 @@ def finetune_all(bench, plan, model_final, jobs, after_each=None):
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         # first-in first-out: a control has started before any run that waits for it
-        with submitting:
-            for method, slim_config, seed in sorted(plan, key=lambda item: needs_control(item[0])):
-                futures[(method, seed)] = pool.submit(one, method, slim_config, seed)
-        try:
+        try:  # a Ctrl-C while submitting stops the started steps too
+            with submitting:
+                for method, slim_config, seed in sorted(plan,
+                                                        key=lambda item: needs_control(item[0])):
+                    futures[(method, seed)] = pool.submit(one, method, slim_config, seed)
             for future in concurrent.futures.as_completed(list(futures.values())):
                 if future.exception() is not None:
                     raise future.exception()

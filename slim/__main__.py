@@ -9,7 +9,7 @@ import importlib
 import sys
 
 import slim  # noqa: F401  (selects the classic static IR before paddle is imported)
-from slim.errors import exit_on_user_error
+from slim.errors import ArgumentParser, exit_on_user_error
 
 SUBCOMMANDS = {
     "inspect": "slim.commands.inspect",
@@ -18,12 +18,14 @@ SUBCOMMANDS = {
     "sensitivity": "slim.commands.sensitivity",
     "export": "slim.commands.export",
     "prune": "slim.commands.prune",
+    "anchors": "slim.commands.anchors",
+    "latency-table": "slim.commands.latency_table",
 }
 
 
 def build_parser():
     """The `python -m slim` parser with one sub-parser per subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m slim",
+    parser = ArgumentParser(prog="python -m slim",
                                      description="filter pruning toolkit for Paddle detectors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True

@@ -7,6 +7,7 @@ permission), a PyYAML error, input nested too deeply for Python's recursion limi
 Ctrl-C ends with one line and exit code 130 (`Interrupted` lets a long job name its
 last complete checkpoint in that line).
 """
+import argparse
 import errno
 import functools
 import reprlib
@@ -134,6 +135,18 @@ def stop_on_sigterm():
     Main thread only (elsewhere Python refuses signal handlers; nothing is changed)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (a value of the wrong type, an unknown or missing
+    option) are one line, `error: <what argparse says> (<prog> --help lists the options)`,
+    exit 2, like every other user error, instead of its usage block. Sub-parsers made with
+    `add_subparsers` are of this class too."""
+
+    def error(self, message):
+        print(f"error: {one_line(message)} (`{self.prog} --help` lists the options)",
+              file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
 
 
 def exit_on_user_error(main):

@@ -166,3 +166,42 @@ def test_kill_during_write_keeps_previous_epoch(tmp_path):
     subprocess.run([sys.executable, str(script), "1"], check=True, capture_output=True)
     assert sorted(os.listdir(root_dir)) == ["0", "1"]  # the dead writer's temp dir is gone
     assert ck.latest_complete_checkpoint(root_dir).state.epoch == 1
+
+
+def test_add_to_checkpoint_is_all_or_nothing(tmp_path):
+    """add_to_checkpoint (what `slim export` uses to put model.onnx into a checkpoint's
+    eval_model): the new file is listed by the resealed manifest and the marker; a writer
+    that fails leaves the checkpoint as it was, and no temp dir; a root in use is refused."""
+    main, startup, loss = _tiny_train_program()
+    scope, executor = _trained_scope(main, startup, loss, steps=1)
+
+    def eval_model(temp_dir):
+        os.makedirs(os.path.join(temp_dir, "eval_model"))
+        with open(os.path.join(temp_dir, "eval_model", "a.txt"), "w") as handle:
+            handle.write("a")
+    path = ck.save_checkpoint(str(tmp_path), ck.CheckpointState(2, 7), main, scope, executor,
+                              extra_writer=eval_model)
+    before = dict(ck.validate_checkpoint(path).manifest["files"])
+
+    def add(temp_dir):
+        with open(os.path.join(temp_dir, "eval_model", "b.onnx"), "wb") as handle:
+            handle.write(b"onnx")
+    assert ck.add_to_checkpoint(path, add) == path
+    checkpoint = ck.latest_complete_checkpoint(str(tmp_path))
+    assert checkpoint.path == path and checkpoint.state.iteration == 7
+    assert set(checkpoint.manifest["files"]) == set(before) | {"eval_model/b.onnx"}
+    assert checkpoint.manifest["files"]["persistables"] == before["persistables"]
+    ck.check_checkpoint_root(str(tmp_path))  # the marker lists the new file: nothing foreign
+    assert sorted(os.listdir(tmp_path)) == ["2"]
+
+    def fail(temp_dir):
+        os.remove(os.path.join(temp_dir, "eval_model", "a.txt"))
+        raise OSError(28, "No space left on device")
+    with pytest.raises(ck.CheckpointError, match="kept as it was"):
+        ck.add_to_checkpoint(path, fail)
+    assert os.path.isfile(os.path.join(path, "eval_model", "a.txt"))
+    assert ck.latest_complete_checkpoint(str(tmp_path)).manifest == checkpoint.manifest
+    assert sorted(os.listdir(tmp_path)) == ["2"]
+    with ck.lock_checkpoint_root(str(tmp_path)):
+        with pytest.raises(ck.CheckpointError, match="in use"):
+            ck.add_to_checkpoint(path, add)

@@ -109,10 +109,11 @@ def test_the_pruning_engine_imports_nothing_of_config_model_or_strategies():
 PACKAGE_LAYERS = (
     {"config", "metrics", "prune"},
     {"model", "io"},
-    {"data"},
+    {"data", "sourcefree"},
     {"engine"},
     {"strategies"},
     {"runs"},
+    {"workflow"},  # steps of several tools' command lines: the demo, bench/accuracy.py
     {"commands", "__main__"},  # __main__: python -m slim COMMAND
 )
 ROOT_MODULES = {"slim", "slim.errors", "slim.registry", "slim.paddle_env"}
@@ -121,6 +122,8 @@ ROOT_MODULES = {"slim", "slim.errors", "slim.registry", "slim.paddle_env"}
 def package_of(module):
     """'engine' for slim.engine.runner; None for the root modules (slim.errors, ...)."""
     parts = module.split(".")
+    if len(parts) > 2 and parts[-1] == "__main__":
+        return "__main__"  # python -m slim.PACKAGE: an entry point, the top layer
     return parts[1] if len(parts) > 2 or module not in ROOT_MODULES and len(parts) == 2 else None
 
 

@@ -24,6 +24,7 @@ from slim.commands import pretrain
 from slim.data import demo as data_demo
 from slim.errors import Interrupted, UserError
 from slim.io.output_places import OWNER_MARKER, WRITTEN_LIST, OutputPlaceError, _current_umask
+from slim.runs import pretrain as pretrain_run
 
 UNWRITABLE = "/proc/slim-output-safety/x"  # cannot be created, not even by root
 
@@ -422,7 +423,7 @@ def test_save_weights_checks_again_before_replacing(tmp_path, monkeypatch, combi
 
 def test_pretrain_out_a_user_directory_is_refused_before_training(workspace, tmp_path, capsys,
                                                                  monkeypatch):
-    monkeypatch.setattr(pretrain, "decode_images", must_not_run)
+    monkeypatch.setattr(pretrain_run, "decode_images", must_not_run)
     target = str(tmp_path / "mine")
     before = user_dir(target)
     code, error = _exit_code_and_error(capsys, pretrain.main, [
@@ -433,7 +434,7 @@ def test_pretrain_out_a_user_directory_is_refused_before_training(workspace, tmp
 
 
 def test_pretrain_out_the_dataset_dir_is_refused(workspace, capsys, monkeypatch):
-    monkeypatch.setattr(pretrain, "decode_images", must_not_run)
+    monkeypatch.setattr(pretrain_run, "decode_images", must_not_run)
     before = tree_digest(workspace["data"])  # a demo dataset: the tool's own, but an input
     code, error = _exit_code_and_error(capsys, pretrain.main, [
         "-c", workspace["config"], "--out", workspace["data"], "--epochs", "1", "--size", "32",
@@ -481,22 +482,22 @@ def test_slim_demo_checks_every_output_place_first(tmp_path, monkeypatch):
 
 
 def test_slim_demo_fresh_dir_clears_only_the_tools_own(tmp_path):
-    from slim.commands import demo
     from slim.io.output_places import make_owned_temp_dir
+    from slim.workflow import places as demo
     root = tmp_path / "checkpoints"  # a checkpoint root made by compress.py: owned epoch dirs
     root.mkdir()
     os.rename(make_owned_temp_dir(str(root), "x"), root / "0")
-    assert demo._is_ours(str(root))
+    assert demo.is_ours(str(root))
     demo.fresh_owned_dir(str(root))
     assert sorted(os.listdir(root)) == [OWNER_MARKER]
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "a").write_text("a")
-    assert not demo._is_ours(str(tmp_path / "user"))
+    assert not demo.is_ours(str(tmp_path / "user"))
 
 
 @pytest.mark.parametrize("code, error", [(2, UserError), (130, Interrupted)])
 def test_slim_demo_step_exit_codes(code, error):
-    from slim.commands import demo
+    from slim.workflow import steps as demo
     with pytest.raises(error, match=f"exit {code}"):
         demo.run_step("step", [sys.executable, "-c", f"import sys; sys.exit({code})"])
 
@@ -521,7 +522,7 @@ def test_slim_demo_ctrl_c_lets_the_step_say_what_it_kept(monkeypatch, capsys, si
     still reaches the output, and the demo stops with Interrupted (exit 130)."""
     import threading
 
-    from slim.commands import demo
+    from slim.workflow import steps as demo
     monkeypatch.setattr(demo, "STEP_STOP_SECONDS", 0.5)
     child = ("import sys, time\nprint('working', flush=True)\ntry:\n    time.sleep(60)\n"
              "except KeyboardInterrupt:\n    print('interrupted: kept checkpoint 7', flush=True)\n"

@@ -9,8 +9,10 @@ import paddle
 import pytest
 from test_compress import ROOT, make_workspace
 
-from slim.commands import pretrain
+from slim.data import crops
 from slim.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from slim.model.classifier import build_classifier_program
+from slim.runs.pretrain import pretrain_backbone
 
 
 def _to_rgb(chw):
@@ -22,9 +24,9 @@ def test_object_crop_holds_the_object_centred_with_a_margin():
     image[30:60, 50:80] = (255, 0, 0)  # a 30 px red square, box [50, 30, 80, 60]
     rng = np.random.default_rng(0)
     for _ in range(20):
-        window = pretrain.object_crop_window([50, 30, 80, 60], rng)
+        window = crops.object_crop_window([50, 30, 80, 60], rng)
         assert 30 * 1.05 <= window[2] <= 30 * 1.4
-        crop = _to_rgb(pretrain.crop_square(image, window, 64, flip=False))
+        crop = _to_rgb(crops.crop_square(image, window, 64, flip=False))
         red = (crop[..., 0] > 128) & (crop[..., 1] < 128)
         # the object fills 1/1.4 .. 1/1.05 of the crop's side and covers its centre
         side = red.any(axis=0).sum()
@@ -38,7 +40,7 @@ def test_background_windows_overlap_no_object_much():
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     found = 0
     for _ in range(200):
-        window = pretrain.background_crop_window(200, 160, boxes, rng)
+        window = crops.background_crop_window(200, 160, boxes, rng)
         if window is None:
             continue
         found += 1
@@ -47,17 +49,17 @@ def test_background_windows_overlap_no_object_much():
         overlap_x = np.clip(np.minimum(patch[2], boxes[:, 2]) - np.maximum(patch[0], boxes[:, 0]), 0, None)
         overlap_y = np.clip(np.minimum(patch[3], boxes[:, 3]) - np.maximum(patch[1], boxes[:, 1]), 0, None)
         overlap = overlap_x * overlap_y
-        assert (overlap / areas <= pretrain.BACKGROUND_OVERLAP).all()
-        assert (overlap / side ** 2 <= pretrain.BACKGROUND_OVERLAP).all()
+        assert (overlap / areas <= crops.BACKGROUND_OVERLAP).all()
+        assert (overlap / side ** 2 <= crops.BACKGROUND_OVERLAP).all()
     assert found > 100
     # an object covering the whole image leaves no background
-    assert pretrain.background_crop_window(200, 160, [[0, 0, 200, 160]], rng) is None
+    assert crops.background_crop_window(200, 160, [[0, 0, 200, 160]], rng) is None
 
 
 def test_classifier_program_has_the_detector_backbone_parameters():
     from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_train_program
     backbone = MobileNet(conv_group_scale=0.25)
-    train, test, _, _, _ = pretrain.build_classifier_program(backbone, 64, 6)
+    train, test, _, _, _ = build_classifier_program(backbone, 64, 6)
     classifier = {p.name: list(p.shape) for p in train.global_block().all_parameters()}
     detector = {p.name: list(p.shape) for p in build_train_program(
         YOLOv3(backbone, YOLOv3Head(num_classes=5))).program.global_block().all_parameters()}
@@ -78,7 +80,7 @@ def test_pretrained_backbone_loads_into_the_detector(tmp_path, monkeypatch):
     paddle.enable_static()
     cfg = load_config(paths["config"])
     lines = []
-    accuracies = pretrain.pretrain_backbone(cfg, str(tmp_path / "backbone"), epochs=2,
+    accuracies = pretrain_backbone(cfg, str(tmp_path / "backbone"), epochs=2,
                                             size=32, batch_size=8, log=lines.append)
     assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
     assert lines[0].startswith("pretrain epoch 0/1:") and "test crop accuracy" in lines[0]

@@ -28,6 +28,7 @@ from slim.io.output_places import OWNER_MARKER
 from slim.prune import PrunePlan, analyze_program
 from slim.prune.flops import program_flops, program_params
 from slim.prune.masking import zero_removed_channels
+from slim.prune.pir import pir_supported
 
 CPU = paddle.CPUPlace()
 SIZE = 32
@@ -213,8 +214,11 @@ def test_missing_params_file(exported, tmp_path, capsys):
     ("--target_ratio", "1.5", "--target_ratio must be in (0, 1)"),
     ("--target_ratio", "0", "--target_ratio must be in (0, 1)"),
     ("--criterion", "l2_norm", "--criterion 'l2_norm' is not a pruning criterion; known: "
-                               "bn_scale, fpgm, l1_norm"),
+                               "activation, bn_scale, fpgm, l1_norm, taylor"),
     ("--pruned_params", "conv9_.*", "pruned_params 'conv9_.*' matches no conv weight"),
+    ("--round_to", "0", "--round_to must be a positive integer, got 0"),
+    ("--ratio", "0.3", "--ratio sets the channels removed directly: give it without "
+                       "--target_ratio"),
 ])
 def test_bad_option(exported, tmp_path, capsys, option, value, expected):
     argv = ["--model_dir", exported["dir"], "--target_ratio", "0.5", "--out",
@@ -222,6 +226,29 @@ def test_bad_option(exported, tmp_path, capsys, option, value, expected):
     code, error = error_line(capsys, argv)
     assert code == 2 and expected in error
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_ratio_and_round_to(exported, tmp_path, capsys):
+    """--ratio removes that fraction of every group's channels (no FLOPs target), --round_to
+    keeps the counts at multiples of N; both in report.json."""
+    from slim.prune.pruner import keep_count
+    out = str(tmp_path / "out")
+    assert prune(["--model_dir", exported["dir"], "--ratio", "0.3", "--round_to", "4",
+                  "--out", out, "--latency_runs", "0"]) == 0
+    assert "target" not in capsys.readouterr().out.splitlines()[0]
+    plan = PrunePlan.load(os.path.join(out, "plan.json"))
+    assert plan.groups and plan.target_ratio is None and plan.ratio == pytest.approx(0.3)
+    for group in plan.groups:
+        assert group.channels_after == keep_count(group.channels_before, 0.3, 4)
+        assert group.channels_after % 4 == 0 or group.channels_after == group.channels_before
+    assert any(keep_count(group.channels_before, 0.3, 4) != keep_count(group.channels_before, 0.3)
+               for group in plan.groups)  # rounding mattered somewhere
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    assert report["round_to"] == 4 and report["target_ratio"] is None
+    code, error = error_line(capsys, ["--model_dir", exported["dir"], "--ratio", "1", "--out",
+                                      str(tmp_path / "bad")])
+    assert code == 2 and "--ratio must be in (0, 1)" in error
 
 
 def test_foreign_out_dir_left_alone(exported, tmp_path, capsys):
@@ -242,7 +269,7 @@ def test_foreign_out_dir_left_alone(exported, tmp_path, capsys):
     (out / "notes.txt").unlink()
     code, error = error_line(capsys, ["--model_dir", str(damaged), "--target_ratio", "0.5",
                                       "--out", str(out)])
-    assert code == 2 and "Paddle cannot load the inference model" in error
+    assert code == 2 and "damaged" in error and "not Paddle's tensor format" in error
 
 
 def test_handmade_pir_model(tmp_path, capsys):
@@ -253,12 +280,16 @@ def test_handmade_pir_model(tmp_path, capsys):
     for named in ([], ["--model_filename", "inference.json"]):
         code, error = error_line(capsys, ["--model_dir", str(model_dir), "--target_ratio", "0.5",
                                           "--out", str(tmp_path / "out"), *named])
-        assert code == 2 and "new-IR (PIR) program" in error and "FLAGS_enable_pir_api=0" in error
+        if pir_supported():  # Paddle 3 reads it as PIR, and says the file is broken
+            assert code == 2 and "Paddle cannot load the inference model" in error
+        else:
+            assert code == 2 and "new-IR (PIR) program" in error and \
+                "FLAGS_enable_pir_api=0" in error and "paddlepaddle>=3" in error
 
 
 PIR_SAVE = """
 import sys, paddle
-net = paddle.nn.Conv2D(3, 4, 3)
+net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.ReLU(), paddle.nn.Conv2D(8, 4, 3))
 net.eval()
 paddle.jit.save(net, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32")])
 """
@@ -266,18 +297,20 @@ paddle.jit.save(net, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 
 
 @pytest.mark.skipif(int(paddle.__version__.split(".")[0]) < 3, reason="PIR is Paddle 3's")
 def test_pir_model_saved_by_paddle(tmp_path, capsys):
-    """A model `paddle.jit.save` wrote in Paddle 3's default new IR is refused in one line
-    that names the flag; the same script with FLAGS_enable_pir_api=0 saves one the command
-    loads (the advice in the message works)."""
+    """A model `paddle.jit.save` wrote in Paddle 3's default new IR is pruned into `.json` +
+    `.pdiparams`; the same script with FLAGS_enable_pir_api=0 saves a classic one (the advice
+    the message gives on Paddle 2.6) that the command finds too."""
     env = {key: value for key, value in os.environ.items() if key != "FLAGS_enable_pir_api"}
     for name, flag in (("pir", None), ("classic", "0")):
         run_env = dict(env, **({"FLAGS_enable_pir_api": flag} if flag else {}))
         subprocess.run([sys.executable, "-c", PIR_SAVE, str(tmp_path / name / "inference")],
                        check=True, env=run_env, capture_output=True)
     assert sorted(os.listdir(tmp_path / "pir")) == ["inference.json", "inference.pdiparams"]
-    code, error = error_line(capsys, ["--model_dir", str(tmp_path / "pir"), "--target_ratio",
-                                      "0.5", "--out", str(tmp_path / "out")])
-    assert code == 2 and "new-IR (PIR) program" in error and "FLAGS_enable_pir_api=0" in error
+    assert prune(["--model_dir", str(tmp_path / "pir"), "--target_ratio", "0.25",
+                  "--input_shape", "3,8,8", "--out", str(tmp_path / "out"),
+                  "--latency_runs", "0"]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == sorted([
+        OWNER_MARKER, "inference.json", "inference.pdiparams", PLAN_NAME, REPORT_NAME])
     files = find_model_files(str(tmp_path / "classic"))
     assert (files.model_filename, files.params_filename) == ("inference.pdmodel",
                                                              "inference.pdiparams")
@@ -322,6 +355,44 @@ def test_fetch_target_keeps_shape_and_input_shape(tmp_path, capsys):
         feeds = {"image": np.random.RandomState(size).rand(1, 3, size, size).astype("float32")}
         (pruned,) = predict(out, feeds)
         assert pruned.shape == (1, 6, size, size)
+
+
+def test_reshape_sized_at_run_time_counts_at_the_input_shape(tmp_path, capsys):
+    """A model whose reshape takes its shape from `shape` + `slice` ops (the PP-OCRv4
+    recognizer's attention: 'matmul_v2 ... has unknown dims [-1, 8, -1, 15]' before) is
+    counted at --input_shape by one run, and prunes."""
+    from test_prune_shapes import run_time_reshape
+    program, scope, out_var = run_time_reshape()
+    model_dir, out = str(tmp_path / "attention"), str(tmp_path / "out")
+    with paddle.static.scope_guard(scope):
+        randomize(program, scope)
+        paddle.static.save_inference_model(
+            os.path.join(model_dir, "inference"), [program.global_block().var("image")],
+            [out_var], paddle.static.Executor(CPU), program=program)
+    assert prune(["--model_dir", model_dir, "--pruned_params", "a_weights", "--target_ratio",
+                  "0.34", "--out", out, "--input_shape", "3,12,10", "--latency_runs", "0"]) == 0
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    assert report["before"]["flops"] == 8 * 27 * 120 + 6 * 8 * 120 + 120 * 4 * 6 + 1
+    assert report["after"]["flops"] == 5 * 27 * 120 + 6 * 5 * 120 + 120 * 4 * 6 + 1
+    feeds = {"image": np.random.RandomState(4).rand(2, 3, 8, 6).astype("float32")}  # any size
+    (pruned,) = predict(out, feeds)
+    _, masked = masked_reference(model_dir, PrunePlan.load(os.path.join(out, "plan.json")), feeds)
+    assert pruned.shape == masked.shape == (2, 48, 4)
+    assert np.abs(pruned - masked).max() <= RELATIVE * np.abs(masked).max()
+
+
+def test_bn_scale_without_batch_norm_names_the_fix(tmp_path, capsys):
+    """An exported model without batch norm (folded into the convs, as PaddleOCR's are):
+    --criterion bn_scale is one line naming the criteria that work, nothing written."""
+    model_dir, out = str(tmp_path / "fcn"), str(tmp_path / "out")
+    export_fully_convolutional(model_dir)
+    code, error = error_line(capsys, ["--model_dir", model_dir, "--target_ratio", "0.3",
+                                      "--criterion", "bn_scale", "--input_shape", "3,16,16",
+                                      "--out", out])
+    assert code == 2 and not os.path.exists(out)
+    assert "criterion bn_scale needs a batch norm on the channels" in error
+    assert "use criterion l1_norm or fpgm, or activation with calibration images" in error
 
 
 def tree_digest(root, skip=None):
@@ -407,3 +478,77 @@ def test_a_saved_file_name_with_a_directory_part_is_refused(exported, tmp_path):
         with pytest.raises(UserError, match="must be a plain file name"):
             save_inference_model(model, executor, scope, str(target), bad, "inference.pdiparams")
     assert os.listdir(target) == [] and not os.path.exists(tmp_path / "outside.pdmodel")
+
+
+def per_parameter_copy(exported, target):
+    """The exported model saved again as `__model__` + one file per parameter in `target`;
+    the names of the parameter files."""
+    from slim.io.inference_model import save_inference_model
+    executor, scope = paddle.static.Executor(CPU), paddle.static.Scope()
+    model = load_inference_model(find_model_files(exported["dir"]), executor, scope)
+    os.makedirs(target)
+    return save_inference_model(model, executor, scope, str(target), "__model__", None)[1:]
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    path.write_bytes({"4 bytes short": data[:-4], "1 byte extra": data + b"\0",
+                      "empty": b""}[how])
+
+
+HOSTILE_PARAMS = {
+    # case: (layout, what is done to it, words the one error line must hold)
+    "combined 4 bytes short": ("combined", "4 bytes short", "is truncated"),
+    "combined 1 byte extra": ("combined", "1 byte extra", "not Paddle's tensor format"),
+    "combined empty": ("combined", "empty", "holds 0 tensors"),
+    "combined of another model": ("combined", "another model", "holds"),
+    "per-file 4 bytes short": ("per-file", "4 bytes short", "is truncated (4 bytes short)"),
+    "per-file 1 byte extra": ("per-file", "1 byte extra", "has 1 bytes after its tensor"),
+    "per-file missing": ("per-file", "missing", "is missing"),
+    "per-file of another shape": ("per-file", "another shape", "does not fit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_PARAMS))
+def test_prune_refuses_params_that_do_not_fit(exported, tmp_path, capsys, case):
+    """Rule (b): the params of the model to prune are checked structurally before Paddle
+    loads them, in both layouts (Paddle's loader fills a short file's last weights with
+    zeros and prunes those, exit 0). One error line naming the file, nothing written."""
+    import shutil
+    layout, how, expected = HOSTILE_PARAMS[case]
+    model = tmp_path / "model"
+    if layout == "combined":
+        shutil.copytree(exported["dir"], model)
+        params = model / "inference.pdiparams"
+        if how == "another model":  # the params of a pruned copy: fewer channels
+            assert prune(["--model_dir", exported["dir"], "--target_ratio", "0.5",
+                          "--latency_runs", "0", "--out", str(tmp_path / "pruned")]) == 0
+            capsys.readouterr()
+            shutil.copy(tmp_path / "pruned" / "inference.pdiparams", params)
+            expected = "does not fit"
+        else:
+            damage(params, how)
+    else:
+        names = per_parameter_copy(exported, model)
+        victim = model / sorted(names)[-1]  # the last one, whose loss Paddle fills with zeros
+        if how == "missing":
+            victim.unlink()
+        elif how == "another shape":
+            shutil.copy(model / sorted(names)[0], victim)
+        else:
+            damage(victim, how)
+    code, error = error_line(capsys, ["--model_dir", str(model), "--target_ratio", "0.5",
+                                      "--latency_runs", "0", "--out", str(tmp_path / "out")])
+    assert code == 2 and expected in error, error
+    assert str(model) in error
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_prune_of_a_per_parameter_model(exported, tmp_path, capsys):
+    """The per-parameter layout passes the structural check when whole (the check is not
+    simply refusing it) and is pruned into the same layout."""
+    names = per_parameter_copy(exported, tmp_path / "model")
+    assert prune(["--model_dir", str(tmp_path / "model"), "--target_ratio", "0.5",
+                  "--latency_runs", "0", "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert set(names) <= set(os.listdir(tmp_path / "out"))

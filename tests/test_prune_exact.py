@@ -2,14 +2,15 @@
 
 With random weights and random batch norm statistics, the pruned program must
 compute what the unpruned program computes when the removed channels are
-zeroed instead (producing filters, depthwise filters, batch norm scale and
-offset, biases; see slim.prune.masking). Checked for the eval program
+zeroed instead in the weights that read them (consumer convs' input slices,
+fully connected rows; see slim.prune.masking). Checked for the eval program
 (outputs) and the train program (loss, and every kept parameter, BN
 statistic and optimizer accumulator after one optimizer step, with Momentum
 and with Adam). The accumulators start random, as after some training, so a
 wrong slice of them shows. The kept channels themselves are checked against
 L1 norms computed here with numpy.
 """
+import re
 import warnings
 
 import numpy as np
@@ -370,3 +371,179 @@ def test_split_channels_are_a_one_line_error_naming_op_and_conv():
 def test_reshaped_channel_axis(source, axis, target, expected):
     """Where a reshape puts a channel axis (row-major), worked out by hand."""
     assert reshaped_axis(source, axis, target) == expected
+
+
+def _scalar_affine(x, name):
+    """PP-LCNetV3's learnable affine block: a learned [1] scale and [1] bias on a tensor."""
+    scale = paddle.static.create_parameter([1], "float32", name=name + "_lab_scale")
+    bias = paddle.static.create_parameter([1], "float32", name=name + "_lab_bias")
+    return x * scale + bias
+
+
+def _sigmoid(x):
+    """A sigmoid op (paddle 3.3's functional sigmoid refuses classic static Variables)."""
+    helper = paddle.base.layer_helper.LayerHelper("sigmoid")
+    out = helper.create_variable_for_type_inference(x.dtype)
+    helper.append_op(type="sigmoid", inputs={"X": [x]}, outputs={"Out": [out]})
+    return out
+
+
+def scalar_bias(x, is_test):
+    """Convs followed by a learned per-tensor scale and bias (a [1] parameter added after
+    the conv, PP-LCNetV3), sigmoid, hard_sigmoid and a squeeze-excite product: a removed
+    channel zeroed at its producing filters is not zero where the next conv reads it."""
+    y = _scalar_affine(_bn(_conv(x, 8, "c1"), "c1", is_test), "c1")
+    y = _sigmoid(y)
+    y = _scalar_affine(_conv(y, 10, "c2", bias=True), "c2")
+    gate = paddle.nn.functional.hardsigmoid(_conv(paddle.mean(y, axis=[2, 3], keepdim=True), 10,
+                                                  "se", kernel=1))
+    y = paddle.nn.functional.hardswish(y * gate)
+    return _conv(y, 5, "head", kernel=1, bias=True)
+
+
+def _eval_program(builder):
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        out = builder(paddle.static.data("image", IMAGE, "float32"), True)
+    return main, startup, out
+
+
+def _planned(main, startup, out, scope, exe, ratio):
+    """(initial persistables, graph, plan of 'auto' at `ratio`) of an eval program with
+    random weights in `scope` (the current scope), its output fixed."""
+    exe.run(startup)
+    randomize(main, scope)
+    initial = persistables(main, scope)
+    graph = analyze_program(main, fixed_vars=[out.name])
+    return initial, graph, plan_pruning(main, scope, "auto", ratio=ratio, graph=graph)
+
+
+def test_masking_reference_zeroes_readers_after_a_scalar_bias():
+    """The masking reference zeroes the removed channels in the weights that read them, so it
+    equals the pruned program behind a learned [1] bias and sigmoids, where zeroing the
+    producing filters (and BN, biases) leaves a constant in every removed channel."""
+    main, startup, out = _eval_program(scalar_bias)
+    scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
+    image = np.random.RandomState(1).rand(2, *IMAGE[1:]).astype("float32")
+    with paddle.static.scope_guard(scope):
+        initial, graph, plan = _planned(main, startup, out, scope, exe, 0.5)
+        assert {g.key[0] for g in plan.groups} >= {"c1_weights", "c2_weights"}
+        unpruned = exe.run(main, feed={"image": image}, fetch_list=[out])[0]
+        for group_plan in plan.groups:  # the producer side: filters, BN, biases of the channels
+            group = graph.group_at(*group_plan.key)
+            for member in group.members_with_role("filter", "bn_scale", "bn_offset", "param"):
+                value = np.array(scope.find_var(member.var).get_tensor())
+                index = [slice(None)] * value.ndim
+                index[member.axis] = member.element_indices(group_plan.removed)
+                value[tuple(index)] = 0
+                scope.find_var(member.var).get_tensor().set(value, paddle.CPUPlace())
+        producer_masked = exe.run(main, feed={"image": image}, fetch_list=[out])[0]
+        restore(initial, scope)
+        assert zero_removed_channels(plan, graph, scope) == ["c2_weights", "head_weights",
+                                                             "se_weights"]
+        masked = exe.run(main, feed={"image": image}, fetch_list=[out])[0]
+        restore(initial, scope)
+        apply_plan(plan, [main], scope, graphs=[graph])
+        pruned = exe.run(main, feed={"image": image}, fetch_list=[out])[0]
+    assert np.abs(unpruned - masked).max() > 1e-2  # masking matters
+    assert_close(pruned, masked)
+    assert np.abs(pruned - producer_masked).max() > 1e-2  # the old reference is wrong here
+
+
+def test_masking_reference_refuses_a_weightless_channel_reduction():
+    """A reduction over the channel axis reads the removed channels without a weight to
+    zero: the reference says it is not exact instead of comparing against a wrong value."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        y = _conv(paddle.static.data("image", IMAGE, "float32"), 8, "c1")
+        out = _conv(y, 5, "head", kernel=1) + paddle.mean(y, axis=1, keepdim=True)
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(paddle.CPUPlace()).run(startup)
+        graph = analyze_program(main, fixed_vars=[out.name])
+        plan = plan_pruning(main, scope, ["c1_weights"], ratio=0.5, graph=graph)
+        with pytest.raises(PruneError, match=r"op 'reduce_mean' .* reads the channels of group "
+                                             r"'c1_weights'"):
+            zero_removed_channels(plan, graph, scope)
+        assert zero_removed_channels(plan, graph, scope, strict=False) == ["head_weights"]
+
+
+# ------------------------------------------------ ops of PaddleOCR's detector / recognizer / classifier
+
+def shape_head(x, is_test):
+    """The classifier's head (PP-OCR mobile cls): global pooling, then a reshape to
+    [shape(x)[0], C] whose C is a fill_constant in its shape tensor, then a linear layer."""
+    y = paddle.nn.functional.adaptive_avg_pool2d(_cbr(x, 8, "c1", is_test), 1)
+    y = paddle.reshape(y, [paddle.shape(y)[0], 8])
+    weight = paddle.static.create_parameter([8, 5], "float32", name="fc_w")
+    return paddle.nn.functional.linear(y, weight)
+
+
+def tokens(x, is_test):
+    """The recognizer's neck: a conv map flattened to tokens, transposed to [N, HW, C]
+    (transpose2 moves the channel axis last), a linear layer on the channels."""
+    y = paddle.transpose(paddle.flatten(_cbr(x, 8, "c1", is_test), 2), [0, 2, 1])
+    weight = paddle.static.create_parameter([8, 5], "float32", name="fc_w")
+    return paddle.nn.functional.linear(y, weight)
+
+
+def spatial_ops(x, is_test):
+    """Layer norm and softmax over the spatial axes, a slice of rows, a stack of two convs
+    averaged over the stacked axis: none of them mixes channels."""
+    a, b = _cbr(x, 8, "a", is_test), _cbr(x, 8, "b", is_test)
+    y = paddle.mean(paddle.stack([a, b], axis=0), axis=0)
+    y = paddle.nn.functional.layer_norm(y, [12, 12], weight=paddle.static.create_parameter(
+        [144], "float32", name="ln_scale"), bias=paddle.static.create_parameter(
+        [144], "float32", name="ln_bias"))
+    y = paddle.nn.functional.softmax(y, axis=-1)[:, :, 1:, :]
+    return _conv(y, 5, "head", kernel=1, bias=True)
+
+
+OCR_CASES = {"shape_head": (shape_head, {"c1_weights"}), "tokens": (tokens, {"c1_weights"}),
+             "spatial_ops": (spatial_ops, {"a_weights"})}
+
+
+
+
+@pytest.mark.parametrize("case", sorted(OCR_CASES))
+def test_ocr_ops_pruned_equal_masked(case):
+    """shape, transpose2, a reshape sized by a shape tensor, layer_norm, softmax, slice and
+    stack carry the channels: the pruned program equals the masked one."""
+    builder, groups = OCR_CASES[case]
+    main, startup, out = _eval_program(builder)
+    scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
+    image = np.random.RandomState(1).rand(2, *IMAGE[1:]).astype("float32")
+    with paddle.static.scope_guard(scope):
+        initial, graph, plan = _planned(main, startup, out, scope, exe, 0.4)
+        assert {group.key[0] for group in plan.groups} == groups
+        unpruned = exe.run(main, feed={"image": image}, fetch_list=[out])[0]
+        zero_removed_channels(plan, graph, scope)
+        masked = exe.run(main, feed={"image": image}, fetch_list=[out])[0]
+        restore(initial, scope)
+        apply_plan(plan, [main], scope, graphs=[graph])
+        pruned = exe.run(main, feed={"image": image}, fetch_list=[out])[0]
+    assert np.abs(unpruned - masked).max() > 1e-3 * np.abs(unpruned).max()  # masking matters
+    assert pruned.shape == masked.shape
+    assert_close(pruned, masked)
+
+
+def _channels_last_norm(y):
+    return paddle.nn.functional.layer_norm(paddle.transpose(y, [0, 2, 3, 1]), [8])
+
+
+@pytest.mark.parametrize("tail, reason", [
+    (_channels_last_norm, r"op 'layer_norm' .*normalizes axis 3"),
+    (lambda y: paddle.nn.functional.softmax(y, axis=1), r"op 'softmax' .*normalizes over axis 1"),
+    (lambda y: y[:, 2:, :, :], r"op 'slice' .*cuts axis 1 of '.*' to \[2, 8\)"),
+])
+def test_ops_that_mix_or_cut_channels_block_the_group(tail, reason):
+    """Layer norm or softmax over the channels, and a slice of some channels, are not
+    channel-wise: the group stays unpruned with the op named."""
+    main, _, _ = _eval_program(lambda x, is_test: tail(_conv(x, 8, "c1")))
+    (group,) = analyze_program(main).groups_of("c1_weights", 0)
+    assert not group.prunable
+    assert re.search(reason, group.blocked_reason), group.blocked_reason

@@ -116,9 +116,9 @@ def _program_with(tail):
     return main, scope
 
 
-def _transpose_tail(x):
-    """An op without a channel rule (transpose2) after conv 'b'."""
-    paddle.transpose(x, [0, 2, 3, 1])
+def _flip_tail(x):
+    """An op without a channel rule (flip: it reverses the channels) after conv 'b'."""
+    paddle.flip(x, [1])
 
 
 def _yolo_box_tail(x):
@@ -152,18 +152,18 @@ def test_collective_all_reduce_carries_channels():
 
 
 def test_unknown_op_is_an_error_naming_op_and_param():
-    program, scope = _program_with(_transpose_tail)
+    program, scope = _program_with(_flip_tail)
     graph = analyze_program(program)
     (group,) = graph.groups_of("b_weights", 0)
-    assert not group.prunable and "transpose2" in group.blocked_reason
-    with pytest.raises(PruneError, match=r"cannot prune 'b_weights': op 'transpose2' .*no channel "
+    assert not group.prunable and "flip" in group.blocked_reason
+    with pytest.raises(PruneError, match=r"cannot prune 'b_weights': op 'flip' .*no channel "
                                          r"rule.*on_unknown"):
         plan_pruning(program, scope, ["a_weights", "b_weights"], ratio=0.5)
     with pytest.warns(PruneWarning, match="b_weights"):
         plan = plan_pruning(program, scope, ["a_weights", "b_weights"], ratio=0.5,
                             on_unknown="skip")
     assert plan.matched == ["a_weights"]
-    with pytest.raises(PruneError, match="only unprunable.*b_weights.*transpose2"):
+    with pytest.raises(PruneError, match="only unprunable.*b_weights.*flip"):
         plan_pruning(program, scope, "b_weights", ratio=0.5, on_unknown="skip")
     assert plan_pruning(program, scope, "auto", ratio=0.5).matched == ["a_weights"]
 
@@ -297,6 +297,58 @@ def test_flops_target_is_met_within_half_a_percent():
                      target_ratio=0.5)
 
 
+CHANNELS = 12
+
+
+def _equal_convs():
+    """Six 3x3 convs of CHANNELS in a chain (then a fixed head): a uniform ratio keeps the same
+    count in all six, so the FLOPs removed take only a few values. c3's two weakest filters
+    are planted: 100 times smaller than any other."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        y = paddle.static.data("image", IMAGE, "float32")
+        for number in range(1, 7):
+            y = _conv(y, CHANNELS, f"c{number}")
+        out = _conv(y, 3, "head", kernel=1)
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(CPU).run(startup)
+    randomize(main, scope)
+    weight = np.array(scope.find_var("c3_weights").get_tensor())
+    weight[2:4] *= 0.01
+    scope.find_var("c3_weights").get_tensor().set(weight, CPU)
+    return main, scope, out.name
+
+
+def test_flops_target_between_uniform_steps_is_met_by_single_groups():
+    """Between two uniform steps (issue 21: the PP-OCRv4 detector's ten 24-channel groups
+    stepped from 49.46% to 51.74% at once) single groups' counts are moved: the target is
+    met within 0.5%, and the group moved first is the one whose next channel matters least
+    (c3: the uniform ratio removes one of its planted weak filters, the move the other)."""
+    from slim.prune.pruner import FlopsCounter, search_uniform_ratio
+    program, scope, out = _equal_convs()
+    before = program_flops(program)
+    graph = analyze_program(program, fixed_vars=[out])
+    groups = select_params(graph, "auto").groups
+    target = 0.22
+    with pytest.raises(PruneError, match=r"no uniform ratio removes 22.0% .*moves single groups"):
+        search_uniform_ratio(FlopsCounter(program, groups), target)
+    plan = plan_pruning(program, scope, "auto", target_ratio=target, graph=graph)
+    keeps = {g.key[0]: g.channels_after for g in plan.groups}
+    uniform = keep_count(CHANNELS, plan.ratio)
+    assert len(set(keeps.values())) > 1 and uniform == CHANNELS - 1  # not uniform
+    assert keeps["c3_weights"] == uniform - 1
+    c3_plan = plan.groups[[g.key[0] for g in plan.groups].index("c3_weights")]
+    assert not {2, 3} & set(c3_plan.kept)
+    apply_plan(plan, [program], scope, graphs=[graph])
+    assert abs(1 - program_flops(program) / before - target) <= 0.005
+    with pytest.raises(PruneError, match=r"no channel counts remove 22.0% .*round_to 4: every "
+                                         r"group moves in steps of 4 channels"):
+        plan_pruning(*_equal_convs()[:2], "auto", target_ratio=target, round_to=4)
+
+
 # ---------------------------------------------------------------- plans, apply, undo
 
 def test_plan_json_round_trip_replays_to_identical_programs():
@@ -419,32 +471,74 @@ def test_summary_table_json_and_chart(tmp_path):
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _squeezenet_like():
+    """SqueezeNet's tail: the last conv makes the 10 class scores, relu, global pooling,
+    flatten: nothing but the caller says its channels must stay."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        y = _cbr(paddle.static.data("image", IMAGE, "float32"), 8, "a", True)
+        y = paddle.nn.functional.relu(_conv(y, 10, "classes", kernel=1, bias=True))
+        out = paddle.flatten(paddle.nn.functional.adaptive_avg_pool2d(y, 1), 1)
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(CPU).run(startup)
+    return main, scope, out.name
+
+
+def test_fixed_vars_and_extra_ops_with_a_given_graph_are_honoured_or_refused():
+    """plan_pruning(..., graph=g, fixed_vars=[out]) used to ignore fixed_vars when g was built
+    without them (the 10 class scores were pruned to 7): now a graph built with them keeps the
+    output, one built without them is refused, and so are extra_ops the graph lacks."""
+    from slim.prune.op_specs import OpSpec
+    program, scope, out = _squeezenet_like()
+    assert "classes_weights" in plan_pruning(program, scope, "auto", ratio=0.3).matched  # free
+    for graph in (None, analyze_program(program, fixed_vars=[out])):
+        plan = plan_pruning(program, scope, "auto", ratio=0.3, graph=graph, fixed_vars=[out])
+        assert plan.matched == ["a_weights"]
+    with pytest.raises(PruneError, match=rf"fixed_vars \['{out}'\] are not fixed in the given "
+                                         r"graph: build it with analyze_program"):
+        plan_pruning(program, scope, "auto", ratio=0.3, graph=analyze_program(program),
+                     fixed_vars=[out])
+    extra = {"flip": OpSpec(rule=_ends_coupling)}
+    with pytest.raises(PruneError, match=r"extra_ops \['flip'\] differ from the given "
+                                         r"graph's \[\]"):
+        plan_pruning(program, scope, "auto", ratio=0.3, graph=analyze_program(program),
+                     extra_ops=extra)
+    plan = plan_pruning(program, scope, "auto", ratio=0.3, fixed_vars=[out])
+    with pytest.raises(PruneError, match=r"extra_ops \['flip'\] differ"):
+        apply_plan(plan, [program], scope, graphs=[analyze_program(program)], extra_ops=extra)
+    apply_plan(plan, [program], scope, graphs=[analyze_program(program, fixed_vars=[out])])
+    assert list(program.global_block().var(out).shape) == [-1, 10]
+
+
 # ---------------------------------------------------------------- op specs
 
 def _ends_coupling(op, var, axis):
-    """A caller's own channel rule (here for transpose2): the channels go no further."""
+    """A caller's own channel rule (here for flip): the channels go no further."""
     return []
 
 
 def test_extra_ops_support_a_new_op_for_one_analysis_only():
     from slim.prune.op_specs import OP_SPECS, OpSpec
-    program, _ = _program_with(_transpose_tail)
-    extra = {"transpose2": OpSpec(rule=_ends_coupling)}
+    program, _ = _program_with(_flip_tail)
+    extra = {"flip": OpSpec(rule=_ends_coupling)}
     (group,) = analyze_program(program, extra_ops=extra).groups_of("b_weights", 0)
     assert group.prunable
     # the global table is unchanged: the next analysis without extra_ops blocks again
-    assert "transpose2" not in OP_SPECS and OP_SPECS.find("transpose2") is None
+    assert "flip" not in OP_SPECS and OP_SPECS.find("flip") is None
     (group,) = analyze_program(program).groups_of("b_weights", 0)
-    assert not group.prunable and "transpose2" in group.blocked_reason
+    assert not group.prunable and "flip" in group.blocked_reason
 
 
 def test_extra_ops_reach_planning_and_applying():
     from slim.prune.op_specs import OpSpec
-    program, scope = _program_with(_transpose_tail)
-    extra = {"transpose2": OpSpec(rule=_ends_coupling)}
+    program, scope = _program_with(_flip_tail)
+    extra = {"flip": OpSpec(rule=_ends_coupling)}
     plan = plan_pruning(program, scope, ["b_weights"], ratio=0.5, extra_ops=extra)
     assert plan.matched == ["b_weights"]
-    with pytest.raises(PruneError, match=r"cannot prune group 'b_weights'.*transpose2"):
+    with pytest.raises(PruneError, match=r"cannot prune group 'b_weights'.*flip"):
         apply_plan(plan, [program], scope)
     apply_plan(plan, [program], scope, extra_ops=extra)
     assert list(program.global_block().var("b_weights").shape) == [3, 8, 1, 1]
@@ -453,13 +547,13 @@ def test_extra_ops_reach_planning_and_applying():
 def test_op_spec_kind_decides_what_inspect_reaches_walks_through():
     from slim.prune.graph import ProgramIndex, conv_reaches
     from slim.prune.op_specs import CHANNEL_PRESERVING, CONV, OP_SPECS, OpSpec, op_table
-    program, _ = _program_with(_transpose_tail)
+    program, _ = _program_with(_flip_tail)
     index = ProgramIndex(program)
     assert [(conv.weight, conv.kind) for conv in index.convs] == [("a_weights", "conv"),
                                                                   ("b_weights", "conv")]
-    assert conv_reaches(index) == {"a_weights": ["conv:b_weights"], "b_weights": ["transpose2"]}
-    # transpose2 declared channel-preserving for this call: b's channels pass it and end
-    extra = op_table({"transpose2": OpSpec(kind=CHANNEL_PRESERVING)})
+    assert conv_reaches(index) == {"a_weights": ["conv:b_weights"], "b_weights": ["flip"]}
+    # flip declared channel-preserving for this call: b's channels pass it and end
+    extra = op_table({"flip": OpSpec(kind=CHANNEL_PRESERVING)})
     assert conv_reaches(ProgramIndex(program, extra))["b_weights"] == []
     # batch norm and relu are walked through because of their spec kind
     assert OP_SPECS.get("batch_norm").kind == CHANNEL_PRESERVING

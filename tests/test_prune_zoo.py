@@ -9,16 +9,13 @@ batch norm statistics (variances positive), the pruned output must equal, to 1e-
 the unpruned program's output with the removed channels zeroed
 (`slim.prune.masking.zero_removed_channels`).
 
-Why zero-masking is a valid reference here, also for DenseNet's batch norm BEFORE each conv
-(BN -> ReLU -> conv on a growing concat): a zeroed channel entering a batch norm is not zero
-after it (BN adds offset - scale * mean / std), so zeroing only the producing filters would
-NOT be a valid reference. But a removed channel's group holds every batch norm that reads it
-(each later layer's BN reads the concat slice it lives in), and the masking zeroes those
-BNs' scale and offset too: BN then outputs 0 * x_hat + 0 = 0, ReLU keeps 0, and every
-consumer conv reads zeros exactly where the pruned program has no channel. A fully
-connected layer after a flatten is masked through its own weight rows (one block of H * W
-rows per channel), which is equally exact. `test_filter_only_mask_is_not_a_reference`
-shows the difference on DenseNet.
+Why zero-masking is a valid reference: the removed channels are zeroed in the weights that
+READ them (every consumer conv's input slice, every fully connected layer's rows: one block of
+H * W rows per channel after a flatten), so no consumer sees them, whatever happens to them
+on the way. Zeroing at the producing filters instead is not valid where an op does not keep
+0 at 0: DenseNet's batch norm BEFORE each conv (BN -> ReLU -> conv on a growing concat) adds
+offset - scale * mean / std to a zeroed channel, as does PP-LCNetV3's learned [1] bias after
+each conv. `test_filter_only_mask_is_not_a_reference` shows the difference on DenseNet.
 """
 import warnings
 
@@ -204,8 +201,8 @@ def test_detector_pruned_equals_masked():
 def test_filter_only_mask_is_not_a_reference():
     """On DenseNet (BN before each conv) zeroing only the producing filters of the removed
     channels is not what the pruned program computes (a batch norm's shift makes the zeroed
-    channels non-zero), while the full masking (BN scale and offset too) is: the reason the
-    suite's reference zeroes every member that produces the channels."""
+    channels non-zero), while zeroing them in the weights that read them is: the reason the
+    suite's reference masks the readers."""
     built = build_classifier("densenet121")
     scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
     with paddle.static.scope_guard(scope):
@@ -242,3 +239,72 @@ def test_densenet_eval_builds_batch_statistics():
         net(paddle.static.data("image", [2, 3, 32, 32], "float32"))
     modes = {op.attr("is_test") for op in main.global_block().ops if op.type == "batch_norm"}
     assert modes == {False}
+
+
+# ---------------------------------------------------------------- the same on PIR programs
+
+def build_classifier_pir(name):
+    """`name` built in Paddle 3's new IR (inside `IrGuard`) as a `pir.Program`; skips with the
+    reason on Paddle 2.6 (no PIR) or when the model does not build there."""
+    from slim.prune.pir import pir_supported
+    if not pir_supported():
+        pytest.skip(f"Paddle {paddle.__version__} has no new IR (PIR)")
+    constructor, size, *channels = CLASSIFIERS[name]
+    shape = [2, channels[0] if channels else 3, size, size]
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    try:
+        with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+                paddle.utils.unique_name.guard():
+            warnings.simplefilter("ignore")
+            image = paddle.static.data("image", shape, "float32")
+            net = constructor()
+            evaluate_batch_norms(net)
+            out = net(image)
+    except Exception as error:  # noqa: BLE001 - the reason is the skip message
+        pytest.skip(f"{name} does not build as a PIR program on Paddle {paddle.__version__}: "
+                    f"{type(error).__name__}: {error}")
+    outputs = list(out) if isinstance(out, (list, tuple)) else [out]
+    feed = {"image": np.random.RandomState(1).rand(*shape).astype("float32")}
+    return Built(main, startup, feed, outputs)
+
+
+def prune_and_compare_pir(built):
+    """`prune_and_compare` on a PIR program through `PirProgramView`: plan on the view, mask,
+    apply, commit into the PIR program, check every type against the run, compare."""
+    from slim.prune.pir import PirProgramView, check_types
+    scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
+    with paddle.static.scope_guard(scope):
+        exe.run(built.startup)
+        view = PirProgramView(built.program)
+        randomize(view, scope)
+        fixed = [view.name_of[out.id] for out in built.outputs]
+        graph = analyze_program(view, fixed_vars=fixed)
+        state = persistables(view, scope)
+        unpruned = run(exe, built)
+        flops_before = program_flops(view)
+        plan = plan_pruning(view, scope, "auto", target_ratio=TARGET, graph=graph)
+        zero_removed_channels(plan, graph, scope)
+        masked = run(exe, built)
+        put_back(state, scope)
+        apply_plan(plan, [view], scope, graphs=[graph])
+        flops_after = program_flops(view)
+        view.commit()
+        assert check_types(built.program, scope, built.feed) > 0
+        pruned = run(exe, built)
+    removed = 1.0 - flops_after / flops_before
+    assert abs(removed - TARGET) <= 0.01, removed
+    for before, mask, after in zip(unpruned, masked, pruned):
+        assert np.isfinite(mask).all()
+        assert np.abs(before - mask).max() > 1e-3 * np.abs(before).max()  # masking matters
+        assert_relatively_equal(after, mask)
+    return plan
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_classifier_pir_pruned_equals_masked(name):
+    """Every classifier family, built as a PIR program, prunes exactly like its classic twin."""
+    from slim.prune.pir import ir_guard, pir_supported
+    with ir_guard(pir_supported()):
+        built = build_classifier_pir(name)
+        plan = prune_and_compare_pir(built)
+    assert plan.groups

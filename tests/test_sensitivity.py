@@ -494,3 +494,131 @@ def test_compress_with_an_unreadable_sensitivities_file_is_one_line(fitted, tmp_
     assert code == 2 and re.fullmatch(r"error: .*s.yaml: strategy 'sensitive': sensitivities "
                                       r"file '.*sens.data' cannot be read as JSON .*", error), error
     assert not os.path.exists(tmp_path / "ckpt" / "0")
+
+
+# ---- hostile sensitivities files (rule (c): every number checked where it is parsed) ---------
+
+GOOD_FILE = {"format": "slim-sensitivities", "version": 1,
+             "identity": {"params": {"w": [4, 3, 1, 1]}, "eval_rate": 0.5, "criterion": "l1_norm"},
+             "baseline": 0.8,
+             "groups": {"w": {"params": ["w"], "channels": 4, "metric": {"0.5": 0.6}}}}
+
+HOSTILE_FILES = {
+    # case: (the JSON text's change, the key the message must name, the valid range it states)
+    "NaN baseline": (('"baseline": 0.8', '"baseline": NaN'), "baseline", "in [0, 1]"),
+    "infinite baseline": (('"baseline": 0.8', '"baseline": -Infinity'), "baseline", "in [0, 1]"),
+    "baseline a string": (('"baseline": 0.8', '"baseline": "0.8"'), "baseline", "finite number"),
+    "baseline true": (('"baseline": 0.8', '"baseline": true'), "baseline", "finite number"),
+    "baseline above 1": (('"baseline": 0.8', '"baseline": 80'), "baseline", "in [0, 1]"),
+    "baseline missing with groups": (('"baseline": 0.8', '"baseline": null'), "baseline",
+                                     "in [0, 1]"),
+    "NaN metric": (('"0.5": 0.6', '"0.5": NaN'), "groups.w.metric.0.5", "in [0, 1]"),
+    "infinite metric": (('"0.5": 0.6', '"0.5": 1e999'), "groups.w.metric.0.5", "in [0, 1]"),
+    "metric a string": (('"0.5": 0.6', '"0.5": "high"'), "groups.w.metric.0.5", "finite number"),
+    "negative metric": (('"0.5": 0.6', '"0.5": -0.1'), "groups.w.metric.0.5", "in [0, 1]"),
+    "ratio key not a number": (('"0.5": 0.6', '"half": 0.6'), "groups.w.metric", "(0, 1)"),
+    "ratio key 1.5": (('"0.5": 0.6', '"1.5": 0.6'), "groups.w.metric", "(0, 1)"),
+    "ratio key nan": (('"0.5": 0.6', '"nan": 0.6'), "groups.w.metric", "(0, 1)"),
+    "metric a list": (('{"0.5": 0.6}', '[0.6]'), "groups.w.metric", "a mapping"),
+    "params a string": (('"params": ["w"]', '"params": "w"'), "groups.w.params", "a list"),
+    "channels a string": (('"channels": 4', '"channels": "4"'), "groups.w.channels", "positive"),
+    "channels 0": (('"channels": 4', '"channels": 0'), "groups.w.channels", "positive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_FILES))
+def test_a_hostile_sensitivities_file_is_refused_naming_file_key_and_range(tmp_path, case):
+    """Each bad value is one SensitivityFileError naming the file, the key and what is
+    valid (a NaN metric printed a table of nan and pruned by it; a string baseline or
+    ratio key was a traceback)."""
+    from slim.strategies.sensitive_prune import SensitivityFile, SensitivityFileError
+    (old, new), key, valid = HOSTILE_FILES[case]
+    text = json.dumps(GOOD_FILE)
+    assert old in text
+    path = tmp_path / "sens.json"
+    path.write_text(text.replace(old, new))
+    with pytest.raises(SensitivityFileError) as raised:
+        SensitivityFile.open(str(path), GOOD_FILE["identity"])
+    message = str(raised.value)
+    assert "\n" not in message and str(path) in message
+    assert f": {key} must be" in message and valid in message, message
+
+
+def test_a_good_sensitivities_file_still_loads(tmp_path):
+    """The checks refuse only what is wrong: the good file, a file without groups and
+    baseline (started, nothing measured) and a ratio key written as '0.50'."""
+    from slim.strategies.sensitive_prune import SensitivityFile
+    path = tmp_path / "sens.json"
+    path.write_text(json.dumps(GOOD_FILE).replace('"0.5": 0.6', '"0.50": 0.6, "0.25": 1'))
+    store = SensitivityFile.open(str(path), GOOD_FILE["identity"])
+    assert store.baseline == 0.8 and store.groups["w"]["metric"] == {"0.5": 0.6, "0.25": 1.0}
+    path.write_text(json.dumps(dict(GOOD_FILE, baseline=None, groups={})))
+    assert SensitivityFile.open(str(path), GOOD_FILE["identity"]).baseline is None
+
+
+@pytest.mark.parametrize("entry", ["sensitivity", "compress"])
+def test_a_nan_in_the_sensitivities_file_is_one_line_from_the_commands(measured, fitted, tmp_path,
+                                                                      capsys, entry):
+    """`slim sensitivity` (which printed a table of nan) and compress.py (which pruned by
+    it) both refuse a file whose metric is NaN, exit 2, nothing trained."""
+    from slim.__main__ import main
+    sensitivities = tmp_path / "sens.json"
+    data = json.loads(measured["file"].read_text())
+    data["groups"][MEASURED[1]]["metric"]["0.5"] = float("nan")
+    sensitivities.write_text(json.dumps(data))
+    slim_file = write_slim(tmp_path / "s.yaml", sensitivities, delta=0.25, target=0.03,
+                           checkpoint=tmp_path / "ckpt")
+    if entry == "sensitivity":
+        code, error = _exit_code_and_error(capsys, main, ["sensitivity", *_config_args(fitted),
+                                                          "-s", slim_file])
+    else:
+        code, error = _exit_code_and_error(capsys, compress_cli.main,
+                                           ["-s", slim_file, *_config_args(fitted),
+                                            *FITTED_RUN_OPTIONS, f"save_dir={tmp_path / 'out'}"])
+    assert code == 2 and f"groups.{MEASURED[1]}.metric.0.5 must be a finite number in [0, 1]" \
+        in error and "got value NaN" in error, error
+    assert not os.path.exists(tmp_path / "ckpt" / "0")
+
+
+# ---- rule (e): the sensitivities file is claimed like checkpoint_path ------------------------
+
+def test_a_second_sensitivity_run_on_one_file_fails_at_once(measured, fitted, tmp_path, capsys,
+                                                          monkeypatch):
+    """While another process holds the sensitivities file (a first run measuring), a second
+    `slim sensitivity` on it is one line naming sensitivities_file, before it builds or
+    measures anything (it used to measure everything, then fail claiming the file 'was not
+    written by this tool' and naming the directory as the option). The lock file of a
+    killed holder is taken over; a finished run leaves no lock file."""
+    import subprocess
+    import sys
+
+    from test_compress import ROOT, child_env
+
+    import slim.commands.sensitivity as sensitivity_command
+    from slim.__main__ import main
+    sensitivities = tmp_path / "sens.json"
+    sensitivities.write_bytes(measured["file"].read_bytes())
+    slim_file = write_slim(tmp_path / "s.yaml", sensitivities, delta=0.25)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom slim.io.output_places import lock_file\n"
+         "held = lock_file(sys.argv[1], 'sensitivities_file')\nprint('locked', flush=True)\n"
+         "time.sleep(120)", str(sensitivities)],
+        cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with monkeypatch.context() as patched:
+            patched.setattr(sensitivity_command, "measuring_setup",
+                            lambda *a, **k: pytest.fail("built the model before the lock"))
+            code, error = _exit_code_and_error(capsys, main, ["sensitivity", *_config_args(fitted),
+                                                              "-s", slim_file])
+        assert code == 2 and error.startswith(f"error: sensitivities_file '{sensitivities}' is in "
+                                              "use by another run"), error
+        assert sensitivities.read_bytes() == measured["file"].read_bytes()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = tmp_path / ".sens.json.lock"
+    assert lock.exists()  # left by the killed holder: not locked any more
+    assert main(["sensitivity", *_config_args(fitted), "-s", slim_file]) == 0
+    assert "0 to measure" in capsys.readouterr().out
+    assert not lock.exists()

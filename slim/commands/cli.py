@@ -1,6 +1,7 @@
 """Argument helpers shared by compress.py, eval.py and infer.py (flags as FACTS.md §4)."""
 import argparse
 
+from slim.errors import ArgumentParser
 from slim.runs.job import RECIPE_TOTAL_BATCH
 
 
@@ -18,10 +19,12 @@ def add_config_arguments(parser, with_dataset_dir=True, config_help=None):
                             help="dataset root; replaces dataset_dir of every feed")
 
 
-def new_parser(description):
-    """An ArgumentParser whose usage errors exit 2 with one line, as argparse already does."""
-    return argparse.ArgumentParser(description=description,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def new_parser(description, prog=None):
+    """An ArgumentParser whose usage errors are one `error:` line, exit 2
+    (`slim.errors.ArgumentParser`); `prog` is how the command is run, e.g. 'python train.py'
+    (what its error lines tell to run with --help)."""
+    return ArgumentParser(prog=prog, description=description,
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
 def add_scale_lr_argument(parser):
@@ -34,9 +37,9 @@ def add_scale_lr_argument(parser):
                              "total batch (YoloTrainFeed.batch_size x cards)")
 
 
-def parse_command_args(module_doc, add_arguments, argv=None):
+def parse_command_args(module_doc, add_arguments, argv=None, prog=None):
     """Parse `argv` with a parser described by the first line of `module_doc` that
     `add_arguments(parser)` fills: how a `python -m slim COMMAND` module parses on its own."""
-    parser = new_parser(module_doc.splitlines()[0])
+    parser = new_parser(module_doc.splitlines()[0], prog)
     add_arguments(parser)
     return parser.parse_args(argv)

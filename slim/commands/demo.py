@@ -27,23 +27,18 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 
-import numpy as np
-
 from slim.commands.cli import parse_command_args
-from slim.errors import INTERRUPTED_EXIT_CODE, Interrupted, UserError, exit_on_user_error
-from slim.io.output_places import (
-    WrittenFiles,
-    check_output_dir,
-    check_replaceable_dir,
-    is_owned_dir,
-    mark_owned,
-    remove_owned_dir,
-)
+from slim.errors import UserError, exit_on_user_error
+from slim.io.output_places import WrittenFiles, check_output_dir, check_replaceable_dir
+from slim.workflow.latency import LATENCY_ROUNDS, latency_inputs, measure_latency
+from slim.workflow.models import last_checkpoint, write_model_final
+from slim.workflow.places import fresh_owned_dir, is_ours
+from slim.workflow.schedule import schedule_override
+from slim.workflow.steps import python_command as _python
+from slim.workflow.steps import run_step
 
 DETECTION_CONFIG = "configs/yolov3_mobilenet_v1_demo.yml"
 SLIM_CONFIG = "configs/yolov3_mobilenet_v1_demo_slim.yaml"
@@ -53,11 +48,9 @@ INFER_IMAGES = 4
 # mostly score 0.05-0.3, so infer.py's default threshold of 0.5 would draw nothing.
 DRAW_THRESHOLD = 0.1
 LATENCY_IMAGES = 20
-LATENCY_ROUNDS = 3
 RESULTS_MARKDOWN = "results.md"
 RESULTS_JSON = "results.json"
 RESULT_FILES = (RESULTS_MARKDOWN, RESULTS_JSON)
-STEP_STOP_SECONDS = 10  # after Ctrl-C, how long a step may take to stop on its own
 
 def add_arguments(parser):
     """demo's flags (`python -m slim demo`)."""
@@ -71,68 +64,7 @@ def add_arguments(parser):
 
 
 def parse_args(argv=None):
-    return parse_command_args(__doc__, add_arguments, argv)
-
-
-def run_step(title, command, log_path=None):
-    """Run `command` (a list), echoing it; stream its output (and tee it to `log_path`).
-
-    A step that fails is a UserError (exit 2; its own error line is in the output above);
-    one stopped by Ctrl-C (or exiting 130) is `Interrupted` (exit 130), after the step
-    has printed its last line (compress.py names its last complete checkpoint there)."""
-    print(f"\n=== {title}\n$ {' '.join(_quoted(part) for part in command)}", flush=True)
-    started = time.perf_counter()
-    log_file = open(log_path, "w") if log_path else None
-    try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        try:
-            for line in process.stdout:
-                _relay(line, log_file)
-            process.wait()
-        except KeyboardInterrupt:
-            _stop_step(process, log_file)
-            raise Interrupted(f"demo step '{title}' was stopped; its last line above says "
-                              "what it kept") from None
-    finally:
-        if log_file:
-            log_file.close()
-    if process.returncode == INTERRUPTED_EXIT_CODE:
-        raise Interrupted(f"demo step '{title}' was stopped (exit {process.returncode}); its "
-                          "last line above says what it kept")
-    if process.returncode != 0:
-        raise UserError(f"demo step '{title}' failed (exit {process.returncode}); see the output "
-                        "above" + (f" or {log_path}" if log_path else ""))
-    seconds = time.perf_counter() - started
-    print(f"--- {title}: {seconds:.0f} s", flush=True)
-    return seconds
-
-
-def _relay(text, log_file):
-    sys.stdout.write(text)
-    sys.stdout.flush()
-    if log_file:
-        log_file.write(text)
-
-
-def _stop_step(process, log_file):
-    """After Ctrl-C: the step (in the same process group) got it too; let it print its
-    last lines and exit, and interrupt it if it is still running after a few seconds (the
-    signal went to this process alone)."""
-    try:
-        remaining, _ = process.communicate(timeout=STEP_STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)
-        remaining, _ = process.communicate()
-    _relay(remaining or "", log_file)
-
-
-def _quoted(part):
-    return f"'{part}'" if any(c in part for c in " []{}!*") else part
-
-
-def _python(*arguments):
-    return [sys.executable, *arguments]
+    return parse_command_args(__doc__, add_arguments, argv, prog="python -m slim demo")
 
 
 @dataclasses.dataclass
@@ -171,41 +103,16 @@ def check_demo_places(places, inputs):
     WrittenFiles(places.out).check(RESULT_FILES, "--out", inputs)
     check_demo_out(places.dataset)
     for name, path in places.owned_dirs.items():
-        check_replaceable_dir(path, f"the demo's {name} directory", inputs, is_ours=_is_ours)
+        check_replaceable_dir(path, f"the demo's {name} directory", inputs, is_ours=is_ours)
     for name, path in places.weights.items():
         check_weights_target(path, what=f"the demo's {name} weights", inputs=inputs)
-
-
-def _is_ours(path):
-    """True for a directory the tool made: marked with OWNER_MARKER, or holding nothing but
-    directories so marked (a checkpoint root that compress.py made, run by hand)."""
-    if is_owned_dir(path):
-        return True
-    if os.path.islink(path) or not os.path.isdir(path):
-        return False
-    entries = os.listdir(path)
-    return bool(entries) and all(is_owned_dir(os.path.join(path, entry)) for entry in entries)
-
-
-def fresh_owned_dir(path):
-    """`path` as a new, empty directory marked as the demo's (its previous contents, which
-    `check_demo_places` proved the tool's own, removed)."""
-    if not remove_owned_dir(path) and _is_ours(path):
-        for entry in os.listdir(path):
-            remove_owned_dir(os.path.join(path, entry))
-    os.makedirs(path, exist_ok=True)
-    mark_owned(path)
-    return path
 
 
 def baseline_schedule(cfg, epochs, warmup_steps=50):
     """The `-o` item giving the baseline run its own LR schedule: warm-up, then x0.1 at 80%
     and 93% of its `epochs` x max_iters iterations. (The config's schedule is the pruned
     run's: the seed's command line fine-tunes for the slim config's few epochs.)"""
-    iterations = epochs * int(cfg["max_iters"])
-    milestones = [max(1, int(iterations * 0.8)), max(2, int(iterations * 0.93))]
-    return (f"LearningRate.schedulers=[!PiecewiseDecay {{gamma: 0.1, milestones: {milestones}}}, "
-            f"!LinearWarmup {{start_factor: 0., steps: {warmup_steps}}}]")
+    return schedule_override(epochs * int(cfg["max_iters"]), (0.8, 0.93), warmup_steps)
 
 
 def baseline_train_command(cfg, epochs, checkpoint_path, output_eval, pretrained=None, opt=()):
@@ -220,83 +127,6 @@ def baseline_train_command(cfg, epochs, checkpoint_path, output_eval, pretrained
     overrides += [*opt, f"max_iters={epochs * per_epoch}", f"snapshot_iter={per_epoch}"]
     return _python("train.py", "-c", DETECTION_CONFIG, "-o", *overrides,
                    "--checkpoint_path", checkpoint_path, "--output_eval", output_eval)
-
-
-def last_checkpoint(checkpoint_root):
-    """The highest complete checkpoint (a UserError if there is none)."""
-    from slim.io.checkpoint import latest_complete_checkpoint
-    checkpoint = latest_complete_checkpoint(checkpoint_root)
-    if checkpoint is None:
-        raise UserError(f"no complete checkpoint in '{checkpoint_root}'")
-    return checkpoint
-
-
-def write_model_final(checkpoint, config_path, target, overrides=()):
-    """Copy the parameters of `checkpoint` to `target` as a weights directory (one file per
-    parameter, Paddle's format): what the detection config's `weights` points to."""
-    import paddle
-
-    from slim.config import create, load_config
-    from slim.io.checkpoint import read_checkpoint_tensors
-    from slim.io.weights import save_weights
-    from slim.model import build_eval_program
-    paddle.enable_static()
-    cfg = load_config(config_path, overrides)
-    evaluation = build_eval_program(create(cfg["architecture"], cfg),
-                                    image_shape=create(cfg["eval_feed"], cfg).image_shape)
-    tensors = read_checkpoint_tensors(checkpoint)
-    scope = paddle.static.Scope()
-    names = [param.name for param in evaluation.program.global_block().all_parameters()]
-    for name in names:
-        scope.var(name).get_tensor().set(tensors[name], paddle.CPUPlace())
-    save_weights(scope, evaluation.program, target)
-    return target
-
-
-def measure_latency(model_dirs, images, rounds=LATENCY_ROUNDS, threads=None):
-    """Median Paddle Inference ms per image (batch 1) of each model dir, measured
-    interleaved (model A, model B, A, B ...) so machine noise hits both alike."""
-    from slim.io import export
-    threads = threads or (os.cpu_count() or 1)
-    predictors = {name: export.inference_predictor(path, cpu_threads=threads)
-                  for name, path in model_dirs.items()}
-    runs = {name: (lambda feeds, predictor=predictor: export.run_predictor(predictor, feeds))
-            for name, predictor in predictors.items()}
-    timings = interleaved_timings(runs, images, rounds)
-    return {name: float(np.median(values)) for name, values in timings.items()}, threads
-
-
-def interleaved_timings(runs, images, rounds, warmup=1):
-    """{name: [ms of each run]} of the functions `runs` ({name: run(feeds)}), each timed on
-    every feed of `images` for `rounds` rounds, interleaved (A, B, A, B ...: the i-th
-    timings of all names were taken back to back), after `warmup` untimed runs of each on
-    the first feed (first runs allocate and optimise)."""
-    for run in runs.values():
-        for _ in range(warmup):
-            run(images[0])
-    timings = {name: [] for name in runs}
-    for _ in range(rounds):
-        for feeds in images:
-            for name, run in runs.items():
-                started = time.perf_counter()
-                run(feeds)
-                timings[name].append(1000.0 * (time.perf_counter() - started))
-    return timings
-
-
-def latency_inputs(cfg, count):
-    """`count` preprocessed test images (batch 1 feeds) from the config's eval feed."""
-    from slim.config import create
-    from slim.data.loader import build_eval_loader
-    feed = create(cfg["eval_feed"], cfg)
-    loader = build_eval_loader(feed)
-    inputs = []
-    for batch in loader:  # batches come normalised (float32), as the models take them
-        for image, im_size in zip(batch["image"], batch["im_size"]):
-            inputs.append({"image": image[None], "im_size": im_size[None]})
-            if len(inputs) == count:
-                return inputs
-    return inputs
 
 
 def results_table(rows):

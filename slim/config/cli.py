@@ -6,7 +6,6 @@ override each option, and which values of a config differ from the defaults.
 `list` and `help` also cover the classes of the slim config (-s/--slim_file):
 pruners, strategies and the compressor block.
 """
-import argparse
 import shlex
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from slim.config.schema import TOP_LEVEL
 from slim.config.slim_config import SUPPORTED_VERSIONS, config_class_specs
 from slim.config.validate import option_types, options_of, type_name
 from slim.config.yaml_io import flow_value
-from slim.errors import ConfigError, did_you_mean, exit_on_user_error, shorten
+from slim.errors import ArgumentParser, ConfigError, did_you_mean, exit_on_user_error, shorten
 
 _MISSING = object()
 
@@ -329,15 +328,30 @@ def _modules_used(cfg):
 
 def build_parser():
     """The argparse parser of `python -m slim.config`."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m slim.config",
         description="Inspect config modules and check detection configs.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list top-level keys and all modules")
     help_parser = commands.add_parser("help", help="describe a module: options, template, -o lines")
     help_parser.add_argument("module")
-    generate_parser = commands.add_parser("generate", help="print a YAML config of modules' defaults")
-    generate_parser.add_argument("modules", nargs="+")
+    generate_parser = commands.add_parser(
+        "generate", help="print a YAML config of modules' defaults, or (--dataset_dir) a "
+                         "detection config started from a VOC-format dataset dir")
+    generate_parser.add_argument("modules", nargs="*")
+    generate_parser.add_argument("--dataset_dir", default=None, metavar="DIR",
+                                 help="start a detection config for this dataset: classes from its "
+                                      "label_list, anchors fitted to its boxes, its sizes")
+    generate_parser.add_argument("--base", default=None, metavar="CONFIG",
+                                 help="the config to start from (default: the demo's, "
+                                      "configs/yolov3_mobilenet_v1_demo.yml)")
+    generate_parser.add_argument("--size", type=int, default=None,
+                                 help="train input size in px (default: the base config's)")
+    generate_parser.add_argument("--train_list", default="train.txt")
+    generate_parser.add_argument("--test_list", default="test.txt")
+    generate_parser.add_argument("--label_list", default="label_list.txt")
+    generate_parser.add_argument("--out", default=None, metavar="FILE.yml",
+                                 help="write the config there (default: print it)")
     analyze_parser = commands.add_parser("analyze", help="load a config and mark non-default values")
     analyze_parser.add_argument("file")
     analyze_parser.add_argument("-o", "--opt", nargs="+", action="extend", default=[],
@@ -346,15 +360,29 @@ def build_parser():
 
 
 @exit_on_user_error
-def main(argv=None):
-    """Entry point of `python -m slim.config`."""
+def main(argv=None, dataset_config=None):
+    """Entry point of `python -m slim.config`. `dataset_config(args)` -> (YAML text, note)
+    serves `generate --dataset_dir` (it reads a dataset: slim.data, a layer above this one,
+    so slim/config/__main__.py passes it in)."""
     args = build_parser().parse_args(argv)
     import_module_packages()
     if args.command == "list":
         text = list_modules()
     elif args.command == "help":
         text = help_module(args.module)
+    elif args.command == "generate" and args.dataset_dir is not None:
+        if args.modules:
+            raise ConfigError("generate: give module names or --dataset_dir, not both")
+        if dataset_config is None:
+            raise ConfigError("generate --dataset_dir: run it as python -m slim.config")
+        text, note = dataset_config(args)
+        if args.out is not None:
+            sys.stderr.write(note + "\n")
+            return 0
     elif args.command == "generate":
+        if not args.modules:
+            raise ConfigError("generate: name the modules (e.g. YOLOv3 MobileNet YOLOv3Head) or "
+                              "give --dataset_dir DIR")
         text = generate_modules(args.modules)
     else:
         text = analyze_config(args.file, args.opt)

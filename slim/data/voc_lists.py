@@ -10,14 +10,13 @@ writes there:
 Each list line is `image_path xml_path` relative to dataset_dir. Nothing is
 downloaded.
 """
-import argparse
 import logging
 import os
 import sys
 
 from slim.data.records import line_excerpt, read_text_lines
 from slim.data.voc import VOC_CLASSES
-from slim.errors import DataError, exit_on_user_error, shorten
+from slim.errors import ArgumentParser, DataError, exit_on_user_error, shorten
 from slim.io.output_places import WrittenFiles, check_output_dir
 
 LOGGER = logging.getLogger("slim.data")
@@ -74,7 +73,8 @@ def write_voc_lists(dataset_dir, devkit="VOCdevkit"):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m slim.data.voc_lists",
+                            description=__doc__.splitlines()[0])
     parser.add_argument("--dataset_dir", "-d", default="dataset/voc",
                         help="directory holding VOCdevkit/ (lists are written here)")
     parser.add_argument("--devkit", default="VOCdevkit", help="devkit directory name under dataset_dir")

@@ -63,6 +63,7 @@ from slim.io.file_manifest import (
 )
 from slim.io.output_places import (
     OWNER_MARKER,
+    FileLock,
     OutputPlaceError,
     check_output_dir,
     foreign_entries,
@@ -170,24 +171,9 @@ def _require_only_ours(checkpoint_dir, what):
         raise CheckpointError(str(error)) from None
 
 
-class CheckpointRootLock:
+class CheckpointRootLock(FileLock):
     """An exclusive flock on the checkpoint_path directory itself (no file is left in it),
     released by `close()` or when the process ends, however it ends."""
-
-    def __init__(self, descriptor):
-        self._descriptor = descriptor
-
-    def close(self):
-        """Release the lock."""
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 def lock_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):
@@ -473,6 +459,54 @@ def save_checkpoint(checkpoint_root, state, program, scope, executor, extra_writ
         _discard(temp_dir)
         raise
     return final_dir
+
+
+def add_to_checkpoint(checkpoint_dir, writer, what="checkpoint"):
+    """Add files to the complete checkpoint `checkpoint_dir` as atomically as
+    `save_checkpoint` writes one; return its path.
+
+    Under the checkpoint root's lock (a run still writing there is a CheckpointError), the
+    checkpoint is validated, its listed files are linked (or copied) into a temp dir beside
+    it, `writer(temp_dir)` adds or replaces files there (never in place: a listed file is
+    replaced by a new one, so the links keep the old content), the manifest is written anew
+    (same state and variables, every file described again) and sealed, and the copy
+    replaces the checkpoint. A crash leaves the old checkpoint or the new one."""
+    checkpoint = validate_checkpoint(checkpoint_dir)
+    checkpoint_dir = os.path.abspath(checkpoint_dir)
+    root, name = os.path.split(checkpoint_dir)
+    if not EPOCH_NAME.fullmatch(name):
+        raise CheckpointError(f"'{shorten(checkpoint_dir)}' is not named after its epoch, so it "
+                              "is no checkpoint of a checkpoint_path")
+    _require_only_ours(checkpoint_dir, what)
+    temp_dir = None
+    with lock_checkpoint_root(root, what):
+        remove_stale_temp_dirs(root)
+        try:
+            temp_dir = make_owned_temp_dir(root, f"{TEMP_PREFIX}{int(name)}-{os.getpid()}-")
+            for relative in checkpoint.manifest["files"]:
+                source = os.path.join(checkpoint_dir, *relative.split("/"))
+                target = os.path.join(temp_dir, *relative.split("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+            writer(temp_dir)
+            names = files_under(temp_dir, skip=(OWNER_MARKER, MANIFEST_NAME))
+            manifest = dict(checkpoint.manifest, version=CHECKPOINT_VERSION,
+                            files=describe_files(temp_dir, names))
+            _write_json(os.path.join(temp_dir, MANIFEST_NAME), seal(manifest))
+            seal_owned(temp_dir)
+            _fsync_dir(temp_dir)
+            _install(temp_dir, checkpoint_dir, root, int(name))
+        except OSError as error:
+            _discard(temp_dir)
+            raise CheckpointError(f"cannot add to checkpoint '{checkpoint_dir}': "
+                                  f"{describe_os_error(error)}; it is kept as it was") from None
+        except BaseException:
+            _discard(temp_dir)
+            raise
+    return checkpoint_dir
 
 
 # ----------------------------------------------------------------------------- reading

@@ -43,9 +43,10 @@ from slim.io.file_manifest import (
     read_manifest_json,
     seal,
 )
-from slim.io.weights import numpy_dtype, read_combined_records
+from slim.io.weights import check_params_fit as weights_check_params_fit
 
 MODEL_NAME = "__model__"
+PIR_SUFFIX = ".json"  # a Paddle 3 new-IR program
 INFER_MODEL_NAME = "__model__.infer"
 PARAMS_NAME = "__params__"
 MODEL_MANIFEST_NAME = "model_manifest.json"
@@ -127,25 +128,48 @@ def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, wit
     return written
 
 
+def is_pir_program_file(path):
+    """True for a Paddle 3 new-IR (PIR) program file: named `.json`, or JSON text (a
+    ProgramDesc is binary protobuf, which never starts with '{')."""
+    if str(path).endswith(PIR_SUFFIX):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(64).lstrip()[:1] == b"{"
+    except OSError:
+        return False
+
+
 def load_exported_program(model_dir, executor, scope, model_name=INFER_MODEL_NAME,
                           params_name=PARAMS_NAME):
     """(program, feed names, fetch vars) of an exported model, parameters loaded into `scope`.
 
     Checked first (see the module docstring): a missing file, a manifest mismatch, a
     program that does not parse, or params that do not fit the program raise a one-line
-    UserError naming the file; so does any error of Paddle's own load.
+    UserError naming the file; so does any error of Paddle's own load. A PIR program
+    (`.json`, Paddle 3) is loaded as one (call this, and run the program, inside
+    `slim.prune.pir.ir_guard(True)`); its fetch targets are PIR Values.
     """
     import paddle
     model_path = os.path.join(model_dir, model_name)
     params_path = os.path.join(model_dir, params_name)
     require_files(model_dir, (model_name, params_name))
     verify_model_manifest(model_dir, (model_name, params_name))
-    program = read_program(model_path)
-    check_params_fit(program, params_path, model_path)
+    if is_pir_program_file(model_path):
+        from slim.prune.pir import pir_supported
+        if not pir_supported():
+            raise UserError(f"'{shorten(model_path)}' is a Paddle 3 new-IR (PIR) program, which "
+                            f"Paddle {paddle.__version__} cannot load: install "
+                            "paddlepaddle>=3, or use the classic model (__model__.infer)")
+    else:
+        program = read_program(model_path)
+        check_params_fit(program, params_path, model_path)
     try:
         with paddle.static.scope_guard(scope), without_deprecation_notice():
+            # normpath: Paddle takes 'dir/' (the seed's documented form) for a file prefix
             program, feed_names, fetch_vars = paddle.static.load_inference_model(
-                model_dir, executor, model_filename=model_name, params_filename=params_name)
+                os.path.normpath(model_dir), executor, model_filename=model_name,
+                params_filename=params_name)
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
         raise UserError(f"Paddle cannot load the model '{shorten(model_path)}' with "
                         f"'{shorten(params_path)}': {first_line(error)}") from None
@@ -265,6 +289,26 @@ def verify_model_manifest(model_dir, names):
     return True
 
 
+def add_model_file(model_dir, name, data):
+    """Write `data` as the plain file `name` into the exported model dir `model_dir` (None:
+    the file is there already), and, when the dir has a model_manifest.json, list it there
+    (re-sealed; written last), so the file travels and is verified with the model. Returns
+    the file's path."""
+    from slim.io.output_places import write_atomically
+    if name in ("", ".", "..") or os.path.basename(name) != name:
+        raise UserError(f"'{shorten(name)}' must be a plain file name inside the model dir")
+    path = os.path.join(model_dir, name)
+    if data is not None:
+        write_atomically(path, data)
+    manifest_path = os.path.join(model_dir, MODEL_MANIFEST_NAME)
+    if os.path.lexists(manifest_path):
+        manifest = read_manifest_json(manifest_path, MODEL_MANIFEST_NAME)
+        files = dict(manifest.get("files") or {}, **describe_files(model_dir, [name]))
+        write_atomically(manifest_path, json.dumps(seal(dict(manifest, files=files)), indent=1,
+                                                   sort_keys=True).encode("utf-8"))
+    return path
+
+
 def read_program(model_path):
     """The Program in the file `model_path`; UserError when it is not a Paddle inference
     program (does not parse, or has no feed and fetch ops)."""
@@ -285,21 +329,9 @@ def read_program(model_path):
 
 def check_params_fit(program, params_path, model_path):
     """UserError unless the combined params file holds exactly the persistables `program`
-    reads (sorted by name, as Paddle loads them): same count, shapes and dtypes in order,
-    the last tensor complete and nothing after it."""
-    expected = persistable_vars(program)
-    records = read_combined_records(params_path)  # WeightsError: truncated, not tensors, trailing
-    if len(records) != len(expected):
-        raise UserError(f"params file '{shorten(params_path)}' holds {len(records)} tensors but "
-                        f"'{shorten(model_path)}' reads {len(expected)}: they are not from the "
-                        "same model")
-    for var, record in zip(expected, records):
-        shape, dtype = tuple(int(d) for d in var.shape), numpy_dtype(var.dtype)
-        if record.shape != shape or record.dtype != dtype:
-            raise UserError(f"params file '{shorten(params_path)}' does not fit "
-                            f"'{shorten(model_path)}': {var.name} is {list(record.shape)} "
-                            f"{record.dtype.name} in the file, {list(shape)} {dtype.name} in the "
-                            "program (are they from the same model, e.g. both pruned?)")
+    reads (`slim.io.weights.check_params_fit`: count, shapes and dtypes in order, the last
+    tensor complete and nothing after it)."""
+    weights_check_params_fit(persistable_vars(program), model_path, params_path=params_path)
 
 
 def first_line(error, limit=300):

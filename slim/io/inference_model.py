@@ -1,6 +1,6 @@
 """Paddle inference models of any architecture, as Paddle saved them: find, load, save.
 
-    files = find_model_files("resnet50/")      # which program and params files; PIR refused
+    files = find_model_files("resnet50/")      # which program and params files (.json: PIR)
     model = load_inference_model(files, executor, scope)   # program, feeds, fetches
     save_inference_model(model, executor, scope, "pruned/", files.model_filename,
                          files.params_filename)            # same file names, pruned
@@ -10,8 +10,12 @@ either combined in one file (`__model__` + `__params__` as the seed wrote them,
 `PREFIX.pdmodel` + `PREFIX.pdiparams` as `paddle.static.save_inference_model` and
 `paddle.jit.save` write them) or one file per parameter named after it (the oldest
 layout: `__model__` and the files beside it). Paddle 3 in its default new IR (PIR) writes
-the program as `PREFIX.json`; such a model is refused with the way to save it again in
-the classic format (`PIR_RESAVE_HINT`).
+the program as `PREFIX.json` + `PREFIX.pdiparams`: on Paddle 3 such a model is loaded
+inside `paddle.pir_utils.IrGuard` (`files.pir`; `slim.prune.pir.ir_guard(files.pir)`
+around the whole job), its program given as a `slim.prune.pir.PirProgramView` that the
+pruning engine reads like a classic program, and saved back as `.json`; Paddle 2.6 has no
+PIR, so there it is refused with the way to save it in the classic format
+(`PIR_RESAVE_HINT`).
 
 Unlike slim's own exports (`slim.io.export`, with a manifest and infer_cfg.yml), nothing
 here knows the model: its feeds, fetch targets and parameters are what the program says.
@@ -19,8 +23,19 @@ here knows the model: its feeds, fetch targets and parameters are what the progr
 import dataclasses
 import os
 
+import numpy as np
+
 from slim.errors import UserError, did_you_mean, shorten
-from slim.io.export import first_line, without_deprecation_notice, write_bytes
+from slim.io.checkpoint import persistable_vars
+from slim.io.export import (
+    first_line,
+    is_pir_program_file,
+    read_program,
+    without_deprecation_notice,
+    write_bytes,
+)
+from slim.io.weights import check_params_fit, numpy_dtype
+from slim.prune.pir import pir_supported
 
 SEED_MODEL_NAME = "__model__"
 SEED_PARAMS_NAME = "__params__"
@@ -36,7 +51,7 @@ NOT_PARAMETERS = ("feed", "fetch")
 
 
 class PirModelError(UserError):
-    """The model was saved in Paddle 3's new IR (a JSON program), which slim cannot prune."""
+    """The model was saved in Paddle 3's new IR (a JSON program) and this Paddle has no PIR."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +61,11 @@ class ModelFiles:
     directory: str
     model_filename: str
     params_filename: object = None
+
+    @property
+    def pir(self):
+        """True for a Paddle 3 new-IR program (`.json`)."""
+        return is_pir_program_file(self.model_path)
 
     @property
     def model_path(self):
@@ -101,11 +121,12 @@ def find_model_files(model_dir, model_filename=None, params_filename=None):
         model_filename = _default_model_filename(model_dir, present)
     model_path = os.path.join(model_dir, model_filename)
     _require_file(model_path, "--model_filename", present)
-    if model_filename.endswith(PIR_SUFFIX) or _looks_like_json(model_path):
+    pir = is_pir_program_file(model_path)
+    if pir and not pir_supported():
         raise pir_model_error(model_path)
     if params_filename is None:
-        stem = model_filename[:-len(MODEL_SUFFIX)] if model_filename.endswith(MODEL_SUFFIX) \
-            else None
+        suffix = PIR_SUFFIX if pir and model_filename.endswith(PIR_SUFFIX) else MODEL_SUFFIX
+        stem = model_filename[:-len(suffix)] if model_filename.endswith(suffix) else None
         for candidate in (SEED_PARAMS_NAME, stem and stem + PARAMS_SUFFIX):
             if candidate and os.path.isfile(os.path.join(model_dir, candidate)):
                 params_filename = candidate
@@ -138,6 +159,11 @@ def _default_model_filename(model_dir, present):
                         f"({shorten(', '.join(programs))}); choose one with --model_filename")
     pir = [name for name in present if name.endswith(PIR_SUFFIX) and
            os.path.isfile(os.path.join(model_dir, name[:-len(PIR_SUFFIX)] + PARAMS_SUFFIX))]
+    if len(pir) == 1 and pir_supported():
+        return pir[0]
+    if len(pir) > 1:
+        raise UserError(f"--model_dir '{shorten(model_dir)}' holds {len(pir)} PIR programs "
+                        f"({shorten(', '.join(pir))}); choose one with --model_filename")
     if pir:
         raise pir_model_error(os.path.join(model_dir, pir[0]))
     listing = f"; it holds: {shorten(', '.join(present))}" if present else "; it is empty"
@@ -146,9 +172,12 @@ def _default_model_filename(model_dir, present):
 
 
 def pir_model_error(path):
-    """The PirModelError of the PIR (JSON) program at `path`, with how to save it classic."""
+    """The PirModelError of the PIR (JSON) program at `path` on a Paddle without PIR, with
+    how to save it classic."""
+    import paddle
     return PirModelError(f"'{shorten(path)}' is a Paddle 3 new-IR (PIR) program (JSON), which "
-                         f"slim cannot prune; {PIR_RESAVE_HINT}")
+                         f"Paddle {paddle.__version__} cannot load (install paddlepaddle>=3, "
+                         f"or {PIR_RESAVE_HINT})")
 
 
 def _require_file(path, option, present):
@@ -157,13 +186,6 @@ def _require_file(path, option, present):
         what = "is not a regular file" if os.path.exists(path) else "does not exist"
         raise UserError(f"{option}: '{shorten(path)}' {what}{did_you_mean(name, present)}"
                         f"{'; the dir holds: ' + shorten(', '.join(present)) if present else ''}")
-
-
-def _looks_like_json(path):
-    """True when the file starts (after blanks) with '{': a PIR program, whatever its name
-    (a ProgramDesc is binary protobuf, which never starts so)."""
-    with open(path, "rb") as handle:
-        return handle.read(64).lstrip()[:1] == b"{"
 
 
 def persistables(program):
@@ -182,20 +204,57 @@ def load_inference_model(files, executor, scope):
     the pruning engine and FLOPs / params counts see the weights. Any error Paddle raises
     while loading is one line naming the files."""
     import paddle
+    if files.pir:
+        return _load_pir_model(files, executor, scope)
+    check_model_files(files)
     try:
         with paddle.static.scope_guard(scope), without_deprecation_notice():
             program, feed_names, fetch_vars = paddle.static.load_inference_model(
-                files.directory, executor, model_filename=files.model_filename,
+                os.path.normpath(files.directory), executor, model_filename=files.model_filename,
                 params_filename=files.params_filename)
     except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
         params = files.params_filename or "one file per parameter"
         raise UserError(f"Paddle cannot load the inference model '{shorten(files.model_path)}' "
                         f"with params '{shorten(params)}': {first_line(error)}") from None
-    if not files.params_filename:  # one file per parameter, named after it: inside the dir
-        for var in persistables(program):
-            require_base_name(var.name, f"'{shorten(files.model_path)}': parameter file name")
     mark_parameters(program)
     return InferenceModel(program, list(feed_names), list(fetch_vars))
+
+
+def _load_pir_model(files, executor, scope):
+    """A `.json` model as an InferenceModel over a PirProgramView (call inside
+    `ir_guard(True)`); the view can make its concrete copy (`concrete_copy`) by running in
+    `scope` with `executor`."""
+    import paddle
+
+    from slim.prune.pir import PirProgramView
+    try:
+        with paddle.static.scope_guard(scope), without_deprecation_notice():
+            program, feed_names, fetch_values = paddle.static.load_inference_model(
+                files.directory, executor, model_filename=files.model_filename,
+                params_filename=files.params_filename)
+        view = PirProgramView(program)
+    except Exception as error:  # noqa: BLE001 - Paddle raises many types; each is the files' fault here
+        params = files.params_filename or "one file per parameter"
+        raise UserError(f"Paddle cannot load the inference model '{shorten(files.model_path)}' "
+                        f"with params '{shorten(params)}': {first_line(error)}") from None
+    view.runner = (scope, executor)
+    return InferenceModel(view, list(feed_names), [view.var_of(value) for value in fetch_values])
+
+
+def check_model_files(files):
+    """Check the model in `files` structurally before Paddle reads it, as every exported
+    model is checked (`slim.io.weights.check_params_fit`): the program must parse, and the
+    params must be exactly the tensors it reads, whole (Paddle's loader would silently fill
+    a short file's last weights with zeros). Per-parameter files must be plain names inside
+    the model dir. One-line UserError otherwise; returns the parsed program."""
+    program = read_program(files.model_path)
+    variables = persistable_vars(program)
+    if not files.params_filename:  # one file per parameter, named after it: inside the dir
+        for var in variables:
+            require_base_name(var.name, f"'{shorten(files.model_path)}': parameter file name")
+    check_params_fit(variables, files.model_path, params_path=files.params_path,
+                     params_dir=None if files.params_filename else files.directory)
+    return program
 
 
 def mark_parameters(program):
@@ -215,6 +274,8 @@ def save_inference_model(model, executor, scope, directory, model_filename, para
     `model_filename` and `params_filename` (None: one file per parameter). Returns the
     names of the files written."""
     import paddle
+    if getattr(model.program, "is_pir_view", False):
+        return _save_pir_model(model, executor, scope, directory, model_filename, params_filename)
     for name in [model_filename, params_filename] + (
             [] if params_filename else [var.name for var in persistables(model.program)]):
         if name is not None:  # every file stays inside `directory`, whatever the names say
@@ -235,6 +296,32 @@ def save_inference_model(model, executor, scope, directory, model_filename, para
     return [model_filename] + [var.name for var in saved_vars]
 
 
+def _save_pir_model(model, executor, scope, directory, model_filename, params_filename):
+    """Write a PIR model: its view's pruning committed into the program and every value's
+    type checked against a run (`slim.prune.pir.check_types`), then `.json` + params."""
+    import paddle
+
+    from slim.prune.pir import check_types
+    view = model.program
+    for name in (model_filename, params_filename):
+        require_base_name(name or "", "a file name of the saved model")
+    view.commit()
+    if view.check_feeds is not None:
+        check_types(view.program, scope, view.check_feeds, executor, known=view.known_mismatches)
+    prefix = os.path.join(directory, "inference")
+    feed_values = [view.global_block().var(name).value for name in model.feed_names]
+    fetch_values = [var.value for var in model.fetch_vars]
+    with paddle.static.scope_guard(scope), without_deprecation_notice():
+        paddle.static.save_inference_model(prefix, feed_values, fetch_values, executor,
+                                           program=view.program)
+    for written, wanted in ((prefix + PIR_SUFFIX, model_filename),
+                            (prefix + PARAMS_SUFFIX, params_filename)):
+        target = os.path.join(directory, wanted)
+        if written != target:
+            os.replace(written, target)
+    return [model_filename, params_filename]
+
+
 def inference_config(files, threads=1):
     """The Paddle Inference (`paddle.inference`) Config of the model in `files` on the CPU,
     with `threads` math threads and Paddle's default kernels (oneDNN where Paddle enables
@@ -246,6 +333,80 @@ def inference_config(files, threads=1):
         config = paddle_infer.Config(files.directory)
         config.set_prog_file(files.model_path)
     config.disable_gpu()
+    if files.pir:
+        # Paddle 3.3.1 runs PIR models with oneDNN into "ConvertPirAttribute2RuntimeAttribute
+        # not support ArrayAttribute<DoubleAttribute>" (PP-OCRv5's nearest_interp scale),
+        # the unpruned model too; its plain CPU kernels run them.
+        config.disable_mkldnn()
     config.set_cpu_math_library_num_threads(int(threads))
     config.disable_glog_info()
     return config
+
+
+LATENCY_SEED = 0  # random_feeds' seed
+
+
+def feed_shapes(model, input_shapes=None):
+    """{feed name: shape}: the program's feed shapes with an unknown batch axis 1 and the
+    dims of `input_shapes` (['[FEED=]C,H,W', ...]) put in; a one-line error when a given
+    shape does not fit or a dim stays unknown."""
+    block = model.program.global_block()
+    declared = {name: list(block.var(name).shape) for name in model.feed_names}
+    given = parse_input_shapes(input_shapes or [], model.feed_names)
+    shapes = {}
+    for name, shape in declared.items():
+        if not shape:  # a scalar feed
+            shapes[name] = []
+            continue
+        rest = given.get(name, shape[1:])
+        if len(rest) != len(shape) - 1:
+            raise UserError(f"--input_shape {name}={','.join(map(str, rest))}: feed '{name}' "
+                            f"has {len(shape) - 1} dims besides the batch axis ({shape})")
+        for dim, fixed in zip(shape[1:], rest):
+            if dim >= 0 and fixed != dim:
+                raise UserError(f"--input_shape {name}={','.join(map(str, rest))} does not fit "
+                                f"feed '{name}' of shape {shape}")
+        if any(dim < 0 for dim in rest):
+            raise UserError(f"feed '{name}' has shape {shape}: give its size with --input_shape "
+                            f"{name}={','.join('N' if d < 0 else str(d) for d in shape[1:])}")
+        shapes[name] = [shape[0] if shape[0] > 0 else 1] + list(rest)
+    return shapes
+
+
+def parse_input_shapes(values, feed_names):
+    """{feed name: [dims]} of ['[FEED=]D,D,...']; a bare shape is the only feed's."""
+    result = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        if not name:
+            if len(feed_names) != 1:
+                raise UserError(f"--input_shape '{shorten(value, 60)}': the model has "
+                                f"{len(feed_names)} feeds ({', '.join(feed_names)}); write "
+                                "FEED=C,H,W")
+            name = feed_names[0]
+        if name not in feed_names:
+            raise UserError(f"--input_shape '{shorten(value, 60)}': no feed '{shorten(name, 60)}'; "
+                            f"feeds: {', '.join(feed_names)}")
+        try:
+            shape = [int(dim) for dim in dims.split(",")]
+        except ValueError:
+            shape = []
+        if not shape or any(dim < 1 for dim in shape):
+            raise UserError(f"--input_shape '{shorten(value, 60)}': expected positive integers "
+                            "separated by commas, e.g. 3,224,224")
+        result[name] = shape
+    return result
+
+
+def random_feeds(model, shapes):
+    """{feed: array}: standard normal floats (seeded), ones for integer feeds, at `shapes`."""
+    rng = np.random.default_rng(LATENCY_SEED)
+    block = model.program.global_block()
+    feeds = {}
+    for name in model.feed_names:
+        dtype = numpy_dtype(block.var(name).dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shapes[name]).astype(dtype)
+        else:
+            feeds[name] = np.ones(shapes[name], dtype)
+    return feeds

@@ -226,6 +226,53 @@ def load_weights(scope, program, path, partial=False, var_names=None, place=None
     return report
 
 
+def check_params_fit(variables, model_path, params_path=None, params_dir=None):
+    """The one structural check of the parameters an inference program reads, before Paddle
+    loads them (Paddle's own loaders fill what is missing with zeros, silently).
+
+    `variables` are the persistables the program in `model_path` reads (sorted by name, as
+    Paddle loads them). Either `params_path`, a combined file, must hold exactly them: the
+    same count, shapes and dtypes in order, the last tensor complete and nothing after it;
+    or `params_dir` must hold one file per variable, named after it, each exactly one tensor
+    of its shape and dtype. WeightsError (one line, naming the file) otherwise."""
+    if params_path is not None:
+        records = read_combined_records(params_path)  # truncated, not tensors, trailing bytes
+        if len(records) != len(variables):
+            raise WeightsError(f"params file '{shorten(params_path)}' holds {len(records)} tensors "
+                               f"but '{shorten(model_path)}' reads {len(variables)}: they are not "
+                               "from the same model")
+        pairs = zip(variables, records)
+    else:
+        pairs = ((var, _single_record(os.path.join(params_dir, var.name), model_path))
+                 for var in variables)
+    for var, record in pairs:
+        shape, dtype = tuple(int(d) for d in var.shape), numpy_dtype(var.dtype)
+        if record.shape != shape or record.dtype != dtype:
+            raise WeightsError(f"params file '{shorten(record.path)}' does not fit "
+                               f"'{shorten(model_path)}': {var.name} is {list(record.shape)} "
+                               f"{record.dtype.name} in the file, {list(shape)} {dtype.name} in the "
+                               "program (are they from the same model, e.g. both pruned?)")
+
+
+def _single_record(file_path, model_path):
+    """The one TensorRecord of the per-parameter file `file_path`; WeightsError when it is
+    missing, not Paddle's tensor format, or not exactly one whole tensor."""
+    if not os.path.isfile(file_path):
+        raise WeightsError(f"parameter file '{shorten(file_path)}' that '{shorten(model_path)}' "
+                           "reads is missing (or not a regular file)")
+    with open(file_path, "rb") as file:
+        record = _read_record(file, file_path)
+        size = file.seek(0, os.SEEK_END)
+    if record is None or size != record.data_offset + record.data_size:
+        what = "is empty" if record is None else (
+            f"is truncated ({record.data_offset + record.data_size - size} bytes short)"
+            if size < record.data_offset + record.data_size else
+            f"has {size - record.data_offset - record.data_size} bytes after its tensor")
+        raise WeightsError(f"parameter file '{shorten(file_path)}' {what}: not one whole Paddle "
+                           "tensor")
+    return record
+
+
 def read_weights(path, names=None):
     """{name: ndarray} of a weights directory, or of a combined file given its `names`
     (the parameter names in the order saved, i.e. sorted)."""

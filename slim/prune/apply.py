@@ -19,7 +19,7 @@ import contextlib
 import numpy as np
 
 from slim.prune.errors import PruneError
-from slim.prune.graph import analyze_program
+from slim.prune.graph import analyze_program, check_graph_options
 from slim.prune.op_specs import OP_SPECS, op_table, spec_for
 
 
@@ -101,7 +101,8 @@ def apply_plan(plan, programs, scope=None, place=None, startup_programs=(), grap
     scope: the scope holding the parameters (None: rewrite programs only).
     place: where to put the sliced tensors (default: where each tensor already is).
     startup_programs: programs rewritten by name only (initializer shapes), not analysed.
-    graphs: optional ChannelGraphs of `programs` (same order) to skip re-analysis.
+    graphs: optional ChannelGraphs of `programs` (same order) to skip re-analysis, built
+        with the same `extra_ops` (a PruneError otherwise).
     extra_ops: {op type: OpSpec} added to the op specs for this call only.
 
     Returns a PruneUndo whose `restore()` reverts all of it.
@@ -110,6 +111,8 @@ def apply_plan(plan, programs, scope=None, place=None, startup_programs=(), grap
     table = op_table(extra_ops)
     graphs = list(graphs) if graphs is not None else \
         [analyze_program(p, extra_ops=extra_ops) for p in programs]
+    for graph in graphs:
+        check_graph_options(graph, extra_ops=extra_ops)
     per_program, persistable = [], {}
     for graph in graphs:
         removals = plan_removals(plan, graph)

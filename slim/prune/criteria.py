@@ -1,4 +1,5 @@
-"""Channel importance criteria, registered by name: l1_norm, fpgm, bn_scale.
+"""Channel importance criteria, registered by name: l1_norm, fpgm, bn_scale, and the
+data-aware activation and taylor.
 
 A criterion scores every channel of a group from the parameters in the scope;
 the lowest-scored channels are pruned. Scores are summed over the group's
@@ -27,15 +28,34 @@ def get_criterion(name):
     return CRITERIA.get(name)
 
 
-def scope_reader(scope):
-    """read_param(name) -> numpy array of the tensor `name` in `scope`."""
-    def read_param(name):
-        var = scope.find_var(name)
+class ScopeReader:
+    """read_param(name) -> numpy array of the tensor `name` in `scope`; `statistics`
+    (None, or an object with `scores(kind, group)`) for the data-aware criteria."""
+
+    def __init__(self, scope, statistics=None):
+        self.scope = scope
+        self.statistics = statistics
+
+    def __call__(self, name):
+        var = self.scope.find_var(name)
         if var is None or not var.get_tensor()._is_initialized():
             raise PruneError(f"parameter '{name}' is not initialized in the scope: run the "
                              "startup program or load weights before planning")
         return np.array(var.get_tensor())
-    return read_param
+
+
+def scope_reader(scope, statistics=None):
+    """A ScopeReader of `scope` (and of `statistics`, for the data-aware criteria)."""
+    return ScopeReader(scope, statistics)
+
+
+def _statistic_scores(kind, group, read_param):
+    statistics = getattr(read_param, "statistics", None)
+    if statistics is None:
+        raise PruneError(f"criterion {kind} is data-aware: it needs calibration images "
+                         "(python -m slim prune --images DIR; in Python, plan_pruning(..., "
+                         "statistics=slim.sourcefree.activation_statistics(...)))")
+    return statistics.scores(kind, group)
 
 
 def _channel_rows(value, axis):
@@ -87,9 +107,28 @@ def bn_scale(group, read_param):
     """|gamma| of the batch norms on the channels (network slimming)."""
     scales = group.members_with_role(BN_SCALE)
     if not scales:
-        raise PruneError(f"criterion bn_scale: the channels of {group.key[0]} have no batch norm")
+        raise PruneError(f"criterion bn_scale needs a batch norm on the channels, and those of "
+                         f"'{group.key[0]}' have none (a batch norm folded into its conv at export, "
+                         "or a squeeze-excite conv): use criterion l1_norm or fpgm, or "
+                         "activation with calibration images")
     return sum(np.abs(read_param(s.var)[s.start: s.start + s.length]).astype(np.float64)
                for s in scales)
+
+
+@register_criterion("activation")
+def activation(group, read_param):
+    """Mean |activation| of each channel over the calibration images, as the convs / fcs
+    that read the channels see it (after every bias, learned affine and activation on the
+    way), summed over those readers."""
+    return _statistic_scores("activation", group, read_param)
+
+
+@register_criterion("taylor")
+def taylor(group, read_param):
+    """First-order Taylor importance: the mean over images of (sum of a * dL/da over the
+    channel's positions)^2, with L a random projection of the model's outputs, so the score
+    estimates the squared change of the outputs when the channel is removed."""
+    return _statistic_scores("taylor", group, read_param)
 
 
 def group_importance(criterion, group, read_param):

@@ -62,7 +62,8 @@ def program_flops(program, detail=False, extra_ops=None):
 
     Returns an int, or a `FlopsDetail` when `detail` is true. Raises UnknownShapeError
     naming the op and var when a counted op has an unknown (-1) non-batch dimension:
-    count a program built with a fixed image shape (e.g. the eval program at 608x608).
+    count a program with fixed feed shapes (the eval program at 608x608, or
+    `slim.prune.shapes.concrete_program`, which runs the program once to learn them).
     Each op type is counted by its spec's `count_flops` (`slim.prune.op_specs`);
     `extra_ops` ({op type: OpSpec}) adds or overrides specs for this count only.
     """

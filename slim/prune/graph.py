@@ -19,14 +19,16 @@ blocked, and the reason names the op.
 import collections
 import dataclasses
 
+from slim.prune.errors import PruneError
 from slim.prune.flops import is_forward_role
 from slim.prune.op_specs import CHANNEL_PRESERVING, CONV, CONV_TRANSPOSE, OP_SPECS, op_table, spec_for
-from slim.prune.ops import Fixed, Link, OpView, Segment, Unsupported, conv_kind
+from slim.prune.ops import MATMUL_TYPES, Fixed, Link, OpView, Segment, Unsupported, conv_kind
 
 # Member roles, by what the member is to the group's channels.
 FILTER = "filter"                # conv weight producing the channels (axis 0)
 DEPTHWISE_FILTER = "depthwise_filter"  # depthwise conv weight carrying them (axis 0)
 INPUT_FILTER = "input_filter"    # consumer conv weight reading them (axis 1)
+INPUT_WEIGHT = "input_weight"    # fully connected weight reading them (its contracted rows)
 BN_SCALE, BN_OFFSET, BN_MEAN, BN_VARIANCE = "bn_scale", "bn_offset", "bn_mean", "bn_variance"
 PARAM = "param"                  # another parameter (a conv bias, a prelu alpha)
 ACCUMULATOR = "accumulator"      # persistable non-parameter (optimizer velocity, moments)
@@ -93,6 +95,7 @@ class ProgramIndex:
                 self.shapes[name] = tuple(desc.shape())
         self.parameters = {param.name for param in block.all_parameters()}
         self.ops = []
+        self.last_producer = {}  # var -> OpView of the last op writing it (filled in order)
         self.touching = collections.defaultdict(list)  # var -> op indices (in or out)
         self.producers = collections.defaultdict(list)  # var -> op indices (out)
         self.readers = collections.defaultdict(list)  # var -> op indices (in)
@@ -109,8 +112,11 @@ class ProgramIndex:
                 slots[slot] = names
                 for name in names:
                     self.producers[name].append(index)
-            view = OpView(desc.type(), index, slots, _OpAttrs(desc), self.shapes)
+            view = OpView(desc.type(), index, slots, _OpAttrs(desc), self.shapes,
+                          self.last_producer)
             self.ops.append(view)
+            for slot in desc.output_names():
+                self.last_producer.update((name, view) for name in desc.output(slot))
             seen = set()
             for names in slots.values():
                 for name in names:
@@ -229,17 +235,19 @@ class ChannelGroup:
         return self.blocked_reason is None
 
 
-_PARAM_ROLES = (FILTER, DEPTHWISE_FILTER, INPUT_FILTER, BN_SCALE, BN_OFFSET, BN_MEAN,
+_PARAM_ROLES = (FILTER, DEPTHWISE_FILTER, INPUT_FILTER, INPUT_WEIGHT, BN_SCALE, BN_OFFSET, BN_MEAN,
                 BN_VARIANCE, PARAM)
 
 
 class ChannelGraph:
     """The channel groups of one program, and lookups from parameters to groups."""
 
-    def __init__(self, index, groups):
+    def __init__(self, index, groups, fixed_vars=frozenset(), extra_ops=None):
         self.index = index
         self.program = index.program
         self.groups = groups
+        self.fixed_vars = frozenset(fixed_vars)  # what the analysis was asked to keep
+        self.extra_ops = dict(extra_ops or {})   # the op specs it added for itself
         self._group_of_segment = {}
         for group in groups:
             for member in group.members:
@@ -282,6 +290,20 @@ class ChannelGraph:
         conv = self.conv_of_weight(weight)
         axis = conv.output_axis if conv else 0
         return self.groups_of(weight, axis)
+
+
+def check_graph_options(graph, fixed_vars=(), extra_ops=None):
+    """A PruneError when `graph` was not analysed with `fixed_vars` (all of them fixed there)
+    and `extra_ops` (the same specs): a given graph is used as it is, and silently planning
+    on one without them would prune a var the caller wants kept."""
+    missing = sorted(set(fixed_vars) - graph.fixed_vars)
+    if missing:
+        raise PruneError(f"fixed_vars {missing[:4]} are not fixed in the given graph: build it "
+                         "with analyze_program(program, fixed_vars=...) or pass no graph")
+    if dict(extra_ops or {}) != graph.extra_ops:
+        raise PruneError(f"extra_ops {sorted(extra_ops or {})} differ from the given graph's "
+                         f"{sorted(graph.extra_ops)}: build it with analyze_program(program, "
+                         "extra_ops=...) or pass no graph")
 
 
 def conv_reaches(index):
@@ -328,7 +350,7 @@ def analyze_program(program, fixed_vars=(), extra_ops=None):
     index = ProgramIndex(program, op_table(extra_ops))
     fixed_vars = set(fixed_vars)
     links, blocks, units = _propagate(index, fixed_vars)
-    return ChannelGraph(index, _build_groups(index, links, blocks, units))
+    return ChannelGraph(index, _build_groups(index, links, blocks, units), fixed_vars, extra_ops)
 
 
 def _seed_slots(index):
@@ -560,6 +582,8 @@ def _role(index, member):
             return FILTER if axis == conv.output_axis else INPUT_FILTER
         if var in index.batch_norms:
             return index.batch_norms[var]
+        if any(index.ops[i].type in MATMUL_TYPES for i in index.readers.get(var, ())):
+            return INPUT_WEIGHT  # the matmul rule links a weight on its contracted axis only
         return PARAM
     if var in index.persistable:
         if var in index.batch_norms:  # moving statistics that are not Parameters

@@ -23,7 +23,8 @@ def fix_conv_groups(op, changes, undo):
 def fix_shape_attr(op, changes, undo):
     """Ops that create (fill ops) or reshape (reshape2) a tensor to a `shape` attr produce
     the pruned shape: a dim equal to a pruned axis's old size becomes its new size (0 =
-    "copy the input dim" and -1 = "infer" stay)."""
+    "copy the input dim" and -1 = "infer" stay). A reshape given its shape as a list of
+    tensors (ShapeTensor) gets the `fill_constant` of a pruned dim rewritten too."""
     if "Out" not in op.output_names:  # a grad op
         return
     out = op.output("Out")
@@ -36,6 +37,25 @@ def fix_shape_attr(op, changes, undo):
             new_shape[axis] = new
     if new_shape != shape:
         undo.set_attr(op, "shape", new_shape)
+    dims = op.input("ShapeTensor") if "ShapeTensor" in op.input_names else []
+    for axis, (old, new) in changes[out[0]].items():
+        producer = _fill_constant_of(op.block, dims[axis]) if axis < len(dims) else None
+        if producer is None:
+            continue
+        text = producer.attr("str_value") if producer.has_attr("str_value") else ""
+        if float(text or producer.attr("value")) == float(old):  # the shape tensor's dim
+            undo.set_attr(producer, "value", float(new))
+            if text:  # it wins over `value` when set
+                undo.set_attr(producer, "str_value", str(new) if "." not in text else
+                              str(float(new)))
+
+
+def _fill_constant_of(block, name):
+    """The fill_constant op writing `name` in `block`, or None."""
+    for candidate in block.ops:
+        if candidate.type == "fill_constant" and name in candidate.output("Out"):
+            return candidate
+    return None
 
 
 class _AttrReader:

@@ -17,8 +17,9 @@ def _shape(block, op, var_name):
     if any(dim < 0 for dim in shape[1:]):
         raise UnknownShapeError(
             f"cannot count FLOPs: op '{op.type}' var '{var_name}' has unknown dims {shape}; "
-            f"count a program built with a fixed image shape (e.g. the eval program at "
-            f"image_shape [3, 608, 608])")
+            f"FLOPs need every dim but the batch axis: give the feeds' sizes (slim prune "
+            f"--input_shape C,H,W; a slim config's image_shape; from Python, count "
+            f"slim.prune.shapes.concrete_program(program, scope, feed_shapes))")
     return shape
 
 
@@ -92,10 +93,10 @@ def count_matmul(block, op):
 
 
 def _parameter_input(block, op, slots):
-    """The first input in `slots` that is a Parameter, else None."""
-    import paddle
+    """The first input in `slots` that is a Parameter, else None (`is_parameter`: a classic
+    Variable's, or a PIR view's var)."""
     for slot in slots:
         for name in op.input(slot):
-            if isinstance(block._find_var_recursive(name), paddle.static.Parameter):
+            if getattr(block._find_var_recursive(name), "is_parameter", False):
                 return name
     return None

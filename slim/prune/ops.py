@@ -62,9 +62,10 @@ class Unsupported(Exception):
 
 class OpView:
     """Read-only view of one operator: slots (inputs and outputs alike), attrs, var shapes."""
-    __slots__ = ("type", "index", "slots", "raw_slots", "_attrs", "_shapes", "_grad_view")
+    __slots__ = ("type", "index", "slots", "raw_slots", "_attrs", "_shapes", "_grad_view",
+                 "_producers")
 
-    def __init__(self, op_type, index, slots, attrs, shapes):
+    def __init__(self, op_type, index, slots, attrs, shapes, producers=None):
         self.type = op_type
         self.index = index
         self.raw_slots = slots  # slot name -> var names as the op lists them
@@ -74,6 +75,11 @@ class OpView:
         self._attrs = attrs  # attr name -> value
         self._shapes = shapes  # var name -> tuple shape (shared by the whole program index)
         self._grad_view = None
+        self._producers = producers if producers is not None else {}  # var -> last OpView
+
+    def producer(self, var):
+        """The OpView of the op that last writes `var` in the program, or None."""
+        return self._producers.get(var)
 
     def vars(self, slot):
         """Variable names in `slot` (empty when the slot is absent)."""
@@ -475,8 +481,8 @@ def reshape_rule(op, var, axis):
     in the row-major order moves with its new axis ([C] -> [1, C, 1, 1] of a conv bias); one
     merged with the dims after it (flatten of [N, C, H, W]) owns a block of H * W elements
     per channel. A split or reordered channel axis is not handled."""
-    if op.vars("Shape") or op.vars("ShapeTensor"):
-        raise Unsupported(f"{op.describe()}: shape given as a tensor")
+    if op.vars("Shape"):
+        raise Unsupported(f"{op.describe()}: shape given as one tensor")
     x, out = op.var("X"), op.var("Out")
     x_shape, out_shape = op.shape(x), op.shape(out)
     if var == x:
@@ -488,7 +494,21 @@ def reshape_rule(op, var, axis):
                           f"({list(x_shape)} -> {list(out_shape)})")
     out_axis, block = mapped
     channels = x_shape[x_axis]
+    if op.vars("ShapeTensor"):
+        _check_shape_tensor_dim(op, out_axis, channels * block)
     return [Link(Segment(x, x_axis, 0, channels), Segment(out, out_axis, 0, channels, block))]
+
+
+def _check_shape_tensor_dim(op, out_axis, size):
+    """A reshape whose target shape is a list of 1-element tensors (ShapeTensor) can follow
+    pruned channels only when the dim holding them is a `fill_constant` of that size: the
+    attribute fixer rewrites its value (`slim.prune.op_attrs.fix_shape_attr`)."""
+    dims = op.vars("ShapeTensor")
+    producer = op.producer(dims[out_axis]) if out_axis < len(dims) else None
+    if producer is None or producer.type != "fill_constant" or \
+            float(producer.attr("str_value", "") or producer.attr("value", -1)) != float(size):
+        raise Unsupported(f"{op.describe()}: dim {out_axis} of its shape tensor, which holds "
+                          f"{size} channel elements, is not a constant")
 
 
 def _source_axis(x_shape, out_shape, out_axis):
@@ -537,6 +557,101 @@ def _matmul_axes(op, x_rank, y_rank):
     x_axis = x_rank - 2 if trans_x else x_rank - 1
     y_axis = y_rank - 1 if trans_y else y_rank - 2
     return x_axis, y_axis
+
+
+SHAPE_TYPES = ("shape", "shape64")
+
+
+def shape_rule(op, var, axis):
+    """`shape` reads only its input's size, never its values: the channels go no further
+    and nothing is blocked (the shape it gives follows the pruned size at run time)."""
+    if var in op.vars("Input"):
+        return []
+    raise Unsupported(f"{op.describe()}: '{var}' is a shape, not channels")
+
+
+TRANSPOSE_TYPES = ("transpose", "transpose2")
+
+
+def transpose_rule(op, var, axis):
+    """A permutation moves the channel axis: axis a of X is axis perm.index(a) of Out."""
+    x, out = op.var("X"), op.var("Out")
+    perm = [_normalize_axis(a, len(op.shape(x))) for a in op.attr("axis")]
+    if var == x:
+        return [link_whole(op, x, axis, out, perm.index(axis))] if out else []
+    if var == out:
+        return [link_whole(op, out, axis, x, perm[axis])]
+    raise Unsupported(f"{op.describe()}: '{var}' is not its data")
+
+
+def layer_norm_rule(op, var, axis):
+    """Layer norm keeps the axes before `begin_norm_axis` (X <-> Y); the normalized axes
+    are not prunable: removing channels there changes the mean and variance it divides by."""
+    x = op.var("X")
+    begin = _normalize_axis(op.attr("begin_norm_axis", 1), len(op.shape(x)))
+    if var in op.vars("X") + op.vars("Y") and axis < begin:
+        return _same_axis_links(op, var, axis, ("X", "Y"))
+    raise Unsupported(f"{op.describe()}: layer_norm normalizes axis {axis} of '{var}' "
+                      "(removing channels there changes its statistics)")
+
+
+SOFTMAX_TYPES = ("softmax", "log_softmax")
+
+
+def softmax_rule(op, var, axis):
+    """Softmax keeps every axis but the one it normalizes over (not prunable: the
+    remaining values would sum to one over fewer channels)."""
+    rank = len(op.shape(op.var("X")))
+    if axis == _normalize_axis(op.attr("axis", -1), rank):
+        raise Unsupported(f"{op.describe()}: softmax normalizes over axis {axis} of '{var}'")
+    return _same_axis_links(op, var, axis, ("X", "Out"))
+
+
+_SLICE_TENSOR_SLOTS = ("StartsTensor", "EndsTensor", "StartsTensorList", "EndsTensorList")
+
+
+def slice_rule(op, var, axis):
+    """`slice`: an axis it does not cut moves to its place in the output (after the
+    dropped `decrease_axis` dims); a cut axis is handled only when the cut keeps all of
+    it (a partial cut would need its bounds moved as channels go)."""
+    x, out = op.var("Input"), op.var("Out")
+    rank = len(op.shape(x))
+    decrease = {_normalize_axis(a, rank) for a in (op.attr("decrease_axis") or [])}
+    kept = [a for a in range(rank) if a not in decrease]
+    in_axis = axis if var == x else kept[axis]
+    axes = [_normalize_axis(a, rank) for a in op.attr("axes", [])]
+    if in_axis in axes:
+        if any(op.vars(slot) for slot in _SLICE_TENSOR_SLOTS):
+            raise Unsupported(f"{op.describe()}: slice bounds given as tensors")
+        size = op.shape(x)[in_axis]
+        position = axes.index(in_axis)
+        start, end = op.attr("starts")[position], op.attr("ends")[position]
+        start, end = (min(max(bound + size if bound < 0 else bound, 0), size)
+                      for bound in (start, end))
+        if start > 0 or end < size:
+            raise Unsupported(f"{op.describe()}: slice cuts axis {in_axis} of '{x}' "
+                              f"to [{start}, {end})")
+    if in_axis in decrease or out is None:
+        return []
+    return [link_whole(op, x, in_axis, out, kept.index(in_axis))]
+
+
+def stack_rule(op, var, axis):
+    """`stack` adds a new axis: every input's axis a moves together and lands at a (or
+    a + 1 after the new axis) of the output; the new axis itself is not channels."""
+    inputs, out = op.vars("X"), op.var("Y")
+    new_axis = _normalize_axis(op.attr("axis", 0), len(op.shape(inputs[0])) + 1)
+    if var == out:
+        if axis == new_axis:
+            raise Unsupported(f"{op.describe()}: axis {axis} of '{var}' is the stacked axis")
+        in_axis = axis if axis < new_axis else axis - 1
+        return [link_whole(op, out, axis, name, in_axis) for name in dict.fromkeys(inputs)]
+    out_axis = axis if axis < new_axis else axis + 1
+    links = [link_whole(op, var, axis, name, axis) for name in dict.fromkeys(inputs)
+             if name != var]
+    if out is not None:
+        links.append(link_whole(op, var, axis, out, out_axis))
+    return links
 
 
 # ---------------------------------------------------------------- optimizers
@@ -601,7 +716,7 @@ def _make_grad_view(op):
             base = slot[: -len(GRAD_SUFFIX)]
             if base not in slots:
                 slots[base] = names
-    return OpView(forward_type, op.index, slots, op._attrs, op._shapes)
+    return OpView(forward_type, op.index, slots, op._attrs, op._shapes, op._producers)
 
 
 def grad_pair_links(op, var, axis):

@@ -150,13 +150,13 @@ def check_run_output_places(cfg, inputs, checkpoint_path, checkpoint_key, output
     eval result files and `summary_file`; none of them one of `inputs`."""
     from slim.engine.evaluation import check_output_eval, result_file_names
     from slim.io import checkpoint as checkpoint_lib
-    if checkpoint_path:
+    if checkpoint_path is not None:  # set (an empty value is refused, not taken for unset)
         check_output_dir(checkpoint_path, checkpoint_key, inputs)
         checkpoint_lib.check_checkpoint_root(checkpoint_path, what=checkpoint_key)
     if importlib.util.find_spec("visualdl") is not None:
         _refuse_inside_checkpoint_epochs(visualdl_dir(cfg), "save_dir", checkpoint_path, checkpoint_key)
         check_output_dir(visualdl_dir(cfg), "save_dir", inputs)
-    if output_eval:
+    if output_eval is not None:
         _refuse_inside_checkpoint_epochs(output_eval, "--output_eval", checkpoint_path, checkpoint_key)
         check_output_eval(output_eval, result_file_names(metric_name) + [summary_file], inputs)
 

@@ -21,12 +21,13 @@ and the metric per group and ratio; a file of another model is refused, and so i
 whose baseline differs from this model's (other weights or eval set).
 """
 import json
+import math
 import os
 
 from tqdm import tqdm
 
 from slim.errors import ConfigError, UserError, shorten
-from slim.io.output_places import check_output_file
+from slim.io.output_places import check_output_file, lock_file
 from slim.prune import PruneError, format_summary, plan_summary
 from slim.prune.graph import analyze_program
 from slim.prune.pruner import keep_count
@@ -112,7 +113,11 @@ class SensitivityFile:
             raise SensitivityFileError(f"sensitivities file '{shorten(path)}' was measured on "
                                        f"another model or eval set ({difference}); remove it or "
                                        "name another sensitivities_file")
-        return cls(path, identity, data.get("baseline"), _checked_groups(path, data["groups"]))
+        groups = _checked_groups(path, data["groups"])
+        baseline = data.get("baseline")
+        if baseline is not None or groups:  # a file with measurements has their baseline
+            baseline = _checked_metric(path, "baseline", baseline)
+        return cls(path, identity, baseline, groups)
 
     def check_baseline(self, baseline):
         """Take `baseline` (the unpruned metric now) or refuse a file measured at another."""
@@ -173,20 +178,64 @@ class SensitivityFile:
                 "identity": self.identity, "baseline": self.baseline, "groups": groups}
 
 
+def lock_sensitivities_file(path):
+    """Claim the sensitivities file at `path` before anything is measured into it
+    (`slim.io.output_places.lock_file`; its directory is checked and made first when the
+    file does not exist yet): a second run on the same file fails at once, in one line,
+    instead of measuring everything and then finding the file changed under it."""
+    if not os.path.exists(path):
+        check_output_file(path, "sensitivities_file")
+    return lock_file(path, "sensitivities_file")
+
+
 def _checked_groups(path, groups):
-    """The groups of a loaded file as {name: {params, channels, metric}}; malformed entries
-    are a one-line SensitivityFileError."""
+    """The groups of a loaded file as {name: {params, channels, metric}}, every value
+    checked for type, range and finiteness (a NaN metric would rank groups by nothing);
+    the first bad one is a one-line SensitivityFileError naming the file and the key."""
     checked = {}
     for name, entry in groups.items():
+        where = f"groups.{shorten(name, 60)}"
         metric = entry.get("metric") if isinstance(entry, dict) else None
-        if not isinstance(metric, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metric.values()):
-            raise SensitivityFileError(f"sensitivities file '{shorten(path)}': group "
-                                       f"{shorten(name, 60)} has no metric mapping of ratios to "
-                                       "numbers; remove the file or name another")
-        checked[name] = {"params": entry.get("params", []), "channels": entry.get("channels"),
-                         "metric": dict(metric)}
+        if not isinstance(metric, dict):
+            raise _bad_value(path, f"{where}.metric", metric,
+                             "a mapping of ratios in (0, 1) to metrics in [0, 1]")
+        params = entry.get("params", [])
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            raise _bad_value(path, f"{where}.params", params, "a list of parameter names")
+        channels = entry.get("channels")
+        if channels is not None and not (_is_number(channels) and isinstance(channels, int)
+                                          and channels > 0):
+            raise _bad_value(path, f"{where}.channels", channels, "a positive integer")
+        values = {}
+        for key, value in metric.items():
+            try:
+                ratio = float(key)
+            except ValueError:
+                ratio = None
+            if ratio is None or not 0 < ratio < 1:
+                raise _bad_value(path, f"{where}.metric", key,
+                                 "keys that are ratios in (0, 1), e.g. '0.5'", what="key")
+            values[ratio_key(ratio)] = _checked_metric(path, f"{where}.metric.{key}", value)
+        checked[name] = {"params": params, "channels": channels, "metric": values}
     return checked
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _checked_metric(path, key, value):
+    """`value` as a float when it is a finite number in [0, 1] (a detection metric); else a
+    one-line SensitivityFileError naming the file and the key."""
+    if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= 1:
+        raise _bad_value(path, key, value, "a finite number in [0, 1] (a mAP)")
+    return float(value)
+
+
+def _bad_value(path, key, value, valid, what="value"):
+    return SensitivityFileError(f"sensitivities file '{shorten(path)}': {key} must be {valid}, "
+                                f"got {what} {shorten(json.dumps(value), 60)}; remove the file "
+                                "(it is measured again) or name another sensitivities_file")
 
 
 def measure(entries, program, graph, scope, pruned_params, criterion, evaluate, record,
@@ -293,6 +342,12 @@ class SensitivePruneStrategy(Strategy):
 
     def _curves(self, context, program, groups, ratios):
         """{group: {ratio: loss}} from the file, the missing entries measured (and written)."""
+        if context.evaluate is None:  # nothing can be measured here: the file is only read
+            return self._curves_locked(context, program, groups, ratios)
+        with lock_sensitivities_file(self.sensitivities_file):
+            return self._curves_locked(context, program, groups, ratios)
+
+    def _curves_locked(self, context, program, groups, ratios):
         store = SensitivityFile.open(self.sensitivities_file,
                                      model_identity(program, self.eval_rate, self.criterion))
         names = [name for name, _ in groups]
