@@ -18,7 +18,8 @@ Everything else is the product unmodified: fleet's gradient all-reduce and scali
 the tool's sharding, strategies, checkpoints and resume.
 
 For the tests' eyes only, a rank also (all switched by environment variables):
-- records the sample keys it trained on (SLIM_TEST_DUMP_DIR/keys-rank{R}.json),
+- records the sample keys it trained on (SLIM_TEST_DUMP_DIR/keys-rank{R}.json) and its
+  own losses of every step (losses-rank{R}.json),
 - dumps every persistable of its train program and its plan records after the run
   (SLIM_TEST_DUMP_DIR/rank{R}.npz, rank{R}.json),
 - records every file it opens for writing (rank 0 too: the probe is seen to work), creates, renames or removes
@@ -126,6 +127,7 @@ def _install_probes(rank, dump_dir):
     from slim.runs import loop
 
     keys_seen = []
+    losses_seen = []  # this rank's own losses, step by step
     writes = []
     recording = [True]
 
@@ -156,7 +158,9 @@ def _install_probes(rank, dump_dir):
             if calls[0] == kill_at:
                 _flush_probe_files()
                 os.kill(os.getpid(), signal.SIGKILL)
-            return step(batch)
+            losses = step(batch)
+            losses_seen.append(losses)
+            return losses
         return counted
     loop.train_step = train_step
 
@@ -184,6 +188,8 @@ def _install_probes(rank, dump_dir):
             json.dump(keys_seen, handle)
         with open(os.path.join(dump_dir, f"rank{rank}-writes.json"), "w") as handle:
             json.dump(writes, handle)
+        with open(os.path.join(dump_dir, f"losses-rank{rank}.json"), "w") as handle:
+            json.dump(losses_seen, handle)
         recording[0] = True
 
     original_run_guarded = loop.run_guarded

@@ -102,6 +102,31 @@ def test_log_line_every_log_iter_with_losses_lr_speed_and_eta():
     assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05"
 
 
+def test_logged_losses_are_the_means_over_ranks_with_one_reduction_per_line():
+    """Two ranks: this one's losses 1, 2, 3 (loss_0 0.5), the other's 2 more each; the line
+    shows the median of the means and the scalars get every iteration's mean."""
+    lines, calls, scalars = [], [], []
+
+    def mean_with_other_rank(values):
+        calls.append(list(values))
+        return [(value + (value + 2.0)) / 2 for value in values]
+
+    class Scalars:
+        def add(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+    log = TrainLog(log_iter=3, smooth_window=3, total_iterations=6, images_per_iteration=4,
+                   log=lines.append, scalars=Scalars(), reduce_mean=mean_with_other_rank)
+    for iteration in range(1, 4):
+        log.record(0, 1, iteration, 6, iteration, {"loss": float(iteration), "loss_0": 0.5},
+                   lr=0.1, seconds=1.0)
+    assert calls == [[1.0, 0.5, 2.0, 0.5, 3.0, 0.5]]  # one all-reduce, at the log line
+    assert lines == ["epoch 0/0 iter 3/6 (total 3) loss 3.0000 loss_0 1.5000 lr 0.1 4.0 img/s "
+                     "eta 0:03"]
+    assert [(step, value) for tag, value, step in scalars if tag == "train/loss"] == \
+        [(1, 2.0), (2, 3.0), (3, 4.0)]
+
+
 def test_non_finite_loss_stops_training():
     check_finite({"loss": 1.0}, 0, 1, None)
     with pytest.raises(TrainingStopped, match=r"the loss is not finite \(loss=inf\) at epoch 3 "

@@ -291,6 +291,23 @@ def test_without_an_eval_set_the_file_must_be_complete(setup, tmp_path):
         _strategy(slim_file).validate(_context(setup, None))
 
 
+def test_on_several_cards_even_rank_0_does_not_measure(setup, tmp_path):
+    """Rank 0 has an eval set, but the other ranks would wait for its measurement: on two
+    cards every rank wants a complete file, before evaluating anything."""
+    import dataclasses
+
+    from slim.errors import ConfigError
+    slim_file = write_slim(tmp_path / "s.yaml", tmp_path / "none.json")
+    evaluations = []
+    context = dataclasses.replace(_context(setup, lambda fraction=1.0: evaluations.append(1)),
+                                  world_size=2)
+    with pytest.raises(ConfigError, match=r"sensitivities_file '.*none.json' does not exist and "
+                                          r"a run on 2 cards does not measure them \(rank 0 alone "
+                                          r"has an eval set\): run `python -m slim sensitivity"):
+        _strategy(slim_file).validate(context)
+    assert evaluations == [] and not (tmp_path / "none.json").exists()
+
+
 def test_num_steps_prune_a_share_of_the_target_at_each_step(measured, fitted, tmp_path):
     from slim.commands.sensitivity import measuring_setup
     from slim.prune.flops import program_flops

@@ -14,7 +14,9 @@ import shutil
 import numpy as np
 import pytest
 from cpu_ranks import DUMP_DIR, KILL_AT_STEP, SAME_DATA, compare_dumps, launch, missing_internals
+from seed_facts import SEED_REGEX
 from test_compress import DETECTION_CONFIG, write_slim_config
+from test_sensitivity import write_slim
 
 from slim.io import checkpoint as ck
 
@@ -76,7 +78,7 @@ def _dump(root, rank):
 
 
 def _probe(root, name, rank):
-    with open(os.path.join(root, "dump", f"{name}-rank{rank}.json" if name == "keys"
+    with open(os.path.join(root, "dump", f"{name}-rank{rank}.json" if name in ("keys", "losses")
                            else f"rank{rank}-{name}.json")) as handle:
         return json.load(handle)
 
@@ -157,6 +159,20 @@ def test_both_ranks_prune_by_the_same_plan(two_ranks):
     assert checkpoint.state.pruning_plans == rank0["plan_records"]
 
 
+def test_the_logged_loss_is_the_mean_over_ranks(two_ranks):
+    import re
+    own = [_probe(two_ranks["root"], "losses", rank) for rank in (0, 1)]
+    lines = re.findall(r"^epoch \d+/\d+ iter \d+/\d+ \(total (\d+)\) loss (\S+) ",
+                       two_ranks["results"][0].stdout, flags=re.MULTILINE)
+    assert [int(total) for total, _ in lines] == list(range(1, EPOCHS * BATCHES_PER_EPOCH + 1))
+    for total, logged in lines:  # log_iter 1, smooth window 1: each line one iteration
+        step = int(total) - 1
+        mean = (own[0][step]["loss"] + own[1][step]["loss"]) / 2
+        assert float(logged) == pytest.approx(mean, abs=1e-4)
+    # and rank 0's own loss is not what was logged (the ranks' batches differ)
+    assert any(abs(float(logged) - own[0][int(total) - 1]["loss"]) > 1e-3 for total, logged in lines)
+
+
 def test_rank_1_writes_nothing(two_ranks):
     root = two_ranks["root"]
     rank0_writes = [path for _, path in _probe(root, "writes", 0)]
@@ -229,3 +245,88 @@ def test_train_py_on_two_ranks(data_root, tmp_path_factory):
     assert os.path.isdir(os.path.join(root, "output", "tiny", "model_final"))
     assert _probe(root, "writes", 1) == []
 
+
+def _write_sensitive_slim(root, distillation=False):
+    """sensitive.yaml: SensitivePruneStrategy on the seed's convs to -10% FLOPs at epoch 1
+    (test_sensitivity's slim config), with sensitivities.json; optionally a distillation
+    teacher taken from the student at epoch 1."""
+    path = write_slim(os.path.join(root, "sensitive.yaml"), "sensitivities.json", target=0.1,
+                      params=SEED_REGEX)
+    if distillation:
+        with open(path) as handle:
+            text = handle.read()
+        text = text.replace("strategies: [sensitive]", "strategies: [distillation, sensitive]")
+        text = text.replace("strategies:\n  sensitive:", "strategies:\n  distillation:\n"
+                            "    class: DistillationStrategy\n    start_epoch: 1\n"
+                            "    distillation_loss_weight: 1.0\n  sensitive:")
+        assert "DistillationStrategy" in text and "[distillation, sensitive]" in text
+        with open(path, "w") as handle:
+            handle.write(text)
+
+
+def _stopped_before_training(result):
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr and not result.stdout.count(" iter ")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    return errors[0]
+
+
+def test_sensitive_pruning_without_its_file_stops_every_rank_before_training(data_root,
+                                                                            tmp_path_factory):
+    """Rank 1 has no eval set and rank 0 must not measure while rank 1 waits: every rank
+    says the file is missing, in one line, before the first iteration."""
+    import time
+    root = _copy_workspace(data_root, str(tmp_path_factory.mktemp("ranks-sensitive") / "run"))
+    _write_sensitive_slim(root)
+    started = time.monotonic()
+    results = _run(root, args=["-s", "sensitive.yaml", "-c", "tiny.yml"])
+    seconds = time.monotonic() - started
+    for result in results:
+        error = _stopped_before_training(result)
+        assert error == ("error: sensitive.yaml: strategy 'sensitive': sensitivities_file "
+                         "'sensitivities.json' does not exist and a run on 2 cards does not measure "
+                         "them (rank 0 alone has an eval set): run `python -m slim sensitivity -c "
+                         "CONFIG -s sensitive.yaml` first"), error
+    assert not os.path.exists(os.path.join(root, "sensitivities.json"))
+    assert not os.path.exists(os.path.join(root, "ckpt", "0"))
+    assert seconds < 120  # start-up and program building; no training, no measurement
+
+
+def test_a_rank_0_only_failure_before_training_stops_the_other_rank_too(data_root,
+                                                                       tmp_path_factory):
+    """Rank 0 alone reads the eval set; when it is missing rank 0 stops, and rank 1, instead
+    of training into a gradient all-reduce nobody answers, stops with it."""
+    root = _copy_workspace(data_root, str(tmp_path_factory.mktemp("ranks-no-eval") / "run"))
+    results = _run(root, options={"YoloEvalFeed.dataset.annotation": "missing.txt"})
+    assert "missing.txt" in _stopped_before_training(results[0])
+    assert _stopped_before_training(results[1]) == (
+        "error: 1 of 2 ranks stopped before training (their error lines say why); nothing was "
+        "trained")
+
+
+def test_sensitivity_and_distillation_on_two_ranks_prune_by_one_plan(two_ranks, data_root,
+                                                                    tmp_path_factory):
+    """With its file measured first on one process, SensitivePruneStrategy (and a
+    distillation teacher taken from the student when it fires) run on two ranks: the same
+    plan on both, and parameters (the teacher's included) equal across ranks. Both start
+    from the same trained weights (the two-rank run's epoch 0), as the file requires."""
+    import subprocess
+    import sys
+    root = _copy_workspace(data_root, str(tmp_path_factory.mktemp("ranks-strategies") / "run"))
+    _write_sensitive_slim(root, distillation=True)
+    weights = os.path.join(two_ranks["root"], "ckpt", "0", "eval_model", "__params__")
+    options = [f"{key}={value}" for key, value in OPTIONS.items()] + [f"weights={weights}"]
+    measured = subprocess.run([sys.executable, "-m", "slim", "sensitivity", "-c", "tiny.yml", "-s",
+                               "sensitive.yaml", "-o", *options], cwd=root, capture_output=True,
+                              text=True, timeout=600, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert measured.returncode == 0, measured.stderr[-3000:]
+    for result in _run(root, args=["-s", "sensitive.yaml", "-c", "tiny.yml"],
+                       options={"weights": weights}):
+        assert result.returncode == 0, result
+    rank0, rank1 = _dump(root, 0), _dump(root, 1)
+    assert [record["strategy"] for record in rank0["plan_records"]] == ["sensitive"]
+    assert rank0["plan_records"] == rank1["plan_records"]
+    assert any(name.startswith("teacher") for name in rank0["arrays"]), sorted(rank0["arrays"])[:5]
+    assert _equal(_of_kind(rank0, "parameter", "optimizer_state"),
+                  _of_kind(rank1, "parameter", "optimizer_state")) == []

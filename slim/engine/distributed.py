@@ -209,3 +209,65 @@ def minimize(optimizer, loss, startup_program, env, sync_bn=False):
     if env.is_distributed and sync_bn:
         convert_to_sync_batch_norm(loss.block.program)
     return result
+
+
+class RankSum:
+    """Sums of a few floats over the ranks of a collective run: one all-reduce on ring 0
+    (the gradients' communicator) in a tiny program of its own, run by `executor`. Every
+    rank must call `sum` at the same point of the run with a vector of the same length.
+    One process: the values unchanged, no program."""
+
+    def __init__(self, env, executor):
+        self.env = env
+        self.executor = executor
+        self._program = self._result = self._scope = None
+
+    def sum(self, values):
+        """The element-wise sum over ranks of `values` (a float vector), as float64 numpy."""
+        import numpy as np
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if not self.env.is_distributed or values.size == 0:
+            return values
+        if self._program is None:
+            self._build()
+        reduced, = self.executor.run(self._program, feed={"values": values},
+                                     fetch_list=[self._result], scope=self._scope)
+        return np.asarray(reduced, dtype=np.float64)
+
+    def mean(self, values):
+        """The element-wise mean over ranks of `values`."""
+        return self.sum(values) / self.env.world_size
+
+    def _build(self):
+        import paddle
+        program, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(program, startup):
+            values = paddle.static.data("values", [-1], "float64")
+            result = paddle.scale(values, 1.0)
+            # The op fleet's gradient all-reduce uses on this Paddle line, appended directly:
+            # paddle.distributed.all_reduce's static form fails on 3.3.1 (its op name is a
+            # ReduceOp, not a string).
+            if paddle.__version__.startswith("2."):
+                program.global_block().append_op(
+                    type="c_allreduce_sum", inputs={"X": [result]}, outputs={"Out": [result]},
+                    attrs={"ring_id": 0, "use_calc_stream": True})
+            else:
+                program.global_block().append_op(
+                    type="all_reduce", inputs={"x": [result]}, outputs={"out": [result]},
+                    attrs={"ring_id": 0, "reduce_type": int(paddle.distributed.ReduceOp.SUM)})
+        self._program, self._result, self._scope = program, result, paddle.static.Scope()
+
+
+class OtherRanksFailed(DistributedError):
+    """Another rank stopped before training; its own error line says why."""
+
+
+def start_together(rank_sum, failed):
+    """Before the first iteration every rank says whether its checks failed (one
+    all-reduce), so that no rank trains, alone and waiting, when another has stopped.
+    A rank whose checks passed raises OtherRanksFailed if any other rank's failed."""
+    env = rank_sum.env
+    failures = int(round(float(rank_sum.sum([1.0 if failed else 0.0])[0]))) if env.is_distributed else 0
+    if failures and not failed:
+        raise OtherRanksFailed(f"{failures} of {env.world_size} ranks stopped before training (their "
+                               "error lines say why); nothing was trained")

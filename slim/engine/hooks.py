@@ -63,6 +63,29 @@ class NanGuard(HookBase):
                      runner.state.last_checkpoint)
 
 
+class StartTogether(HookBase):
+    """The last hook of a run: when every other hook's `before_train` checks passed on this
+    rank, the ranks agree to start (`distributed.start_together`, one all-reduce on several
+    cards, nothing on one), so a rank never trains alone, waiting on one that has stopped.
+    The run calls `give_up()` when this rank stopped before training."""
+
+    def __init__(self, rank_sum):
+        self.rank_sum = rank_sum
+        self.agreed = False
+
+    def before_train(self, runner):
+        from slim.engine.distributed import start_together
+        self.agreed = True
+        start_together(self.rank_sum, failed=False)
+
+    def give_up(self):
+        """This rank stopped before training: tell the others (once; nothing after the start)."""
+        from slim.engine.distributed import start_together
+        if not self.agreed:
+            self.agreed = True
+            start_together(self.rank_sum, failed=True)
+
+
 class LRSchedule(HookBase):
     """Read the learning rate of each iteration (runner.lr) and step the schedule after it."""
 

@@ -56,10 +56,15 @@ class TrainLog:
         images_per_iteration: images of one iteration over all cards.
         log: print-like function (rank 0 prints; others pass a no-op).
         scalars: a ScalarWriter.
+        reduce_mean: `reduce_mean(vector) -> vector`, the element-wise mean over the ranks
+            of a collective run (`distributed.RankSum.mean`); the losses logged and
+            written as scalars are those means. It is called once per log line, with the
+            losses of every iteration since the last line, on every rank at the same
+            iterations. None: this process's losses.
     """
 
     def __init__(self, log_iter, smooth_window, total_iterations, images_per_iteration,
-                 log=print, scalars=None):
+                 log=print, scalars=None, reduce_mean=None):
         self.log_iter = max(1, int(log_iter))
         self.total_iterations = total_iterations
         self.images_per_iteration = images_per_iteration
@@ -67,17 +72,18 @@ class TrainLog:
         self.step_times = collections.deque(maxlen=smooth_window)
         self.log = log
         self.scalars = scalars or ScalarWriter(None, enabled=False)
+        self.reduce_mean = reduce_mean
+        self.pending = []  # (global_iteration, {name: this rank's loss}) since the last line
 
     def record(self, epoch, epochs, iteration_in_epoch, iterations_per_epoch, global_iteration,
                losses, lr, seconds):
         """Add one iteration; print a line when due. `global_iteration` counts from 1."""
-        for name, value in losses.items():
-            self.losses[name].append(value)
-            self.scalars.add(f"train/{name}", value, global_iteration)
+        self.pending.append((global_iteration, dict(losses)))
         self.scalars.add("train/lr", lr, global_iteration)
         self.step_times.append(seconds)
         if iteration_in_epoch % self.log_iter and iteration_in_epoch != iterations_per_epoch:
             return None
+        self._take_pending()
         step_time = float(np.mean(self.step_times))
         speed = self.images_per_iteration / step_time if step_time > 0 else float("inf")
         eta = step_time * max(0, self.total_iterations - global_iteration)
@@ -88,6 +94,21 @@ class TrainLog:
                 f"eta {format_duration(eta)}")
         self.log(line)
         return line
+
+
+    def _take_pending(self):
+        """Move the pending iterations' losses (averaged over ranks: one all-reduce of all
+        of them) into the smoothing windows and the scalars."""
+        names = list(self.pending[0][1])
+        values = [losses[name] for _, losses in self.pending for name in names]
+        if self.reduce_mean is not None:
+            values = [float(value) for value in self.reduce_mean(values)]
+        for row, (iteration, _) in enumerate(self.pending):
+            for column, name in enumerate(names):
+                value = values[row * len(names) + column]
+                self.losses[name].append(value)
+                self.scalars.add(f"train/{name}", value, iteration)
+        self.pending = []
 
 
 def check_finite(losses, epoch, iteration, last_checkpoint):

@@ -27,26 +27,29 @@ def train_step(job):
     return step
 
 
-def make_train_log(job, epochs):
-    """A TrainLog (with VisualDL scalars on rank 0, under save_dir/vdl) for the run."""
+def make_train_log(job, epochs, rank_sum=None):
+    """A TrainLog (with VisualDL scalars on rank 0, under save_dir/vdl) for the run; its
+    losses are the means over ranks (`rank_sum`, one all-reduce per log line)."""
     from slim.engine.train_log import ScalarWriter, TrainLog
     vdl_dir = visualdl_dir(job.cfg)
     scalars = ScalarWriter(vdl_dir, enabled=job.env.is_main)
     if scalars.active:
         job.log(f"VisualDL scalars -> {vdl_dir}")
     return TrainLog(job.cfg.get("log_iter", 20), job.cfg.get("log_smooth_window", 20),
-                    job.total_iterations, job.total_batch, log=job.log, scalars=scalars)
+                    job.total_iterations, job.total_batch, log=job.log, scalars=scalars,
+                    reduce_mean=rank_sum.mean if rank_sum is not None else None)
 
 
-def run_hooks(job, epochs):
+def run_hooks(job, epochs, rank_sum=None):
     """The hooks of a run, in the order they are called: the strategies (validated before
     the first iteration, fired before their epoch), the NaN guard, LR stepping, the log and
-    VisualDL, then on rank 0 evaluation and the checkpoint of every epoch."""
+    VisualDL (losses averaged over ranks by `rank_sum`), then on rank 0 evaluation and the
+    checkpoint of every epoch."""
     from slim.config import create
     from slim.data.loader import build_eval_loader
     from slim.engine.evaluation import make_metric
     from slim.engine.hooks import LRSchedule, NanGuard, TrainLogger
-    logger = TrainLogger(lambda: make_train_log(job, epochs), epochs)
+    logger = TrainLogger(lambda: make_train_log(job, epochs, rank_sum), epochs)
     hooks = [*job.strategies, NanGuard(), LRSchedule(job.scheduler), logger]
     evaluate = None
     if job.env.is_main:  # rank 0 alone evaluates and writes files
@@ -63,29 +66,38 @@ def run_hooks(job, epochs):
 def run_epochs(job, state):
     """Strategies, training, evaluation and checkpoints of every remaining epoch."""
     from slim.engine import Runner
+    from slim.engine.distributed import RankSum
+    from slim.engine.hooks import StartTogether
     from slim.strategies import StrategyContext
     epochs = job.compressor.epoch
     if state.next_epoch >= epochs:
         job.log(f"all {epochs} epochs are done (checkpoint '{state.last_checkpoint}'); "
                 "nothing to train")
         return
-    hooks, evaluate = run_hooks(job, epochs)
-    context = StrategyContext(state.next_epoch, job.programs, job.scope, job.log, job.executor,
-                              evaluate)
-    runner = Runner(train_step(job), hooks, state, context)
-    runner.load_hook_states(state.hook_states)
-    # One batch stream for the whole run: worker processes start once, and the stream ends
-    # exactly after the last epoch, which shuts them down (an abandoned paddle DataLoader
-    # leaves its workers running).
-    stream = job.train_loader.batches(start_iteration=state.iteration,
-                                      num_iterations=job.total_iterations - state.iteration)
+    rank_sum = RankSum(job.env, job.executor)
+    gate = StartTogether(rank_sum)
     try:
-        runner.train(epochs, lambda epoch: itertools.islice(stream, job.epoch_length(epoch)),
-                     job.epoch_length)
-        for _ in stream:  # reach the end of the stream so the loader stops its workers
-            raise RuntimeError("the training data stream yielded more batches than the epochs use")
-    finally:
-        stream.close()
+        hooks, evaluate = run_hooks(job, epochs, rank_sum)
+        context = StrategyContext(state.next_epoch, job.programs, job.scope, job.log, job.executor,
+                                  evaluate, world_size=job.env.world_size)
+        runner = Runner(train_step(job), [*hooks, gate], state, context)
+        runner.load_hook_states(state.hook_states)
+        # One batch stream for the whole run: worker processes start once, and the stream
+        # ends exactly after the last epoch, which shuts them down (an abandoned paddle
+        # DataLoader leaves its workers running).
+        stream = job.train_loader.batches(start_iteration=state.iteration,
+                                          num_iterations=job.total_iterations - state.iteration)
+        try:
+            runner.train(epochs, lambda epoch: itertools.islice(stream, job.epoch_length(epoch)),
+                         job.epoch_length)
+            for _ in stream:  # reach the end of the stream so the loader stops its workers
+                raise RuntimeError("the training data stream yielded more batches than the epochs "
+                                   "use")
+        finally:
+            stream.close()
+    except Exception:
+        gate.give_up()  # stopped before the first iteration: the other ranks must not train
+        raise
 
 
 def summarize(job, state, summary_file):

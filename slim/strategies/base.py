@@ -33,6 +33,8 @@ class StrategyContext:
         evaluate: `evaluate(fraction=1.0)` runs the eval program on the eval set (its first
             `fraction` of batches) and returns the metric (mAP, 0..1); None where the run
             has no eval set (ranks other than 0).
+        world_size: ranks of the run; on several, a strategy must not do on one rank
+            what the others would wait for (e.g. measure sensitivities on rank 0).
     """
     epoch: int
     programs: object
@@ -40,6 +42,7 @@ class StrategyContext:
     log: object = print
     executor: object = None
     evaluate: object = None
+    world_size: int = 1
 
 
 class Strategy(HookBase):
@@ -48,8 +51,10 @@ class Strategy(HookBase):
     A strategy is a hook of the training loop (`slim.engine.HookBase`: it may override
     any hook point, e.g. `build_train_program` to add to the train program before the
     optimizer is built). By default:
-    `validate(context)` is called once before the first iteration (a dry run that
-    changes nothing), so a config the strategy cannot meet fails before any training.
+    `validate(context)` is called once before the first iteration, on every rank (a dry
+    run that changes nothing), so a config the strategy cannot meet fails before any
+    training: every precondition (files complete and readable, an eval set where one is
+    needed) is checked there, the same way on every rank.
     `on_epoch_begin(context)` returns a JSON-able record when it changed the model
     (e.g. a pruning plan), which the driver stores in the next checkpoint so a
     resumed run replays it; None otherwise. What the strategy has done so far goes

@@ -355,15 +355,20 @@ class SensitivePruneStrategy(Strategy):
         if context.evaluate is not None:
             def evaluate():
                 return context.evaluate(fraction=self.eval_rate)
-            store.check_baseline(evaluate())
         missing = store.missing(names, ratios)
-        if missing and evaluate is None:
+        if missing and (evaluate is None or context.world_size > 1):
             state = (f"lacks {len(missing)} of {len(names) * len(ratios)} (group, ratio) entries"
                      if os.path.exists(self.sensitivities_file) else "does not exist")
+            # On several cards rank 0 alone has an eval set, and the other ranks would wait
+            # for its measurement until their communicator times out: every rank stops here.
+            where = (f"a run on {context.world_size} cards does not measure them (rank 0 alone "
+                     "has an eval set)" if context.world_size > 1
+                     else "there is no eval set here to measure them")
             raise SensitivityFileError(
-                f"sensitivities_file '{shorten(self.sensitivities_file)}' {state} and there is no "
-                "eval set here to measure them: run `python -m slim sensitivity -c CONFIG -s "
-                f"{shorten(self.source)}` first")
+                f"sensitivities_file '{shorten(self.sensitivities_file)}' {state} and {where}: "
+                f"run `python -m slim sensitivity -c CONFIG -s {shorten(self.source)}` first")
+        if evaluate is not None:
+            store.check_baseline(evaluate())
         if missing:
             store.check_writable()
             context.log(f"strategy '{self.name}': measuring {len(missing)} sensitivities "
