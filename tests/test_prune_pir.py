@@ -387,3 +387,53 @@ def test_images_fidelity_of_a_json_model_equals_its_classic_twin(tmp_path, capsy
                                       str(tmp_path / "refused"), "--images", str(images),
                                       "--reconstruct"])
     assert code == 2 and "--reconstruct works on classic models only" in error
+
+
+def test_view_maps_the_recognizer_ops(pir_mode):
+    """The ops of PP-OCRv5's recognizer as the rules read them on classic programs:
+    transpose `perm` is `axis`, slice `starts` / `ends` constant operands are attrs,
+    layer_norm's and stack's outputs are `Y`; and a conv pruned through a transpose into a
+    fully connected layer equals the masked reference."""
+    from slim.prune.pir import PirProgramView, check_types
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [2, 3, 8, 8], "float32")
+        conv = paddle.nn.Conv2D(3, 8, 3, padding=1)
+        sequence = paddle.transpose(paddle.flatten(conv(x), 2), [0, 2, 1])  # [2, 64, 8]
+        out = paddle.nn.Linear(8, 5)(sequence)
+        normed = paddle.nn.LayerNorm(8)(sequence)
+        stacked = paddle.stack([out, out], axis=0)
+        sliced = paddle.slice(stacked, axes=[0], starts=[0], ends=[1])
+    view = PirProgramView(main)
+    ops = {op.type: op for op in view.global_block().ops}
+    assert ops["transpose2"].attr("axis") == [0, 2, 1]
+    assert ops["slice"].attr("starts") == [0] and ops["slice"].attr("ends") == [1]
+    assert "StartsTensor" not in ops["slice"].input_names
+    assert ops["layer_norm"].output("Y") and ops["stack"].output("Y")
+    scope = paddle.static.Scope()
+    exe = randomized(main, startup, scope, seed=2)
+    graph = analyze_program(view, fixed_vars=[view.name_of[v.id] for v in (out, normed, sliced)])
+    assert not graph.groups_of("conv2d_0.w_0")[0].prunable  # layer_norm normalizes over them
+    main2, startup2 = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main2, startup2), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [2, 3, 8, 8], "float32")
+        sequence = paddle.transpose(paddle.flatten(paddle.nn.Conv2D(3, 8, 3, padding=1)(x), 2),
+                                    [0, 2, 1])
+        out = paddle.nn.Linear(8, 5)(sequence)
+    exe = randomized(main2, startup2, scope, seed=2)
+    view = PirProgramView(main2)
+    graph = analyze_program(view, fixed_vars=[view.name_of[out.id]])
+    plan = plan_pruning(view, scope, "auto", ratio=0.5, graph=graph)
+    feed = {"x": np.random.RandomState(1).randn(2, 3, 8, 8).astype("float32")}
+    state = persistables(view, scope)
+    zero_removed_channels(plan, graph, scope)
+    with paddle.static.scope_guard(scope):
+        masked = exe.run(main2, feed=feed, fetch_list=[out])[0]
+    put_back(state, scope)
+    apply_plan(plan, [view], scope, graphs=[graph])
+    view.commit()
+    check_types(main2, scope, feed)
+    with paddle.static.scope_guard(scope):
+        pruned = exe.run(main2, feed=feed, fetch_list=[out])[0]
+    assert scope.find_var("linear_0.w_0").get_tensor().shape()[0] == 4
+    np.testing.assert_allclose(pruned, masked, rtol=1e-5, atol=1e-6)

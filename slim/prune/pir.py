@@ -71,6 +71,7 @@ PIR_SLOT_NAMES = {
     "conv3d_transpose": {"x": "Input", "out": "Output"},
     "batch_norm": {"out": "Y"}, "sync_batch_norm": {"out": "Y"},
     "sum": {"inputs": "X"}, "fill_constant": {}, "fetch": {"x": "X"},
+    "layer_norm": {"out": "Y"}, "stack": {"out": "Y"},
 }
 _INTERP_SLOTS = {"output": "Out", "out_size": "OutSize", "size_tensor": "SizeTensor",
                  "scale_tensor": "Scale"}
@@ -90,13 +91,17 @@ ATTRIBUTE_OPERANDS = {
     ("conv2d_transpose", "output_size"): ("output_size", "OutputSize"),
     ("depthwise_conv2d_transpose", "output_size"): ("output_size", "OutputSize"),
     ("fill_constant", "shape"): ("shape", "ShapeTensor"),
+    ("slice", "starts"): ("starts", "StartsTensor"),
+    ("slice", "ends"): ("ends", "EndsTensor"),
+    ("dropout", "p"): ("dropout_prob", "PTensor"),
 }
 for _reduce in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
     ATTRIBUTE_OPERANDS[(_reduce, "axis")] = ("dim", "AxisTensor")
 
-# PIR attribute name -> classic name, where they differ.
+# PIR attribute name -> classic name, where they differ (PIR_OP_ATTR_NAMES: for one op type).
 PIR_ATTR_NAMES = {"transpose_x": "trans_x", "transpose_y": "trans_y", "keepdim": "keep_dim",
                   "kernel_size": "ksize"}
+PIR_OP_ATTR_NAMES = {"transpose2": {"perm": "axis"}}
 CONSTANT_OPS = ("pd_op.full_int_array", "pd_op.full")
 HIDDEN_OPS = ("builtin.parameter", "pd_op.data", "pd_op.feed", "builtin.combine", "builtin.split",
               "builtin.shadow_output", "builtin.constant")
@@ -469,10 +474,11 @@ class PirProgramView:
                                  for i, element in enumerate(self._vectors[value.id])]
             elif value.initialized() and value.is_dense_tensor_type():
                 outputs[slot] = [self._value_name(value, default)]
+        renamed = PIR_OP_ATTR_NAMES.get(op_type.removesuffix("_grad"), {})
         for key, value in op.attrs().items():
             if key in _SKIP_ATTRS:
                 continue
-            attrs[PIR_ATTR_NAMES.get(key, key)] = _as_attr(value)
+            attrs[renamed.get(key, PIR_ATTR_NAMES.get(key, key))] = _as_attr(value)
         role = op.op_role
         attrs["op_role"] = role if role is not None and role >= 0 else None
         if attrs["op_role"] is None:
@@ -693,8 +699,10 @@ def inferred_shapes_agree(program, feeds, measured):
             if value.id not in measured:
                 continue
             shape = list(measured[value.id][1])
-            if original.name() == "pd_op.full" or 0 in shape:
-                continue  # a fill value is no integer list; an empty tensor has no dims to infer
+            if original.name() == "pd_op.full" or 0 in shape or "float" not in str(value.dtype):
+                # integer values carry data (shapes, indices) that the run did not fetch; a
+                # fill value is no integer list; an empty tensor has no dims to infer
+                continue
             data = [int(v) for v in original.attrs()["value"]] \
                 if original.name() == "pd_op.full_int_array" else []
             try:
