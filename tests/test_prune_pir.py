@@ -437,3 +437,62 @@ def test_view_maps_the_recognizer_ops(pir_mode):
         pruned = exe.run(main2, feed=feed, fetch_list=[out])[0]
     assert scope.find_var("linear_0.w_0").get_tensor().shape()[0] == 4
     np.testing.assert_allclose(pruned, masked, rtol=1e-5, atol=1e-6)
+
+
+def test_yolov3_programs_build_in_pir_and_a_pruned_step_equals_the_masked_one():
+    """slim.model builds MobileNetV1-YOLOv3's train and eval programs in PIR (`pir=True`)
+    with the classic programs' parameters; the eval program detects (NMS through
+    `_C_ops`), and the train program with the project's Momentum + L2Decay, pruned with the
+    seed's 24-parameter regex at ratio 0.5, takes the masked program's step (loss)."""
+    from test_prune_model import NUM_CLASSES, eval_feed
+
+    from slim.engine.optimizer import OptimizerBuilder, build_optimizer
+    from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
+    from slim.prune.pir import PirProgramView, check_types, ir_guard
+    from slim.prune.pruner import plan_pruning as plan
+
+    def model():
+        return YOLOv3(MobileNet(conv_group_scale=0.25), YOLOv3Head(num_classes=NUM_CLASSES))
+    classic = build_train_program(model(), image_shape=[3, 64, 64])
+    classic_names = sorted(p.name for p in classic.program.global_block().all_parameters())
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 3, 64, 64), dtype=np.float32)
+    boxes = np.zeros((2, 50, 4), "float32")
+    boxes[:, 0] = [0.5, 0.5, 0.3, 0.4]
+    labels, scores = np.zeros((2, 50), "int32"), np.zeros((2, 50), "float32")
+    scores[:, 0] = 1
+    feed = {"image": images, "gt_box": boxes, "gt_label": labels, "gt_score": scores}
+    with ir_guard(True):
+        train = build_train_program(model(), image_shape=[3, 64, 64], pir=True)
+        with paddle.static.program_guard(train.program, train.startup):
+            build_optimizer(OptimizerBuilder(), 0.001).minimize(train.fetches["loss"])
+        evaluation = build_eval_program(model(), image_shape=[3, 64, 64], pir=True)
+        view = PirProgramView(train.program)
+        assert sorted(v.name for v in view.list_vars() if v.is_parameter) == classic_names
+        scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
+        loss = train.fetches["loss"]
+        with paddle.static.scope_guard(scope):
+            exe.run(train.startup)
+            exe.run(train.program, feed=feed, fetch_list=[loss])  # velocities not zero
+            bbox, count = exe.run(evaluation.program, feed=eval_feed(images),
+                                  fetch_list=[evaluation.fetches["bbox"],
+                                              evaluation.fetches["bbox_num"]])
+        assert bbox.shape[1] == 6 and count.shape == (2,)
+        outputs = [view.name_of[train.fetches[f"output_{i}"].id] for i in range(3)]
+        graph = analyze_program(view, fixed_vars=outputs)
+        from seed_facts import SEED_REGEX
+        pruning = plan(view, scope, SEED_REGEX, ratio=0.5, graph=graph)
+        assert len(pruning.matched) == 24
+        state = persistables(view, scope)
+        zero_removed_channels(pruning, graph, scope)
+        with paddle.static.scope_guard(scope):
+            masked = exe.run(train.program, feed=feed, fetch_list=[loss])[0]
+        put_back(state, scope)
+        apply_plan(pruning, [view], scope, graphs=[graph])
+        view.commit()
+        pruned_state = persistables(view, scope)
+        check_types(train.program, scope, feed, exe)
+        put_back(pruned_state, scope)
+        with paddle.static.scope_guard(scope):
+            pruned = exe.run(train.program, feed=feed, fetch_list=[loss])[0]
+    np.testing.assert_allclose(pruned, masked, rtol=1e-5)
