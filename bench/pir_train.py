@@ -157,12 +157,18 @@ def part_one():
                 "scores": rng.uniform(0, 1, (1, CLASSES, 20)).astype("float32")}
         return boxes, scores, feed
 
-    def nms_layer_helper():
-        from slim.model.layers import multiclass_nms
-        from slim.model.yolo_head import MultiClassNMS
+    def nms_layer_helper():  # how slim.model.layers appends it in a classic program
+        from paddle.base.layer_helper import LayerHelper
         boxes, scores, feed = nms_inputs()
-        detections, count = multiclass_nms(boxes, scores, MultiClassNMS())
-        return [detections, count], feed
+        helper = LayerHelper("multiclass_nms3")
+        out = [helper.create_variable_for_type_inference(dtype=dtype)
+               for dtype in ("float32", "int32", "int32")]
+        helper.append_op(type="multiclass_nms3", inputs={"BBoxes": boxes, "Scores": scores},
+                         attrs={"background_label": -1, "score_threshold": 0.01,
+                                "nms_top_k": 1000, "nms_threshold": 0.45, "keep_top_k": 100,
+                                "normalized": False, "nms_eta": 1.0},
+                         outputs={"Out": out[0], "Index": out[1], "NmsRoisNum": out[2]})
+        return [out[0], out[2]], feed
 
     def nms_c_ops():
         boxes, scores, feed = nms_inputs()
@@ -188,15 +194,15 @@ def part_one():
         return [loss], {"x": np.ones((2, 3, 8, 8), "float32")}
 
     return [
-        probe("slim.model.build_train_program (MobileNetV1-YOLOv3, demo size)", train_program,
-              run=False),
-        probe("YOLOv3.outputs (the model's layers, bypassing the program check)",
+        probe("slim.model.build_train_program without pir=True (MobileNetV1-YOLOv3, demo size)",
+              train_program, run=False),
+        probe("YOLOv3.outputs (slim.model's layers: PIR-capable since this issue)",
               yolo_model_outputs, run=False),
         probe("paddle.static.nn.conv2d", static_conv),
         probe("paddle.static.nn.batch_norm", static_batch_norm),
         probe("paddle.vision.ops.yolo_loss + backward + Momentum", yolo_loss),
         probe("paddle.vision.ops.yolo_box", yolo_box),
-        probe("multiclass_nms3 through LayerHelper.append_op (slim.model.layers)",
+        probe("multiclass_nms3 through LayerHelper.append_op (as in classic programs)",
               nms_layer_helper),
         probe("paddle._C_ops.multiclass_nms3", nms_c_ops),
         probe("paddle.optimizer.Momentum + L2Decay (and a ParamAttr regularizer)", momentum_l2),
@@ -215,7 +221,8 @@ def build_pir_train():
     from slim.model import build_train_program
     built = build_train_program(model(), image_shape=[3, SIZE, SIZE], num_max_boxes=BOXES,
                                 pir=True)
-    with paddle.static.program_guard(built.program, built.startup):
+    with paddle.static.program_guard(built.program, built.startup), \
+            paddle.utils.unique_name.guard():  # velocities named *_velocity_0 in every build
         build_optimizer(OptimizerBuilder(), 0.001).minimize(built.fetches["loss"])
     return (built.program, built.startup, built.fetches["loss"],
             [built.fetches[f"output_{i}"] for i in range(3)])
