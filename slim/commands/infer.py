@@ -163,7 +163,9 @@ def _run_infer(args):
         scope = paddle.static.Scope()
         program, feed_names, fetch_vars = export.load_exported_program(
             args.model_path, executor, scope, args.model_name, args.params_name)
-        check_image_shape(program, "image", feed.image_shape, source)
+        check_image_shape(program, "image", feed.image_shape, source, fix=None if cfg else (
+            f"its {export.INFER_CONFIG_NAME} does not fit its program: re-export the model, or "
+            "pass its detection config with -c"))
         lod_only = len(fetch_vars) == 1
 
         def run_batch(batch):
@@ -182,7 +184,8 @@ def _run_infer(args):
         results = run_batch(batch)
         detections = detections_of_run(results, len(batch["im_file"]))
         if detections is None:
-            raise UserError("the model's only output has no LoD; run with YoloTestFeed.batch_size=1")
+            raise UserError("the model's only output has no LoD; run with -c CONFIG -o "
+                            f"{cfg['test_feed'] if cfg is not None else 'YoloTestFeed'}.batch_size=1")
         for image_path, image_detections in zip(batch["im_file"], detections):
             image = cv2.imread(image_path, cv2.IMREAD_COLOR)
             drawn, rows = draw_detections(image, image_detections, names, args.draw_threshold)

@@ -23,6 +23,8 @@ here knows the model: its feeds, fetch targets and parameters are what the progr
 import dataclasses
 import os
 
+import numpy as np
+
 from slim.errors import UserError, did_you_mean, shorten
 from slim.io.checkpoint import persistable_vars
 from slim.io.export import (
@@ -32,7 +34,7 @@ from slim.io.export import (
     without_deprecation_notice,
     write_bytes,
 )
-from slim.io.weights import check_params_fit
+from slim.io.weights import check_params_fit, numpy_dtype
 from slim.prune.pir import pir_supported
 
 SEED_MODEL_NAME = "__model__"
@@ -339,3 +341,72 @@ def inference_config(files, threads=1):
     config.set_cpu_math_library_num_threads(int(threads))
     config.disable_glog_info()
     return config
+
+
+LATENCY_SEED = 0  # random_feeds' seed
+
+
+def feed_shapes(model, input_shapes=None):
+    """{feed name: shape}: the program's feed shapes with an unknown batch axis 1 and the
+    dims of `input_shapes` (['[FEED=]C,H,W', ...]) put in; a one-line error when a given
+    shape does not fit or a dim stays unknown."""
+    block = model.program.global_block()
+    declared = {name: list(block.var(name).shape) for name in model.feed_names}
+    given = parse_input_shapes(input_shapes or [], model.feed_names)
+    shapes = {}
+    for name, shape in declared.items():
+        if not shape:  # a scalar feed
+            shapes[name] = []
+            continue
+        rest = given.get(name, shape[1:])
+        if len(rest) != len(shape) - 1:
+            raise UserError(f"--input_shape {name}={','.join(map(str, rest))}: feed '{name}' "
+                            f"has {len(shape) - 1} dims besides the batch axis ({shape})")
+        for dim, fixed in zip(shape[1:], rest):
+            if dim >= 0 and fixed != dim:
+                raise UserError(f"--input_shape {name}={','.join(map(str, rest))} does not fit "
+                                f"feed '{name}' of shape {shape}")
+        if any(dim < 0 for dim in rest):
+            raise UserError(f"feed '{name}' has shape {shape}: give its size with --input_shape "
+                            f"{name}={','.join('N' if d < 0 else str(d) for d in shape[1:])}")
+        shapes[name] = [shape[0] if shape[0] > 0 else 1] + list(rest)
+    return shapes
+
+
+def parse_input_shapes(values, feed_names):
+    """{feed name: [dims]} of ['[FEED=]D,D,...']; a bare shape is the only feed's."""
+    result = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        if not name:
+            if len(feed_names) != 1:
+                raise UserError(f"--input_shape '{shorten(value, 60)}': the model has "
+                                f"{len(feed_names)} feeds ({', '.join(feed_names)}); write "
+                                "FEED=C,H,W")
+            name = feed_names[0]
+        if name not in feed_names:
+            raise UserError(f"--input_shape '{shorten(value, 60)}': no feed '{shorten(name, 60)}'; "
+                            f"feeds: {', '.join(feed_names)}")
+        try:
+            shape = [int(dim) for dim in dims.split(",")]
+        except ValueError:
+            shape = []
+        if not shape or any(dim < 1 for dim in shape):
+            raise UserError(f"--input_shape '{shorten(value, 60)}': expected positive integers "
+                            "separated by commas, e.g. 3,224,224")
+        result[name] = shape
+    return result
+
+
+def random_feeds(model, shapes):
+    """{feed: array}: standard normal floats (seeded), ones for integer feeds, at `shapes`."""
+    rng = np.random.default_rng(LATENCY_SEED)
+    block = model.program.global_block()
+    feeds = {}
+    for name in model.feed_names:
+        dtype = numpy_dtype(block.var(name).dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shapes[name]).astype(dtype)
+        else:
+            feeds[name] = np.ones(shapes[name], dtype)
+    return feeds

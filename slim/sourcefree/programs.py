@@ -53,8 +53,11 @@ class ProgramRunner:
         feeds.update(extra_feeds or {})
         fetches = list(names) if self._values is None else [self._values[n] for n in names]
         with paddle.static.scope_guard(self.scope):
+            # use_prune: only the ops the fetched vars need run (an early layer's input
+            # costs a fraction of the whole model); classic programs only
             return self.executor.run(program or self.program, feed=feeds, fetch_list=fetches,
-                                     return_numpy=True)
+                                     return_numpy=True,
+                                     use_prune=program is None and self._values is None)
 
     def outputs(self, samples, names, batch_size=8):
         """{name: [one array per sample]} over all `samples` (batched by shape)."""
