@@ -37,7 +37,7 @@ and saves silently), so `check_types` runs the program and compares every value'
 dims with the real ones, and with PIR's shape inference from the pruned inputs.
 
 Shapes: a view's shapes are the program's types (-1 for dynamic dims) unless given;
-`concrete_view` makes one with the shapes of one real run at given feed shapes (what
+`concrete_copy` makes one with the shapes of one real run at given feed shapes (what
 FLOPs need), over the same program, which never commits (`shadow`).
 
 Everything here needs Paddle 3 (`paddle.pir`); paddle is imported inside functions.
@@ -325,12 +325,9 @@ class PirProgramView:
         self._constants = {}  # Value id -> python value of a full / full_int_array op
         self._vector_values = []  # (vec Value, [element Values])
         self._build()
-        self.original_shapes = dict(self.shapes)
-        if shapes:
-            for name, shape in shapes.items():
-                if name in self.shapes:
-                    self.shapes[name] = tuple(shape)
-            self.original_shapes = dict(self.shapes)
+        for name, shape in (shapes or {}).items():
+            if name in self.shapes:
+                self.shapes[name] = tuple(shape)
 
     def global_block(self):
         return self.block
@@ -513,7 +510,6 @@ class PirProgramView:
             for name, value in list(op.changed_attrs.items()):
                 self._commit_attr(op, name, value)
             op.changed_attrs.clear()
-        self.original_shapes = dict(self.shapes)
         return changed
 
     def _commit_attr(self, op, name, value):
@@ -628,15 +624,6 @@ def runtime_shapes(program, scope, feeds, executor=None):
     with paddle.static.scope_guard(scope):
         shapes = executor.run(clone, feed=feeds, fetch_list=fetches)
     return {value.id: (value, tuple(int(d) for d in shape)) for value, shape in zip(pairs, shapes)}
-
-
-def concrete_view(view, scope, feeds, executor=None):
-    """A shadow view over `view.program` whose shapes are those of one run on `feeds`:
-    every dim known, for counting FLOPs."""
-    measured = runtime_shapes(view.program, scope, feeds, executor)
-    shapes = {view.name_of[key]: shape for key, (_, shape) in measured.items()
-              if key in view.name_of}
-    return PirProgramView(view.program, shapes=shapes, shadow=True)
 
 
 class TypeMismatchError(PruneError):
