@@ -196,32 +196,15 @@ def test_json_model_round_trips_through_slim_prune_and_paddle_inference(tmp_path
     Executor with the removed channels zeroed."""
     import json
     import os
-    import warnings
 
-    import paddle.vision.models as zoo
     from test_prune_command import predict, prune
-    from test_prune_zoo import randomize
 
     from slim.io.inference_model import find_model_files, load_inference_model
     from slim.prune import PrunePlan
     from slim.prune.pir import ir_guard
     model_dir = str(tmp_path / "model")
     with ir_guard(True):
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
-                paddle.utils.unique_name.guard():
-            warnings.simplefilter("ignore")
-            image = paddle.static.data("image", [None, 3, 32, 32], "float32")
-            net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
-            net.eval()
-            logits = net(image)
-        scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
-        with paddle.static.scope_guard(scope):
-            executor.run(startup)
-            from slim.prune.pir import PirProgramView
-            randomize(PirProgramView(main), scope)
-            paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image],
-                                               [logits], executor, program=main)
+        save_mobilenet_v2(model_dir)
     assert sorted(os.listdir(model_dir)) == ["inference.json", "inference.pdiparams"]
     out = str(tmp_path / "pruned")
     assert prune(["--model_dir", model_dir, "--target_ratio", "0.4", "--out", out,
@@ -338,28 +321,12 @@ def test_images_fidelity_of_a_json_model_equals_its_classic_twin(tmp_path, capsy
     import json
     import os
     import shutil
-    import warnings
 
     import cv2
-    import paddle.vision.models as zoo
     from test_pir_exports import save_as_pir
     from test_prune_command import error_line, prune
-    from test_prune_zoo import randomize
     classic_dir, pir_dir = str(tmp_path / "classic"), str(tmp_path / "pir")
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
-            paddle.utils.unique_name.guard():
-        warnings.simplefilter("ignore")
-        image = paddle.static.data("image", [None, 3, 32, 32], "float32")
-        net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
-        net.eval()
-        logits = net(image)
-    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
-    with paddle.static.scope_guard(scope):
-        executor.run(startup)
-        randomize(main, scope)
-        paddle.static.save_inference_model(os.path.join(classic_dir, "inference"), [image],
-                                           [logits], executor, program=main)
+    save_mobilenet_v2(classic_dir)
     save_as_pir(classic_dir, "inference.pdmodel", "inference.pdiparams", ("image",), "net")
     os.makedirs(pir_dir)
     for name in ("net.json", "net.pdiparams"):
@@ -496,3 +463,28 @@ def test_yolov3_programs_build_in_pir_and_a_pruned_step_equals_the_masked_one():
         with paddle.static.scope_guard(scope):
             pruned = exe.run(train.program, feed=feed, fetch_list=[loss])[0]
     np.testing.assert_allclose(pruned, masked, rtol=1e-5)
+
+def save_mobilenet_v2(model_dir):
+    """MobileNetV2 x0.25 (10 classes, 32 px, random weights) saved as an inference model in
+    the IR this runs in (inside `ir_guard(True)`: `.json`; else `.pdmodel`)."""
+    import os
+    import warnings
+
+    import paddle.vision.models as zoo
+    from test_prune_zoo import randomize
+
+    from slim.prune.pir import PirProgramView, is_pir_program
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        image = paddle.static.data("image", [None, 3, 32, 32], "float32")
+        net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
+        net.eval()
+        logits = net(image)
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+    with paddle.static.scope_guard(scope):
+        executor.run(startup)
+        randomize(PirProgramView(main) if is_pir_program(main) else main, scope)
+        paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image],
+                                           [logits], executor, program=main)
