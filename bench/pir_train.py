@@ -10,19 +10,20 @@ backward, yolo_box, the multiclass_nms3 op appended through LayerHelper and thro
 `_C_ops`, Momentum + L2Decay, fleet's distributed optimizer): for each, whether it builds,
 whether it runs, and the first line of the error.
 
-Part 2 builds the same model in PIR with the two classic layers replaced by PIR-capable
-equivalents of the same parameters (`paddle.static.create_parameter` under the classic
-names + `paddle.nn.functional.conv2d` / `batch_norm`), checks the parameter names equal
-the classic program's, appends the project's optimizer (Momentum 0.9, L2Decay 5e-4) with
-`minimize`, takes steps, then prunes the whole train program (forward, backward,
-velocities) through `slim.prune.pir.PirProgramView` with the seed's `pruned_params` regex
-at ratio 0.5 and checks that one step of the pruned program equals one step of the
-unpruned program from masked weights on every kept channel (loss, all parameters and
-velocities, 1e-4 relative). Timings are medians of 3 steps on this machine. Writes the
+Part 2 builds the same model in PIR with `build_train_program(..., pir=True)`, whose
+layers there make the same parameters with `paddle.static.create_parameter` under the
+classic names and feed `paddle.nn.functional.conv2d` / `batch_norm` (NMS:
+`_C_ops.multiclass_nms3`), checks the parameter names equal the classic program's,
+appends the project's optimizer (Momentum 0.9, L2Decay 5e-4) with `minimize`, takes
+steps, then prunes the whole train program (forward, backward, velocities) through
+`slim.prune.pir.PirProgramView` with the seed's `pruned_params` regex at ratio 0.5, and
+compares one step of the pruned program with one step of the unpruned program from
+masked weights on every kept channel (loss, all parameters and velocities), next to
+what a one-ulp nudge of the input image moves the same tensors (float rounding's reach
+in this step). Three seeds; timings are medians of 3 steps on this machine. Writes the
 findings to --out.
 """
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -156,12 +157,18 @@ def part_one():
                 "scores": rng.uniform(0, 1, (1, CLASSES, 20)).astype("float32")}
         return boxes, scores, feed
 
-    def nms_layer_helper():
-        from slim.model.layers import multiclass_nms
-        from slim.model.yolo_head import MultiClassNMS
+    def nms_layer_helper():  # how slim.model.layers appends it in a classic program
+        from paddle.base.layer_helper import LayerHelper
         boxes, scores, feed = nms_inputs()
-        detections, count = multiclass_nms(boxes, scores, MultiClassNMS())
-        return [detections, count], feed
+        helper = LayerHelper("multiclass_nms3")
+        out = [helper.create_variable_for_type_inference(dtype=dtype)
+               for dtype in ("float32", "int32", "int32")]
+        helper.append_op(type="multiclass_nms3", inputs={"BBoxes": boxes, "Scores": scores},
+                         attrs={"background_label": -1, "score_threshold": 0.01,
+                                "nms_top_k": 1000, "nms_threshold": 0.45, "keep_top_k": 100,
+                                "normalized": False, "nms_eta": 1.0},
+                         outputs={"Out": out[0], "Index": out[1], "NmsRoisNum": out[2]})
+        return [out[0], out[2]], feed
 
     def nms_c_ops():
         boxes, scores, feed = nms_inputs()
@@ -187,15 +194,15 @@ def part_one():
         return [loss], {"x": np.ones((2, 3, 8, 8), "float32")}
 
     return [
-        probe("slim.model.build_train_program (MobileNetV1-YOLOv3, demo size)", train_program,
-              run=False),
-        probe("YOLOv3.outputs (the model's layers, bypassing the program check)",
+        probe("slim.model.build_train_program without pir=True (MobileNetV1-YOLOv3, demo size)",
+              train_program, run=False),
+        probe("YOLOv3.outputs (slim.model's layers: PIR-capable since this issue)",
               yolo_model_outputs, run=False),
         probe("paddle.static.nn.conv2d", static_conv),
         probe("paddle.static.nn.batch_norm", static_batch_norm),
         probe("paddle.vision.ops.yolo_loss + backward + Momentum", yolo_loss),
         probe("paddle.vision.ops.yolo_box", yolo_box),
-        probe("multiclass_nms3 through LayerHelper.append_op (slim.model.layers)",
+        probe("multiclass_nms3 through LayerHelper.append_op (as in classic programs)",
               nms_layer_helper),
         probe("paddle._C_ops.multiclass_nms3", nms_c_ops),
         probe("paddle.optimizer.Momentum + L2Decay (and a ParamAttr regularizer)", momentum_l2),
@@ -204,85 +211,21 @@ def part_one():
     ]
 
 
-@contextlib.contextmanager
-def pir_layers():
-    """paddle.static.nn.conv2d / batch_norm replaced, for the model's calls, by the same
-    parameters (names, shapes, initializers, regularizers) built with create_parameter and
-    the functional ops, which PIR has; and LayerHelper's multiclass_nms3 by `_C_ops`."""
-    import paddle
-    from paddle.nn import functional
-
-    import slim.model.layers as layers
-
-    def conv2d(input, num_filters, filter_size, stride=1, padding=0, groups=1,
-               param_attr=None, bias_attr=None, act=None, **_):
-        channels = input.shape[1]
-        fan_in = channels // groups * filter_size * filter_size
-        weight = paddle.static.create_parameter(
-            [num_filters, channels // groups, filter_size, filter_size], "float32",
-            attr=param_attr, default_initializer=paddle.nn.initializer.Normal(
-                0.0, (2.0 / fan_in) ** 0.5))
-        bias = None
-        if bias_attr is not False:
-            bias = paddle.static.create_parameter([num_filters], "float32", attr=bias_attr,
-                                                  is_bias=True)
-        out = functional.conv2d(input, weight, bias, stride, padding, groups=groups)
-        return getattr(functional, act)(out) if act else out
-
-    def batch_norm(input, act=None, is_test=False, param_attr=None, bias_attr=None,
-                   moving_mean_name=None, moving_variance_name=None, use_global_stats=False,
-                   momentum=0.9, epsilon=1e-5, **_):
-        channels = [input.shape[1]]
-        one, zero = paddle.nn.initializer.Constant(1.0), paddle.nn.initializer.Constant(0.0)
-        scale = paddle.static.create_parameter(channels, "float32", attr=param_attr,
-                                               default_initializer=one)
-        offset = paddle.static.create_parameter(channels, "float32", attr=bias_attr,
-                                                is_bias=True)
-        statistics = [paddle.static.create_parameter(
-            channels, "float32", attr=paddle.ParamAttr(name=name, trainable=False,
-                                                       initializer=init))
-            for name, init in ((moving_mean_name, zero), (moving_variance_name, one))]
-        for value in statistics:
-            value.stop_gradient = True
-        out = functional.batch_norm(input, *statistics, scale, offset, training=not is_test,
-                                    momentum=momentum, epsilon=epsilon,
-                                    use_global_stats=use_global_stats)
-        return getattr(functional, act)(out) if act else out
-
-    def multiclass_nms(bboxes, scores, nms):
-        out, _, count = paddle._C_ops.multiclass_nms3(
-            bboxes, scores, None, float(nms.score_threshold), int(nms.nms_top_k),
-            int(nms.keep_top_k), float(nms.nms_threshold), bool(nms.normalized), 1.0,
-            int(nms.background_label))
-        return out, count
-
-    saved = (paddle.static.nn.conv2d, paddle.static.nn.batch_norm, layers.multiclass_nms)
-    paddle.static.nn.conv2d, paddle.static.nn.batch_norm = conv2d, batch_norm
-    layers.multiclass_nms = multiclass_nms
-    try:
-        yield
-    finally:
-        paddle.static.nn.conv2d, paddle.static.nn.batch_norm, layers.multiclass_nms = saved
-
-
 def build_pir_train():
-    """(main, startup, feeds dict of values, loss, outputs) of the YOLOv3 train program in
-    PIR through `pir_layers`, with the project's Momentum + L2Decay appended."""
+    """(main, startup, loss, outputs) of the YOLOv3 train program built in PIR by
+    `slim.model.build_train_program(..., pir=True)` (its layers as create_parameter +
+    functional ops there), with the project's Momentum + L2Decay appended."""
     import paddle
 
     from slim.engine.optimizer import OptimizerBuilder, build_optimizer
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    net = model()
-    with pir_layers(), paddle.static.program_guard(main, startup), \
-            paddle.utils.unique_name.guard():
-        image = paddle.static.data("image", [-1, 3, SIZE, SIZE], "float32")
-        gt_box = paddle.static.data("gt_box", [-1, BOXES, 4], "float32")
-        gt_label = paddle.static.data("gt_label", [-1, BOXES], "int32")
-        gt_score = paddle.static.data("gt_score", [-1, BOXES], "float32")
-        outputs = net.outputs(image, is_test=False)
-        loss = paddle.add_n(net.yolo_head.losses(outputs, gt_box, gt_label, gt_score))
-        build_optimizer(OptimizerBuilder(), 0.001).minimize(loss)
-    return main, startup, loss, outputs
+    from slim.model import build_train_program
+    built = build_train_program(model(), image_shape=[3, SIZE, SIZE], num_max_boxes=BOXES,
+                                pir=True)
+    with paddle.static.program_guard(built.program, built.startup), \
+            paddle.utils.unique_name.guard():  # velocities named *_velocity_0 in every build
+        build_optimizer(OptimizerBuilder(), 0.001).minimize(built.fetches["loss"])
+    return (built.program, built.startup, built.fetches["loss"],
+            [built.fetches[f"output_{i}"] for i in range(3)])
 
 
 def classic_parameter_names():

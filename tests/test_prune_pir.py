@@ -196,32 +196,15 @@ def test_json_model_round_trips_through_slim_prune_and_paddle_inference(tmp_path
     Executor with the removed channels zeroed."""
     import json
     import os
-    import warnings
 
-    import paddle.vision.models as zoo
     from test_prune_command import predict, prune
-    from test_prune_zoo import randomize
 
     from slim.io.inference_model import find_model_files, load_inference_model
     from slim.prune import PrunePlan
     from slim.prune.pir import ir_guard
     model_dir = str(tmp_path / "model")
     with ir_guard(True):
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
-                paddle.utils.unique_name.guard():
-            warnings.simplefilter("ignore")
-            image = paddle.static.data("image", [None, 3, 32, 32], "float32")
-            net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
-            net.eval()
-            logits = net(image)
-        scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
-        with paddle.static.scope_guard(scope):
-            executor.run(startup)
-            from slim.prune.pir import PirProgramView
-            randomize(PirProgramView(main), scope)
-            paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image],
-                                               [logits], executor, program=main)
+        save_mobilenet_v2(model_dir)
     assert sorted(os.listdir(model_dir)) == ["inference.json", "inference.pdiparams"]
     out = str(tmp_path / "pruned")
     assert prune(["--model_dir", model_dir, "--target_ratio", "0.4", "--out", out,
@@ -338,28 +321,12 @@ def test_images_fidelity_of_a_json_model_equals_its_classic_twin(tmp_path, capsy
     import json
     import os
     import shutil
-    import warnings
 
     import cv2
-    import paddle.vision.models as zoo
     from test_pir_exports import save_as_pir
     from test_prune_command import error_line, prune
-    from test_prune_zoo import randomize
     classic_dir, pir_dir = str(tmp_path / "classic"), str(tmp_path / "pir")
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
-            paddle.utils.unique_name.guard():
-        warnings.simplefilter("ignore")
-        image = paddle.static.data("image", [None, 3, 32, 32], "float32")
-        net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
-        net.eval()
-        logits = net(image)
-    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
-    with paddle.static.scope_guard(scope):
-        executor.run(startup)
-        randomize(main, scope)
-        paddle.static.save_inference_model(os.path.join(classic_dir, "inference"), [image],
-                                           [logits], executor, program=main)
+    save_mobilenet_v2(classic_dir)
     save_as_pir(classic_dir, "inference.pdmodel", "inference.pdiparams", ("image",), "net")
     os.makedirs(pir_dir)
     for name in ("net.json", "net.pdiparams"):
@@ -387,3 +354,137 @@ def test_images_fidelity_of_a_json_model_equals_its_classic_twin(tmp_path, capsy
                                       str(tmp_path / "refused"), "--images", str(images),
                                       "--reconstruct"])
     assert code == 2 and "--reconstruct works on classic models only" in error
+
+
+def test_view_maps_the_recognizer_ops(pir_mode):
+    """The ops of PP-OCRv5's recognizer as the rules read them on classic programs:
+    transpose `perm` is `axis`, slice `starts` / `ends` constant operands are attrs,
+    layer_norm's and stack's outputs are `Y`; and a conv pruned through a transpose into a
+    fully connected layer equals the masked reference."""
+    from slim.prune.pir import PirProgramView, check_types
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [2, 3, 8, 8], "float32")
+        conv = paddle.nn.Conv2D(3, 8, 3, padding=1)
+        sequence = paddle.transpose(paddle.flatten(conv(x), 2), [0, 2, 1])  # [2, 64, 8]
+        out = paddle.nn.Linear(8, 5)(sequence)
+        normed = paddle.nn.LayerNorm(8)(sequence)
+        stacked = paddle.stack([out, out], axis=0)
+        sliced = paddle.slice(stacked, axes=[0], starts=[0], ends=[1])
+    view = PirProgramView(main)
+    ops = {op.type: op for op in view.global_block().ops}
+    assert ops["transpose2"].attr("axis") == [0, 2, 1]
+    assert ops["slice"].attr("starts") == [0] and ops["slice"].attr("ends") == [1]
+    assert "StartsTensor" not in ops["slice"].input_names
+    assert ops["layer_norm"].output("Y") and ops["stack"].output("Y")
+    scope = paddle.static.Scope()
+    exe = randomized(main, startup, scope, seed=2)
+    graph = analyze_program(view, fixed_vars=[view.name_of[v.id] for v in (out, normed, sliced)])
+    assert not graph.groups_of("conv2d_0.w_0")[0].prunable  # layer_norm normalizes over them
+    main2, startup2 = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main2, startup2), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [2, 3, 8, 8], "float32")
+        sequence = paddle.transpose(paddle.flatten(paddle.nn.Conv2D(3, 8, 3, padding=1)(x), 2),
+                                    [0, 2, 1])
+        out = paddle.nn.Linear(8, 5)(sequence)
+    exe = randomized(main2, startup2, scope, seed=2)
+    view = PirProgramView(main2)
+    graph = analyze_program(view, fixed_vars=[view.name_of[out.id]])
+    plan = plan_pruning(view, scope, "auto", ratio=0.5, graph=graph)
+    feed = {"x": np.random.RandomState(1).randn(2, 3, 8, 8).astype("float32")}
+    state = persistables(view, scope)
+    zero_removed_channels(plan, graph, scope)
+    with paddle.static.scope_guard(scope):
+        masked = exe.run(main2, feed=feed, fetch_list=[out])[0]
+    put_back(state, scope)
+    apply_plan(plan, [view], scope, graphs=[graph])
+    view.commit()
+    check_types(main2, scope, feed)
+    with paddle.static.scope_guard(scope):
+        pruned = exe.run(main2, feed=feed, fetch_list=[out])[0]
+    assert scope.find_var("linear_0.w_0").get_tensor().shape()[0] == 4
+    np.testing.assert_allclose(pruned, masked, rtol=1e-5, atol=1e-6)
+
+
+def test_yolov3_programs_build_in_pir_and_a_pruned_step_equals_the_masked_one():
+    """slim.model builds MobileNetV1-YOLOv3's train and eval programs in PIR (`pir=True`)
+    with the classic programs' parameters; the eval program detects (NMS through
+    `_C_ops`), and the train program with the project's Momentum + L2Decay, pruned with the
+    seed's 24-parameter regex at ratio 0.5, takes the masked program's step (loss)."""
+    from test_prune_model import NUM_CLASSES, eval_feed
+
+    from slim.engine.optimizer import OptimizerBuilder, build_optimizer
+    from slim.model import MobileNet, YOLOv3, YOLOv3Head, build_eval_program, build_train_program
+    from slim.prune.pir import PirProgramView, check_types, ir_guard
+    from slim.prune.pruner import plan_pruning as plan
+
+    def model():
+        return YOLOv3(MobileNet(conv_group_scale=0.25), YOLOv3Head(num_classes=NUM_CLASSES))
+    classic = build_train_program(model(), image_shape=[3, 64, 64])
+    classic_names = sorted(p.name for p in classic.program.global_block().all_parameters())
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 3, 64, 64), dtype=np.float32)
+    boxes = np.zeros((2, 50, 4), "float32")
+    boxes[:, 0] = [0.5, 0.5, 0.3, 0.4]
+    labels, scores = np.zeros((2, 50), "int32"), np.zeros((2, 50), "float32")
+    scores[:, 0] = 1
+    feed = {"image": images, "gt_box": boxes, "gt_label": labels, "gt_score": scores}
+    with ir_guard(True):
+        train = build_train_program(model(), image_shape=[3, 64, 64], pir=True)
+        with paddle.static.program_guard(train.program, train.startup):
+            build_optimizer(OptimizerBuilder(), 0.001).minimize(train.fetches["loss"])
+        evaluation = build_eval_program(model(), image_shape=[3, 64, 64], pir=True)
+        view = PirProgramView(train.program)
+        assert sorted(v.name for v in view.list_vars() if v.is_parameter) == classic_names
+        scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
+        loss = train.fetches["loss"]
+        with paddle.static.scope_guard(scope):
+            exe.run(train.startup)
+            exe.run(train.program, feed=feed, fetch_list=[loss])  # velocities not zero
+            bbox, count = exe.run(evaluation.program, feed=eval_feed(images),
+                                  fetch_list=[evaluation.fetches["bbox"],
+                                              evaluation.fetches["bbox_num"]])
+        assert bbox.shape[1] == 6 and count.shape == (2,)
+        outputs = [view.name_of[train.fetches[f"output_{i}"].id] for i in range(3)]
+        graph = analyze_program(view, fixed_vars=outputs)
+        from seed_facts import SEED_REGEX
+        pruning = plan(view, scope, SEED_REGEX, ratio=0.5, graph=graph)
+        assert len(pruning.matched) == 24
+        state = persistables(view, scope)
+        zero_removed_channels(pruning, graph, scope)
+        with paddle.static.scope_guard(scope):
+            masked = exe.run(train.program, feed=feed, fetch_list=[loss])[0]
+        put_back(state, scope)
+        apply_plan(pruning, [view], scope, graphs=[graph])
+        view.commit()
+        pruned_state = persistables(view, scope)
+        check_types(train.program, scope, feed, exe)
+        put_back(pruned_state, scope)
+        with paddle.static.scope_guard(scope):
+            pruned = exe.run(train.program, feed=feed, fetch_list=[loss])[0]
+    np.testing.assert_allclose(pruned, masked, rtol=1e-5)
+
+def save_mobilenet_v2(model_dir):
+    """MobileNetV2 x0.25 (10 classes, 32 px, random weights) saved as an inference model in
+    the IR this runs in (inside `ir_guard(True)`: `.json`; else `.pdmodel`)."""
+    import os
+    import warnings
+
+    import paddle.vision.models as zoo
+    from test_prune_zoo import randomize
+
+    from slim.prune.pir import PirProgramView, is_pir_program
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        image = paddle.static.data("image", [None, 3, 32, 32], "float32")
+        net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
+        net.eval()
+        logits = net(image)
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+    with paddle.static.scope_guard(scope):
+        executor.run(startup)
+        randomize(PirProgramView(main) if is_pir_program(main) else main, scope)
+        paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image],
+                                           [logits], executor, program=main)

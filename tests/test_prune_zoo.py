@@ -69,9 +69,10 @@ class Built:
         self.program, self.startup, self.feed, self.outputs = program, startup, feed, outputs
 
 
-def build_classifier(name):
-    """`name` as a classic static program on a [2, channels, size, size] input; skips (with the
-    reason) a model that does not build as a classic program on this Paddle line."""
+def build_classifier(name, ir="classic"):
+    """`name` as a static program on a [2, channels, size, size] input (`ir` "PIR": built
+    inside IrGuard, a `pir.Program`); skips (with the reason) a model that does not build
+    so on this Paddle line."""
     constructor, size, *channels = CLASSIFIERS[name]
     shape = [2, channels[0] if channels else 3, size, size]
     main, startup = paddle.static.Program(), paddle.static.Program()
@@ -84,7 +85,7 @@ def build_classifier(name):
             evaluate_batch_norms(net)
             out = net(image)
     except Exception as error:  # noqa: BLE001 - the reason is the skip message
-        pytest.skip(f"{name} does not build as a classic static program on Paddle "
+        pytest.skip(f"{name} does not build as a {ir} static program on Paddle "
                     f"{paddle.__version__}: {type(error).__name__}: {error}")
     outputs = list(out) if isinstance(out, (list, tuple)) else [out]
     feed = {"image": np.random.RandomState(1).rand(*shape).astype("float32")}
@@ -142,12 +143,24 @@ def randomize(program, scope, seed=0):
         found.get_tensor().set(value.astype(np.float32), CPU)
 
 
+def engine_view(built):
+    """What the pruning engine reads of `built.program` (a PIR program: its PirProgramView),
+    and the names of the fetched outputs there."""
+    from slim.prune.pir import PirProgramView, is_pir_program
+    if not is_pir_program(built.program):
+        return built.program, [out.name for out in built.outputs]
+    view = PirProgramView(built.program)
+    return view, [view.name_of[out.id] for out in built.outputs]
+
+
 def started(built, scope, exe):
-    """Run the startup program in `scope`, randomize; (saved persistables, channel graph)."""
+    """Run the startup program in `scope`, randomize; (saved persistables, channel graph),
+    both of the engine's view of the program."""
     exe.run(built.startup)
-    randomize(built.program, scope)
-    graph = analyze_program(built.program, fixed_vars=[out.name for out in built.outputs])
-    return persistables(built.program, scope), graph
+    program, fetched = engine_view(built)
+    randomize(program, scope)
+    graph = analyze_program(program, fixed_vars=fetched)
+    return persistables(program, scope), graph
 
 
 def run(exe, built):
@@ -162,19 +175,26 @@ def assert_relatively_equal(actual, expected):
 
 
 def prune_and_compare(built):
-    """Plan `auto` to -50% FLOPs, check the FLOPs, and compare pruned with masked outputs."""
+    """Plan `auto` to -50% FLOPs, check the FLOPs, and compare pruned with masked outputs.
+    A PIR program is pruned through its PirProgramView, committed, and every value's type
+    checked against a run (`check_types`) before it is compared."""
+    from slim.prune.pir import check_types
     scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
     with paddle.static.scope_guard(scope):
         state, graph = started(built, scope, exe)
+        program = graph.program  # the engine's view
         unpruned = run(exe, built)
-        flops_before = program_flops(built.program)
-        plan = plan_pruning(built.program, scope, "auto", target_ratio=TARGET, graph=graph)
+        flops_before = program_flops(program)
+        plan = plan_pruning(program, scope, "auto", target_ratio=TARGET, graph=graph)
         zero_removed_channels(plan, graph, scope)
         masked = run(exe, built)
         put_back(state, scope)
-        apply_plan(plan, [built.program], scope, graphs=[graph])
+        apply_plan(plan, [program], scope, graphs=[graph])
+        if program is not built.program:
+            program.commit()
+            assert check_types(built.program, scope, built.feed) > 0
         pruned = run(exe, built)
-        flops_after = program_flops(built.program)
+        flops_after = program_flops(program)
     removed = 1.0 - flops_after / flops_before
     assert abs(removed - TARGET) <= 0.01, removed
     for before, mask, after in zip(unpruned, masked, pruned):
@@ -243,68 +263,13 @@ def test_densenet_eval_builds_batch_statistics():
 
 # ---------------------------------------------------------------- the same on PIR programs
 
-def build_classifier_pir(name):
-    """`name` built in Paddle 3's new IR (inside `IrGuard`) as a `pir.Program`; skips with the
-    reason on Paddle 2.6 (no PIR) or when the model does not build there."""
-    from slim.prune.pir import pir_supported
-    if not pir_supported():
-        pytest.skip(f"Paddle {paddle.__version__} has no new IR (PIR)")
-    constructor, size, *channels = CLASSIFIERS[name]
-    shape = [2, channels[0] if channels else 3, size, size]
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    try:
-        with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
-                paddle.utils.unique_name.guard():
-            warnings.simplefilter("ignore")
-            image = paddle.static.data("image", shape, "float32")
-            net = constructor()
-            evaluate_batch_norms(net)
-            out = net(image)
-    except Exception as error:  # noqa: BLE001 - the reason is the skip message
-        pytest.skip(f"{name} does not build as a PIR program on Paddle {paddle.__version__}: "
-                    f"{type(error).__name__}: {error}")
-    outputs = list(out) if isinstance(out, (list, tuple)) else [out]
-    feed = {"image": np.random.RandomState(1).rand(*shape).astype("float32")}
-    return Built(main, startup, feed, outputs)
-
-
-def prune_and_compare_pir(built):
-    """`prune_and_compare` on a PIR program through `PirProgramView`: plan on the view, mask,
-    apply, commit into the PIR program, check every type against the run, compare."""
-    from slim.prune.pir import PirProgramView, check_types
-    scope, exe = paddle.static.Scope(), paddle.static.Executor(CPU)
-    with paddle.static.scope_guard(scope):
-        exe.run(built.startup)
-        view = PirProgramView(built.program)
-        randomize(view, scope)
-        fixed = [view.name_of[out.id] for out in built.outputs]
-        graph = analyze_program(view, fixed_vars=fixed)
-        state = persistables(view, scope)
-        unpruned = run(exe, built)
-        flops_before = program_flops(view)
-        plan = plan_pruning(view, scope, "auto", target_ratio=TARGET, graph=graph)
-        zero_removed_channels(plan, graph, scope)
-        masked = run(exe, built)
-        put_back(state, scope)
-        apply_plan(plan, [view], scope, graphs=[graph])
-        flops_after = program_flops(view)
-        view.commit()
-        assert check_types(built.program, scope, built.feed) > 0
-        pruned = run(exe, built)
-    removed = 1.0 - flops_after / flops_before
-    assert abs(removed - TARGET) <= 0.01, removed
-    for before, mask, after in zip(unpruned, masked, pruned):
-        assert np.isfinite(mask).all()
-        assert np.abs(before - mask).max() > 1e-3 * np.abs(before).max()  # masking matters
-        assert_relatively_equal(after, mask)
-    return plan
-
-
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
 def test_classifier_pir_pruned_equals_masked(name):
     """Every classifier family, built as a PIR program, prunes exactly like its classic twin."""
     from slim.prune.pir import ir_guard, pir_supported
-    with ir_guard(pir_supported()):
-        built = build_classifier_pir(name)
-        plan = prune_and_compare_pir(built)
+    if not pir_supported():
+        pytest.skip(f"Paddle {paddle.__version__} has no new IR (PIR)")
+    with ir_guard(True):
+        built = build_classifier(name, ir="PIR")
+        plan = prune_and_compare(built)
     assert plan.groups

@@ -65,12 +65,19 @@ def _static_shape(image_shape):
     return [-1] + [-1 if dim is None else int(dim) for dim in dims]
 
 
-def _new_programs():
+def _new_programs(pir=False):
+    """(main, startup): classic programs, or with `pir` PIR ones (call inside
+    `slim.prune.pir.ir_guard(True)`, Paddle 3)."""
     import paddle
 
     import slim.paddle_env
+    from slim.prune.pir import is_pir_program
     main, startup = paddle.static.Program(), paddle.static.Program()
-    slim.paddle_env.assert_classic_program(main)
+    if not pir:
+        slim.paddle_env.assert_classic_program(main)
+    elif not is_pir_program(main):
+        raise slim.paddle_env.PirModeError("pir=True builds PIR programs: call it inside "
+                                           "slim.prune.pir.ir_guard(True) on Paddle 3")
     return main, startup
 
 
@@ -90,12 +97,15 @@ def _check_model(model):
                             "not a module: build the model with slim.config.create")
 
 
-def build_train_program(model, image_shape=(3, None, None), num_max_boxes=NUM_MAX_BOXES):
+def build_train_program(model, image_shape=(3, None, None), num_max_boxes=NUM_MAX_BOXES,
+                        pir=False):
     """The training program of `model` (a YOLOv3): feeds image/gt_box/gt_label/gt_score,
-    fetches loss (sum), loss_0..2 and output_0..2. See the module docstring."""
+    fetches loss (sum), loss_0..2 and output_0..2. See the module docstring. `pir`: a
+    Paddle 3 PIR program with the same parameters (inside `ir_guard(True)`; MobileNet
+    backbone: ResNet's layers are classic only)."""
     import paddle
     _check_model(model)
-    main, startup = _new_programs()
+    main, startup = _new_programs(pir)
     with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard(), \
             _quiet_deprecations():
         image = paddle.static.data("image", _static_shape(image_shape), "float32")
@@ -112,12 +122,13 @@ def build_train_program(model, image_shape=(3, None, None), num_max_boxes=NUM_MA
     return BuiltProgram(main, startup, feeds, fetches)
 
 
-def build_eval_program(model, image_shape=(3, 608, 608)):
+def build_eval_program(model, image_shape=(3, 608, 608), pir=False):
     """The eval/infer program of `model` (a YOLOv3): feeds image/im_size, fetches bbox
-    (multiclass NMS rows [label, score, x1, y1, x2, y2]), bbox_num and output_0..2."""
+    (multiclass NMS rows [label, score, x1, y1, x2, y2]), bbox_num and output_0..2. `pir`:
+    as in `build_train_program`."""
     import paddle
     _check_model(model)
-    main, startup = _new_programs()
+    main, startup = _new_programs(pir)
     with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard(), \
             _quiet_deprecations():
         image = paddle.static.data("image", _static_shape(image_shape), "float32")

@@ -37,7 +37,7 @@ and saves silently), so `check_types` runs the program and compares every value'
 dims with the real ones, and with PIR's shape inference from the pruned inputs.
 
 Shapes: a view's shapes are the program's types (-1 for dynamic dims) unless given;
-`concrete_view` makes one with the shapes of one real run at given feed shapes (what
+`concrete_copy` makes one with the shapes of one real run at given feed shapes (what
 FLOPs need), over the same program, which never commits (`shadow`).
 
 Everything here needs Paddle 3 (`paddle.pir`); paddle is imported inside functions.
@@ -71,6 +71,7 @@ PIR_SLOT_NAMES = {
     "conv3d_transpose": {"x": "Input", "out": "Output"},
     "batch_norm": {"out": "Y"}, "sync_batch_norm": {"out": "Y"},
     "sum": {"inputs": "X"}, "fill_constant": {}, "fetch": {"x": "X"},
+    "layer_norm": {"out": "Y"}, "stack": {"out": "Y"},
 }
 _INTERP_SLOTS = {"output": "Out", "out_size": "OutSize", "size_tensor": "SizeTensor",
                  "scale_tensor": "Scale"}
@@ -90,13 +91,17 @@ ATTRIBUTE_OPERANDS = {
     ("conv2d_transpose", "output_size"): ("output_size", "OutputSize"),
     ("depthwise_conv2d_transpose", "output_size"): ("output_size", "OutputSize"),
     ("fill_constant", "shape"): ("shape", "ShapeTensor"),
+    ("slice", "starts"): ("starts", "StartsTensor"),
+    ("slice", "ends"): ("ends", "EndsTensor"),
+    ("dropout", "p"): ("dropout_prob", "PTensor"),
 }
 for _reduce in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
     ATTRIBUTE_OPERANDS[(_reduce, "axis")] = ("dim", "AxisTensor")
 
-# PIR attribute name -> classic name, where they differ.
+# PIR attribute name -> classic name, where they differ (PIR_OP_ATTR_NAMES: for one op type).
 PIR_ATTR_NAMES = {"transpose_x": "trans_x", "transpose_y": "trans_y", "keepdim": "keep_dim",
                   "kernel_size": "ksize"}
+PIR_OP_ATTR_NAMES = {"transpose2": {"perm": "axis"}}
 CONSTANT_OPS = ("pd_op.full_int_array", "pd_op.full")
 HIDDEN_OPS = ("builtin.parameter", "pd_op.data", "pd_op.feed", "builtin.combine", "builtin.split",
               "builtin.shadow_output", "builtin.constant")
@@ -320,12 +325,9 @@ class PirProgramView:
         self._constants = {}  # Value id -> python value of a full / full_int_array op
         self._vector_values = []  # (vec Value, [element Values])
         self._build()
-        self.original_shapes = dict(self.shapes)
-        if shapes:
-            for name, shape in shapes.items():
-                if name in self.shapes:
-                    self.shapes[name] = tuple(shape)
-            self.original_shapes = dict(self.shapes)
+        for name, shape in (shapes or {}).items():
+            if name in self.shapes:
+                self.shapes[name] = tuple(shape)
 
     def global_block(self):
         return self.block
@@ -469,10 +471,11 @@ class PirProgramView:
                                  for i, element in enumerate(self._vectors[value.id])]
             elif value.initialized() and value.is_dense_tensor_type():
                 outputs[slot] = [self._value_name(value, default)]
+        renamed = PIR_OP_ATTR_NAMES.get(op_type.removesuffix("_grad"), {})
         for key, value in op.attrs().items():
             if key in _SKIP_ATTRS:
                 continue
-            attrs[PIR_ATTR_NAMES.get(key, key)] = _as_attr(value)
+            attrs[renamed.get(key, PIR_ATTR_NAMES.get(key, key))] = _as_attr(value)
         role = op.op_role
         attrs["op_role"] = role if role is not None and role >= 0 else None
         if attrs["op_role"] is None:
@@ -507,7 +510,6 @@ class PirProgramView:
             for name, value in list(op.changed_attrs.items()):
                 self._commit_attr(op, name, value)
             op.changed_attrs.clear()
-        self.original_shapes = dict(self.shapes)
         return changed
 
     def _commit_attr(self, op, name, value):
@@ -624,15 +626,6 @@ def runtime_shapes(program, scope, feeds, executor=None):
     return {value.id: (value, tuple(int(d) for d in shape)) for value, shape in zip(pairs, shapes)}
 
 
-def concrete_view(view, scope, feeds, executor=None):
-    """A shadow view over `view.program` whose shapes are those of one run on `feeds`:
-    every dim known, for counting FLOPs."""
-    measured = runtime_shapes(view.program, scope, feeds, executor)
-    shapes = {view.name_of[key]: shape for key, (_, shape) in measured.items()
-              if key in view.name_of}
-    return PirProgramView(view.program, shapes=shapes, shadow=True)
-
-
 class TypeMismatchError(PruneError):
     """A PIR value's type does not say what flows through it (a stale rewrite)."""
 
@@ -693,8 +686,10 @@ def inferred_shapes_agree(program, feeds, measured):
             if value.id not in measured:
                 continue
             shape = list(measured[value.id][1])
-            if original.name() == "pd_op.full" or 0 in shape:
-                continue  # a fill value is no integer list; an empty tensor has no dims to infer
+            if original.name() == "pd_op.full" or 0 in shape or "float" not in str(value.dtype):
+                # integer values carry data (shapes, indices) that the run did not fetch; a
+                # fill value is no integer list; an empty tensor has no dims to infer
+                continue
             data = [int(v) for v in original.attrs()["value"]] \
                 if original.name() == "pd_op.full_int_array" else []
             try:
