@@ -109,7 +109,7 @@ def run(args, out=None):
         measure.measure_layers(table, runtime, args.threads, missing, work_dir, args.rounds,
                                progress=progress, save=save)
         record = measure.check_model(table, loaded, runtime, args.threads, candidates, work_dir,
-                                     rounds=2 * args.rounds)
+                                     grid, args.step, rounds=2 * args.rounds)
     path = written.write_bytes(out_name, _table_bytes(table))
     check = record["check"]
     print(f"whole model: {record['full']['ms']:.2f} ms measured (layers {record['layers_ms']['full']:.2f}"

@@ -228,7 +228,7 @@ class LoadedModel:
         self.layers = conv_layers(self.counted, self.counted_graph,
                                   mapped_group_ids(self.selection, self.counted_graph))
         self.sizes = {group.id: group.size for group in self.selection.groups}
-        self.signature = model_signature(self.layers, self.shapes)
+        self.signature = model_signature(self.layers)
 
 
 def candidates_of(sizes, grid=DEFAULT_GRID, step=DEFAULT_STEP):
@@ -263,8 +263,8 @@ def save_pruned(loaded, keeps, directory):
     return dataclasses.replace(loaded.files, directory=directory)
 
 
-def check_model(table, loaded, runtime, threads, candidates, work_dir, rounds=MODEL_ROUNDS,
-                warmup=MODEL_WARMUP):
+def check_model(table, loaded, runtime, threads, candidates, work_dir, grid, step,
+                rounds=MODEL_ROUNDS, warmup=MODEL_WARMUP):
     """Time the whole model, a copy at the grid's lowest counts and one at its middle counts
     (CHECK_FRACTION), interleaved. The first two fit the model's prediction, whole ms =
     fixed_ms + scale * (sum of the layers' ms): the ops that are not convs cost a part that
@@ -300,6 +300,7 @@ def check_model(table, loaded, runtime, threads, candidates, work_dir, rounds=MO
                   "error": round(predicted / measured["middle"]["ms"] - 1.0, 5),
                   "speedup_measured": round(float(np.median(ratios)), 5),
                   "speedup_predicted": round(measured["full"]["ms"] / predicted, 5)},
+        "grid": list(grid), "step": int(step),
         "rounds": rounds, "load_average": [load_before, load_average()],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
