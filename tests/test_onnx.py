@@ -91,10 +91,11 @@ def _export_pruned(fitted, out_dir):
     return iterations
 
 
-def onnx_detections(model_dir, batch):
-    """Per-image detections of `batch` by onnxruntime running `model_dir`/model.onnx."""
+def onnx_detections(model_dir, batch, path=None):
+    """Per-image detections of `batch` by onnxruntime running `path` (default
+    `model_dir`/model.onnx)."""
     from slim.model import split_detections
-    session = onnx_session(os.path.join(model_dir, ONNX_MODEL_NAME))
+    session = onnx_session(path or os.path.join(model_dir, ONNX_MODEL_NAME))
     return split_detections(*run_onnx(session, batch))
 
 
@@ -150,7 +151,10 @@ def test_export_refuses_a_file_it_did_not_write_before_converting(models, tmp_pa
 
 @pytest.mark.parametrize("out, opset, message", [
     ("model.txt", 11, "must end with .onnx"),
-    ("model.onnx", 9, "--opset 9 is too low"),
+    ("model.onnx", 9, r"--opset 9 is out of range: yolo_box needs opset 11 or higher; "
+                      r"choose one in \[11, "),
+    ("model.onnx", 99, r"--opset 99 is out of range: paddle2onnx 1.3.1 converts these models "
+                       r"to opsets up to 17; choose one in \[11, 17\] \(default 11\)"),
 ])
 def test_export_option_errors_are_one_line(models, tmp_path, out, opset, message):
     with pytest.raises(UserError, match=message):
@@ -247,6 +251,89 @@ def test_the_exported_nms_squeezes_name_their_axes(models):
     for node in squeezes:
         assert [list(attribute.ints) for attribute in node.attribute if attribute.name == "axes"] \
             == [[1]]
+
+
+def test_export_at_the_highest_supported_opset_runs_and_above_it_is_one_line(models, batch,
+                                                                            tmp_path):
+    """Rule (c) for --opset: the top of the stated range converts and gives Paddle's
+    detections; one above it is one `error:` line, exit 2, from the real command in a
+    subprocess (paddle2onnx called abort() there: exit 134, no message)."""
+    import subprocess
+    import sys
+
+    from slim.io.onnx_export import supported_opsets
+    highest = supported_opsets()[1]
+    out = tmp_path / "top.onnx"
+    assert slim_main(["export", "--format", "onnx", "--model_path", models["baseline"],
+                      "--opset", str(highest), "--out", str(out)]) == 0
+    import onnx
+    assert max(entry.version for entry in onnx.load(str(out)).opset_import
+               if entry.domain in ("", "ai.onnx")) == highest
+    assert_same_detections(onnx_detections(models["baseline"], batch, str(out)),
+                           predictor_detections(models["baseline"], batch))
+    for opset in (str(highest + 1), "20", "99"):  # 18, 19: an invalid graph; 20 up: abort()
+        result = subprocess.run([sys.executable, "-m", "slim", "export", "--format", "onnx",
+                                 "--model_path", models["baseline"], "--opset", opset,
+                                 "--out", str(tmp_path / "high.onnx")],
+                                capture_output=True, text=True, timeout=300)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+        assert lines[0].startswith(f"error: --opset {opset} is out of range") and \
+            f"[11, {highest}]" in lines[0]
+        assert not os.path.exists(tmp_path / "high.onnx")
+
+
+HOSTILE_ONNX = {
+    # case: how model.onnx of a copy of the baseline model dir is made untrustworthy
+    "a byte flipped": "flip",
+    "truncated": "truncate",
+    "swapped for another model's": "swap",
+    "written elsewhere, no record": "unrecorded",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_ONNX))
+def test_infer_refuses_an_onnx_model_export_did_not_write_and_its_hint_works(
+        models, fitted, tmp_path, capsys, case):
+    """Rule (b) for ONNX: infer.py checks model.onnx against the size and sha256 that export
+    recorded (.slim-written.json) before onnxruntime sees it; a damaged, swapped or
+    unrecorded file is one line. Rule (f): the command the message gives, followed, works."""
+    import re
+    import shlex
+    model = tmp_path / "model"
+    shutil.copytree(models["baseline"], model)
+    onnx_path = model / ONNX_MODEL_NAME
+    how = HOSTILE_ONNX[case]
+    if how == "flip":
+        data = bytearray(onnx_path.read_bytes())
+        data[len(data) // 2] ^= 1
+        onnx_path.write_bytes(bytes(data))
+    elif how == "truncate":
+        onnx_path.write_bytes(onnx_path.read_bytes()[:-10])
+    elif how == "swap":
+        shutil.copy(os.path.join(models["pruned"], ONNX_MODEL_NAME), onnx_path)
+    else:  # no record of it left: a model dir without a manifest, as other tools write them
+        os.remove(model / WRITTEN_LIST)
+        os.remove(model / "model_manifest.json")
+    argv = ["--model_path", str(model), "--model_name", ONNX_MODEL_NAME,
+            "--infer_dir", fitted["images"], "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as stopped:
+        infer_cli.main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(lines) == 1, lines
+    assert str(onnx_path) in lines[0] and ("sha256" in lines[0] or "not written by" in lines[0])
+    assert not os.path.exists(tmp_path / "out" / "detections.json")
+    # the hint: move the file away, then the command in backquotes
+    command = re.findall(r"`([^`]+)`", lines[0])[-1]
+    assert lines[0].index("move it away") < lines[0].index(command)
+    os.rename(onnx_path, tmp_path / "moved.onnx")
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "slim"]
+    assert slim_main(words[3:]) == 0
+    capsys.readouterr()
+    infer_cli.main(argv)
+    with open(tmp_path / "out" / "detections.json") as handle:
+        assert sum(len(image["detections"]) for image in json.load(handle)["images"]) > 0
 
 
 def test_the_documented_export_of_a_compress_checkpoint(tmp_path_factory, tmp_path, batch):

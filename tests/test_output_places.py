@@ -187,3 +187,28 @@ def test_shorten_cuts_and_escapes():
     assert shorten("a\x00b\nc") == "a\\x00b\\nc"
     long_text = shorten("x" * 5000)
     assert len(long_text) < 260 and long_text.startswith("x" * 200)
+
+
+def test_a_file_inside_a_finished_tool_dir_is_refused_with_file_advice(tmp_path):
+    """#20 cause 9: `slim export --out CKPT/3/eval_model/x.onnx` (a file inside a checkpoint)
+    was told to choose 'a directory' where --out must be a .onnx file: the message names the
+    file and asks for a file path outside; for a directory option it still says directory."""
+    from slim.io.output_places import (
+        OutputPlaceError,
+        check_output_dir,
+        check_output_file,
+        make_owned_temp_dir,
+        seal_owned,
+    )
+    finished = make_owned_temp_dir(str(tmp_path), "ckpt-")
+    os.makedirs(os.path.join(finished, "eval_model"))
+    seal_owned(finished)
+    target = os.path.join(finished, "eval_model", "x.onnx")
+    with pytest.raises(OutputPlaceError) as raised:
+        check_output_file(target, "--out")
+    message = str(raised.value)
+    assert message.startswith(f"--out '{target}' is inside '{finished}'")
+    assert message.endswith("choose a file path outside it") and "a directory outside" not in message
+    assert not os.path.exists(target)
+    with pytest.raises(OutputPlaceError, match="choose a directory outside it$"):
+        check_output_dir(os.path.join(finished, "eval_model"), "--output_dir")

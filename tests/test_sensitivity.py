@@ -561,3 +561,47 @@ def test_a_nan_in_the_sensitivities_file_is_one_line_from_the_commands(measured,
     assert code == 2 and f"groups.{MEASURED[1]}.metric.0.5 must be a finite number in [0, 1]" \
         in error and "got value NaN" in error, error
     assert not os.path.exists(tmp_path / "ckpt" / "0")
+
+
+# ---- rule (e): the sensitivities file is claimed like checkpoint_path ------------------------
+
+def test_a_second_sensitivity_run_on_one_file_fails_at_once(measured, fitted, tmp_path, capsys,
+                                                          monkeypatch):
+    """While another process holds the sensitivities file (a first run measuring), a second
+    `slim sensitivity` on it is one line naming sensitivities_file, before it builds or
+    measures anything (it used to measure everything, then fail claiming the file 'was not
+    written by this tool' and naming the directory as the option). The lock file of a
+    killed holder is taken over; a finished run leaves no lock file."""
+    import subprocess
+    import sys
+
+    from test_compress import ROOT, child_env
+
+    import slim.commands.sensitivity as sensitivity_command
+    from slim.__main__ import main
+    sensitivities = tmp_path / "sens.json"
+    sensitivities.write_bytes(measured["file"].read_bytes())
+    slim_file = write_slim(tmp_path / "s.yaml", sensitivities, delta=0.25)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom slim.io.output_places import lock_file\n"
+         "held = lock_file(sys.argv[1], 'sensitivities_file')\nprint('locked', flush=True)\n"
+         "time.sleep(120)", str(sensitivities)],
+        cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with monkeypatch.context() as patched:
+            patched.setattr(sensitivity_command, "measuring_setup",
+                            lambda *a, **k: pytest.fail("built the model before the lock"))
+            code, error = _exit_code_and_error(capsys, main, ["sensitivity", *_config_args(fitted),
+                                                              "-s", slim_file])
+        assert code == 2 and error.startswith(f"error: sensitivities_file '{sensitivities}' is in "
+                                              "use by another run"), error
+        assert sensitivities.read_bytes() == measured["file"].read_bytes()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = tmp_path / ".sens.json.lock"
+    assert lock.exists()  # left by the killed holder: not locked any more
+    assert main(["sensitivity", *_config_args(fitted), "-s", slim_file]) == 0
+    assert "0 to measure" in capsys.readouterr().out
+    assert not lock.exists()

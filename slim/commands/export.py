@@ -3,6 +3,9 @@
     python -m slim export --format onnx --model_path checkpoints/9/eval_model \\
         [--opset 11] [--out FILE.onnx]
 
+Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
+    python -m slim export --format onnx --model_path ${checkpoint_path}/${epoch}/eval_model
+
 Reads `__model__.infer` + `__params__` of the model dir (checked against its manifest
 first) and writes, through paddle2onnx, an ONNX model with the same inputs (image,
 im_size) and outputs (bbox rows of label, score, x1, y1, x2, y2; bbox_num), NMS
@@ -14,7 +17,7 @@ or from any onnxruntime program with the preprocessing in infer_cfg.yml.
 """
 import sys
 
-from slim.io.onnx_export import DEFAULT_OPSET, export_onnx
+from slim.io.onnx_export import DEFAULT_OPSET, PADDLE2ONNX_MAX_OPSET, export_onnx
 
 FORMATS = ("onnx",)
 
@@ -27,7 +30,9 @@ def add_arguments(parser):
     parser.add_argument("--model_name", default="__model__.infer", help="program file in DIR")
     parser.add_argument("--params_name", default="__params__", help="combined params file in DIR")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
-                        help=f"ONNX opset (default {DEFAULT_OPSET}, the lowest that has yolo_box)")
+                        help=f"ONNX opset, {DEFAULT_OPSET} (the default, the lowest that has "
+                             f"yolo_box) to {PADDLE2ONNX_MAX_OPSET} (the highest paddle2onnx "
+                             "1.3.1 converts these models to)")
     parser.add_argument("--out", default=None, metavar="FILE.onnx",
                         help="where to write (default DIR/model.onnx)")
     return parser

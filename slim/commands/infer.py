@@ -116,7 +116,15 @@ def onnx_batch_runner(args, image_shape, source):
 
 
 def run_infer(args):
-    """Entry of infer.py: detect, draw and save; returns the list written to detections.json."""
+    """Entry of infer.py: detect, draw and save; returns the list written to detections.json
+    (a `.json` model: loaded and run in Paddle 3's new IR)."""
+    from slim.io.export import is_pir_program_file
+    from slim.prune.pir import ir_guard
+    with ir_guard(is_pir_program_file(os.path.join(args.model_path, args.model_name))):
+        return _run_infer(args)
+
+
+def _run_infer(args):
     import cv2
     import paddle
     from tqdm import tqdm
@@ -155,7 +163,9 @@ def run_infer(args):
         scope = paddle.static.Scope()
         program, feed_names, fetch_vars = export.load_exported_program(
             args.model_path, executor, scope, args.model_name, args.params_name)
-        check_image_shape(program, "image", feed.image_shape, source)
+        check_image_shape(program, "image", feed.image_shape, source, fix=None if cfg else (
+            f"its {export.INFER_CONFIG_NAME} does not fit its program: re-export the model, or "
+            "pass its detection config with -c"))
         lod_only = len(fetch_vars) == 1
 
         def run_batch(batch):
@@ -174,7 +184,8 @@ def run_infer(args):
         results = run_batch(batch)
         detections = detections_of_run(results, len(batch["im_file"]))
         if detections is None:
-            raise UserError("the model's only output has no LoD; run with YoloTestFeed.batch_size=1")
+            raise UserError("the model's only output has no LoD; run with -c CONFIG -o "
+                            f"{cfg['test_feed'] if cfg is not None else 'YoloTestFeed'}.batch_size=1")
         for image_path, image_detections in zip(batch["im_file"], detections):
             image = cv2.imread(image_path, cv2.IMREAD_COLOR)
             drawn, rows = draw_detections(image, image_detections, names, args.draw_threshold)

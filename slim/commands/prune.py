@@ -1,8 +1,9 @@
 """`python -m slim prune`: prune an exported Paddle inference model of any architecture, once.
 
     python -m slim prune --model_dir DIR [--model_filename F --params_filename P] \\
-        (--target_ratio 0.5 [--pruned_params auto|REGEX ...] [--criterion l1_norm]
-         | -s SLIM.yaml [--strategy NAME]) --out OUT [--latency_runs 20] [--threads 1]
+        (--target_ratio 0.5 | --ratio 0.3 [--pruned_params auto|REGEX ...] [--criterion l1_norm]
+         | -s SLIM.yaml [--strategy NAME]) [--round_to 1] --out OUT [--latency_runs 20]
+        [--threads 1]
         [--input_shape [FEED=]C,H,W ...] [--on_unknown error|skip]
 
 Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
@@ -13,8 +14,9 @@ Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
 No training: the model is loaded with `paddle.static.load_inference_model` (classic
 ProgramDesc; a Paddle 3 new-IR `.json` model is refused with how to save it classic),
 its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
-a list of them, full match, as in the seed's slim config) are pruned by one uniform
-ratio, searched so that `target_ratio` of the FLOPs goes, keeping the channels that
+a list of them, full match, as in the seed's slim config) are pruned so that
+`target_ratio` of the FLOPs goes (a searched uniform ratio, then single groups moved;
+`--ratio`: one given ratio), keeping the channels that
 `criterion` (l1_norm, fpgm, bn_scale) scores highest. The fetch targets keep their
 shape (they are the model's contract: a classifier's logits, a detector's raw heads).
 With `-s SLIM.yaml` the options come from its UniformPruneStrategy entry (and its
@@ -104,6 +106,11 @@ def add_arguments(parser):
     parser.add_argument("--runtime", default=None,
                         help="with a latency target: paddle, paddle-onednn (default) or "
                              "onnxruntime; the latency is then measured on it too")
+    parser.add_argument("--ratio", type=float, default=None, metavar="R",
+                        help="instead of --target_ratio: remove this fraction of every selected "
+                             "group's channels, in (0, 1)")
+    parser.add_argument("--round_to", type=int, default=1, metavar="N",
+                        help="keep channel counts at multiples of N (default 1)")
     parser.add_argument("--criterion", default=None,
                         help="channel importance: l1_norm (default), fpgm, bn_scale; with "
                              "--images also activation, taylor (docs/prune-exported.md)")
@@ -133,6 +140,7 @@ class PruneRequest:
     target_ratio: float
     criterion: str
     source: str  # where the options came from, for the report
+    ratio: float = None  # --ratio: one uniform ratio instead of a FLOPs target
     latency: object = None  # a slim.prune.latency.LatencyTarget instead of target_ratio
 
 
@@ -148,10 +156,14 @@ def run(args, out=None):
     use_images = prune_images.wants_images(args)
     files = find_model_files(args.model_dir, args.model_filename, args.params_filename)
     out_dir = check_replaceable_dir(args.out, "--out", inputs=[args.model_dir])
-    if files.pir and use_images:
-        raise UserError("--images (fidelity, data criteria, reconstruction, recovery) works on "
-                        f"classic models only so far; '{shorten(files.model_path)}' is a .json "
-                        "(PIR) model: prune it without --images, or save it classic")
+    classic_only = [name for name, given in (
+        ("--criterion " + str(request.criterion), request.criterion in prune_images.DATA_CRITERIA),
+        ("--reconstruct", args.reconstruct), ("--recover_iters", args.recover_iters > 0))
+        if given]
+    if files.pir and classic_only:
+        raise UserError(f"{classic_only[0]} works on classic models only so far; "
+                        f"'{shorten(files.model_path)}' is a .json (PIR) model: with --images "
+                        "it gets the fidelity report and --max_output_error / --min_agreement")
     with ir_guard(files.pir):  # a Paddle 3 `.json` model is loaded, pruned and run in PIR
         return prune_model(args, request, files, out_dir, use_images, out)
 
@@ -185,20 +197,25 @@ def prune_model(args, request, files, out_dir, use_images, out):
         seconds["statistics"] = round(time.time() - begun, 2)
     before = {"flops": int(program_flops(counted)), "params": int(program_params(model.program)),
               "size_bytes": files.size_bytes(model.program)}
-    search = None
+    search, predicted = None, None
     if args.max_output_error is not None or args.min_agreement is not None:
-        def trial(target):
+        def trial(ratio):  # the uniform ratio: every value is reachable, FLOPs grow with it
             trial_plan = make_plan(model, scope, request, args, counted, graph, statistics,
-                                   target, quiet=True)
+                                   ratio=ratio, quiet=True)
             undo = apply_plan(trial_plan, [model.program, counted], scope,
                               graphs=[graph, counted_graph])
             try:
-                return session.fidelity(model, scope, session.search_samples())
+                report = session.fidelity(model, scope, session.search_samples())
+                report["flops_removed"] = 1.0 - program_flops(counted) / before["flops"]
+                return report
             finally:
                 undo.restore()
-        request.target_ratio, search = prune_images.bounded_target(args, session, trial)
-    predicted = None
-    if request.latency is not None:
+        high = make_plan(model, scope, request, args, counted, graph, statistics,
+                         request.target_ratio, quiet=True).ratio \
+            if request.target_ratio is not None else None
+        ratio, search = prune_images.bounded_target(args, session, trial, high)
+        plan = make_plan(model, scope, request, args, counted, graph, statistics, ratio=ratio)
+    elif request.latency is not None:
         from slim.prune.latency import plan_for_latency
         plan, predicted = plan_for_latency(
             model.program, scope, request.pruned_params, request.latency, flops_program=counted,
@@ -257,15 +274,17 @@ def prune_model(args, request, files, out_dir, use_images, out):
     return 0
 
 
-def make_plan(model, scope, request, args, counted, graph, statistics, target_ratio,
-              quiet=False):
-    """The plan of `request` at `target_ratio`; the engine's warnings as one line each
-    (none when `quiet`: a trial of the accuracy-bounded search)."""
+def make_plan(model, scope, request, args, counted, graph, statistics, target_ratio=None,
+              ratio=None, quiet=False):
+    """The plan of `request` at `target_ratio` (or one uniform `ratio`); the engine's
+    warnings as one line each (none when `quiet`: a trial of the accuracy-bounded search)."""
     from slim.prune import PruneWarning, plan_pruning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = plan_pruning(model.program, scope, request.pruned_params,
-                            target_ratio=target_ratio, criterion=request.criterion,
+        ratio = ratio if ratio is not None else request.ratio
+        amount = {"ratio": ratio} if ratio is not None else {"target_ratio": target_ratio}
+        plan = plan_pruning(model.program, scope, request.pruned_params, **amount,
+                            round_to=args.round_to, criterion=request.criterion,
                             on_unknown=args.on_unknown, flops_program=counted, graph=graph,
                             statistics=statistics)
     for warning in [] if quiet else caught:
@@ -303,13 +322,24 @@ def prune_request(args):
             raise UserError("a latency target (--target_latency_ratio / --target_latency_ms) "
                             "replaces --target_ratio and the accuracy-bounded search: give one")
         return PruneRequest(pruned_params if pruned_params is not None else "auto", None,
-                            _checked_criterion(criterion), source, latency)
+                            _checked_criterion(criterion), source, latency=latency)
+    if args.round_to < 1:
+        raise UserError(f"--round_to must be a positive integer, got {args.round_to}")
+    if args.ratio is not None:
+        if args.target_ratio is not None or bounded:
+            raise UserError("--ratio sets the channels removed directly: give it without "
+                            "--target_ratio, --max_output_error or --min_agreement")
+        if not 0 < args.ratio < 1:
+            raise UserError(f"--ratio must be in (0, 1) (the fraction of every selected group's "
+                            f"channels to remove), got {args.ratio:g}")
+        return PruneRequest(pruned_params if pruned_params is not None else "auto", None,
+                            _checked_criterion(criterion), source, float(args.ratio))
     if target_ratio is None and bounded:  # searched; the largest cut tried is the default
         return PruneRequest(pruned_params if pruned_params is not None else "auto", None,
                             _checked_criterion(criterion), source)
     if target_ratio is None:
-        raise UserError("give --target_ratio R (the fraction of the FLOPs to remove, in (0, 1)) "
-                        f"or -s SLIM.yaml with a {STRATEGY_CLASS} entry")
+        raise UserError("give --target_ratio R (the fraction of the FLOPs to remove, in (0, 1)), "
+                        f"--ratio R, or -s SLIM.yaml with a {STRATEGY_CLASS} entry")
     if not 0 < target_ratio < 1:
         raise UserError(f"--target_ratio must be in (0, 1) (the fraction of the FLOPs to "
                         f"remove), got {target_ratio:g}")
@@ -457,6 +487,7 @@ def build_report(args, request, files, model, shapes, plan, before, after, laten
         "feeds": shapes, "fetches": [var.name for var in model.fetch_vars],
         "options_from": request.source, "pruned_params": request.pruned_params,
         "target_ratio": request.target_ratio, "criterion": request.criterion,
+        "round_to": args.round_to,
         "ratio": plan.ratio, "matched": len(plan.matched), "groups": len(plan.groups),
         "unprunable": dict(plan.skipped),
         "before": before, "after": after,
@@ -474,6 +505,15 @@ def _human(number):
         if abs(number) >= size:
             return f"{number / size:.3f}{unit}"
     return str(number)
+
+
+def _target_text(report):
+    """How the amount was chosen, for the report's first line ('' for --ratio)."""
+    if report["target_ratio"] is not None:
+        return f"target -{100 * report['target_ratio']:g}% FLOPs "
+    if report.get("search"):
+        return f"searched within the bound: -{100 * report['flops_removed']:.1f}% FLOPs "
+    return ""
 
 
 def format_report(report):
@@ -498,11 +538,12 @@ def format_report(report):
     predicted = report.get("latency_target")
     if predicted:
         how = (f"per-group counts for {predicted['target_ms']:.2f} ms predicted on "
-               f"{predicted['runtime']} ({predicted['threads']} thread(s))")
+               f"{predicted['runtime']} ({predicted['threads']} thread(s)), "
+               f"{report['criterion']} ")
     else:
-        how = f"by ratio {report['ratio']:.4f}, target -{100 * report['target_ratio']:g}% FLOPs"
+        how = f"by ratio {report['ratio']:.4f}, {report['criterion']}, {_target_text(report)}"
     lines = [f"pruned {report['model_dir']} -> {report['out']}: {report['matched']} conv weights "
-             f"({report['groups']} channel groups) {how}, {report['criterion']} "
+             f"({report['groups']} channel groups) {how}"
              f"(feeds {', '.join(f'{k} {v}' for k, v in report['feeds'].items())})"]
     for row in rows:
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "

@@ -3,6 +3,10 @@
     python -m slim sensitivity -c configs/yolov3_mobilenet_v1_voc.yml \\
         -s SLIM.yaml [-o KEY=VALUE ...] [--strategy NAME] [--workers N] [--png FILE.png]
 
+Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
+    python -m slim sensitivity -c configs/yolov3_mobilenet_v1_demo.yml \\
+        -s configs/yolov3_mobilenet_v1_sensitive_slim.yaml -o weights=${checkpoint_path}/${epoch}
+
 Takes the slim config's SensitivePruneStrategy entry (pruned_params, delta_rate, eval_rate,
 sensitivities_file, the pruner's criterion) and the detection config's `weights` (a
 trained model: the sensitivities of random weights mean nothing). Every selected channel
@@ -16,7 +20,6 @@ its own programs. Prints the table of metric loss (mAP points) per group and rat
 `--png` draws the loss curves. compress.py's SensitivePruneStrategy then reads the file.
 """
 import math
-import os
 import sys
 import types
 
@@ -45,17 +48,22 @@ def add_arguments(parser):
 
 def run(args, out=None):
     """Measure the missing sensitivities, print the table, draw --png; returns 0."""
-    from tqdm import tqdm
-
-    from slim.prune.sensitivity import selected_groups, sensitivity_ratios
-    from slim.strategies.sensitive_prune import SensitivityFile, measure, model_identity
+    from slim.strategies.sensitive_prune import lock_sensitivities_file
     out = out or sys.stdout
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     spec = measuring_spec(args)
     png = check_output_file(args.png, "--png") if args.png else None
-    if not os.path.exists(spec.sensitivities_file):
-        check_output_file(spec.sensitivities_file, "sensitivities_file")
+    with lock_sensitivities_file(spec.sensitivities_file):  # before the model is even built
+        return _measure_and_report(args, spec, png, out)
+
+
+def _measure_and_report(args, spec, png, out):
+    """`run`'s work once the sensitivities file is claimed."""
+    from tqdm import tqdm
+
+    from slim.prune.sensitivity import selected_groups, sensitivity_ratios
+    from slim.strategies.sensitive_prune import SensitivityFile, measure, model_identity
     setup = measuring_setup(spec, log=lambda message: print(message, file=out))
     program = setup.programs.eval.program
     groups = selected_groups(program, spec.pruned_params, setup.graph)
@@ -130,7 +138,7 @@ def measuring_setup(spec, log=print):
     cfg = load_config(spec.config, spec.overrides)
     programs, scope, executor, _ = programs_from_config(cfg, spec.config, None)
     place = executor.place
-    if spec.weights:
+    if spec.weights is not None:  # set: loaded (an empty value is refused there)
         load_weights_into("weights", spec.weights, programs, scope, executor, place, False, log)
     else:
         log(f"warning: {spec.config} sets no weights: these are the sensitivities of random "

@@ -78,7 +78,8 @@ def prepare_training(args):
     env = distributed.read_distributed_env()
     log = log_to_stdout if env.is_main else (lambda message: None)
     metric_name = resolve_metric_name(cfg.get("metric", "VOC"))
-    checkpoint_path = args.checkpoint_path or default_checkpoint_path(cfg, args.config)
+    checkpoint_path = (args.checkpoint_path if args.checkpoint_path is not None  # "" is refused
+                       else default_checkpoint_path(cfg, args.config))
     if env.is_main:
         check_train_output_places(args, cfg, checkpoint_path, metric_name)
     settings = TrainSettings(checkpoint_path, init_model=getattr(args, "resume_checkpoint", None))

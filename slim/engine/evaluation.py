@@ -104,7 +104,7 @@ def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metr
         detections = detections_of_run(results, len(batch["im_id"]))
         if detections is None:
             raise UserError("the model's only output has no LoD, so its detections cannot be "
-                            "split per image; evaluate with YoloEvalFeed.batch_size=1")
+                            "split per image; evaluate with -o YoloEvalFeed.batch_size=1")
         if isinstance(metric, VOCMetric):
             metric.update(detections, _ground_truths(batch))
         else:
@@ -112,16 +112,23 @@ def evaluate(executor, program, feed_names, fetch_vars, scope, eval_loader, metr
     return metric.accumulate()
 
 
-def check_image_shape(program, feed_name, image_shape, source):
-    """UserError when `program` declares a fixed input size other than the feed's image_shape."""
-    var = program.global_block().vars.get(feed_name)
+def check_image_shape(program, feed_name, image_shape, source, fix=None):
+    """UserError when `program` declares a fixed input size other than the feed's image_shape
+    (`source`: the feed's name in the config). The message ends in `fix`, or by default in
+    the -o override that makes them agree, written as one shell word (rule (f))."""
+    block = program.global_block()
+    if not hasattr(block, "vars"):  # a PIR program (a .json model): its view has them
+        from slim.prune.pir import PirProgramView
+        block = PirProgramView(program).global_block()
+    var = block.vars.get(feed_name)
     if var is None:
         return
     declared = [int(d) for d in var.shape[1:]]
     wanted = [int(d) for d in image_shape]
     if any(d > 0 and d != w for d, w in zip(declared, wanted)):
+        fix = fix or f"add -o {source}.image_shape=[{','.join(map(str, declared))}]"
         raise UserError(f"the model takes images of {declared}, but {source}.image_shape is "
-                        f"{wanted}; set -o {source}.image_shape={declared}")
+                        f"{wanted}; {fix}")
 
 
 def result_summary(result, class_names, metric_name):

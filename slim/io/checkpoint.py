@@ -63,6 +63,7 @@ from slim.io.file_manifest import (
 )
 from slim.io.output_places import (
     OWNER_MARKER,
+    FileLock,
     OutputPlaceError,
     check_output_dir,
     foreign_entries,
@@ -170,24 +171,9 @@ def _require_only_ours(checkpoint_dir, what):
         raise CheckpointError(str(error)) from None
 
 
-class CheckpointRootLock:
+class CheckpointRootLock(FileLock):
     """An exclusive flock on the checkpoint_path directory itself (no file is left in it),
     released by `close()` or when the process ends, however it ends."""
-
-    def __init__(self, descriptor):
-        self._descriptor = descriptor
-
-    def close(self):
-        """Release the lock."""
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 def lock_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):

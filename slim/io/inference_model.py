@@ -27,7 +27,13 @@ import numpy as np
 
 from slim.errors import UserError, did_you_mean, shorten
 from slim.io.checkpoint import persistable_vars
-from slim.io.export import first_line, read_program, without_deprecation_notice, write_bytes
+from slim.io.export import (
+    first_line,
+    is_pir_program_file,
+    read_program,
+    without_deprecation_notice,
+    write_bytes,
+)
 from slim.io.weights import check_params_fit, numpy_dtype
 from slim.prune.pir import pir_supported
 
@@ -59,7 +65,7 @@ class ModelFiles:
     @property
     def pir(self):
         """True for a Paddle 3 new-IR program (`.json`)."""
-        return self.model_filename.endswith(PIR_SUFFIX) or _looks_like_json(self.model_path)
+        return is_pir_program_file(self.model_path)
 
     @property
     def model_path(self):
@@ -115,7 +121,7 @@ def find_model_files(model_dir, model_filename=None, params_filename=None):
         model_filename = _default_model_filename(model_dir, present)
     model_path = os.path.join(model_dir, model_filename)
     _require_file(model_path, "--model_filename", present)
-    pir = model_filename.endswith(PIR_SUFFIX) or _looks_like_json(model_path)
+    pir = is_pir_program_file(model_path)
     if pir and not pir_supported():
         raise pir_model_error(model_path)
     if params_filename is None:
@@ -180,13 +186,6 @@ def _require_file(path, option, present):
         what = "is not a regular file" if os.path.exists(path) else "does not exist"
         raise UserError(f"{option}: '{shorten(path)}' {what}{did_you_mean(name, present)}"
                         f"{'; the dir holds: ' + shorten(', '.join(present)) if present else ''}")
-
-
-def _looks_like_json(path):
-    """True when the file starts (after blanks) with '{': a PIR program, whatever its name
-    (a ProgramDesc is binary protobuf, which never starts so)."""
-    with open(path, "rb") as handle:
-        return handle.read(64).lstrip()[:1] == b"{"
 
 
 def persistables(program):

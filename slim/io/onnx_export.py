@@ -18,6 +18,7 @@ elementwise MUST be ir::FloatAttribute"), and with that worked around its ONNX m
 detected other boxes than Paddle (measured on the fitted test model, 2026-11), so a 2.x
 install is refused with a one-line error.
 """
+import hashlib
 import os
 
 import numpy as np
@@ -27,17 +28,27 @@ from slim.io.checkpoint import add_to_checkpoint, is_checkpoint_dir, validate_ch
 from slim.io.export import (
     INFER_FETCHES,
     INFER_MODEL_NAME,
+    MODEL_MANIFEST_NAME,
     PARAMS_NAME,
     add_model_file,
     check_params_fit,
+    is_pir_program_file,
     read_program,
     require_files,
     verify_model_manifest,
 )
-from slim.io.output_places import check_output_file
+from slim.io.file_manifest import ManifestError, check_seal, read_manifest_json
+from slim.io.output_places import WRITTEN_LIST, WrittenFiles, check_output_file
 
 ONNX_MODEL_NAME = "model.onnx"
 DEFAULT_OPSET = 11  # the lowest opset paddle2onnx converts yolo_box in
+# The highest opset an export can use (measured on the fitted test model, paddle2onnx
+# 1.3.1, onnx 1.17, onnxruntime 1.32, Paddle 3.3.1 and 2.6.2): paddle2onnx takes up to 19
+# and calls abort() above it (its C++ side logs "Only support opset_version in range of [7,
+# 19]"; exit 134, no Python error), but at 18 and 19 it writes ReduceMin with the axes
+# attribute opset 18 removed, which onnxruntime refuses as an invalid graph. Its Python API
+# exposes no range, so the number is written here for the pinned version.
+PADDLE2ONNX_MAX_OPSET = 17
 ONNX_SUFFIX = ".onnx"
 PADDLE2ONNX_WORKING_MAJOR = "1"  # see the module docstring
 
@@ -82,8 +93,15 @@ def check_exported_model(model_dir, model_name=INFER_MODEL_NAME, params_name=PAR
     params_path = os.path.join(model_dir, params_name)
     require_files(model_dir, (model_name, params_name))
     verify_model_manifest(model_dir, (model_name, params_name))
+    if is_pir_program_file(model_path):
+        raise UserError(f"'{shorten(model_path)}' is a Paddle 3 new-IR (PIR) program: the pinned "
+                        "paddle2onnx 1.3.1 converts classic programs only, and paddle2onnx 2.x "
+                        "(which reads PIR) converts these models wrongly (see slim.io."
+                        "onnx_export); export ONNX from the classic model (__model__.infer or "
+                        "a .pdmodel)")
     check_params_fit(read_program(model_path), params_path, model_path)
     return model_path, params_path
+
 
 
 def onnx_model_bytes(model_dir, opset=DEFAULT_OPSET, model_name=INFER_MODEL_NAME,
@@ -146,6 +164,31 @@ def with_squeeze_axes(data):
     return model.SerializeToString()
 
 
+def supported_opsets():
+    """(lowest, highest) ONNX opset an export can use: from DEFAULT_OPSET (yolo_box) to the
+    highest both paddle2onnx (PADDLE2ONNX_MAX_OPSET) and the installed onnx package (which
+    checks and edits the model, `onnx.defs.onnx_opset_version()`) know."""
+    try:
+        import onnx
+        highest = min(PADDLE2ONNX_MAX_OPSET, int(onnx.defs.onnx_opset_version()))
+    except ImportError:
+        highest = PADDLE2ONNX_MAX_OPSET
+    return DEFAULT_OPSET, highest
+
+
+def check_opset(opset):
+    """UserError (one line, with the valid range) unless `opset` is an integer in
+    `supported_opsets()`: paddle2onnx aborts the process on one it does not know."""
+    lowest, highest = supported_opsets()
+    if not isinstance(opset, int) or isinstance(opset, bool) or not lowest <= opset <= highest:
+        reason = (f"yolo_box needs opset {lowest} or higher" if isinstance(opset, int)
+                  and opset < lowest else f"paddle2onnx 1.3.1 converts these models to opsets up to "
+                  f"{highest}")
+        raise UserError(f"--opset {shorten(str(opset), 40)} is out of range: {reason}; choose "
+                        f"one in [{lowest}, {highest}] (default {DEFAULT_OPSET})")
+    return opset
+
+
 def export_onnx(model_dir, out_path=None, opset=DEFAULT_OPSET, model_name=INFER_MODEL_NAME,
                 params_name=PARAMS_NAME):
     """Convert the exported model in `model_dir` to ONNX at `out_path`; return the path
@@ -157,9 +200,7 @@ def export_onnx(model_dir, out_path=None, opset=DEFAULT_OPSET, model_name=INFER_
     it atomically (`add_to_checkpoint`: its manifest lists the new file too, and a rerun
     replaces it). An explicit `out_path` is a file of the user's place, checked before
     the conversion and recorded as written by slim (.slim-written.json of its directory)."""
-    if not isinstance(opset, int) or opset < DEFAULT_OPSET:
-        raise UserError(f"--opset {opset} is too low: yolo_box needs opset {DEFAULT_OPSET} or "
-                        "higher")
+    check_opset(opset)
     if out_path is None:
         checkpoint_dir = os.path.dirname(os.path.abspath(model_dir))
         if is_checkpoint_dir(checkpoint_dir):
@@ -196,15 +237,60 @@ def onnx_session(path, threads=None):
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
-    if not os.path.isfile(path):
-        raise UserError(f"ONNX model '{shorten(path)}' does not exist; write it with "
-                        "`python -m slim export --format onnx --model_path DIR`")
+    data = verified_onnx_bytes(path)  # the bytes checked are the bytes run
     try:
-        return onnxruntime.InferenceSession(path, sess_options=options,
+        return onnxruntime.InferenceSession(data, sess_options=options,
                                             providers=["CPUExecutionProvider"])
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for bad files
         raise UserError(f"onnxruntime cannot load '{shorten(path)}': "
                         f"{shorten(str(error).splitlines()[0] if str(error) else '', 160)}") from None
+
+
+def verified_onnx_bytes(path):
+    """The content of the ONNX file `path` when `python -m slim export` wrote it and it still
+    has the size and sha256 recorded then; a one-line UserError otherwise: a damaged,
+    swapped or foreign file is never run. The record is the one export made: the model
+    dir's sealed model_manifest.json when it lists the file (DIR/model.onnx), else the
+    WRITTEN_LIST of the file's directory (an --out elsewhere)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    in_checkpoint = is_checkpoint_dir(os.path.dirname(directory))
+    command = "python -m slim export --format onnx --model_path " + (
+        shorten(directory) if name == ONNX_MODEL_NAME and not in_checkpoint
+        else f"MODEL_DIR --out {'NEW.onnx' if in_checkpoint else shorten(path)}")
+    if not os.path.isfile(path):
+        raise UserError(f"ONNX model '{shorten(path)}' does not exist; write it with "
+                        f"`{command}`")
+    # a checkpoint's file cannot be replaced in place (the checkpoint is damaged): a new copy
+    rewrite = (f"write a new copy with `{command}`" if in_checkpoint
+               else f"move it away, then write it again with `{command}`")
+    record, where = _onnx_record(directory, name)
+    if record is None:
+        raise UserError(f"ONNX model '{shorten(path)}' was not written by `python -m slim export` "
+                        f"(neither {MODEL_MANIFEST_NAME} nor {WRITTEN_LIST} beside it records "
+                        f"it), so its content cannot be verified; {rewrite}")
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if record != {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}:
+        raise UserError(f"ONNX model '{shorten(path)}' is not the file `python -m slim export` "
+                        f"wrote: its size or sha256 differs from the one recorded in {where} "
+                        f"(damaged or replaced since); {rewrite}")
+    return data
+
+
+def _onnx_record(directory, name):
+    """({"size", "sha256"} export recorded for `name` in `directory`, where) or (None, None)."""
+    manifest_path = os.path.join(directory, MODEL_MANIFEST_NAME)
+    if os.path.lexists(manifest_path):
+        try:
+            manifest = read_manifest_json(manifest_path, MODEL_MANIFEST_NAME)
+            check_seal(manifest, MODEL_MANIFEST_NAME)
+        except ManifestError as error:
+            raise UserError(f"exported model '{shorten(directory)}' is damaged: {error}") from None
+        record = (manifest.get("files") or {}).get(name)
+        if isinstance(record, dict):
+            return {key: record.get(key) for key in ("size", "sha256")}, MODEL_MANIFEST_NAME
+    record = WrittenFiles(directory).files.get(name)
+    return (record, WRITTEN_LIST) if record is not None else (None, None)
 
 
 def check_onnx_interface(session, path):

@@ -58,13 +58,15 @@ def _missing_ancestors(path):
     return missing
 
 
-def check_output_dir(path, what, inputs=()):
+def check_output_dir(path, what, inputs=(), for_file=None):
     """Make sure the directory `path` (the option `what`, e.g. '--output_dir') can take the
     tool's output before any work starts: create it if needed and write a probe file.
 
     OutputPlaceError (one line, exit 2) when `path` is empty, exists as a file, is the
     same as one of `inputs` (paths the run reads), or cannot be created or written. On
     failure the directories this call created are removed again. Returns the absolute path.
+    `for_file`: the file (as the user named it) that `path` is the directory of; messages
+    then name it and advise another place for the file, not a directory.
     """
     if path is None or str(path).strip() == "":
         raise OutputPlaceError(f"{what} is empty; name a directory to write to")
@@ -78,10 +80,12 @@ def check_output_dir(path, what, inputs=()):
                                "name a directory (it is created if missing)")
     finished = _finished_owned_dir_holding(absolute)
     if finished is not None:
-        raise OutputPlaceError(f"{what} '{shorten(path)}' is inside '{shorten(finished)}', a "
+        shown, place = (for_file, "a file path outside it") if for_file else (path, "a directory "
+                                                                                "outside it")
+        raise OutputPlaceError(f"{what} '{shorten(shown)}' is inside '{shorten(finished)}', a "
                                "directory this tool wrote as a whole (a checkpoint, dataset or "
                                "weights dir): files put there would be lost or block its "
-                               "replacement; choose a directory outside it")
+                               f"replacement; choose {place}")
     _create_and_probe(absolute, path, what)
     return absolute
 
@@ -298,8 +302,9 @@ class WrittenFiles:
     `written.record(name)` after writing a file some other way (e.g. cv2.imwrite).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, what=None):
         self.directory = directory
+        self.what = what  # how errors name the place (the option), default the directory
         self.files = {}
         path = os.path.join(directory, WRITTEN_LIST)
         try:
@@ -346,7 +351,7 @@ class WrittenFiles:
 
     def write_bytes(self, name, data):
         """Write `data` to `name` atomically and record it; return the path."""
-        self.check([name], self.directory)
+        self.check([name], self.what or self.directory)
         path = self.path(name)
         write_atomically(path, data)
         self.record(name)
@@ -368,7 +373,8 @@ def check_output_file(path, what, inputs=()):
     target = os.path.abspath(str(path))
     if os.path.isdir(target):
         raise OutputPlaceError(f"{what} '{shorten(path)}' is a directory; name a file to write")
-    written = WrittenFiles(check_output_dir(os.path.dirname(target), what, inputs))
+    written = WrittenFiles(check_output_dir(os.path.dirname(target), what, inputs, for_file=path),
+                           what)
     name = os.path.basename(target)
     written.check([name], what, inputs)
     return written, name
@@ -409,3 +415,61 @@ def write_atomically(path, data):
         if os.path.exists(temp_path):
             os.remove(temp_path)
         raise
+
+
+# ----------------------------------------------------------------------------- files updated in place
+
+class FileLock:
+    """An exclusive flock held on an open descriptor (the hidden lock file of one output
+    file, see `lock_file`; or a directory, `path` None); `close()` releases it and removes
+    the lock file, if any."""
+
+    def __init__(self, descriptor, path=None):
+        self._descriptor, self.path = descriptor, path
+
+    def close(self):
+        """Release the lock (the lock file goes first, while it is still held)."""
+        if self._descriptor is not None:
+            if self.path is not None:
+                try:
+                    os.remove(self.path)
+                except OSError:
+                    pass
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def lock_file(path, what):
+    """Claim the file `path` that this run updates in place (e.g. a sensitivities file
+    written after every entry), as checkpoint_path is claimed: an exclusive lock on
+    `.NAME.lock` beside it, held until the returned FileLock is closed or the process ends.
+    A second run on the same file gets a one-line OutputPlaceError at once, before it
+    measures anything. A lock file left by a killed run is not locked and is taken over."""
+    import fcntl
+    directory, name = os.path.split(os.path.abspath(str(path)))
+    lock_path = os.path.join(directory, f".{name}.lock")
+    while True:
+        try:
+            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_current_umask())
+        except OSError as error:
+            raise OutputPlaceError(f"{what} '{shorten(path)}' cannot be locked "
+                                   f"({describe_os_error(error)})") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise OutputPlaceError(f"{what} '{shorten(path)}' is in use by another run (it holds "
+                                   f"'{shorten(lock_path)}'); wait for it to finish or choose "
+                                   f"another {what}") from None
+        try:  # the holder may have removed the file between our open and flock: lock anew
+            if os.stat(lock_path).st_ino == os.fstat(descriptor).st_ino:
+                return FileLock(descriptor, lock_path)
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)

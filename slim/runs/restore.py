@@ -56,15 +56,41 @@ def replay_checkpoint(checkpoint, programs, scope, executor, only_parameters=Fal
                                                 executor, only_parameters=only_parameters)
 
 
+def how_to_set(key, value):
+    """How the user gives the setting `key` the value `value`, as a hint says it (rule (f):
+    every hint is a command that works): a flag (`--resume_checkpoint`) as `-flag VALUE`, a
+    slim config key (`compressor.init_model`) in the slim config file (-o overrides the
+    detection config only), any other key (`weights`) as `-o key=VALUE`."""
+    if key.startswith("-"):
+        return f"{key} {value}"
+    if key.startswith("compressor."):
+        return f"set `{key.split('.', 1)[1]}: {value}` under `compressor:` in the slim config"
+    return f"-o {key}={value}"
+
+
+def how_to_unset(key):
+    """How the user runs without the setting `key` (see `how_to_set`)."""
+    if key.startswith("-"):
+        return f"leave out {key}"
+    if key.startswith("compressor."):
+        return f"remove `{key.split('.', 1)[1]}` from `compressor:` in the slim config"
+    return f"-o {key}=null"
+
+
 def _local_path(key, path):
-    """`path` if it exists locally; a UserError naming `key` for URLs, archives, missing paths."""
+    """`path` if it exists locally; a UserError naming `key` for an empty value, URLs,
+    archives and missing paths (an empty value is refused, never taken for "not given")."""
+    if str(path).strip() == "":
+        raise UserError(f"{key} is empty; name a local path ({how_to_set(key, 'PATH')}), or "
+                        f"{how_to_unset(key)} to start without it")
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(path)):
         raise UserError(f"{key} '{path}' is a URL and nothing can be downloaded here: download "
-                        f"(and extract) it yourself, then pass the local path, e.g. -o {key}=/path/to/dir")
+                        "(and extract) it yourself, then pass the local path, e.g. "
+                        f"{how_to_set(key, '/path/to/dir')}")
     if not os.path.exists(path):
         raise UserError(f"{key} '{path}' does not exist; expected a directory of per-parameter "
                         "files, a combined params file, an eval_model dir or a checkpoint dir "
-                        f"(set -o {key}=PATH, or {key}=null to start without it)")
+                        f"({how_to_set(key, 'PATH')}, or {how_to_unset(key)} to start without it)")
     if os.path.isfile(path) and str(path).endswith(ARCHIVE_SUFFIXES):
         raise UserError(f"{key} '{path}' is an archive: extract it and pass the directory")
     return path
@@ -128,7 +154,7 @@ def _starting_checkpoint(checkpoint_root, init_model, programs, log, init_key="c
     init_model in messages; with `init_must_be_checkpoint` (train.py -r) weights are refused."""
     from slim.io import checkpoint as checkpoint_lib
     latest, latest_plans = _usable_checkpoint(checkpoint_root, programs, log)
-    if not init_model:
+    if init_model is None:  # not given; an empty value is refused by _local_path
         return latest, latest_plans, False
     path = _local_path(init_key, init_model)
     if not os.path.isfile(os.path.join(path, checkpoint_lib.MANIFEST_NAME)):
@@ -193,7 +219,7 @@ def restore_state(job):
                     False)] + [(key, job.cfg.get(key), key == "pretrain_weights")
                                for key in job.weights_keys]
         for key, path, partial in sources:
-            if path:
+            if path is not None:  # set; an empty value is refused by _local_path
                 state.plan_records = load_weights_into(key, path, job.programs, job.scope,
                                                        job.executor, job.place, partial, job.log)
                 break

@@ -27,7 +27,7 @@ import os
 from tqdm import tqdm
 
 from slim.errors import ConfigError, UserError, shorten
-from slim.io.output_places import check_output_file
+from slim.io.output_places import check_output_file, lock_file
 from slim.prune import PruneError, format_summary, plan_summary
 from slim.prune.graph import analyze_program
 from slim.prune.pruner import keep_count
@@ -176,6 +176,16 @@ class SensitivityFile:
                                                for key in entry["metric"] if losses})
         return {"format": SENSITIVITIES_FORMAT, "version": SENSITIVITIES_VERSION,
                 "identity": self.identity, "baseline": self.baseline, "groups": groups}
+
+
+def lock_sensitivities_file(path):
+    """Claim the sensitivities file at `path` before anything is measured into it
+    (`slim.io.output_places.lock_file`; its directory is checked and made first when the
+    file does not exist yet): a second run on the same file fails at once, in one line,
+    instead of measuring everything and then finding the file changed under it."""
+    if not os.path.exists(path):
+        check_output_file(path, "sensitivities_file")
+    return lock_file(path, "sensitivities_file")
 
 
 def _checked_groups(path, groups):
@@ -332,6 +342,12 @@ class SensitivePruneStrategy(Strategy):
 
     def _curves(self, context, program, groups, ratios):
         """{group: {ratio: loss}} from the file, the missing entries measured (and written)."""
+        if context.evaluate is None:  # nothing can be measured here: the file is only read
+            return self._curves_locked(context, program, groups, ratios)
+        with lock_sensitivities_file(self.sensitivities_file):
+            return self._curves_locked(context, program, groups, ratios)
+
+    def _curves_locked(self, context, program, groups, ratios):
         store = SensitivityFile.open(self.sensitivities_file,
                                      model_identity(program, self.eval_rate, self.criterion))
         names = [name for name, _ in groups]
