@@ -45,8 +45,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
-
 from slim.errors import UserError, shorten
 from slim.io.export import first_line, run_predictor
 from slim.io.inference_model import (  # noqa: F401  (feed_shapes & co. used to live here)
@@ -58,6 +56,7 @@ from slim.io.inference_model import (  # noqa: F401  (feed_shapes & co. used to 
     random_feeds,
     save_inference_model,
 )
+from slim.io.latency import WARMUP_RUNS, interleaved_timings, pair_summary, speedup_text
 from slim.io.output_places import (
     check_replaceable_dir,
     make_owned_temp_dir,
@@ -73,7 +72,6 @@ REPORT_FORMAT = "slim-prune-report"
 REPORT_VERSION = 1
 DEFAULT_CRITERION = "l1_norm"
 DEFAULT_LATENCY_RUNS = 20
-WARMUP_RUNS = 3
 
 
 def add_arguments(parser):
@@ -405,11 +403,9 @@ def slim_config_options(slim_file, strategy=None):
 
 def measure_latency(files, pruned_files, feeds, runs, threads):
     """Load both models in Paddle Inference, check their outputs have the same shapes, and
-    time them interleaved (`runs` pairs after WARMUP_RUNS each); the timing summary. None
-    when runs is 0 (nothing is run)."""
+    time them interleaved (`runs` pairs after WARMUP_RUNS each; `slim.io.latency`): the
+    timing summary with its verdict. None when runs is 0 (nothing is run)."""
     import paddle.inference as paddle_infer
-
-    from slim.workflow.latency import interleaved_timings
     if runs == 0:
         return None
     configs = {"before": inference_config(files, threads),
@@ -434,7 +430,7 @@ def measure_latency(files, pruned_files, feeds, runs, threads):
                                   [feeds], runs, warmup=WARMUP_RUNS)
     return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads,
             "onednn": bool(configs["before"].mkldnn_enabled()),
-            **paired_latency(timings["before"], timings["after"]),
+            **pair_summary(timings["before"], timings["after"], ("before_", "after_")),
             "before_ms": [round(ms, 3) for ms in timings["before"]],
             "after_ms": [round(ms, 3) for ms in timings["after"]]}
 
@@ -444,7 +440,6 @@ def measure_on_runtime(files, pruned_files, feeds, runs, runtime, threads, work_
     them: the run call only), after WARMUP_RUNS each; the timing summary (None: runs 0)."""
     import tempfile
 
-    from slim.workflow.latency import interleaved_timings
     from slim.workflow.latency_table import load_average, timed_run
     if runs == 0:
         return None
@@ -455,22 +450,9 @@ def measure_on_runtime(files, pruned_files, feeds, runs, runtime, threads, work_
         timings = interleaved_timings(timed, [None], runs, warmup=WARMUP_RUNS)
     return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads, "runtime": runtime,
             "onednn": runtime == "paddle-onednn", "load_average": [load, load_average()],
-            **paired_latency(timings["before"], timings["after"]),
+            **pair_summary(timings["before"], timings["after"], ("before_", "after_")),
             "before_ms": [round(ms, 3) for ms in timings["before"]],
             "after_ms": [round(ms, 3) for ms in timings["after"]]}
-
-
-def paired_latency(before_ms, after_ms):
-    """Medians and p90 of both timing lists (the i-th entries measured back to back) and the
-    speed-up: the median (p10, p90) of the per-pair ratios before / after."""
-    before_ms, after_ms = np.asarray(before_ms, float), np.asarray(after_ms, float)
-    ratios = before_ms / after_ms
-    return {"before_median_ms": float(np.median(before_ms)),
-            "before_p90_ms": float(np.percentile(before_ms, 90)),
-            "after_median_ms": float(np.median(after_ms)),
-            "after_p90_ms": float(np.percentile(after_ms, 90)),
-            "speedup": float(np.median(ratios)), "speedup_p10": float(np.percentile(ratios, 10)),
-            "speedup_p90": float(np.percentile(ratios, 90)), "pairs": int(len(ratios))}
 
 
 def build_report(args, request, files, model, shapes, plan, before, after, latency, written,
@@ -533,7 +515,7 @@ def format_report(report):
                      f"{', oneDNN' if latency.get('onednn') else ''}"
                      f"{', ' + latency['runtime'] if latency.get('runtime') else ''})",
                      f"{latency['before_median_ms']:.2f}", f"{latency['after_median_ms']:.2f}",
-                     f"{latency['speedup']:.2f}x faster"))
+                     speedup_text(latency)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     predicted = report.get("latency_target")
     if predicted:
@@ -550,7 +532,7 @@ def format_report(report):
                      f"{row[3]}")
     if predicted:
         measured = (f"measured {latency['before_median_ms']:.2f} -> {latency['after_median_ms']:.2f}"
-                    f" ms ({latency['speedup']:.2f}x)") if latency else "not measured"
+                    f" ms ({speedup_text(latency)})") if latency else "not measured"
         lines.append(f"latency on {predicted['runtime']}: predicted "
                      f"{predicted['predicted_before_ms']:.2f} -> {predicted['predicted_after_ms']:.2f}"
                      f" ms ({predicted['predicted_speedup']:.2f}x; target "
@@ -560,7 +542,8 @@ def format_report(report):
                      f"{latency['pairs']} interleaved "
                      f"pairs after {latency['warmup']} warm-up runs; speed-up = median of "
                      f"per-pair ratios (p10 {latency['speedup_p10']:.2f}x, "
-                     f"p90 {latency['speedup_p90']:.2f}x)")
+                     f"p90 {latency['speedup_p90']:.2f}x; when they straddle 1: no "
+                     "significant change)")
     else:
         lines.append("latency: not measured (--latency_runs 0)")
     lines.append(f"wrote {os.path.join(report['out'], PLAN_NAME)}, "

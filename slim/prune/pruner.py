@@ -78,8 +78,9 @@ def select_params(graph, pruned_params, on_unknown="error"):
         blocked = [group for group in weight_groups if not group.prunable]
         unknown = [group for group in blocked if group.unknown]
         if unknown and on_unknown == "error" and not auto:
-            raise PruneError(f"cannot prune '{weight}': {unknown[0].unknown[0]} (register a rule "
-                             "for it in slim.prune.ops, or set on_unknown: skip to leave such "
+            raise PruneError(f"cannot prune '{weight}': {unknown[0].unknown[0]} (give the op a "
+                             "rule: an OpSpec in slim.prune.op_specs or extra_ops; or set "
+                             "on_unknown to skip, --on_unknown skip in slim prune, to leave such "
                              "channels unpruned)")
         if not prunable:
             reason = blocked[0].blocked_reason if blocked else "no channel group"

@@ -29,6 +29,7 @@ from slim.io.inference_model import (
     random_feeds,
     save_inference_model,
 )
+from slim.io.latency import interleaved_timings
 from slim.prune.latency import (
     DEFAULT_GRID,
     DEFAULT_STEP,
@@ -39,7 +40,6 @@ from slim.prune.latency import (
     conv_layers,
     model_signature,
 )
-from slim.workflow.latency import interleaved_timings
 
 LAYER_ROUNDS = 5
 LAYER_WARMUP = 2
