@@ -144,7 +144,10 @@ def test_command_measures_the_grid_once_and_checks_the_prediction(model_dir, tmp
     # conv 3->16 (8, 16) and conv 16->32 (8, 16 x 16, 32) share their shape key (3x3 at
     # 16 px, bias + relu): 6 pairs; the 1x1 head 32->6: (16, 32)
     assert sorted(len(counts) for counts in entries.values()) == [2, 6]
-    assert all(record["ms"] > 0 and record["n"] == 1
+    # ms: the run call's time less the overhead program's, measured interleaved with it
+    assert all(record["raw_ms"] > 0 and record["overhead_ms"] > 0 and record["n"] == 1 and
+               record["ms"] == pytest.approx(max(record["raw_ms"] - record["overhead_ms"], 0),
+                                             abs=1e-4)
                for counts in entries.values() for record in counts.values())
     (model,) = table["models"]["paddle|t1"].values()
     assert model["check"]["measured"]["ms"] > 0 and model["check"]["predicted_ms"] > 0
