@@ -206,3 +206,51 @@ def test_strategy_latency_options_load(tmp_path):
     options = load_slim_config(str(path)).strategies["s"]
     assert (options.target_latency_ratio, options.runtime, options.latency_threads) == \
         (0.5, "onnxruntime", 1)
+
+
+def synthetic_table_for(program, path, runtime="paddle-onednn"):
+    """A table for `program`'s layers at the default grid: ms = cin * cout * h * w / 1e6 per
+    layer, the fit the plain sum (no timing: the strategy's choice is deterministic)."""
+    from slim.prune.latency import DEFAULT_GRID, DEFAULT_STEP, channel_grid, model_signature
+    graph = analyze_program(program)
+    selection = select_params(graph, "auto", on_unknown="skip")
+    layers = conv_layers(program, graph, {group.id: group.id for group in selection.groups})
+    candidates = {group.id: channel_grid(group.size) for group in selection.groups}
+    table = LatencyTable()
+    context = context_key(runtime, 1)
+    for layer in layers:
+        for cin, cout in layer_grid(layer, candidates):
+            table.put(context, layer.shape_key, cin, cout,
+                      {"ms": cin * cout * layer.height * layer.width / 1e6})
+    table.models[context] = {model_signature(layers): {
+        "fixed_ms": 0.0, "scale": 1.0, "grid": list(DEFAULT_GRID), "step": DEFAULT_STEP}}
+    with open(path, "w") as handle:
+        json.dump(table.to_dict(), handle)
+
+
+def test_uniform_strategy_prunes_to_a_latency_target(tmp_path):
+    from test_compress import DETECTION_CONFIG
+    from test_distillation import build_run, detection_config, fake_runner  # noqa: F401
+
+    from slim.config import load_config
+    from slim.prune.flops import program_flops
+    config = tmp_path / "tiny.yml"
+    config.write_text(DETECTION_CONFIG)
+    cfg = load_config(str(config), ["LearningRate.schedulers=[]", "LearningRate.base_lr=0.01"])
+    table = str(tmp_path / "table.json")
+    slim_file = tmp_path / "slim.yaml"
+    slim_file.write_text(SLIM_YAML % f"target_latency_ratio: 0.5, latency_table: {table}")
+    programs, scope, executor, strategies = build_run(cfg, str(slim_file), hooks=False)
+    synthetic_table_for(programs.eval.program, table)
+    before = program_flops(programs.eval.program)
+    logged = []
+    runner = fake_runner(programs, scope, executor, log=logged.append)
+    (strategy,) = strategies
+    strategy.validate(runner.context)
+    record = strategy.on_epoch_begin(runner.context)
+    predicted = record["latency"]
+    assert predicted["predicted_after_ms"] <= 0.5 * predicted["predicted_before_ms"] + 1e-9
+    assert predicted["runtime"] == "paddle-onednn"
+    assert program_flops(programs.eval.program) < before
+    assert any("predicted" in line and "ms" in line for line in logged)
+    assert strategy.state_dict()["options"]["latency"]["ratio"] == 0.5

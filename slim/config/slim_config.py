@@ -142,6 +142,15 @@ class SensitivePruneStrategy:
         sensitivities_file: JSON file where measured sensitivities are saved and reused.
         metric_name: metric reported for the strategy (acc_top1 in the seed means the
             detection metric of the config).
+        target_latency_ratio: instead of target_ratio: prune to this fraction of the model's
+            predicted latency on `runtime` (per-group channel counts from `latency_table`,
+            least metric lost by the sensitivities; docs/deploy.md), in (0, 1); step k
+            reaches 1 - (1 - ratio) * (k + 1) / num_steps.
+        target_latency_ms: instead of target_ratio: prune to this predicted latency (ms).
+        runtime: what the latency is for: paddle, paddle-onednn or onnxruntime.
+        latency_table: the table `python -m slim latency-table` measured for this model,
+            runtime and input size.
+        latency_threads: CPU threads the latency is for.
     """
     pruner: str = REQUIRED
     start_epoch: int = 0
@@ -153,10 +162,16 @@ class SensitivePruneStrategy:
     pruned_params: Union[str, List[str]] = "conv.*_weights"
     sensitivities_file: str = "./sensitivities.data"
     metric_name: Optional[str] = None
+    target_latency_ratio: Optional[float] = None
+    target_latency_ms: Optional[float] = None
+    runtime: Literal[LATENCY_RUNTIMES] = "paddle-onednn"
+    latency_table: Optional[str] = None
+    latency_threads: int = 1
 
     @classmethod
     def check_config(cls, options):
         _check_ratio(options, "target_ratio")
+        _check_latency(options)
         _check_ratio(options, "delta_rate")
         if options["eval_rate"] is not None and not 0.0 < options["eval_rate"] <= 1.0:
             raise InvalidValue(("eval_rate",), f"key 'eval_rate' must be in (0, 1], "

@@ -464,6 +464,11 @@ class LatencyTarget:
         return f"{goal} on {self.runtime}, {self.threads} thread(s)"
 
 
+def _group_name(group):
+    from slim.prune.sensitivity import group_name
+    return group_name(group)
+
+
 def model_fit(table, layers, context):
     """The table's whole-model record of the model of `layers` on `context`; a one-line
     error saying how to measure it when there is none."""
@@ -483,7 +488,9 @@ def plan_for_latency(program, scope, pruned_params, target, *, flops_program, cr
                      sensitivities=None):
     """(PrunePlan, summary) meeting the LatencyTarget `target` with the least importance
     loss (choose_keeps): per-group counts from the table's grid, channels kept by
-    `criterion` (or losses from `sensitivities`: {group id: {ratio: metric loss}}).
+    `criterion`; the loss of a count is the fraction of the group's criterion scores
+    removed, or with `sensitivities` ({group name (slim.prune.sensitivity.group_name):
+    {ratio: metric loss}}, a sensitivities file's curves) the metric lost.
 
     program: the program the plan is for (train or inference); flops_program: one with the
     static input size the latency is for (the eval program, or a concrete-shape copy);
@@ -510,8 +517,12 @@ def plan_for_latency(program, scope, pruned_params, target, *, flops_program, cr
                          fit["fixed_ms"], fit["scale"])
     read = scope_reader(scope, statistics)
     scores = {group.id: group_importance(criterion, group, read) for group in selection.groups}
-    losses = sensitivity_losses(sizes, sensitivities) if sensitivities is not None \
-        else importance_losses(scores)
+    if sensitivities is not None:
+        from slim.prune.sensitivity import group_name
+        losses = sensitivity_losses(sizes, {group.id: sensitivities.get(group_name(group), {})
+                                            for group in selection.groups})
+    else:
+        losses = importance_losses(scores)
     before = model.predict_ms(model.full_keeps())
     target_ms = float(target.ms) if target.ms is not None else float(target.ratio) * before
     keeps, after = choose_keeps(model, losses, target_ms)
@@ -524,6 +535,6 @@ def plan_for_latency(program, scope, pruned_params, target, *, flops_program, cr
                "fit": {"fixed_ms": fit["fixed_ms"], "scale": fit["scale"],
                        "check_error": fit.get("check", {}).get("error")},
                "grid": list(grid), "step": step,
-               "keeps": {group.key[0]: [int(keeps[group.id]), group.size]
+               "keeps": {_group_name(group): [int(keeps[group.id]), group.size]
                          for group in selection.groups}}
     return plan, summary
