@@ -183,3 +183,14 @@ def test_a_foreign_file_is_not_a_table(model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "Traceback" not in err
     assert json.loads(out.read_text()) == {"something": "else"}
+
+
+def test_command_on_onnxruntime(model_dir, tmp_path, capsys):
+    out = str(tmp_path / "table.json")
+    assert latency_table(["--model_dir", model_dir, "--input_shape", "3,16,16", "--runtime",
+                          "onnxruntime", "--grid", "1", "--rounds", "1", "--out", out]) == 0
+    assert "3 layer counts to measure" in capsys.readouterr().out
+    table = json.load(open(out))
+    assert sum(len(counts) for counts in table["entries"]["onnxruntime|t1"].values()) == 3
+    (model,) = table["models"]["onnxruntime|t1"].values()
+    assert model["full"]["ms"] > 0

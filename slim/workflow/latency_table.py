@@ -89,16 +89,13 @@ class TimedRun:
         self._call = self.predictor.run
 
     def _init_onnx(self, files, feeds, threads, work_dir):
-        from slim.io.onnx_export import onnx_model_bytes, onnx_session
+        from slim.io.onnx_export import onnx_model_bytes, onnx_session_of_bytes
         if not files.params_filename:
             raise UserError(f"--runtime onnxruntime needs a model with combined params; "
                             f"'{shorten(files.model_path)}' has one file per parameter")
         data = onnx_model_bytes(files.directory, model_name=files.model_filename,
                                 params_name=files.params_filename)
-        path = os.path.join(work_dir, os.path.splitext(files.model_filename)[0] + ".onnx")
-        with open(path, "wb") as handle:
-            handle.write(data)
-        self.session = onnx_session(path, threads)
+        self.session = onnx_session_of_bytes(data, threads, files.model_path)
         self.binding = self.session.io_binding()
         for item in self.session.get_inputs():
             self.binding.bind_cpu_input(item.name, np.ascontiguousarray(feeds[item.name]))
