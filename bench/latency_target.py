@@ -13,8 +13,10 @@ fit refitted each run), then the model is pruned to target_latency_ratio 0.5 and
 (`slim.prune.latency.plan_for_latency`, l1_norm) and the baseline and both pruned models are
 timed interleaved on that runtime (the run call only, inputs bound, after warm-up): the
 measured speed-up is the median of per-round ratios, beside the target's (1 / ratio), the
-table's prediction, and the FLOPs and params reached. The machine's load average is stored
-with every row: on a shared machine the medians move with it.
+table's prediction, and the FLOPs and params reached. Then, once, NetAdapt's measure-and-adjust: each
+target is planned again at target x (measured / predicted speed-up), the table's bias on
+this model, and timed again (rows with refined: true). The machine's load average is
+stored with every row: on a shared machine the medians move with it.
 
 `--quick`: the demo architecture on paddle-onednn, 3 rounds, target 0.5 (a smoke run).
 """
@@ -30,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import slim  # noqa: E402,F401  (classic static IR before paddle)
+from slim.errors import UserError  # noqa: E402
 
 MODELS = {"demo": (os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml"), (192,)),
           "full": (os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_voc.yml"), (320, 416))}
@@ -56,13 +59,27 @@ def target_row(target, measured, predicted, flops, params):
             "flops_ratio": flops, "params_ratio": params}
 
 
+def refined_ratio(target, planned, measured_speedup, predicted_speedup):
+    """The ratio to plan with so that the measured speed-up reaches 1 / target, when the
+    plan at `planned` measured `measured_speedup` against its predicted one (the table's
+    bias on this model, assumed to stay: NetAdapt's measure-and-adjust, once)."""
+    bias = measured_speedup / predicted_speedup  # (planned only names the plan it was)
+    return min(max(target * bias, 0.05), 0.95)
+
+
 def results_table(rows):
     """Markdown lines of the rows."""
-    lines = ["| arch | px | runtime | target | speed-up measured (p10-p90) | target | "
+    lines = ["| arch | px | runtime | target (planned) | speed-up measured (p10-p90) | target | "
              "predicted | FLOPs | params | load |", "|---" * 10 + "|"]
     for row in rows:
+        planned = f" ({row['planned_ratio']:.3f})" if row.get("refined") else ""
+        if "error" in row:
+            lines.append(f"| {row['arch']} | {row['size']} | {row['runtime']} | "
+                         f"{row['target_latency_ratio']:g}x{planned} | {row['error'][:80]} |"
+                         " | | | | |")
+            continue
         lines.append(
-            f"| {row['arch']} | {row['size']} | {row['runtime']} | {row['target_latency_ratio']:g}x "
+            f"| {row['arch']} | {row['size']} | {row['runtime']} | {row['target_latency_ratio']:g}x{planned} "
             f"| {row['measured_speedup']:.2f}x ({row['measured_speedup_p10']:.2f}-"
             f"{row['measured_speedup_p90']:.2f}) | {row['target_speedup']:.2f}x "
             f"| {row['predicted_speedup']:.2f}x | {100 * row['flops_ratio']:.1f}% "
@@ -101,35 +118,54 @@ def measure(arch, config, size, runtime, targets, rounds, table_path, work_dir, 
     save()
     base_flops = program_flops(loaded.counted)
     base_params = program_params(loaded.model.program)
-    runs = {"baseline": lt.timed_run(runtime, files, loaded.feeds, 1, work_dir)}
-    reached = {}
-    for target in targets:
+    baseline = lt.timed_run(runtime, files, loaded.feeds, 1, work_dir)
+
+    def pruned(ratio):
+        """(TimedRun, predicted, FLOPs ratio, params ratio) of the model pruned to `ratio`."""
         plan, predicted = plan_for_latency(
             loaded.model.program, loaded.scope, "auto",
-            LatencyTarget(table_path, runtime, 1, ratio=target), flops_program=loaded.counted,
+            LatencyTarget(table_path, runtime, 1, ratio=ratio), flops_program=loaded.counted,
             graph=loaded.graph, flops_graph=loaded.counted_graph, on_unknown="skip")
         undo = apply_plan(plan, [loaded.model.program, loaded.counted], loaded.scope,
                           graphs=[loaded.graph, loaded.counted_graph])
         try:
             flops = program_flops(loaded.counted) / base_flops
             params = program_params(loaded.model.program) / base_params
-            directory = tempfile.mkdtemp(prefix=f"t{target}-", dir=work_dir)
+            directory = tempfile.mkdtemp(prefix=f"t{ratio:.3f}-", dir=work_dir)
             save_inference_model(loaded.model, loaded.executor, loaded.scope, directory,
                                  files.model_filename, files.params_filename)
         finally:
             undo.restore()
-        runs[target] = lt.timed_run(runtime, dataclasses.replace(files, directory=directory),
-                                    loaded.feeds, 1, directory)
-        reached[target] = (predicted, flops, params)
-    load = lt.load_average()
-    timings = interleaved_timings(runs, [None], rounds, warmup=3)
-    rows = []
-    for target, (predicted, flops, params) in reached.items():
-        summary = pair_summary(timings["baseline"], timings[target])
-        rows.append({"arch": arch, "size": size, "runtime": runtime, "threads": 1,
-                     "rounds": rounds, "load_average": [load, lt.load_average()],
-                     "fit_check_error": fit["check"]["error"],
-                     **target_row(target, summary, predicted, flops, params)})
+        run = lt.timed_run(runtime, dataclasses.replace(files, directory=directory),
+                           loaded.feeds, 1, directory)
+        return run, predicted, flops, params
+
+    rows, ratios = [], {target: target for target in targets}
+    for refined in (False, True):
+        runs, reached = {"baseline": baseline}, {}
+        for target, ratio in ratios.items():
+            try:
+                run, predicted, flops, params = pruned(ratio)
+            except UserError as error:  # e.g. out of the grid's reach: a row saying so
+                rows.append({"arch": arch, "size": size, "runtime": runtime, "refined": refined,
+                             "target_latency_ratio": target, "planned_ratio": ratio,
+                             "error": str(error)})
+                continue
+            runs[target] = run
+            reached[target] = (predicted, flops, params)
+        load = lt.load_average()
+        timings = interleaved_timings(runs, [None], rounds, warmup=3)
+        for target, (predicted, flops, params) in reached.items():
+            summary = pair_summary(timings["baseline"], timings[target])
+            row = {"arch": arch, "size": size, "runtime": runtime, "threads": 1,
+                   "rounds": rounds, "load_average": [load, lt.load_average()],
+                   "fit_check_error": fit["check"]["error"], "refined": refined,
+                   "planned_ratio": ratios[target],
+                   **target_row(target, summary, predicted, flops, params)}
+            rows.append(row)
+            # once: the table's bias measured here, the plan's ratio corrected by it
+            ratios[target] = refined_ratio(target, ratios[target], row["measured_speedup"],
+                                           row["predicted_speedup"])
     return rows, {"arch": arch, "size": size, "runtime": runtime, **fit}
 
 

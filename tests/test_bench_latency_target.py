@@ -17,3 +17,9 @@ def test_row_compares_the_measured_speedup_with_the_targets():
     (line,) = bench.results_table([row])[2:]
     assert line == ("| full | 416 | onnxruntime | 0.5x | 1.90x (1.50-2.30) | 2.00x | 2.05x "
                     "| 41.0% | 37.0% | 9.5 |")
+
+
+def test_refined_ratio_corrects_by_the_measured_bias():
+    # planned 0.5, predicted 2.0x, measured 1.6x: plan for 2.0 / 0.8 = 2.5x predicted
+    assert bench.refined_ratio(0.5, 0.5, 1.6, 2.0) == pytest.approx(0.4)
+    assert bench.refined_ratio(0.3, 0.3, 0.1, 3.3) == pytest.approx(0.05)  # clamped
