@@ -144,7 +144,10 @@ def test_command_measures_the_grid_once_and_checks_the_prediction(model_dir, tmp
     # conv 3->16 (8, 16) and conv 16->32 (8, 16 x 16, 32) share their shape key (3x3 at
     # 16 px, bias + relu): 6 pairs; the 1x1 head 32->6: (16, 32)
     assert sorted(len(counts) for counts in entries.values()) == [2, 6]
-    assert all(record["ms"] > 0 and record["n"] == 1
+    # ms: the run call's time less the overhead program's, measured interleaved with it
+    assert all(record["raw_ms"] > 0 and record["overhead_ms"] > 0 and record["n"] == 1 and
+               record["ms"] == pytest.approx(max(record["raw_ms"] - record["overhead_ms"], 0),
+                                             abs=1e-4)
                for counts in entries.values() for record in counts.values())
     (model,) = table["models"]["paddle|t1"].values()
     assert model["check"]["measured"]["ms"] > 0 and model["check"]["predicted_ms"] > 0
@@ -180,3 +183,14 @@ def test_a_foreign_file_is_not_a_table(model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "Traceback" not in err
     assert json.loads(out.read_text()) == {"something": "else"}
+
+
+def test_command_on_onnxruntime(model_dir, tmp_path, capsys):
+    out = str(tmp_path / "table.json")
+    assert latency_table(["--model_dir", model_dir, "--input_shape", "3,16,16", "--runtime",
+                          "onnxruntime", "--grid", "1", "--rounds", "1", "--out", out]) == 0
+    assert "3 layer counts to measure" in capsys.readouterr().out
+    table = json.load(open(out))
+    assert sum(len(counts) for counts in table["entries"]["onnxruntime|t1"].values()) == 3
+    (model,) = table["models"]["onnxruntime|t1"].values()
+    assert model["full"]["ms"] > 0

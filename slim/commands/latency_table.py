@@ -113,14 +113,15 @@ def run(args, out=None):
         measure.measure_layers(table, runtime, args.threads, missing, work_dir, args.rounds,
                                progress=progress, save=save)
         record = measure.check_model(table, loaded, runtime, args.threads, candidates, work_dir,
-                                     rounds=2 * args.rounds)
+                                     grid, args.step, rounds=2 * args.rounds)
     path = written.write_bytes(out_name, _table_bytes(table))
     check = record["check"]
     print(f"whole model: {record['full']['ms']:.2f} ms measured (layers {record['layers_ms']['full']:.2f}"
           f"); fit: {record['fixed_ms']:.2f} ms + {record['scale']:.2f} x layers (with the "
           f"{record['lowest_fraction']:g} counts: {record['lowest']['ms']:.2f} ms). Check at the "
           f"grid's {check['fraction']:g} counts: predicted {check['predicted_ms']:.2f} ms, measured "
-          f"{check['measured']['ms']:.2f} ms (p10 {check['measured']['p10']:.2f}, p90 "
+          f"{check['measured']['paired_ms']:.2f} ms (paired; median "
+          f"{check['measured']['ms']:.2f}, p10 {check['measured']['p10']:.2f}, p90 "
           f"{check['measured']['p90']:.2f}): error {100 * check['error']:+.1f}%; speed-up "
           f"predicted {check['speedup_predicted']:.2f}x, measured {check['speedup_measured']:.2f}x"
           f" (median of {record['rounds']} interleaved rounds; load average "

@@ -93,6 +93,17 @@ def add_arguments(parser):
                              "without -s), a regex, or several (full match)")
     parser.add_argument("--target_ratio", type=float, default=None, metavar="R",
                         help="fraction of the FLOPs to remove, in (0, 1)")
+    parser.add_argument("--target_latency_ratio", type=float, default=None, metavar="R",
+                        help="prune to R x the predicted latency on --runtime (a latency table "
+                             "from `python -m slim latency-table`, --latency_table), instead of "
+                             "a FLOPs target")
+    parser.add_argument("--target_latency_ms", type=float, default=None, metavar="MS",
+                        help="prune to this predicted latency (ms) on --runtime")
+    parser.add_argument("--latency_table", default=None, metavar="T.json",
+                        help="the latency table the latency target is predicted from")
+    parser.add_argument("--runtime", default=None,
+                        help="with a latency target: paddle, paddle-onednn (default) or "
+                             "onnxruntime; the latency is then measured on it too")
     parser.add_argument("--ratio", type=float, default=None, metavar="R",
                         help="instead of --target_ratio: remove this fraction of every selected "
                              "group's channels, in (0, 1)")
@@ -128,6 +139,7 @@ class PruneRequest:
     criterion: str
     source: str  # where the options came from, for the report
     ratio: float = None  # --ratio: one uniform ratio instead of a FLOPs target
+    latency: object = None  # a slim.prune.latency.LatencyTarget instead of target_ratio
 
 
 def run(args, out=None):
@@ -183,7 +195,7 @@ def prune_model(args, request, files, out_dir, use_images, out):
         seconds["statistics"] = round(time.time() - begun, 2)
     before = {"flops": int(program_flops(counted)), "params": int(program_params(model.program)),
               "size_bytes": files.size_bytes(model.program)}
-    search = None
+    search, predicted = None, None
     if args.max_output_error is not None or args.min_agreement is not None:
         def trial(ratio):  # the uniform ratio: every value is reachable, FLOPs grow with it
             trial_plan = make_plan(model, scope, request, args, counted, graph, statistics,
@@ -201,6 +213,12 @@ def prune_model(args, request, files, out_dir, use_images, out):
             if request.target_ratio is not None else None
         ratio, search = prune_images.bounded_target(args, session, trial, high)
         plan = make_plan(model, scope, request, args, counted, graph, statistics, ratio=ratio)
+    elif request.latency is not None:
+        from slim.prune.latency import plan_for_latency
+        plan, predicted = plan_for_latency(
+            model.program, scope, request.pruned_params, request.latency, flops_program=counted,
+            criterion=request.criterion, graph=graph, flops_graph=counted_graph,
+            on_unknown=args.on_unknown, statistics=statistics)
     else:
         plan = make_plan(model, scope, request, args, counted, graph, statistics,
                          request.target_ratio)
@@ -236,9 +254,14 @@ def prune_model(args, request, files, out_dir, use_images, out):
                  "size_bytes": pruned_files.size_bytes(model.program)}
         plan.save(os.path.join(temp_dir, PLAN_NAME))
         feeds = random_feeds(model, shapes)
-        latency = measure_latency(files, pruned_files, feeds, args.latency_runs, args.threads)
+        if request.latency is not None:
+            latency = measure_on_runtime(files, pruned_files, feeds, args.latency_runs,
+                                         request.latency.runtime, args.threads, temp_dir)
+        else:
+            latency = measure_latency(files, pruned_files, feeds, args.latency_runs, args.threads)
         report = build_report(args, request, files, model, shapes, plan, before, after, latency,
                               written, plan_seconds, time.time() - started)
+        report["latency_target"] = predicted
         report.update(data)
         with open(os.path.join(temp_dir, REPORT_NAME), "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=1)
@@ -275,8 +298,10 @@ def prune_request(args):
     """The PruneRequest of `args`: -s's UniformPruneStrategy entry, overridden by the command
     line's options; one-line errors for a bad ratio or criterion, before any work."""
     pruned_params, target_ratio, criterion, source = None, None, None, "command line"
+    slim_latency = None
     if args.slim_file:
-        pruned_params, target_ratio, criterion = slim_config_options(args.slim_file, args.strategy)
+        pruned_params, target_ratio, criterion, slim_latency = slim_config_options(
+            args.slim_file, args.strategy)
         source = args.slim_file
     elif args.strategy:
         raise UserError("--strategy chooses an entry of the slim config: give -s SLIM.yaml too")
@@ -289,6 +314,13 @@ def prune_request(args):
         criterion = args.criterion
     bounded = getattr(args, "max_output_error", None) is not None or \
         getattr(args, "min_agreement", None) is not None
+    latency = latency_target(args, slim_latency)
+    if latency is not None:
+        if args.target_ratio is not None or bounded:
+            raise UserError("a latency target (--target_latency_ratio / --target_latency_ms) "
+                            "replaces --target_ratio and the accuracy-bounded search: give one")
+        return PruneRequest(pruned_params if pruned_params is not None else "auto", None,
+                            _checked_criterion(criterion), source, latency=latency)
     if args.round_to < 1:
         raise UserError(f"--round_to must be a positive integer, got {args.round_to}")
     if args.ratio is not None:
@@ -313,6 +345,29 @@ def prune_request(args):
                         float(target_ratio), _checked_criterion(criterion), source)
 
 
+def latency_target(args, from_config=None):
+    """The LatencyTarget of the command line (over -s's, `from_config`), or None; one-line
+    errors for a bad or incomplete one."""
+    from slim.prune.latency import DEFAULT_RUNTIME, LatencyTarget
+    ratio = getattr(args, "target_latency_ratio", None)
+    ms = getattr(args, "target_latency_ms", None)
+    if ratio is None and ms is None:
+        if from_config is None:
+            if getattr(args, "latency_table", None) or getattr(args, "runtime", None):
+                raise UserError("--latency_table / --runtime go with a latency target: give "
+                                "--target_latency_ratio R or --target_latency_ms MS")
+            return None
+        ratio, ms = from_config.ratio, from_config.ms
+    table = getattr(args, "latency_table", None) or (from_config.table if from_config else None)
+    if not table:
+        raise UserError("a latency target needs --latency_table T.json (measure one with "
+                        "`python -m slim latency-table --model_dir DIR --out T.json`)")
+    runtime = getattr(args, "runtime", None) or \
+        (from_config.runtime if from_config else DEFAULT_RUNTIME)
+    threads = args.threads if getattr(args, "threads", None) else 1
+    return LatencyTarget(table, runtime, threads, ratio, ms).check("--target_latency")
+
+
 def _checked_criterion(criterion):
     from slim.prune import CRITERIA
     criterion = criterion or DEFAULT_CRITERION
@@ -323,10 +378,10 @@ def _checked_criterion(criterion):
 
 
 def slim_config_options(slim_file, strategy=None):
-    """(pruned_params, target_ratio, criterion) of the slim config's UniformPruneStrategy
-    entry (`strategy` names it when there are several)."""
+    """(pruned_params, target_ratio, criterion, latency target or None) of the slim config's
+    UniformPruneStrategy entry (`strategy` names it when there are several)."""
     from slim.config import load_slim_config
-    from slim.strategies.uniform_prune import pruner_criterion
+    from slim.strategies.uniform_prune import latency_target_of, pruner_criterion
     slim_config = load_slim_config(slim_file)
     entries = {name: options for name, options in slim_config.strategies.items()
                if type(options).__name__ == STRATEGY_CLASS}
@@ -342,7 +397,8 @@ def slim_config_options(slim_file, strategy=None):
                         f"{STRATEGY_CLASS} entry; entries: {', '.join(entries)}")
     options = entries[name]
     criterion = pruner_criterion(name, options.pruner, slim_config.pruners[options.pruner])
-    return options.pruned_params, float(options.target_ratio), criterion
+    return options.pruned_params, float(options.target_ratio), criterion, \
+        latency_target_of(options)
 
 
 def measure_latency(files, pruned_files, feeds, runs, threads):
@@ -387,6 +443,26 @@ def moved_groups(plan, round_to):
         return 0
     return sum(group.channels_after != keep_count(group.channels_before, plan.ratio, round_to)
                for group in plan.groups)
+
+
+def measure_on_runtime(files, pruned_files, feeds, runs, runtime, threads, work_dir):
+    """The models timed interleaved on `runtime` (as `python -m slim latency-table` times
+    them: the run call only), after WARMUP_RUNS each; the timing summary (None: runs 0)."""
+    import tempfile
+
+    from slim.workflow.latency_table import load_average, timed_run
+    if runs == 0:
+        return None
+    with tempfile.TemporaryDirectory(prefix="slim-runtime-") as scratch:
+        timed = {"before": timed_run(runtime, files, feeds, threads, scratch),
+                 "after": timed_run(runtime, pruned_files, feeds, threads, scratch)}
+        load = load_average()
+        timings = interleaved_timings(timed, [None], runs, warmup=WARMUP_RUNS)
+    return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads, "runtime": runtime,
+            "onednn": runtime == "paddle-onednn", "load_average": [load, load_average()],
+            **pair_summary(timings["before"], timings["after"], ("before_", "after_")),
+            "before_ms": [round(ms, 3) for ms in timings["before"]],
+            "after_ms": [round(ms, 3) for ms in timings["after"]]}
 
 
 def build_report(args, request, files, model, shapes, plan, before, after, latency, written,
@@ -453,19 +529,35 @@ def format_report(report):
     if latency:
         rows.append((f"latency ms (median, {latency['threads']} thread"
                      f"{'s' if latency['threads'] > 1 else ''}"
-                     f"{', oneDNN' if latency.get('onednn') else ''})",
+                     f"{', oneDNN' if latency.get('onednn') else ''}"
+                     f"{', ' + latency['runtime'] if latency.get('runtime') else ''})",
                      f"{latency['before_median_ms']:.2f}", f"{latency['after_median_ms']:.2f}",
                      speedup_text(latency)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    predicted = report.get("latency_target")
+    if predicted:
+        how = (f"per-group counts for {predicted['target_ms']:.2f} ms predicted on "
+               f"{predicted['runtime']} ({predicted['threads']} thread(s)), "
+               f"{report['criterion']} ")
+    else:
+        how = (f"by ratio {report['ratio']:.4f}{_moved_text(report)}, {report['criterion']}, "
+               f"{_target_text(report)}")
     lines = [f"pruned {report['model_dir']} -> {report['out']}: {report['matched']} conv weights "
-             f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}"
-             f"{_moved_text(report)}, {report['criterion']}, {_target_text(report)}"
+             f"({report['groups']} channel groups) {how}"
              f"(feeds {', '.join(f'{k} {v}' for k, v in report['feeds'].items())})"]
     for row in rows:
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
                      f"{row[3]}")
+    if predicted:
+        measured = (f"measured {latency['before_median_ms']:.2f} -> {latency['after_median_ms']:.2f}"
+                    f" ms ({speedup_text(latency)})") if latency else "not measured"
+        lines.append(f"latency on {predicted['runtime']}: predicted "
+                     f"{predicted['predicted_before_ms']:.2f} -> {predicted['predicted_after_ms']:.2f}"
+                     f" ms ({predicted['predicted_speedup']:.2f}x; target "
+                     f"{predicted['target_ms']:.2f} ms), {measured}")
     if latency:
-        lines.append(f"latency: Paddle Inference CPU, {latency['pairs']} interleaved "
+        lines.append(f"latency: {latency.get('runtime', 'Paddle Inference CPU')}, "
+                     f"{latency['pairs']} interleaved "
                      f"pairs after {latency['warmup']} warm-up runs; speed-up = median of "
                      f"per-pair ratios (p10 {latency['speedup_p10']:.2f}x, "
                      f"p90 {latency['speedup_p90']:.2f}x; when they straddle 1: no "

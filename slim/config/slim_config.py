@@ -56,6 +56,28 @@ def _check_ratio(options, key):
         raise InvalidValue((key,), f"key '{key}' must be in (0, 1), got {shorten_repr(value)}")
 
 
+LATENCY_RUNTIMES = ("paddle", "paddle-onednn", "onnxruntime")  # slim.prune.latency.RUNTIMES
+
+
+def _check_latency(options):
+    """target_latency_ratio / target_latency_ms: at most one, with a latency_table."""
+    _check_ratio(options, "target_latency_ratio")
+    ms = options["target_latency_ms"]
+    if ms is not None and not ms > 0:
+        raise InvalidValue(("target_latency_ms",), f"key 'target_latency_ms' must be > 0, got "
+                                                   f"{shorten_repr(ms)}")
+    if options["target_latency_ratio"] is not None and ms is not None:
+        raise InvalidValue(("target_latency_ms",), "give one of target_latency_ratio and "
+                                                   "target_latency_ms, not both")
+    if (options["target_latency_ratio"] is not None or ms is not None) and \
+            not options["latency_table"]:
+        raise InvalidValue(("latency_table",), "a latency target needs key 'latency_table' (a "
+                                               "table written by `python -m slim latency-table`)")
+    if options["latency_threads"] < 1:
+        raise InvalidValue(("latency_threads",), f"key 'latency_threads' must be >= 1, got "
+                                                 f"{shorten_repr(options['latency_threads'])}")
+
+
 @dataclasses.dataclass(frozen=True)
 class UniformPruneStrategy:
     """Prune every matched parameter by one ratio, found so that `target_ratio` of the
@@ -69,16 +91,30 @@ class UniformPruneStrategy:
             weights to prune; 'auto' selects every prunable conv.
         metric_name: metric reported for the strategy (acc_top1 in the seed means the
             detection metric of the config).
+        target_latency_ratio: instead of target_ratio: prune to this fraction of the model's
+            predicted latency on `runtime` (per-group channel counts from `latency_table`,
+            least importance lost; docs/deploy.md), in (0, 1).
+        target_latency_ms: instead of target_ratio: prune to this predicted latency (ms).
+        runtime: what the latency is for: paddle, paddle-onednn or onnxruntime.
+        latency_table: the table `python -m slim latency-table` measured for this model,
+            runtime and input size.
+        latency_threads: CPU threads the latency is for.
     """
     pruner: str = REQUIRED
     start_epoch: int = 0
     target_ratio: float = 0.5
     pruned_params: Union[str, List[str]] = "conv.*_weights"
     metric_name: Optional[str] = None
+    target_latency_ratio: Optional[float] = None
+    target_latency_ms: Optional[float] = None
+    runtime: Literal[LATENCY_RUNTIMES] = "paddle-onednn"
+    latency_table: Optional[str] = None
+    latency_threads: int = 1
 
     @classmethod
     def check_config(cls, options):
         _check_ratio(options, "target_ratio")
+        _check_latency(options)
         if options["start_epoch"] < 0:
             raise InvalidValue(("start_epoch",), f"key 'start_epoch' must be >= 0, "
                                                  f"got {shorten(options['start_epoch'])}")
@@ -106,6 +142,15 @@ class SensitivePruneStrategy:
         sensitivities_file: JSON file where measured sensitivities are saved and reused.
         metric_name: metric reported for the strategy (acc_top1 in the seed means the
             detection metric of the config).
+        target_latency_ratio: instead of target_ratio: prune to this fraction of the model's
+            predicted latency on `runtime` (per-group channel counts from `latency_table`,
+            least metric lost by the sensitivities; docs/deploy.md), in (0, 1); step k
+            reaches 1 - (1 - ratio) * (k + 1) / num_steps.
+        target_latency_ms: instead of target_ratio: prune to this predicted latency (ms).
+        runtime: what the latency is for: paddle, paddle-onednn or onnxruntime.
+        latency_table: the table `python -m slim latency-table` measured for this model,
+            runtime and input size.
+        latency_threads: CPU threads the latency is for.
     """
     pruner: str = REQUIRED
     start_epoch: int = 0
@@ -117,10 +162,16 @@ class SensitivePruneStrategy:
     pruned_params: Union[str, List[str]] = "conv.*_weights"
     sensitivities_file: str = "./sensitivities.data"
     metric_name: Optional[str] = None
+    target_latency_ratio: Optional[float] = None
+    target_latency_ms: Optional[float] = None
+    runtime: Literal[LATENCY_RUNTIMES] = "paddle-onednn"
+    latency_table: Optional[str] = None
+    latency_threads: int = 1
 
     @classmethod
     def check_config(cls, options):
         _check_ratio(options, "target_ratio")
+        _check_latency(options)
         _check_ratio(options, "delta_rate")
         if options["eval_rate"] is not None and not 0.0 < options["eval_rate"] <= 1.0:
             raise InvalidValue(("eval_rate",), f"key 'eval_rate' must be in (0, 1], "

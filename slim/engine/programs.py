@@ -87,6 +87,13 @@ class ProgramSet:
         return plan_pruning(self._analysed_train().program, scope, pruned_params, target_ratio=target_ratio,
                             criterion=criterion, flops_program=self.eval.program)
 
+    def plan_latency(self, pruned_params, target, criterion, scope):
+        """(PrunePlan, predicted latency summary) meeting the LatencyTarget `target` on the
+        eval program's input size (slim.prune.latency.plan_for_latency; nothing changes)."""
+        from slim.prune.latency import plan_for_latency
+        return plan_for_latency(self._analysed_train().program, scope, pruned_params, target,
+                                flops_program=self.eval.program, criterion=criterion)
+
     def _analysed_train(self):
         """The single-card train program of the model alone, with every plan so far applied:
         the train program itself, or (on several cards, or when build hooks add to it) one

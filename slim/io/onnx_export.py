@@ -231,18 +231,25 @@ def _export_into_checkpoint(model_dir, checkpoint_dir, opset, model_name, params
 def onnx_session(path, threads=None):
     """An onnxruntime CPU InferenceSession of the ONNX model at `path` (`threads` intra-op
     threads, default onnxruntime's); UserError naming the file when it does not load."""
+    data = verified_onnx_bytes(path)  # the bytes checked are the bytes run
+    return onnx_session_of_bytes(data, threads, path)
+
+
+def onnx_session_of_bytes(data, threads=None, name="the ONNX model"):
+    """An onnxruntime CPU InferenceSession of serialized ONNX `data` (e.g. what
+    `onnx_model_bytes` just converted, which nothing else could have changed); UserError
+    naming `name` when it does not load."""
     onnxruntime = import_onnxruntime()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # its warnings about unused initializers say nothing to users
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
-    data = verified_onnx_bytes(path)  # the bytes checked are the bytes run
     try:
         return onnxruntime.InferenceSession(data, sess_options=options,
                                             providers=["CPUExecutionProvider"])
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-        raise UserError(f"onnxruntime cannot load '{shorten(path)}': "
+        raise UserError(f"onnxruntime cannot load '{shorten(name)}': "
                         f"{shorten(str(error).splitlines()[0] if str(error) else '', 160)}") from None
 
 

@@ -284,13 +284,13 @@ class LatencyTable:
         return float(np.interp(cin, cins, along_cout))
 
 
-def model_signature(layers, feeds):
-    """A short id of a model's conv layers (shape keys and full counts) and feed shapes:
-    the same architecture at the same input size has the same signature in any program
-    built from it (train, eval, exported)."""
+def model_signature(layers):
+    """A short id of a model's conv layers (shape keys, which hold the input sizes, and full
+    channel counts): the same architecture at the same input size has the same signature in
+    any program built from it (eval program, exported model)."""
     import hashlib
-    text = json.dumps([sorted([layer.shape_key, layer.in_channels, layer.out_channels]
-                              for layer in layers), sorted(feeds.items())], default=str)
+    text = json.dumps(sorted([layer.shape_key, layer.in_channels, layer.out_channels]
+                             for layer in layers))
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -369,8 +369,8 @@ def sensitivity_losses(sizes, sensitivities):
 def choose_keeps(model, losses, target_ms):
     """Per-group channel counts (each one of the group's candidates) predicted to run in
     at most `target_ms`, chosen greedily with the least importance loss: every step lowers
-    one group to a smaller candidate, the one with the least loss per ms saved; when some
-    step alone reaches the target, the least-loss such step ends the search. Steps that
+    one group to a smaller candidate, the one with the least loss per ms saved; when that
+    step would reach the target, the least-loss step that reaches it ends the search. Steps that
     save no time are never taken, so counts stay where the runtime is fast. Returns
     (keeps, predicted ms); a LatencyTableError when the smallest counts miss the target."""
     keeps = model.full_keeps()
@@ -386,12 +386,14 @@ def choose_keeps(model, losses, target_ms):
                 if saved <= 1e-9:
                     continue
                 lost = max(losses[group](count) - here, 0.0)
-                if current - saved <= target_ms + 1e-9:
-                    if finishing is None or lost < finishing[0]:
-                        finishing = (lost, group, count, saved)
-                elif best is None or lost / saved < best[0]:
-                    best = (lost / saved, group, count, saved)
-        step = finishing or best
+                ends = current - saved <= target_ms + 1e-9
+                if ends and (finishing is None or lost < finishing[0]):
+                    finishing = (lost, group, count, saved)
+                if best is None or lost / saved < best[0]:
+                    best = (lost / saved, group, count, saved, ends)
+        # the best step by loss per ms; once it would reach the target, the least-loss step
+        # that reaches it ends the search
+        step = finishing if best is not None and best[4] else (best and best[:4])
         if step is None:
             raise LatencyTableError(
                 f"the latency target {target_ms:.2f} ms is out of reach: the smallest channel "
@@ -425,3 +427,114 @@ def mapped_group_ids(selection, graph):
         if found is not None:
             result[found.id] = group.id
     return result
+
+
+@dataclasses.dataclass
+class LatencyTarget:
+    """A latency target: `ratio` of the unpruned model's predicted ms, or `ms`; on `runtime`
+    with `threads`, predicted from the table at `table` (a path)."""
+    table: str
+    runtime: str = DEFAULT_RUNTIME
+    threads: int = 1
+    ratio: object = None
+    ms: object = None
+
+    def check(self, where="latency target"):
+        """One-line errors for a bad target (before any work)."""
+        given = [name for name in ("ratio", "ms") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise LatencyTableError(f"{where}: give one of target_latency_ratio, "
+                                    f"target_latency_ms (got {', '.join(given) or 'none'})")
+        if self.ratio is not None and not 0 < float(self.ratio) < 1:
+            raise LatencyTableError(f"{where}: target_latency_ratio must be in (0, 1) (the "
+                                    f"pruned model's predicted ms over the unpruned one's), "
+                                    f"got {self.ratio:g}")
+        if self.ms is not None and not float(self.ms) > 0:
+            raise LatencyTableError(f"{where}: target_latency_ms must be > 0, got {self.ms:g}")
+        if self.runtime not in RUNTIMES:
+            raise LatencyTableError(f"{where}: runtime '{shorten(str(self.runtime), 40)}' is not "
+                                    f"one of {', '.join(RUNTIMES)}")
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise LatencyTableError(f"{where}: threads must be >= 1, got {self.threads!r}")
+        return self
+
+    def describe(self):
+        goal = f"{self.ratio:g}x the predicted ms" if self.ratio is not None else \
+            f"{self.ms:g} ms"
+        return f"{goal} on {self.runtime}, {self.threads} thread(s)"
+
+
+def _group_name(group):
+    from slim.prune.sensitivity import group_name
+    return group_name(group)
+
+
+def model_fit(table, layers, context):
+    """The table's whole-model record of the model of `layers` on `context`; a one-line
+    error saying how to measure it when there is none."""
+    record = table.models.get(context, {}).get(model_signature(layers))
+    if record is None:
+        known = len(table.models.get(context, {}))
+        raise LatencyTableError(
+            f"latency table '{shorten(str(table.path))}' has no whole-model fit of this model "
+            f"({len(layers)} conv layers at its input size) on {context} ({known} other "
+            "model(s) there): run `python -m slim latency-table` on this model, runtime, "
+            "threads and input size with this --out first")
+    return record
+
+
+def plan_for_latency(program, scope, pruned_params, target, *, flops_program, criterion="l1_norm",
+                     graph=None, flops_graph=None, on_unknown="error", statistics=None,
+                     sensitivities=None):
+    """(PrunePlan, summary) meeting the LatencyTarget `target` with the least importance
+    loss (choose_keeps): per-group counts from the table's grid, channels kept by
+    `criterion`; the loss of a count is the fraction of the group's criterion scores
+    removed, or with `sensitivities` ({group name (slim.prune.sensitivity.group_name):
+    {ratio: metric loss}}, a sensitivities file's curves) the metric lost.
+
+    program: the program the plan is for (train or inference); flops_program: one with the
+    static input size the latency is for (the eval program, or a concrete-shape copy);
+    graph / flops_graph: their ChannelGraphs if already built. summary: predicted ms before
+    and after, the target ms, the counts per group and the model's fit."""
+    from slim.prune.criteria import group_importance, scope_reader
+    from slim.prune.graph import analyze_program
+    from slim.prune.pruner import select_params
+    target.check()
+    table = LatencyTable.load(target.table)
+    graph = graph if graph is not None else analyze_program(program)
+    selection = select_params(graph, pruned_params, on_unknown)
+    if flops_graph is None:
+        flops_graph = graph if flops_program is program else analyze_program(flops_program)
+    ids = mapped_group_ids(selection, flops_graph)
+    layers = conv_layers(flops_program, flops_graph, ids)
+    context = context_key(target.runtime, target.threads)
+    fit = model_fit(table, layers, context)
+    grid = tuple(fit.get("grid", DEFAULT_GRID))
+    step = int(fit.get("step", DEFAULT_STEP))
+    sizes = {group.id: group.size for group in selection.groups}
+    candidates = {group: channel_grid(size, grid, step) for group, size in sizes.items()}
+    model = LatencyModel(layers, sizes, table, target.runtime, target.threads, candidates,
+                         fit["fixed_ms"], fit["scale"])
+    read = scope_reader(scope, statistics)
+    scores = {group.id: group_importance(criterion, group, read) for group in selection.groups}
+    if sensitivities is not None:
+        from slim.prune.sensitivity import group_name
+        losses = sensitivity_losses(sizes, {group.id: sensitivities.get(group_name(group), {})
+                                            for group in selection.groups})
+    else:
+        losses = importance_losses(scores)
+    before = model.predict_ms(model.full_keeps())
+    target_ms = float(target.ms) if target.ms is not None else float(target.ratio) * before
+    keeps, after = choose_keeps(model, losses, target_ms)
+    plan = plan_from_keeps(selection, scores, keeps, criterion)
+    summary = {"runtime": target.runtime, "threads": target.threads, "table": target.table,
+               "target_latency_ratio": target.ratio, "target_latency_ms": target.ms,
+               "target_ms": round(target_ms, 5), "predicted_before_ms": round(before, 5),
+               "predicted_after_ms": round(after, 5),
+               "predicted_speedup": round(before / after, 5) if after > 0 else None,
+               "fit": {"fixed_ms": fit["fixed_ms"], "scale": fit["scale"],
+                       "check_error": fit.get("check", {}).get("error")},
+               "grid": list(grid), "step": step,
+               "keeps": {_group_name(group): [int(keeps[group.id]), group.size]
+                         for group in selection.groups}}
+    return plan, summary

@@ -41,7 +41,7 @@ from slim.prune.sensitivity import (
     sensitivity_ratios,
 )
 from slim.strategies.base import Strategy, register_strategy
-from slim.strategies.uniform_prune import pruner_criterion
+from slim.strategies.uniform_prune import latency_target_of, pruner_criterion
 
 SENSITIVITIES_FORMAT = "slim-sensitivities"
 SENSITIVITIES_VERSION = 1
@@ -268,6 +268,7 @@ class SensitivePruneStrategy(Strategy):
         self.eval_rate = float(options.eval_rate) if options.eval_rate is not None else 1.0
         self.sensitivities_file = options.sensitivities_file
         self.source = slim_config.path
+        self.latency = latency_target_of(options)  # replaces target_ratio when given
         self.schedule = None  # per step: {target_ratio, threshold, removed, ratios, keeps}
         self.steps_done = 0
 
@@ -291,6 +292,16 @@ class SensitivePruneStrategy(Strategy):
         programs.apply(plan, context.scope)
         self.steps_done += 1
         ratios = ", ".join(f"{name} {ratio:.2f}" for name, ratio in step["ratios"].items())
+        if step.get("latency"):
+            predicted = step["latency"]
+            context.log(f"strategy '{self.name}' at epoch {context.epoch}: step {self.steps_done}/"
+                        f"{self.num_steps} pruned {len(plan.groups)} groups to the latency "
+                        f"target: predicted {predicted['predicted_before_ms']:.2f} -> "
+                        f"{predicted['predicted_after_ms']:.2f} ms on {predicted['runtime']} "
+                        f"({self.criterion}; ratios {shorten(ratios, 300)})")
+            context.log(format_summary(summary))
+            return {"strategy": self.name, "epoch": context.epoch, "plan": plan.to_dict(),
+                    "latency": predicted}
         context.log(f"strategy '{self.name}' at epoch {context.epoch}: step {self.steps_done}/"
                     f"{self.num_steps} pruned {len(plan.groups)} groups by their sensitivities "
                     f"(loss threshold {step['threshold']:.5f}; ratios {shorten(ratios, 300)}) to "
@@ -310,10 +321,13 @@ class SensitivePruneStrategy(Strategy):
 
     def options(self):
         """The options that decide the schedule, as JSON values."""
-        return json.loads(json.dumps({
-            "pruned_params": self.pruned_params, "target_ratio": self.target_ratio,
-            "delta_rate": self.delta_rate, "num_steps": self.num_steps,
-            "eval_rate": self.eval_rate, "criterion": self.criterion}))
+        options = {"pruned_params": self.pruned_params, "target_ratio": self.target_ratio,
+                   "delta_rate": self.delta_rate, "num_steps": self.num_steps,
+                   "eval_rate": self.eval_rate, "criterion": self.criterion}
+        if self.latency is not None:  # (absent otherwise: older checkpoints compare equal)
+            import dataclasses
+            options["latency"] = dataclasses.asdict(self.latency)
+        return json.loads(json.dumps(options))
 
     def _error(self, error):
         return ConfigError(f"{self.source}: strategy '{self.name}': {error}")
@@ -326,6 +340,8 @@ class SensitivePruneStrategy(Strategy):
             groups = selected_groups(program, self.pruned_params)
             curves = self._curves(context, program, groups, sensitivity_ratios(self.delta_rate))
             removed = removed_flops_fraction(program, groups)
+            if self.latency is not None:
+                return self._latency_schedule(context, program, groups, curves, removed)
             schedule, previous = [], {}
             for step in range(self.num_steps):
                 target = self.target_ratio * (step + 1) / self.num_steps
@@ -338,6 +354,37 @@ class SensitivePruneStrategy(Strategy):
                 previous = ratios
         except (PruneError, SensitivityFileError) as error:
             raise self._error(error) from None
+        return schedule
+
+    def _latency_schedule(self, context, program, groups, curves, removed):
+        """Per step the kept channels meeting the step's latency target (step k: 1 - (1 -
+        ratio) * (k + 1) / num_steps of the predicted ms, or the ms target at the last step)
+        with the least metric lost by the sensitivity curves."""
+        import dataclasses
+
+        from slim.prune.latency import LatencyTableError, plan_for_latency
+        schedule, previous = [], {}
+        sizes = {name: group.size for name, group in groups}
+        for step in range(self.num_steps):
+            fraction = (step + 1) / self.num_steps
+            target = self.latency
+            if target.ratio is not None:
+                target = dataclasses.replace(target, ratio=1 - (1 - target.ratio) * fraction)
+            elif step + 1 < self.num_steps:
+                continue
+            try:
+                plan, predicted = plan_for_latency(program, context.scope, self.pruned_params,
+                                                   target, flops_program=program,
+                                                   criterion=self.criterion, sensitivities=curves)
+            except LatencyTableError as error:
+                raise self._error(error) from None
+            keeps = {name: min(kept, previous.get(name, kept))
+                     for name, (kept, _) in predicted["keeps"].items()}
+            ratios = {name: 1 - keeps[name] / sizes[name] for name in keeps}
+            schedule.append({"target_ratio": None, "target_latency": target.ratio or target.ms,
+                             "threshold": None, "removed": removed(ratios), "ratios": ratios,
+                             "keeps": keeps, "latency": predicted})
+            previous = keeps
         return schedule
 
     def _curves(self, context, program, groups, ratios):

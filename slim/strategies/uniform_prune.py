@@ -1,5 +1,6 @@
 """UniformPruneStrategy: at start_epoch, prune every matched conv by one ratio chosen so that
 `target_ratio` of the FLOPs goes, then training continues on the pruned program."""
+import dataclasses
 import json
 
 from slim.errors import ConfigError, shorten
@@ -16,6 +17,17 @@ def pruner_criterion(strategy_name, pruner_name, pruner):
     return criteria[0]
 
 
+def latency_target_of(options):
+    """The slim.prune.latency.LatencyTarget of a strategy entry's options, or None."""
+    from slim.prune.latency import LatencyTarget
+    ratio = getattr(options, "target_latency_ratio", None)
+    ms = getattr(options, "target_latency_ms", None)
+    if ratio is None and ms is None:
+        return None
+    return LatencyTarget(options.latency_table, options.runtime, options.latency_threads,
+                         ratio, ms)
+
+
 @register_strategy
 class UniformPruneStrategy(Strategy):
     """Prune `pruned_params` uniformly to remove `target_ratio` of the FLOPs at `start_epoch`."""
@@ -26,6 +38,7 @@ class UniformPruneStrategy(Strategy):
         self.target_ratio = float(options.target_ratio)
         self.pruned_params = options.pruned_params
         self.source = slim_config.path
+        self.latency = latency_target_of(options)  # replaces target_ratio when given
         self.fired = False
         self.fired_with = None  # the options it pruned with, from a resumed checkpoint
 
@@ -37,9 +50,11 @@ class UniformPruneStrategy(Strategy):
             self._warn_if_options_changed(context.log)
             return
         from slim.prune import PruneError
+        from slim.prune.latency import LatencyTableError
         try:
-            context.programs.plan(self.pruned_params, self.target_ratio, self.criterion,
-                                  context.scope)
+            self._plan(context)
+        except LatencyTableError as error:
+            raise ConfigError(f"{self.source}: strategy '{self.name}': {error}") from None
         except PruneError as error:
             raise ConfigError(f"{self.source}: strategy '{self.name}': {error} (checked before "
                               "training; nothing was trained)") from None
@@ -50,15 +65,34 @@ class UniformPruneStrategy(Strategy):
             return None
         from slim.prune import format_summary, plan_summary
         programs = context.programs
-        plan = programs.plan(self.pruned_params, self.target_ratio, self.criterion, context.scope)
+        plan, predicted = self._plan(context)
         summary = plan_summary(plan, programs.eval.program)  # before applying: FLOPs before/after
         programs.apply(plan, context.scope)
-        context.log(f"strategy '{self.name}' at epoch {context.epoch}: pruned "
-                    f"{len(plan.matched)} params by ratio {plan.ratio:.4f} ({self.criterion}) "
-                    f"to remove {100 * self.target_ratio:.1f}% of the FLOPs")
+        if predicted is None:
+            context.log(f"strategy '{self.name}' at epoch {context.epoch}: pruned "
+                        f"{len(plan.matched)} params by ratio {plan.ratio:.4f} ({self.criterion}) "
+                        f"to remove {100 * self.target_ratio:.1f}% of the FLOPs")
+        else:
+            context.log(f"strategy '{self.name}' at epoch {context.epoch}: pruned "
+                        f"{len(plan.matched)} params ({self.criterion}) to "
+                        f"{self.latency.describe()}: predicted {predicted['predicted_before_ms']:.2f}"
+                        f" -> {predicted['predicted_after_ms']:.2f} ms "
+                        f"({predicted['predicted_speedup']:.2f}x)")
         context.log(format_summary(summary))
         self.fired = True
-        return {"strategy": self.name, "epoch": context.epoch, "plan": plan.to_dict()}
+        record = {"strategy": self.name, "epoch": context.epoch, "plan": plan.to_dict()}
+        if predicted is not None:
+            record["latency"] = predicted
+        return record
+
+    def _plan(self, context):
+        """(plan, predicted latency summary or None) of the model as it is now."""
+        programs = context.programs
+        if self.latency is None:
+            return programs.plan(self.pruned_params, self.target_ratio, self.criterion,
+                                 context.scope), None
+        return programs.plan_latency(self.pruned_params, self.latency, self.criterion,
+                                     context.scope)
 
     def state_dict(self):
         """Whether it has pruned (a resumed run holds the plan, replayed: no second prune),
@@ -71,9 +105,11 @@ class UniformPruneStrategy(Strategy):
 
     def options(self):
         """The options that decide the plan, as JSON values."""
-        return json.loads(json.dumps({"pruned_params": self.pruned_params,
-                                      "target_ratio": self.target_ratio,
-                                      "criterion": self.criterion}))
+        options = {"pruned_params": self.pruned_params, "target_ratio": self.target_ratio,
+                   "criterion": self.criterion}
+        if self.latency is not None:  # (absent otherwise: older checkpoints compare equal)
+            options["latency"] = dataclasses.asdict(self.latency)
+        return json.loads(json.dumps(options))
 
     def _warn_if_options_changed(self, log):
         """A resumed run keeps the plan it made; say so when the slim config now asks for

@@ -29,7 +29,7 @@ from slim.io.inference_model import (
     random_feeds,
     save_inference_model,
 )
-from slim.io.latency import interleaved_timings, pair_summary, percentile
+from slim.io.latency import interleaved_timings, percentile
 from slim.prune.latency import (
     DEFAULT_GRID,
     DEFAULT_STEP,
@@ -89,16 +89,13 @@ class TimedRun:
         self._call = self.predictor.run
 
     def _init_onnx(self, files, feeds, threads, work_dir):
-        from slim.io.onnx_export import onnx_model_bytes, onnx_session
+        from slim.io.onnx_export import onnx_model_bytes, onnx_session_of_bytes
         if not files.params_filename:
             raise UserError(f"--runtime onnxruntime needs a model with combined params; "
                             f"'{shorten(files.model_path)}' has one file per parameter")
         data = onnx_model_bytes(files.directory, model_name=files.model_filename,
                                 params_name=files.params_filename)
-        path = os.path.join(work_dir, os.path.splitext(files.model_filename)[0] + ".onnx")
-        with open(path, "wb") as handle:
-            handle.write(data)
-        self.session = onnx_session(path, threads)
+        self.session = onnx_session_of_bytes(data, threads, files.model_path)
         self.binding = self.session.io_binding()
         for item in self.session.get_inputs():
             self.binding.bind_cpu_input(item.name, np.ascontiguousarray(feeds[item.name]))
@@ -168,19 +165,46 @@ def save_layer(layer, cin, cout, directory):
     return find_model_files(directory, LAYER_MODEL, LAYER_PARAMS)
 
 
+def save_overhead_program(directory):
+    """A program that does next to nothing (a 1x1 conv of one element), saved in `directory`: its
+    run time is the runtime's cost of one run call, which a layer timed alone pays and the
+    same layer inside a model does not."""
+    import paddle
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        x = paddle.static.data("x", [1, 1, 1, 1], "float32")
+        out = paddle.static.nn.conv2d(x, 1, 1, bias_attr=False)
+    executor = paddle.static.Executor(paddle.CPUPlace())
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        executor.run(startup)
+        paddle.static.save_inference_model(os.path.join(directory, "layer"), [x], [out],
+                                           executor, program=main)
+    return find_model_files(directory, LAYER_MODEL, LAYER_PARAMS)
+
+
+OVERHEAD = "run call"
+
+
 def measure_layers(table, runtime, threads, missing, work_dir, rounds=LAYER_ROUNDS,
                    warmup=LAYER_WARMUP, progress=None, save=None):
     """Measure the (layer, cin, cout) of `missing` into `table`: the counts of one shape
-    key interleaved. `progress(done, total, shape_key)` after each shape key; `save()`
-    after each (a rerun after Ctrl-C measures only the rest)."""
+    key interleaved with the overhead program (save_overhead_program), whose median is
+    taken off each count's (`ms`; `raw_ms` keeps the time of the run call).
+    `progress(done, total, shape_key)` after each shape key; `save()` after each (a rerun
+    after Ctrl-C measures only the rest)."""
     context = context_key(runtime, threads)
     by_key = {}
     for layer, cin, cout in missing:
         by_key.setdefault(layer.shape_key, (layer, []))[1].append((cin, cout))
+    if not by_key:
+        return
     done = 0
     rng = np.random.default_rng(0)
+    overhead_dir = tempfile.mkdtemp(prefix="overhead-", dir=work_dir)
+    overhead = timed_run(runtime, save_overhead_program(overhead_dir),
+                         {"x": np.ones((1, 1, 1, 1), np.float32)}, threads, overhead_dir)
     for shape_key, (layer, pairs) in by_key.items():
-        runs = {}
+        runs = {OVERHEAD: overhead}
         for cin, cout in pairs:
             directory = tempfile.mkdtemp(prefix="layer-", dir=work_dir)
             files = save_layer(layer, cin, cout, directory)
@@ -188,8 +212,12 @@ def measure_layers(table, runtime, threads, missing, work_dir, rounds=LAYER_ROUN
                      .astype(np.float32)}
             runs[(cin, cout)] = timed_run(runtime, files, feeds, threads, directory)
         timings = interleaved_timings(runs, [None], rounds, warmup=warmup)
+        cost = float(np.median(timings.pop(OVERHEAD)))
         for (cin, cout), values in timings.items():
-            table.put(context, shape_key, cin, cout, summary(values))
+            record = summary(values)
+            record.update(raw_ms=record["ms"], overhead_ms=round(cost, 5),
+                          ms=round(max(record["ms"] - cost, 0.0), 5))
+            table.put(context, shape_key, cin, cout, record)
         del runs
         done += len(pairs)
         if progress is not None:
@@ -226,7 +254,7 @@ class LoadedModel:
         self.layers = conv_layers(self.counted, self.counted_graph,
                                   mapped_group_ids(self.selection, self.counted_graph))
         self.sizes = {group.id: group.size for group in self.selection.groups}
-        self.signature = model_signature(self.layers, self.shapes)
+        self.signature = model_signature(self.layers)
 
 
 def candidates_of(sizes, grid=DEFAULT_GRID, step=DEFAULT_STEP):
@@ -261,13 +289,15 @@ def save_pruned(loaded, keeps, directory):
     return dataclasses.replace(loaded.files, directory=directory)
 
 
-def check_model(table, loaded, runtime, threads, candidates, work_dir, rounds=MODEL_ROUNDS,
-                warmup=MODEL_WARMUP):
+def check_model(table, loaded, runtime, threads, candidates, work_dir, grid, step,
+                rounds=MODEL_ROUNDS, warmup=MODEL_WARMUP):
     """Time the whole model, a copy at the grid's lowest counts and one at its middle counts
     (CHECK_FRACTION), interleaved. The first two fit the model's prediction, whole ms =
     fixed_ms + scale * (sum of the layers' ms): the ops that are not convs cost a part that
     stays and a part that shrinks with the channels. The middle copy checks it: predicted
-    beside measured. Stored in `table.models`; returns that record."""
+    beside measured (the copies' ms taken as the full model's median over the median of the
+    per-round ratios, which the load of the moment cancels from). Stored in `table.models`;
+    returns that record."""
     context = context_key(runtime, threads)
     lowest = min(fraction for fraction in _grid_fractions(candidates, loaded.sizes))
     keeps = {"middle": middle_keeps(candidates, loaded.sizes),
@@ -284,10 +314,14 @@ def check_model(table, loaded, runtime, threads, candidates, work_dir, rounds=MO
     measured = {name: summary(values) for name, values in timings.items()}
     layers = {"full": model.layers_ms(model.full_keeps()),
               **{name: model.layers_ms(chosen) for name, chosen in keeps.items()}}
+    # the lowest model's ms as the full one's over the median per-round ratio: rounds slowed
+    # by the machine's load slow all three models of the round alike
+    low_ratio = float(np.median(np.asarray(timings["full"]) / np.asarray(timings["lowest"])))
     fixed_ms, scale = fit_remainder(layers["full"], measured["full"]["ms"], layers["lowest"],
-                                    measured["lowest"]["ms"])
+                                    measured["full"]["ms"] / low_ratio)
     predicted = fixed_ms + scale * layers["middle"]
-    pairs = pair_summary(timings["full"], timings["middle"])
+    ratios = np.asarray(timings["full"]) / np.asarray(timings["middle"])
+    measured["middle"]["paired_ms"] = round(measured["full"]["ms"] / float(np.median(ratios)), 5)
     record = {
         "feeds": loaded.shapes, "layers": len(loaded.layers), "groups": len(loaded.sizes),
         "full": measured["full"], "lowest": measured["lowest"], "lowest_fraction": lowest,
@@ -295,10 +329,10 @@ def check_model(table, loaded, runtime, threads, candidates, work_dir, rounds=MO
         "fixed_ms": round(fixed_ms, 5), "scale": round(scale, 5),
         "check": {"fraction": CHECK_FRACTION, "measured": measured["middle"],
                   "predicted_ms": round(predicted, 5),
-                  "error": round(predicted / measured["middle"]["ms"] - 1.0, 5),
-                  "speedup_measured": round(pairs["speedup"], 5),
-                  "speedup_verdict": pairs["verdict"],
+                  "error": round(predicted / measured["middle"]["paired_ms"] - 1.0, 5),
+                  "speedup_measured": round(float(np.median(ratios)), 5),
                   "speedup_predicted": round(measured["full"]["ms"] / predicted, 5)},
+        "grid": list(grid), "step": int(step),
         "rounds": rounds, "load_average": [load_before, load_average()],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
