@@ -16,7 +16,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(PADDLE)
 REQUIREMENTS := requirements/common.txt requirements/paddle-$(PADDLE).txt
 
-.PHONY: venv test test-ranks lint demo bench clean help
+.PHONY: venv test test-ranks test-slow lint demo bench clean help
 
 help:
 	@echo "make test [PADDLE=3|2.6]   create $(VENV)/ if needed, run the test suite"
@@ -36,7 +36,10 @@ $(STAMP): $(REQUIREMENTS) pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests -m "not two_ranks"
+	$(PY) -m pytest -q tests -m "not two_ranks and not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q tests -m slow
 
 test-ranks: $(STAMP)
 	$(PY) -m pytest -q tests/test_two_ranks.py -m two_ranks

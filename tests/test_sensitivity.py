@@ -622,3 +622,53 @@ def test_a_second_sensitivity_run_on_one_file_fails_at_once(measured, fitted, tm
     assert main(["sensitivity", *_config_args(fitted), "-s", slim_file]) == 0
     assert "0 to measure" in capsys.readouterr().out
     assert not lock.exists()
+
+
+# ---- Ctrl-C during slim sensitivity, 20 times ------------------------------------------------
+
+INTERRUPT_TRIES = 20
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_slim_sensitivity_20_times(fitted, tmp_path):
+    """#20 cause 8: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) at a
+    random moment of `slim sensitivity`, 20 times, with one and with two worker processes:
+    every run ends with the one line 'interrupted' and exit code 130, never a native abort
+    ('terminate called without an active exception', exit 134) or a traceback, and the
+    sensitivities file is absent or whole JSON (it is written atomically after every entry).
+    Each try waits for the measuring to start (its 'N to measure' line), then 0 to 3 s."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_compress import ROOT, child_env
+    sensitivities = tmp_path / "sens.json"
+    slim_file = write_slim(tmp_path / "s.yaml", sensitivities, delta=0.1, params="auto")
+    rng = random.Random(20)
+    outcomes = []
+    for attempt in range(INTERRUPT_TRIES):
+        if sensitivities.exists():
+            sensitivities.unlink()
+        workers = ["--workers", "2"] if attempt % 4 == 3 else []
+        log = tmp_path / f"stderr_{attempt}.txt"
+        with open(log, "w") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "slim", "sensitivity", *_config_args(fitted), "-s",
+                 slim_file, *workers], cwd=ROOT, env=child_env(PYTHONUNBUFFERED="1"),
+                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not ignored
+            for line in process.stdout:  # "... N to measure into ...": the measuring starts
+                if "to measure" in line:
+                    break
+            time.sleep(rng.uniform(0.0, 3.0))
+            os.killpg(process.pid, signal.SIGINT)
+            process.communicate(timeout=120)
+        stderr = log.read_text()
+        outcomes.append((process.returncode, stderr.strip().splitlines()[-1:]))
+        assert "terminate called" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+        assert process.returncode == 130 and stderr.rstrip().endswith("interrupted"), outcomes
+        if sensitivities.exists():
+            json.loads(sensitivities.read_text())
+    assert len(outcomes) == INTERRUPT_TRIES

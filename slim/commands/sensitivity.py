@@ -20,6 +20,7 @@ its own programs. Prints the table of metric loss (mAP points) per group and rat
 `--png` draws the loss curves. compress.py's SensitivePruneStrategy then reads the file.
 """
 import math
+import signal
 import sys
 import types
 
@@ -169,8 +170,18 @@ def measure_in_workers(spec, entries, workers, store, groups, bar):
     results = context.Queue()
     processes = [context.Process(target=_worker, args=(spec, share, results), daemon=True)
                  for share in split_by_group(entries, workers)]
-    for process in processes:
-        process.start()
+    # Ctrl-C is the parent's alone: a terminal sends SIGINT to the whole process group, and
+    # a worker interrupted inside Paddle (importing it, or mid-run) tore its runtime down
+    # with threads running: tracebacks, and now and then a native abort ("terminate called
+    # without an active exception") after the parent's "interrupted". The workers start
+    # with SIGINT ignored (inherited through spawn's exec) and are killed on an interrupt.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    finished = False
     try:
         for _ in range(len(entries)):
             while True:
@@ -184,11 +195,14 @@ def measure_in_workers(spec, entries, workers, store, groups, bar):
             _, name, ratio, metric = message
             store.record(name, groups[name], ratio, metric)
             bar.update(1)
+        finished = True
     finally:
         for process in processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.terminate()
+            if finished:
+                process.join(timeout=5)
+            if process.is_alive():  # SIGKILL: SIGTERM would run Paddle's crash-report handler
+                process.kill()
+                process.join(timeout=5)
 
 
 def _check_workers_alive(processes, sensitivities_file):
