@@ -13,6 +13,7 @@ import sys
 
 from slim.errors import UserError
 from slim.io.output_places import check_output_dir
+from slim.prune.criteria import DATA_CRITERIA
 from slim.sourcefree.fidelity import TASKS, format_fidelity, poor_fidelity_warning
 from slim.sourcefree.recover import DEFAULT_BATCH, DEFAULT_LR
 from slim.sourcefree.session import (
@@ -21,8 +22,6 @@ from slim.sourcefree.session import (
     SourceFreeSession,
     search_largest_cut,
 )
-
-DATA_CRITERIA = ("activation", "taylor")
 
 
 def add_arguments(parser):

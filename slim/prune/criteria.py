@@ -115,6 +115,11 @@ def bn_scale(group, read_param):
                for s in scales)
 
 
+# Criteria that score channels from calibration statistics (slim prune --images); the
+# training strategies of a slim config have none.
+DATA_CRITERIA = ("activation", "taylor")
+
+
 @register_criterion("activation")
 def activation(group, read_param):
     """Mean |activation| of each channel over the calibration images, as the convs / fcs
