@@ -753,10 +753,11 @@ def finetune_all(bench, plan, model_final, jobs, after_each=None):
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         # first-in first-out: a control has started before any run that waits for it
-        with submitting:
-            for method, slim_config, seed in sorted(plan, key=lambda item: needs_control(item[0])):
-                futures[(method, seed)] = pool.submit(one, method, slim_config, seed)
-        try:
+        try:  # a Ctrl-C while submitting stops the started steps too
+            with submitting:
+                for method, slim_config, seed in sorted(plan,
+                                                        key=lambda item: needs_control(item[0])):
+                    futures[(method, seed)] = pool.submit(one, method, slim_config, seed)
             for future in concurrent.futures.as_completed(list(futures.values())):
                 if future.exception() is not None:
                     raise future.exception()

@@ -22,9 +22,10 @@ Each model is exported (`__model__.infer` + `__params__`, slim.io.export) and co
 to ONNX (slim.io.onnx_export). Runtimes: Paddle Inference with oneDNN on and off, and
 onnxruntime (CPU), each with 1 and 2 threads; batch 1, one fixed random image. After
 warm-up runs, the models of one size run INTERLEAVED (baseline, -50%, -70%, baseline ...,
-slim.workflow.latency.interleaved_timings), so the speed-up is the median of the per-round
+slim.io.latency.interleaved_timings), so the speed-up is the median of the per-round
 ratios baseline ms / pruned ms, which holds on a noisy machine; medians and p90 of the
-times are reported beside it, with the FLOPs ratio and the size on disk. Prints a table,
+times are reported beside it, and the verdict ("no significant change" when the ratios'
+p10 and p90 straddle 1), with the FLOPs ratio and the size on disk. Prints a table,
 writes JSON (with the machine's load average before and after).
 
 `--quick`: the demo architecture at 192 px only, 3 rounds: a smoke run. `--arch`,
@@ -47,6 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import slim  # noqa: E402,F401  (classic static IR before paddle)
+from slim.io import latency as latency_lib  # noqa: E402
+from slim.workflow.latency_table import build_eval, init_realistic_weights  # noqa: E402
 
 FULL_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_voc.yml")
 DEMO_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml")
@@ -57,8 +60,6 @@ ARCHITECTURES = {  # name -> (detection config, sizes, the size of the round_to 
 QUICK = {"demo": (DEMO_CONFIG, (192,), 192)}
 FLOPS_TARGETS = (0.5, 0.7)
 ROUND_TOS = (8, 16)        # besides 1, at the rounding size and -50% FLOPs
-CALIBRATION_SIZE = 128     # px of the random image the batch_norm statistics come from
-OBJECTNESS_BIAS = -10.0    # sigmoid(-10) = 4.5e-5 < NMS score threshold 0.01
 RUNTIMES = (
     {"runtime": "paddle", "onednn": True, "threads": 1},
     {"runtime": "paddle", "onednn": True, "threads": 2},
@@ -72,25 +73,9 @@ DEFAULT_OUT = os.path.join(ROOT, "bench", "results", "latency.json")
 
 # ---------------------------------------------------------------- pure helpers (tested)
 
-def percentile(values, q):
-    """The q-th percentile (0-100) of `values`, linear interpolation (numpy's default)."""
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-def pair_summary(baseline_ms, pruned_ms):
-    """Latency of a pruned model against its baseline from interleaved timings: the i-th
-    entries of both lists were measured back to back. Returns medians and p90 of each, and
-    the speed-up as the median (and p10 / p90) of the per-pair ratios baseline / pruned."""
-    baseline_ms, pruned_ms = np.asarray(baseline_ms, float), np.asarray(pruned_ms, float)
-    if len(baseline_ms) != len(pruned_ms) or len(baseline_ms) == 0:
-        raise ValueError(f"interleaved timings must pair up: {len(baseline_ms)} baseline, "
-                         f"{len(pruned_ms)} pruned")
-    ratios = baseline_ms / pruned_ms
-    return {"baseline_median_ms": percentile(baseline_ms, 50),
-            "baseline_p90_ms": percentile(baseline_ms, 90),
-            "median_ms": percentile(pruned_ms, 50), "p90_ms": percentile(pruned_ms, 90),
-            "speedup": percentile(ratios, 50), "speedup_p10": percentile(ratios, 10),
-            "speedup_p90": percentile(ratios, 90), "pairs": int(len(ratios))}
+# percentile, pair_summary (medians, p10 / p90, the speed-up of interleaved pairs and its
+# verdict) are slim.io.latency's: the one latency module of the project.
+percentile, pair_summary = latency_lib.percentile, latency_lib.pair_summary
 
 
 RUNTIME_NAMES = ("paddle", "paddle-onednn", "onnxruntime")
@@ -110,7 +95,8 @@ def runtime_label(runtime):
 def results_table(rows):
     """Markdown lines: one row per (architecture, size, model, runtime) of `rows` (dicts of
     arch, size, model, runtime (a RUNTIMES entry), flops_ratio, round_to, size_mb,
-    onnx_size_mb and the pair_summary keys; the baseline's row has speedup 1)."""
+    onnx_size_mb and the pair_summary keys; the baseline's row has speedup 1). A speed-up
+    whose pairs' p10 and p90 straddle 1 is marked "(n.s.)": no significant change."""
     lines = ["| arch | px | model | round_to | FLOPs | size MB (paddle / onnx) | runtime "
              "| median ms | p90 ms | speed-up (median of pairs) | FLOPs ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -119,8 +105,14 @@ def results_table(rows):
             f"| {row['arch']} | {row['size']} | {row['model']} | {row['round_to']} "
             f"| {100 * row['flops_ratio']:.1f}% | {row['size_mb']:.1f} / {row['onnx_size_mb']:.1f} "
             f"| {runtime_label(row['runtime'])} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} "
-            f"| {row['speedup']:.2f}x | {1 / row['flops_ratio']:.2f}x |")
+            f"| {row['speedup']:.2f}x{_not_significant(row)} | {1 / row['flops_ratio']:.2f}x |")
     return lines
+
+
+def _not_significant(row):
+    """' (n.s.)' for a row whose speed-up is no significant change (not the baseline's 1)."""
+    return " (n.s.)" if row.get("verdict") == latency_lib.NO_CHANGE and row["speedup"] != 1 \
+        else ""
 
 
 def selected_architectures(architectures, arch=None, size=None):
@@ -146,59 +138,11 @@ def load_average():
 
 # ---------------------------------------------------------------- models
 
-def build_eval(cfg, size):
-    """The eval BuiltProgram of the config's YOLOv3 at `size` px (parameter names are
-    fixed by the model, so programs of every size share one scope)."""
-    import paddle
-
-    from slim.config import create
-    from slim.model import build_eval_program
-    with paddle.utils.unique_name.guard():
-        return build_eval_program(create("YOLOv3", cfg), image_shape=[3, size, size])
-
-
 def random_image(size, seed=0):
     """One preprocessed-looking image (standard normal) and its im_size, batch 1."""
     rng = np.random.RandomState(seed)
     return {"image": rng.standard_normal((1, 3, size, size)).astype(np.float32),
             "im_size": np.array([[size, size]], np.int32)}
-
-
-def calibrate_batch_norms(evaluation, scope, executor):
-    """Set every batch_norm's mean / variance to the per-channel statistics of its input on a
-    random image, in program order (each after the ones before it are set)."""
-    import paddle
-    block = evaluation.program.global_block()
-    feeds = random_image(int(block.var("image").shape[2]))
-    for op in [op for op in block.ops if op.type == "batch_norm"]:
-        with paddle.static.scope_guard(scope):
-            (value,) = executor.run(evaluation.program, feed=feeds, fetch_list=[op.input("X")[0]],
-                                    scope=scope)
-        scope.find_var(op.input("Mean")[0]).get_tensor().set(
-            value.mean(axis=(0, 2, 3)).astype(np.float32), paddle.CPUPlace())
-        scope.find_var(op.input("Variance")[0]).get_tensor().set(
-            (value.var(axis=(0, 2, 3)) + 1e-3).astype(np.float32), paddle.CPUPlace())
-
-
-def silence_objectness(evaluation, scope, num_classes):
-    """In the output conv of every yolo_box input: objectness weights 0 and bias
-    OBJECTNESS_BIAS, so every objectness logit is exactly that, whatever the channels
-    before (a pruned model's outputs must not cross the threshold more or less often)."""
-    import paddle
-    block = evaluation.program.global_block()
-    producer = {name: op for op in block.ops for name in op.output_arg_names}
-    for op in block.ops:
-        if op.type != "yolo_box":
-            continue
-        add = producer[op.input("X")[0]]
-        conv = producer.get(add.input("X")[0]) if add.type == "elementwise_add" else None
-        if conv is None or conv.type != "conv2d":
-            raise RuntimeError(f"yolo_box input {op.input('X')[0]} is not a conv plus a bias")
-        for name, value in ((conv.input("Filter")[0], 0.0), (add.input("Y")[0], OBJECTNESS_BIAS)):
-            tensor = scope.find_var(name).get_tensor()
-            array = np.array(tensor)
-            array[4::5 + num_classes] = value
-            tensor.set(array, paddle.CPUPlace())
 
 
 def activation_elements(program):
@@ -270,12 +214,7 @@ def build_models(cfg, sizes, rounding_size, work_dir, quick, log):
     from slim.prune.flops import program_flops
     executor = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
-    calibration = build_eval(cfg, CALIBRATION_SIZE)
-    paddle.seed(0)
-    calibration.startup.random_seed = 0
-    executor.run(calibration.startup, scope=scope)
-    calibrate_batch_norms(calibration, scope, executor)
-    silence_objectness(calibration, scope, int(cfg["num_classes"]))
+    init_realistic_weights(cfg, scope, executor)
     models = {}
     for size in sizes:
         evaluation = build_eval(cfg, size)
@@ -326,12 +265,11 @@ def runner(model_dir, runtime):
 
 def measure_size(records, size, runtimes, rounds, warmup):
     """Rows (one per model and runtime) of the interleaved timings of `records` at `size`."""
-    from slim.workflow.latency import interleaved_timings
     rows = []
     feeds = [random_image(size, seed=1)]
     for runtime in runtimes:
         runs = {record["model"]: runner(record["dir"], runtime) for record in records}
-        timings = interleaved_timings(runs, feeds, rounds, warmup=warmup)
+        timings = latency_lib.interleaved_timings(runs, feeds, rounds, warmup=warmup)
         baseline = timings[records[0]["model"]]
         for record in records:
             summary = pair_summary(baseline, timings[record["model"]])

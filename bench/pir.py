@@ -18,7 +18,7 @@ grace_hopper.jpg, resized to SIZE x SIZE and normalized as PP-OCR's det preproce
 /255, ImageNet mean and std): its Paddle Inference output must equal, within 1e-4
 relative to the largest value, the unpruned model run by the Executor with the removed
 channels cut off: every removed channel zeroed in the weights that read it (the input
-axis of each consumer conv, `INPUT_FILTER` members of the plan's groups), which is what
+axis of each consumer conv: `slim.prune.masking.zero_removed_channels`), which is what
 pruning computes whatever the removed channels held (PP-OCRv5's LCNetV3 adds per-tensor
 learnable biases, so zeroing the producers alone would not make them 0). The unpruned
 model in Paddle Inference is compared with the Executor too (the same file read two ways).
@@ -63,31 +63,13 @@ def photo(size):
     return ((image - MEAN) / STD).astype(np.float32).transpose(2, 0, 1)[None], path
 
 
-def zero_readers(plan, graph, scope):
-    """Zero every removed channel of `plan` in the weights that read it (INPUT_FILTER)."""
-    import paddle
-
-    from slim.prune.graph import INPUT_FILTER
-    zeroed = set()
-    for group_plan in plan.groups:
-        group = graph.group_at(*group_plan.key)
-        for member in group.members_with_role(INPUT_FILTER):
-            tensor = scope.find_var(member.var).get_tensor()
-            value = np.array(tensor)
-            index = [slice(None)] * value.ndim
-            index[member.axis] = member.element_indices(group_plan.removed)
-            value[tuple(index)] = 0
-            tensor.set(value, paddle.CPUPlace())
-            zeroed.add(member.var)
-    return sorted(zeroed)
-
-
 def reference(model_path, plan, feeds):
     """(unpruned, channels cut off in the readers) outputs of the Executor on the original."""
     import paddle
 
     from slim.io.inference_model import find_model_files, load_inference_model
     from slim.prune import analyze_program
+    from slim.prune.masking import zero_removed_channels
     from slim.prune.pir import ir_guard
     with ir_guard(True):
         scope, executor = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
@@ -96,7 +78,7 @@ def reference(model_path, plan, feeds):
         fetches = [var.value for var in model.fetch_vars]
         with paddle.static.scope_guard(scope):
             (unpruned,) = executor.run(model.program.program, feed=feeds, fetch_list=fetches)
-            zeroed = zero_readers(plan, graph, scope)
+            zeroed = zero_removed_channels(plan, graph, scope)
             (cut,) = executor.run(model.program.program, feed=feeds, fetch_list=fetches)
     return unpruned, cut, zeroed
 

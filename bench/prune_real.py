@@ -23,13 +23,16 @@ Each (model, target) is two runs of `python -m slim prune` (in a subprocess, so 
 timed alone): `--criterion l1_norm` (one-shot), and `--criterion activation --reconstruct
 --recover_iters N`, whose report holds the fidelity after each stage (activation one-shot,
 + reconstruction, + recovery). Latency: the command's Paddle Inference CPU measurement
-(interleaved pairs, 1 thread). Writes the JSON and prints a table.
+(interleaved pairs, 1 thread). Time: wall seconds of each run and its CPU seconds (user +
+system; the machine is shared, so CPU seconds / 2 is what the run takes on 2 free cores).
+Writes the JSON (runs already in it are kept) and prints a table.
 """
 import argparse
 import glob
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -153,16 +156,23 @@ def prune(model, target, criterion, extra, out):
                "--images", images, "--num_images", str(count), "--held_out", str(count // 5),
                "--preprocess", *preprocess, "--batch_size", str(batch), "--out", out,
                "--latency_runs", "20", *extra]
-    begun = time.time()
+    begun, used = time.time(), _children_cpu()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    seconds = time.time() - begun
+    seconds, cpu = time.time() - begun, _children_cpu() - used
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1], "seconds": seconds}
     with open(os.path.join(out, "report.json"), encoding="utf-8") as handle:
         report = json.load(handle)
     report["wall_seconds"] = round(seconds, 1)
+    report["cpu_seconds"] = round(cpu, 1)
     report["stderr_tail"] = done.stderr.strip().splitlines()[-3:]
     return report
+
+
+def _children_cpu():
+    """CPU seconds (user + system) of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summary(report, stage):
@@ -206,6 +216,8 @@ def main(argv=None):
                    "recover_iters": iters,
                    "seconds": {"l1_run": l1.get("wall_seconds", l1.get("seconds")),
                                "activation_run": full.get("wall_seconds", full.get("seconds")),
+                               "l1_run_cpu": l1.get("cpu_seconds"),
+                               "activation_run_cpu": full.get("cpu_seconds"),
                                **(full.get("stage_seconds") or {})},
                    "recovery": full.get("recovery")}
             results[key] = row

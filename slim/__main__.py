@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "export": "slim.commands.export",
     "prune": "slim.commands.prune",
     "anchors": "slim.commands.anchors",
+    "latency-table": "slim.commands.latency_table",
 }
 
 

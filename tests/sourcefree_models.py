@@ -70,3 +70,33 @@ def write_images(directory, count, size=16, seed=0, broken=0):
         with open(os.path.join(directory, f"broken{index}.jpg"), "wb") as handle:
             handle.write(b"not an image")
     return directory
+
+
+def affine_model(model_dir, seed=0):
+    """image -> conv (no bias) -> learned affine (x * a + b, a and b [1] parameters, as
+    PP-LCNetV3's learnable affine blocks) -> hard_swish -> conv -> mean: an exported model
+    without batch norm whose scalars must train too."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        image = paddle.static.data("image", [None, 3, SIZE, SIZE], "float32")
+        hidden = paddle.static.nn.conv2d(image, 6, 3, padding=1, bias_attr=False,
+                                         param_attr=paddle.ParamAttr(name="conv1_w"))
+        scale = paddle.static.create_parameter([1], "float32", name="affine_scale",
+                                               default_initializer=paddle.nn.initializer.Constant(1.5))
+        shift = paddle.static.create_parameter([1], "float32", name="affine_bias",
+                                               default_initializer=paddle.nn.initializer.Constant(0.2))
+        hidden = paddle.nn.functional.hardswish(hidden * scale + shift)
+        out = paddle.static.nn.conv2d(hidden, 2, 3, padding=1, bias_attr=False,
+                                      param_attr=paddle.ParamAttr(name="conv2_w"))
+        pooled = paddle.mean(out, axis=[2, 3])
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+    with paddle.static.scope_guard(scope):
+        executor.run(startup)
+        rng = np.random.default_rng(seed)
+        _set(scope, "conv1_w", rng.standard_normal((6, 3, 3, 3)) * 0.4)
+        _set(scope, "conv2_w", rng.standard_normal((2, 6, 3, 3)) * 0.3)
+        paddle.static.save_inference_model(os.path.join(model_dir, "inference"), [image],
+                                           [pooled], executor, program=main)
+    return {"dir": model_dir}

@@ -1,11 +1,11 @@
 """bench/latency.py's pure helpers (medians, p90 and speed-up of interleaved pairs, the
-table) and the interleaving it measures with (slim.workflow.latency.interleaved_timings)."""
+table), which are slim.io.latency's (tests/test_latency.py tests the verdict)."""
 import os
 
 import pytest
 from bench_modules import load_bench
 
-from slim.workflow.latency import interleaved_timings
+from slim.io.latency import NO_CHANGE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,20 +51,12 @@ def test_table_row():
     assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|") == 12
     assert lines[2] == ("| full | 416 | -50% | 8 | 40.0% | 12.3 / 12.0 | paddle oneDNN 2t "
                         "| 51.3 | 60.0 | 1.88x | 2.50x |")
+    noisy = dict(row, speedup=1.04, verdict=NO_CHANGE)
+    assert "| 1.04x (n.s.) |" in latency.results_table([noisy])[2]
     assert latency.runtime_label({"runtime": "onnxruntime", "onednn": None, "threads": 1}) \
         == "onnxruntime 1t"
     assert [latency.runtime_name(r) for r in latency.RUNTIMES] == [
         "paddle-onednn", "paddle-onednn", "paddle", "paddle", "onnxruntime", "onnxruntime"]
-
-
-def test_interleaved_timings_alternate_the_models_after_warmup():
-    calls = []
-    runs = {name: (lambda feeds, name=name: calls.append((name, feeds))) for name in "AB"}
-    timings = interleaved_timings(runs, ["x", "y"], rounds=2, warmup=3)
-    assert calls[:6] == [("A", "x")] * 3 + [("B", "x")] * 3
-    assert calls[6:] == [("A", "x"), ("B", "x"), ("A", "y"), ("B", "y")] * 2
-    assert {name: len(values) for name, values in timings.items()} == {"A": 4, "B": 4}
-    assert all(value >= 0 for values in timings.values() for value in values)
 
 
 def test_selected_architectures():

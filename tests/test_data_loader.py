@@ -93,15 +93,24 @@ def test_epochs_reshuffle_and_shuffle_false_keeps_order(demo_dir):
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
 def test_rank_shards_are_disjoint_and_complete(demo_dir, world_size):
     for epoch in (0, 1):
-        shards = []
+        shards, batch_sizes = [], []
         for rank in range(world_size):
             loader = build_train_loader(train_feed(demo_dir, drop_last=False), rank=rank,
                                         world_size=world_size, seed=3)
-            shards.append([key[2] for keys in loader.epoch_keys(epoch) for key in keys])
+            keys = list(loader.epoch_keys(epoch))
+            assert len(keys) == loader.batches_per_epoch
+            shards.append([key[2] for batch in keys for key in batch])
+            batch_sizes.append([len(batch) for batch in keys])
+        # Every rank the same batches of the same sizes (the all-reduce needs them in step),
+        # ceil(21 / world_size) samples each: the shards padded with repeated samples.
+        per_rank = -(-21 // world_size)
+        assert batch_sizes == [batch_sizes[0]] * world_size and sum(batch_sizes[0]) == per_rank
         flat = [index for shard in shards for index in shard]
-        assert len(flat) == len(set(flat)), "ranks overlap"
-        assert sorted(flat) == list(range(21)), "ranks miss samples"
-        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+        assert sorted(set(flat)) == list(range(21)), "ranks miss samples"
+        padding = flat[21:]
+        assert len(padding) == per_rank * world_size - 21 < world_size
+        assert len(set(flat[:21])) == 21, "ranks overlap beyond the padding"
+        assert padding == flat[:len(padding)]  # the padding repeats the epoch's first samples
     # With drop_last every rank runs the same number of full batches, still disjoint.
     loaders = [build_train_loader(train_feed(demo_dir), rank=rank, world_size=world_size, seed=3)
                for rank in range(world_size)]
@@ -118,7 +127,7 @@ def test_rank_batches_hold_their_shard_images(demo_dir):
         loader = build_train_loader(train_feed(demo_dir, drop_last=False, mixup_epoch=0, batch_size=8),
                                     rank=rank, world_size=2, seed=5)
         ids += [int(i) for batch in loader.epoch(0) for i in batch["im_id"]]
-    assert sorted(ids) == list(range(21))
+    assert sorted(set(ids)) == list(range(21)) and len(ids) == 22  # 11 per rank: one repeat
     # Same batch index, same input size on every rank (sizes do not depend on the rank).
     a = build_train_loader(train_feed(demo_dir), rank=0, world_size=2, seed=5)
     b = build_train_loader(train_feed(demo_dir), rank=1, world_size=2, seed=5)

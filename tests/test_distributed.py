@@ -193,9 +193,10 @@ def test_reader_gives_each_rank_its_shard():
             indices = [key[2] for batch in loader.epoch_keys(epoch) for key in batch]
             shards.append((rank, epoch, indices))
     for epoch in (0, 1):
-        rank0, rank1 = (set(indices) for rank, e, indices in shards if e == epoch)
-        assert not rank0 & rank1
-        assert rank0 | rank1 == set(range(23))
+        rank0, rank1 = (indices for rank, e, indices in shards if e == epoch)
+        assert len(rank0) == len(rank1) == 12  # rank 1's 11 padded by the epoch's first sample
+        assert set(rank0) & set(rank1) == {rank0[0]} == {rank1[-1]}
+        assert set(rank0) | set(rank1) == set(range(23))
     first_epochs = [indices for rank, e, indices in shards if e == 0]
     second_epochs = [indices for rank, e, indices in shards if e == 1]
     assert first_epochs != second_epochs  # reshuffled every epoch

@@ -216,6 +216,9 @@ def test_missing_params_file(exported, tmp_path, capsys):
     ("--criterion", "l2_norm", "--criterion 'l2_norm' is not a pruning criterion; known: "
                                "activation, bn_scale, fpgm, l1_norm, taylor"),
     ("--pruned_params", "conv9_.*", "pruned_params 'conv9_.*' matches no conv weight"),
+    ("--round_to", "0", "--round_to must be a positive integer, got 0"),
+    ("--ratio", "0.3", "--ratio sets the channels removed directly: give it without "
+                       "--target_ratio"),
 ])
 def test_bad_option(exported, tmp_path, capsys, option, value, expected):
     argv = ["--model_dir", exported["dir"], "--target_ratio", "0.5", "--out",
@@ -223,6 +226,29 @@ def test_bad_option(exported, tmp_path, capsys, option, value, expected):
     code, error = error_line(capsys, argv)
     assert code == 2 and expected in error
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_ratio_and_round_to(exported, tmp_path, capsys):
+    """--ratio removes that fraction of every group's channels (no FLOPs target), --round_to
+    keeps the counts at multiples of N; both in report.json."""
+    from slim.prune.pruner import keep_count
+    out = str(tmp_path / "out")
+    assert prune(["--model_dir", exported["dir"], "--ratio", "0.3", "--round_to", "4",
+                  "--out", out, "--latency_runs", "0"]) == 0
+    assert "target" not in capsys.readouterr().out.splitlines()[0]
+    plan = PrunePlan.load(os.path.join(out, "plan.json"))
+    assert plan.groups and plan.target_ratio is None and plan.ratio == pytest.approx(0.3)
+    for group in plan.groups:
+        assert group.channels_after == keep_count(group.channels_before, 0.3, 4)
+        assert group.channels_after % 4 == 0 or group.channels_after == group.channels_before
+    assert any(keep_count(group.channels_before, 0.3, 4) != keep_count(group.channels_before, 0.3)
+               for group in plan.groups)  # rounding mattered somewhere
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    assert report["round_to"] == 4 and report["target_ratio"] is None
+    code, error = error_line(capsys, ["--model_dir", exported["dir"], "--ratio", "1", "--out",
+                                      str(tmp_path / "bad")])
+    assert code == 2 and "--ratio must be in (0, 1)" in error
 
 
 def test_foreign_out_dir_left_alone(exported, tmp_path, capsys):
@@ -354,6 +380,19 @@ def test_reshape_sized_at_run_time_counts_at_the_input_shape(tmp_path, capsys):
     _, masked = masked_reference(model_dir, PrunePlan.load(os.path.join(out, "plan.json")), feeds)
     assert pruned.shape == masked.shape == (2, 48, 4)
     assert np.abs(pruned - masked).max() <= RELATIVE * np.abs(masked).max()
+
+
+def test_bn_scale_without_batch_norm_names_the_fix(tmp_path, capsys):
+    """An exported model without batch norm (folded into the convs, as PaddleOCR's are):
+    --criterion bn_scale is one line naming the criteria that work, nothing written."""
+    model_dir, out = str(tmp_path / "fcn"), str(tmp_path / "out")
+    export_fully_convolutional(model_dir)
+    code, error = error_line(capsys, ["--model_dir", model_dir, "--target_ratio", "0.3",
+                                      "--criterion", "bn_scale", "--input_shape", "3,16,16",
+                                      "--out", out])
+    assert code == 2 and not os.path.exists(out)
+    assert "criterion bn_scale needs a batch norm on the channels" in error
+    assert "use criterion l1_norm or fpgm, or activation with calibration images" in error
 
 
 def tree_digest(root, skip=None):

@@ -297,6 +297,58 @@ def test_flops_target_is_met_within_half_a_percent():
                      target_ratio=0.5)
 
 
+CHANNELS = 12
+
+
+def _equal_convs():
+    """Six 3x3 convs of CHANNELS in a chain (then a fixed head): a uniform ratio keeps the same
+    count in all six, so the FLOPs removed take only a few values. c3's two weakest filters
+    are planted: 100 times smaller than any other."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        y = paddle.static.data("image", IMAGE, "float32")
+        for number in range(1, 7):
+            y = _conv(y, CHANNELS, f"c{number}")
+        out = _conv(y, 3, "head", kernel=1)
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        paddle.static.Executor(CPU).run(startup)
+    randomize(main, scope)
+    weight = np.array(scope.find_var("c3_weights").get_tensor())
+    weight[2:4] *= 0.01
+    scope.find_var("c3_weights").get_tensor().set(weight, CPU)
+    return main, scope, out.name
+
+
+def test_flops_target_between_uniform_steps_is_met_by_single_groups():
+    """Between two uniform steps (issue 21: the PP-OCRv4 detector's ten 24-channel groups
+    stepped from 49.46% to 51.74% at once) single groups' counts are moved: the target is
+    met within 0.5%, and the group moved first is the one whose next channel matters least
+    (c3: the uniform ratio removes one of its planted weak filters, the move the other)."""
+    from slim.prune.pruner import FlopsCounter, search_uniform_ratio
+    program, scope, out = _equal_convs()
+    before = program_flops(program)
+    graph = analyze_program(program, fixed_vars=[out])
+    groups = select_params(graph, "auto").groups
+    target = 0.22
+    with pytest.raises(PruneError, match=r"no uniform ratio removes 22.0% .*moves single groups"):
+        search_uniform_ratio(FlopsCounter(program, groups), target)
+    plan = plan_pruning(program, scope, "auto", target_ratio=target, graph=graph)
+    keeps = {g.key[0]: g.channels_after for g in plan.groups}
+    uniform = keep_count(CHANNELS, plan.ratio)
+    assert len(set(keeps.values())) > 1 and uniform == CHANNELS - 1  # not uniform
+    assert keeps["c3_weights"] == uniform - 1
+    c3_plan = plan.groups[[g.key[0] for g in plan.groups].index("c3_weights")]
+    assert not {2, 3} & set(c3_plan.kept)
+    apply_plan(plan, [program], scope, graphs=[graph])
+    assert abs(1 - program_flops(program) / before - target) <= 0.005
+    with pytest.raises(PruneError, match=r"no channel counts remove 22.0% .*round_to 4: every "
+                                         r"group moves in steps of 4 channels"):
+        plan_pruning(*_equal_convs()[:2], "auto", target_ratio=target, round_to=4)
+
+
 # ---------------------------------------------------------------- plans, apply, undo
 
 def test_plan_json_round_trip_replays_to_identical_programs():

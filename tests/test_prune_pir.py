@@ -330,3 +330,60 @@ def kept_part(value, removals, name):
         if var == name:
             value = np.delete(value, removed, axis=axis)
     return value
+
+
+def test_images_fidelity_of_a_json_model_equals_its_classic_twin(tmp_path, capsys):
+    """`--images` on a `.json` model: the fidelity report (and the plan) equal those of the
+    same model saved classic; the options that rewrite programs classic-style are one line."""
+    import json
+    import os
+    import shutil
+    import warnings
+
+    import cv2
+    import paddle.vision.models as zoo
+    from test_pir_exports import save_as_pir
+    from test_prune_command import error_line, prune
+    from test_prune_zoo import randomize
+    classic_dir, pir_dir = str(tmp_path / "classic"), str(tmp_path / "pir")
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with warnings.catch_warnings(), paddle.static.program_guard(main, startup), \
+            paddle.utils.unique_name.guard():
+        warnings.simplefilter("ignore")
+        image = paddle.static.data("image", [None, 3, 32, 32], "float32")
+        net = zoo.mobilenet_v2(scale=0.25, num_classes=10)
+        net.eval()
+        logits = net(image)
+    scope, executor = paddle.static.Scope(), paddle.static.Executor(CPU)
+    with paddle.static.scope_guard(scope):
+        executor.run(startup)
+        randomize(main, scope)
+        paddle.static.save_inference_model(os.path.join(classic_dir, "inference"), [image],
+                                           [logits], executor, program=main)
+    save_as_pir(classic_dir, "inference.pdmodel", "inference.pdiparams", ("image",), "net")
+    os.makedirs(pir_dir)
+    for name in ("net.json", "net.pdiparams"):
+        shutil.move(os.path.join(classic_dir, name), os.path.join(pir_dir, name))
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(6):
+        cv2.imwrite(str(images / f"{index}.png"), rng.integers(0, 255, (40, 40, 3), np.uint8))
+    reports = {}
+    for name, model_dir in (("classic", classic_dir), ("pir", pir_dir)):
+        out = str(tmp_path / f"out_{name}")
+        assert prune(["--model_dir", model_dir, "--target_ratio", "0.4", "--out", out,
+                      "--latency_runs", "0", "--images", str(images), "--held_out", "2",
+                      "--task", "classify"]) == 0
+        with open(os.path.join(out, "report.json")) as handle:
+            reports[name] = json.load(handle)
+    capsys.readouterr()
+    classic, pir = (reports[n]["fidelity"]["one_shot"] for n in ("classic", "pir"))
+    assert classic["relative_l2"] > 1e-3  # the prune changes the outputs
+    assert pir["agreement"] == classic["agreement"]
+    assert pir["relative_l2"] == pytest.approx(classic["relative_l2"], rel=1e-4)
+    assert reports["pir"]["after"]["flops"] == reports["classic"]["after"]["flops"]
+    code, error = error_line(capsys, ["--model_dir", pir_dir, "--target_ratio", "0.4", "--out",
+                                      str(tmp_path / "refused"), "--images", str(images),
+                                      "--reconstruct"])
+    assert code == 2 and "--reconstruct works on classic models only" in error

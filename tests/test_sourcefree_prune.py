@@ -179,3 +179,50 @@ def test_fidelity_measures_on_hand_made_outputs():
                                                   "unpruned model on only 50% of 10")
     poor["agreement"] = 0.95
     assert poor_fidelity_warning(poor) is None
+
+
+def test_bounded_search_prunes_the_largest_cut_within_the_error(planted, capsys, tmp_path):
+    """conv1 alone: removing its dead channel costs nothing, any second channel a lot. With
+    activation the largest cut within 1e-4 output error is the dead channel's (-24.6% FLOPs);
+    with l1_norm (which removes the vital channel first) no cut stays within it."""
+    out = str(tmp_path / "bounded")
+    argv = ["prune", "--model_dir", planted["dir"], "--pruned_params", "conv1_w", "--images",
+            planted["images"], "--held_out", "16", *PREPROCESS, "--out", out,
+            "--latency_runs", "0", "--max_output_error", "1e-4"]
+    assert slim_main(argv + ["--criterion", "activation"]) == 0
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as handle:
+        report = json.load(handle)
+    assert report["groups"] == 1 and report["flops_removed"] == pytest.approx(0.2463, abs=2e-3)
+    with open(os.path.join(out, "plan.json"), encoding="utf-8") as handle:
+        (group,) = json.load(handle)["groups"]
+    assert group["kept"] == [1, 2, 3]
+    assert report["fidelity"]["one_shot"]["relative_l2"] <= 1e-4
+    assert any(not step["ok"] for step in report["search"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        slim_main(argv + ["--criterion", "l1_norm", "--out", str(tmp_path / "l1")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "no FLOPs cut down to" in err and "Traceback" not in err
+
+
+def test_recovery_trains_learned_affine_scalars_of_a_model_without_batch_norm(tmp_path):
+    from sourcefree_models import affine_model
+    info = affine_model(str(tmp_path / "affine"))
+    images = write_images(str(tmp_path / "images"), 24, seed=3)
+    executor, scope = paddle.static.Executor(CPU), paddle.static.Scope()
+    files = find_model_files(info["dir"])
+    model = load_inference_model(files, executor, scope)
+    session = SourceFreeSession(files, model, executor, SourceFreeOptions(
+        images=images, held_out=8, preprocess=("size=8,8", "mean=0", "std=1"),
+        recover_iters=40, recover_lr=0.01, batch_size=8), log=lambda message: None)
+    graph = analyze_program(model.program, fixed_vars=[v.name for v in model.fetch_vars])
+    plan = plan_pruning(model.program, scope, "conv1_w", ratio=0.5, graph=graph)
+    apply_plan(plan, [model.program], scope, graphs=[graph])
+    before = session.fidelity(model, scope)["relative_l2"]
+    affine = {name: float(np.array(scope.find_var(name).get_tensor())[0])
+              for name in ("affine_scale", "affine_bias")}
+    summary = session.recover(model, scope)
+    after = session.fidelity(model, scope)["relative_l2"]
+    assert summary["last_loss"] < summary["first_loss"] and after < 0.7 * before, (before, after)
+    for name, value in affine.items():  # the learned scalars were trained, not frozen
+        assert float(np.array(scope.find_var(name).get_tensor())[0]) != value, name

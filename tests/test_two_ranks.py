@@ -26,7 +26,7 @@ if MISSING:
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPRESS = os.path.join(ROOT, "compress.py")
-TRAIN_IMAGES = 16
+TRAIN_IMAGES = 17  # uneven: counted from each rank's own shard, 4 and 5 batches
 EPOCHS = 2  # pruning at epoch 1
 PER_RANK = -(-TRAIN_IMAGES // 2)  # the shorter shard padded by repeated samples
 BATCH_SIZES = [2] * (PER_RANK // 2) + [PER_RANK % 2] * (PER_RANK % 2)  # drop_last: false
@@ -102,6 +102,10 @@ def two_ranks(data_root, tmp_path_factory):
 
 
 def test_both_ranks_train_the_same_number_of_full_and_partial_batches(two_ranks):
+    assert BATCH_SIZES == [2, 2, 2, 2, 1]
+    assert (f"max_iters auto: {TRAIN_IMAGES} training images on 2 cards of batch 2 = "
+            f"{BATCHES_PER_EPOCH} iterations per epoch (9 images per card, 1 repeated to even "
+            "the shards)") in two_ranks["results"][0].stdout
     for rank in (0, 1):
         assert two_ranks["dumps"][rank]["iteration"] == EPOCHS * BATCHES_PER_EPOCH
         keys = _probe(two_ranks["root"], "keys", rank)

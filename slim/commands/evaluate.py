@@ -26,7 +26,15 @@ from slim.errors import UserError, stop_on_sigterm
 
 
 def run_eval(args):
-    """Entry of eval.py: score a saved model on the eval feed's dataset."""
+    """Entry of eval.py: score a saved model on the eval feed's dataset (a `.json` model:
+    loaded and run in Paddle 3's new IR)."""
+    from slim.io.export import is_pir_program_file
+    from slim.prune.pir import ir_guard
+    with ir_guard(is_pir_program_file(os.path.join(args.model_path, args.model_name))):
+        return _run_eval(args)
+
+
+def _run_eval(args):
     import paddle
 
     from slim.config import create, load_config

@@ -3,6 +3,9 @@
     python -m slim export --format onnx --model_path checkpoints/9/eval_model \\
         [--opset 11] [--out FILE.onnx]
 
+Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
+    python -m slim export --format onnx --model_path ${checkpoint_path}/${epoch}/eval_model
+
 Reads `__model__.infer` + `__params__` of the model dir (checked against its manifest
 first) and writes, through paddle2onnx, an ONNX model with the same inputs (image,
 im_size) and outputs (bbox rows of label, score, x1, y1, x2, y2; bbox_num), NMS

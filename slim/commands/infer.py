@@ -116,7 +116,15 @@ def onnx_batch_runner(args, image_shape, source):
 
 
 def run_infer(args):
-    """Entry of infer.py: detect, draw and save; returns the list written to detections.json."""
+    """Entry of infer.py: detect, draw and save; returns the list written to detections.json
+    (a `.json` model: loaded and run in Paddle 3's new IR)."""
+    from slim.io.export import is_pir_program_file
+    from slim.prune.pir import ir_guard
+    with ir_guard(is_pir_program_file(os.path.join(args.model_path, args.model_name))):
+        return _run_infer(args)
+
+
+def _run_infer(args):
     import cv2
     import paddle
     from tqdm import tqdm

@@ -3,6 +3,10 @@
     python -m slim inspect -c configs/yolov3_mobilenet_v1_voc.yml [-o KEY=VALUE ...]
                            [--json] [--graph out.dot]
 
+Example (the demo model and the seed's pruning plan for it; no training):
+    python -m slim inspect -c configs/yolov3_mobilenet_v1_demo.yml \\
+        -s configs/yolov3_mobilenet_v1_demo_slim.yaml
+
 Replaces the seed's "paste this into a REPL" recipe for choosing `pruned_params`.
 For every conv weight it prints the shape, kind (conv / depthwise / grouped /
 transpose), output shape, FLOPs, the ops that read its output directly

@@ -1,8 +1,9 @@
 """`python -m slim prune`: prune an exported Paddle inference model of any architecture, once.
 
     python -m slim prune --model_dir DIR [--model_filename F --params_filename P] \\
-        (--target_ratio 0.5 [--pruned_params auto|REGEX ...] [--criterion l1_norm]
-         | -s SLIM.yaml [--strategy NAME]) --out OUT [--latency_runs 20] [--threads 1]
+        (--target_ratio 0.5 | --ratio 0.3 [--pruned_params auto|REGEX ...] [--criterion l1_norm]
+         | -s SLIM.yaml [--strategy NAME]) [--round_to 1] --out OUT [--latency_runs 20]
+        [--threads 1]
         [--input_shape [FEED=]C,H,W ...] [--on_unknown error|skip]
 
 Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
@@ -13,8 +14,9 @@ Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
 No training: the model is loaded with `paddle.static.load_inference_model` (classic
 ProgramDesc; a Paddle 3 new-IR `.json` model is refused with how to save it classic),
 its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
-a list of them, full match, as in the seed's slim config) are pruned by one uniform
-ratio, searched so that `target_ratio` of the FLOPs goes, keeping the channels that
+a list of them, full match, as in the seed's slim config) are pruned so that
+`target_ratio` of the FLOPs goes (a searched uniform ratio, then single groups moved;
+`--ratio`: one given ratio), keeping the channels that
 `criterion` (l1_norm, fpgm, bn_scale) scores highest. The fetch targets keep their
 shape (they are the model's contract: a classifier's logits, a detector's raw heads).
 With `-s SLIM.yaml` the options come from its UniformPruneStrategy entry (and its
@@ -47,10 +49,13 @@ import numpy as np
 
 from slim.errors import UserError, shorten
 from slim.io.export import first_line, run_predictor
-from slim.io.inference_model import (
+from slim.io.inference_model import (  # noqa: F401  (feed_shapes & co. used to live here)
+    feed_shapes,
     find_model_files,
     inference_config,
     load_inference_model,
+    parse_input_shapes,
+    random_feeds,
     save_inference_model,
 )
 from slim.io.output_places import (
@@ -59,7 +64,6 @@ from slim.io.output_places import (
     remove_owned_dir,
     replace_dir,
 )
-from slim.io.weights import numpy_dtype
 from slim.prune.pir import ir_guard
 
 STRATEGY_CLASS = "UniformPruneStrategy"
@@ -70,7 +74,6 @@ REPORT_VERSION = 1
 DEFAULT_CRITERION = "l1_norm"
 DEFAULT_LATENCY_RUNS = 20
 WARMUP_RUNS = 3
-LATENCY_SEED = 0
 
 
 def add_arguments(parser):
@@ -92,6 +95,11 @@ def add_arguments(parser):
                              "without -s), a regex, or several (full match)")
     parser.add_argument("--target_ratio", type=float, default=None, metavar="R",
                         help="fraction of the FLOPs to remove, in (0, 1)")
+    parser.add_argument("--ratio", type=float, default=None, metavar="R",
+                        help="instead of --target_ratio: remove this fraction of every selected "
+                             "group's channels, in (0, 1)")
+    parser.add_argument("--round_to", type=int, default=1, metavar="N",
+                        help="keep channel counts at multiples of N (default 1)")
     parser.add_argument("--criterion", default=None,
                         help="channel importance: l1_norm (default), fpgm, bn_scale; with "
                              "--images also activation, taylor (docs/prune-exported.md)")
@@ -121,6 +129,7 @@ class PruneRequest:
     target_ratio: float
     criterion: str
     source: str  # where the options came from, for the report
+    ratio: float = None  # --ratio: one uniform ratio instead of a FLOPs target
 
 
 def run(args, out=None):
@@ -135,10 +144,14 @@ def run(args, out=None):
     use_images = prune_images.wants_images(args)
     files = find_model_files(args.model_dir, args.model_filename, args.params_filename)
     out_dir = check_replaceable_dir(args.out, "--out", inputs=[args.model_dir])
-    if files.pir and use_images:
-        raise UserError("--images (fidelity, data criteria, reconstruction, recovery) works on "
-                        f"classic models only so far; '{shorten(files.model_path)}' is a .json "
-                        "(PIR) model: prune it without --images, or save it classic")
+    classic_only = [name for name, given in (
+        ("--criterion " + str(request.criterion), request.criterion in prune_images.DATA_CRITERIA),
+        ("--reconstruct", args.reconstruct), ("--recover_iters", args.recover_iters > 0))
+        if given]
+    if files.pir and classic_only:
+        raise UserError(f"{classic_only[0]} works on classic models only so far; "
+                        f"'{shorten(files.model_path)}' is a .json (PIR) model: with --images "
+                        "it gets the fidelity report and --max_output_error / --min_agreement")
     with ir_guard(files.pir):  # a Paddle 3 `.json` model is loaded, pruned and run in PIR
         return prune_model(args, request, files, out_dir, use_images, out)
 
@@ -174,18 +187,25 @@ def prune_model(args, request, files, out_dir, use_images, out):
               "size_bytes": files.size_bytes(model.program)}
     search = None
     if args.max_output_error is not None or args.min_agreement is not None:
-        def trial(target):
+        def trial(ratio):  # the uniform ratio: every value is reachable, FLOPs grow with it
             trial_plan = make_plan(model, scope, request, args, counted, graph, statistics,
-                                   target, quiet=True)
+                                   ratio=ratio, quiet=True)
             undo = apply_plan(trial_plan, [model.program, counted], scope,
                               graphs=[graph, counted_graph])
             try:
-                return session.fidelity(model, scope, session.search_samples())
+                report = session.fidelity(model, scope, session.search_samples())
+                report["flops_removed"] = 1.0 - program_flops(counted) / before["flops"]
+                return report
             finally:
                 undo.restore()
-        request.target_ratio, search = prune_images.bounded_target(args, session, trial)
-    plan = make_plan(model, scope, request, args, counted, graph, statistics,
-                     request.target_ratio)
+        high = make_plan(model, scope, request, args, counted, graph, statistics,
+                         request.target_ratio, quiet=True).ratio \
+            if request.target_ratio is not None else None
+        ratio, search = prune_images.bounded_target(args, session, trial, high)
+        plan = make_plan(model, scope, request, args, counted, graph, statistics, ratio=ratio)
+    else:
+        plan = make_plan(model, scope, request, args, counted, graph, statistics,
+                         request.target_ratio)
     apply_plan(plan, [model.program, counted], scope, graphs=[graph, counted_graph])
     data = {}
     if session is not None:
@@ -231,15 +251,17 @@ def prune_model(args, request, files, out_dir, use_images, out):
     return 0
 
 
-def make_plan(model, scope, request, args, counted, graph, statistics, target_ratio,
-              quiet=False):
-    """The plan of `request` at `target_ratio`; the engine's warnings as one line each
-    (none when `quiet`: a trial of the accuracy-bounded search)."""
+def make_plan(model, scope, request, args, counted, graph, statistics, target_ratio=None,
+              ratio=None, quiet=False):
+    """The plan of `request` at `target_ratio` (or one uniform `ratio`); the engine's
+    warnings as one line each (none when `quiet`: a trial of the accuracy-bounded search)."""
     from slim.prune import PruneWarning, plan_pruning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = plan_pruning(model.program, scope, request.pruned_params,
-                            target_ratio=target_ratio, criterion=request.criterion,
+        ratio = ratio if ratio is not None else request.ratio
+        amount = {"ratio": ratio} if ratio is not None else {"target_ratio": target_ratio}
+        plan = plan_pruning(model.program, scope, request.pruned_params, **amount,
+                            round_to=args.round_to, criterion=request.criterion,
                             on_unknown=args.on_unknown, flops_program=counted, graph=graph,
                             statistics=statistics)
     for warning in [] if quiet else caught:
@@ -269,12 +291,23 @@ def prune_request(args):
         criterion = args.criterion
     bounded = getattr(args, "max_output_error", None) is not None or \
         getattr(args, "min_agreement", None) is not None
+    if args.round_to < 1:
+        raise UserError(f"--round_to must be a positive integer, got {args.round_to}")
+    if args.ratio is not None:
+        if args.target_ratio is not None or bounded:
+            raise UserError("--ratio sets the channels removed directly: give it without "
+                            "--target_ratio, --max_output_error or --min_agreement")
+        if not 0 < args.ratio < 1:
+            raise UserError(f"--ratio must be in (0, 1) (the fraction of every selected group's "
+                            f"channels to remove), got {args.ratio:g}")
+        return PruneRequest(pruned_params if pruned_params is not None else "auto", None,
+                            _checked_criterion(criterion), source, float(args.ratio))
     if target_ratio is None and bounded:  # searched; the largest cut tried is the default
         return PruneRequest(pruned_params if pruned_params is not None else "auto", None,
                             _checked_criterion(criterion), source)
     if target_ratio is None:
-        raise UserError("give --target_ratio R (the fraction of the FLOPs to remove, in (0, 1)) "
-                        f"or -s SLIM.yaml with a {STRATEGY_CLASS} entry")
+        raise UserError("give --target_ratio R (the fraction of the FLOPs to remove, in (0, 1)), "
+                        f"--ratio R, or -s SLIM.yaml with a {STRATEGY_CLASS} entry")
     if not 0 < target_ratio < 1:
         raise UserError(f"--target_ratio must be in (0, 1) (the fraction of the FLOPs to "
                         f"remove), got {target_ratio:g}")
@@ -312,72 +345,6 @@ def slim_config_options(slim_file, strategy=None):
     options = entries[name]
     criterion = pruner_criterion(name, options.pruner, slim_config.pruners[options.pruner])
     return options.pruned_params, float(options.target_ratio), criterion
-
-
-def feed_shapes(model, input_shapes=None):
-    """{feed name: shape}: the program's feed shapes with an unknown batch axis 1 and the
-    dims of `input_shapes` (['[FEED=]C,H,W', ...]) put in; a one-line error when a given
-    shape does not fit or a dim stays unknown."""
-    block = model.program.global_block()
-    declared = {name: list(block.var(name).shape) for name in model.feed_names}
-    given = parse_input_shapes(input_shapes or [], model.feed_names)
-    shapes = {}
-    for name, shape in declared.items():
-        if not shape:  # a scalar feed
-            shapes[name] = []
-            continue
-        rest = given.get(name, shape[1:])
-        if len(rest) != len(shape) - 1:
-            raise UserError(f"--input_shape {name}={','.join(map(str, rest))}: feed '{name}' "
-                            f"has {len(shape) - 1} dims besides the batch axis ({shape})")
-        for dim, fixed in zip(shape[1:], rest):
-            if dim >= 0 and fixed != dim:
-                raise UserError(f"--input_shape {name}={','.join(map(str, rest))} does not fit "
-                                f"feed '{name}' of shape {shape}")
-        if any(dim < 0 for dim in rest):
-            raise UserError(f"feed '{name}' has shape {shape}: give its size with --input_shape "
-                            f"{name}={','.join('N' if d < 0 else str(d) for d in shape[1:])}")
-        shapes[name] = [shape[0] if shape[0] > 0 else 1] + list(rest)
-    return shapes
-
-
-def parse_input_shapes(values, feed_names):
-    """{feed name: [dims]} of ['[FEED=]D,D,...']; a bare shape is the only feed's."""
-    result = {}
-    for value in values:
-        name, _, dims = value.rpartition("=")
-        if not name:
-            if len(feed_names) != 1:
-                raise UserError(f"--input_shape '{shorten(value, 60)}': the model has "
-                                f"{len(feed_names)} feeds ({', '.join(feed_names)}); write "
-                                "FEED=C,H,W")
-            name = feed_names[0]
-        if name not in feed_names:
-            raise UserError(f"--input_shape '{shorten(value, 60)}': no feed '{shorten(name, 60)}'; "
-                            f"feeds: {', '.join(feed_names)}")
-        try:
-            shape = [int(dim) for dim in dims.split(",")]
-        except ValueError:
-            shape = []
-        if not shape or any(dim < 1 for dim in shape):
-            raise UserError(f"--input_shape '{shorten(value, 60)}': expected positive integers "
-                            "separated by commas, e.g. 3,224,224")
-        result[name] = shape
-    return result
-
-
-def random_feeds(model, shapes):
-    """{feed: array}: standard normal floats (seeded), ones for integer feeds, at `shapes`."""
-    rng = np.random.default_rng(LATENCY_SEED)
-    block = model.program.global_block()
-    feeds = {}
-    for name in model.feed_names:
-        dtype = numpy_dtype(block.var(name).dtype)
-        if np.issubdtype(dtype, np.floating):
-            feeds[name] = rng.standard_normal(shapes[name]).astype(dtype)
-        else:
-            feeds[name] = np.ones(shapes[name], dtype)
-    return feeds
 
 
 def measure_latency(files, pruned_files, feeds, runs, threads):
@@ -443,6 +410,7 @@ def build_report(args, request, files, model, shapes, plan, before, after, laten
         "feeds": shapes, "fetches": [var.name for var in model.fetch_vars],
         "options_from": request.source, "pruned_params": request.pruned_params,
         "target_ratio": request.target_ratio, "criterion": request.criterion,
+        "round_to": args.round_to,
         "ratio": plan.ratio, "matched": len(plan.matched), "groups": len(plan.groups),
         "unprunable": dict(plan.skipped),
         "before": before, "after": after,
@@ -460,6 +428,15 @@ def _human(number):
         if abs(number) >= size:
             return f"{number / size:.3f}{unit}"
     return str(number)
+
+
+def _target_text(report):
+    """How the amount was chosen, for the report's first line ('' for --ratio)."""
+    if report["target_ratio"] is not None:
+        return f"target -{100 * report['target_ratio']:g}% FLOPs "
+    if report.get("search"):
+        return f"searched within the bound: -{100 * report['flops_removed']:.1f}% FLOPs "
+    return ""
 
 
 def format_report(report):
@@ -482,7 +459,7 @@ def format_report(report):
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"pruned {report['model_dir']} -> {report['out']}: {report['matched']} conv weights "
              f"({report['groups']} channel groups) by ratio {report['ratio']:.4f}, "
-             f"{report['criterion']}, target -{100 * report['target_ratio']:g}% FLOPs "
+             f"{report['criterion']}, {_target_text(report)}"
              f"(feeds {', '.join(f'{k} {v}' for k, v in report['feeds'].items())})"]
     for row in rows:
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "

@@ -13,7 +13,6 @@ import sys
 
 from slim.errors import UserError
 from slim.io.output_places import check_output_dir
-from slim.prune import PruneError
 from slim.sourcefree.fidelity import TASKS, format_fidelity, poor_fidelity_warning
 from slim.sourcefree.recover import DEFAULT_BATCH, DEFAULT_LR
 from slim.sourcefree.session import (
@@ -100,30 +99,31 @@ def open_session(args, files, model, executor, inputs=()):
     return SourceFreeSession(files, model, executor, options)
 
 
-def bounded_target(args, session, trial):
-    """The largest target ratio within --max_output_error / --min_agreement (trial(t) ->
-    fidelity report on the search images, the model restored after), and the steps."""
-    def evaluate(target):
-        try:
-            report = trial(target)
-        except PruneError as error:  # e.g. a cut that no ratio reaches: beyond the bound
-            return False, {"error": str(error)}
+def bounded_target(args, session, trial, high=None):
+    """The largest uniform ratio within --max_output_error / --min_agreement (trial(ratio) ->
+    fidelity report on the search images with `flops_removed`, the model restored after;
+    `high`: the ratio of --target_ratio, the largest tried), and the steps tried."""
+    def evaluate(ratio):
+        report = trial(ratio)
+        detail = {"flops_removed": report["flops_removed"]}
         if args.max_output_error is not None:
             value = report["relative_l2"]
-            ok = value is not None and value <= args.max_output_error
-            return ok, {"relative_l2": value}
+            return value is not None and value <= args.max_output_error, \
+                {**detail, "relative_l2": value}
         value = report["agreement"]
         if value is None:
             raise UserError("--min_agreement needs a task agreement: give --task "
                             "classify|sequence|dense|detect (the outputs' kind is not known)")
-        return value >= args.min_agreement, {"agreement": value}
-    high = args.target_ratio if args.target_ratio is not None else None
+        return value >= args.min_agreement, {**detail, "agreement": value}
     best, tried = search_largest_cut(evaluate, **({"high": high} if high else {}),
                                      log=lambda message: print(message, file=sys.stderr))
+    chosen = next((step for step in tried if step["ratio"] == best), None)
+    if best is None or not chosen["flops_removed"] > 0:  # removing nothing is no cut
+        best = None
     if best is None:
         bound = (f"--max_output_error {args.max_output_error:g}" if args.max_output_error
                  is not None else f"--min_agreement {args.min_agreement:g}")
-        raise UserError(f"no FLOPs cut down to -{100 * tried[-1]['target_ratio']:.1f}% stays "
+        raise UserError(f"no FLOPs cut down to -{100 * tried[-1]['flops_removed']:.1f}% stays "
                         f"within {bound} on {len(session.search_samples())} calibration "
                         "images; loosen the bound or use --criterion activation")
     return best, tried

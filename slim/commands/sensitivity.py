@@ -3,6 +3,10 @@
     python -m slim sensitivity -c configs/yolov3_mobilenet_v1_voc.yml \\
         -s SLIM.yaml [-o KEY=VALUE ...] [--strategy NAME] [--workers N] [--png FILE.png]
 
+Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
+    python -m slim sensitivity -c configs/yolov3_mobilenet_v1_demo.yml \\
+        -s configs/yolov3_mobilenet_v1_sensitive_slim.yaml -o weights=${checkpoint_path}/${epoch}
+
 Takes the slim config's SensitivePruneStrategy entry (pruned_params, delta_rate, eval_rate,
 sensitivities_file, the pruner's criterion) and the detection config's `weights` (a
 trained model: the sensitivities of random weights mean nothing). Every selected channel

@@ -27,9 +27,13 @@ Interface for the driver (`slim.data.loader`; no paddle import until workers sta
       Iteration i is batch i % batches_per_epoch of data epoch i // batches_per_epoch;
       mixup is on while the data epoch < feed.mixup_epoch. Everything random is a
       function of (seed, epoch, position), so the batches do not depend on num_workers,
-      threads vs processes, or on resuming at i. Ranks get disjoint contiguous slices of
-      the epoch's permutation (together all samples); with drop_last every rank runs
-      (num_samples // world_size) // batch_size full batches.
+      threads vs processes, or on resuming at i. Ranks get contiguous slices of the
+      epoch's permutation, all of one length so that every rank runs the same batches
+      (the gradient all-reduce needs them in step): with drop_last every rank runs
+      (num_samples // world_size) // batch_size full batches; without, each slice holds
+      ceil(num_samples / world_size) samples, the last ranks' padded with the epoch's
+      first samples again (at most world_size - 1 repeats), and the last batch may be
+      partial, of the same size on every rank.
 
     evaluation = build_eval_loader(eval_feed, rank=0, world_size=1)
     evaluation.records, evaluation.label_names, len(evaluation) (batches)

@@ -266,20 +266,27 @@ def voc_xml(file_name, width, height, annotations):
     return ElementTree.tostring(root, encoding="unicode") + "\n"
 
 
+def render_sample(seed, split, index):
+    """(JPEG bytes, width, height, annotations) of sample `index` of `split` ('train' or
+    'test'): a pure function of its arguments, what the dataset writes for it."""
+    rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
+    image, annotations = make_scene(rng)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return encoded.tobytes(), image.shape[1], image.shape[0], annotations
+
+
 def _write_split(out_dir, split, count, seed):
     lines = []
     for index in range(count):
-        rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
-        image, annotations = make_scene(rng)
+        data, width, height, annotations = render_sample(seed, split, index)
         stem = f"{split}_{index:05d}"
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
         with open(os.path.join(out_dir, "JPEGImages", stem + ".jpg"), "wb") as image_file:
-            image_file.write(encoded.tobytes())
+            image_file.write(data)
         with open(os.path.join(out_dir, "Annotations", stem + ".xml"), "w", encoding="utf-8") as xml_file:
-            xml_file.write(voc_xml(stem + ".jpg", image.shape[1], image.shape[0], annotations))
+            xml_file.write(voc_xml(stem + ".jpg", width, height, annotations))
         lines.append(f"JPEGImages/{stem}.jpg Annotations/{stem}.xml\n")
     with open(os.path.join(out_dir, f"{split}.txt"), "w", encoding="utf-8") as list_file:
         list_file.writelines(lines)

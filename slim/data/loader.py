@@ -74,6 +74,22 @@ def shard_bounds(num_items, rank, world_size):
     return num_items * rank // world_size, num_items * (rank + 1) // world_size
 
 
+def padded_shard_bounds(num_items, rank, world_size, drop_last):
+    """[start, stop) of rank's positions in an epoch, the same length on every rank.
+
+    drop_last: the first num_items // world_size positions of rank's `shard_bounds` slice
+    (up to world_size - 1 items sit out the epoch). Otherwise every rank gets
+    ceil(num_items / world_size) contiguous positions of the epoch padded to
+    world_size times that: positions >= num_items repeat the epoch's first items (at
+    most world_size - 1 of them, all on the last ranks), as PyTorch's
+    DistributedSampler pads. One process: [0, num_items) either way."""
+    start, stop = shard_bounds(num_items, rank, world_size)
+    if drop_last:
+        return start, start + num_items // world_size
+    per_rank = -(-num_items // world_size)
+    return rank * per_rank, (rank + 1) * per_rank
+
+
 def _decode(record, apply_exif_orientation=False):
     image = records_lib.read_image_rgb(record["im_file"], apply_exif_orientation)
     if image is not None and (image.shape[0], image.shape[1]) != (record["h"], record["w"]):
@@ -348,13 +364,15 @@ class TrainLoader:
     Attributes:
         records: this run's usable training records (all ranks).
         num_samples: len(records).
-        batches_per_epoch: batches this rank yields per pass over the data.
+        batches_per_epoch: batches every rank yields per pass over the data (the same on
+            every rank: see `padded_shard_bounds`).
+        shard: [start, stop) of this rank's positions in each epoch's order.
         prefetch: a background thread prepares batches while the trainer runs (default);
             False builds each batch when asked for (bench/train_throughput.py compares both).
     """
 
     def __init__(self, feed, records, rank=0, world_size=1, seed=0, prefetch=True):
-        start, stop = shard_bounds(len(records), rank, world_size)  # validates rank / world_size
+        shard_bounds(len(records), rank, world_size)  # validates rank / world_size
         self.feed = feed
         self.prefetch = prefetch
         self.records = records
@@ -363,11 +381,14 @@ class TrainLoader:
         self.sizes = feed.sizes()
         self.samples = TrainSamples(records, seed, feed.mixup_epoch, feed.num_max_boxes,
                                     getattr(feed, "expand_max_ratio", 4.0))
+        # Every rank runs the same number of batches of the same sizes: the gradient
+        # all-reduce of collective training needs every rank at every iteration.
+        self.shard = padded_shard_bounds(self.num_samples, rank, world_size, feed.drop_last)
+        shard_size = self.shard[1] - self.shard[0]
         if feed.drop_last:
-            # Every rank runs the same number of full batches (collective training stays in step).
-            self.batches_per_epoch = (self.num_samples // world_size) // feed.batch_size
+            self.batches_per_epoch = shard_size // feed.batch_size
         else:
-            self.batches_per_epoch = -(-(stop - start) // feed.batch_size)
+            self.batches_per_epoch = -(-shard_size // feed.batch_size)
         if self.batches_per_epoch == 0:
             raise DataError(f"{self.num_samples} training images give no full batch of "
                             f"{feed.batch_size} per card on {world_size} card(s); lower "
@@ -388,13 +409,15 @@ class TrainLoader:
     def epoch_keys(self, epoch, first_batch=0):
         """Sample keys (epoch, position, record_index, size) of this rank's batches in `epoch`."""
         order = self.epoch_order(epoch)
-        start, stop = shard_bounds(self.num_samples, self.rank, self.world_size)
+        start, stop = self.shard
         batch_size = self.feed.batch_size
         for batch_index in range(first_batch, self.batches_per_epoch):
             positions = range(start + batch_index * batch_size,
                               min(start + (batch_index + 1) * batch_size, stop))
             size = self.batch_size_of(epoch, batch_index)
-            yield [(epoch, position, int(order[position]), size) for position in positions]
+            # positions past the dataset's end are the padding: the epoch's first samples again
+            yield [(epoch, position, int(order[position % self.num_samples]), size)
+                   for position in positions]
 
     def _keys_from(self, start_iteration, num_iterations):
         epoch, first_batch = divmod(start_iteration, self.batches_per_epoch)

@@ -116,7 +116,11 @@ def check_image_shape(program, feed_name, image_shape, source, fix=None):
     """UserError when `program` declares a fixed input size other than the feed's image_shape
     (`source`: the feed's name in the config). The message ends in `fix`, or by default in
     the -o override that makes them agree, written as one shell word (rule (f))."""
-    var = program.global_block().vars.get(feed_name)
+    block = program.global_block()
+    if not hasattr(block, "vars"):  # a PIR program (a .json model): its view has them
+        from slim.prune.pir import PirProgramView
+        block = PirProgramView(program).global_block()
+    var = block.vars.get(feed_name)
     if var is None:
         return
     declared = [int(d) for d in var.shape[1:]]

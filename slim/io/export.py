@@ -46,6 +46,7 @@ from slim.io.file_manifest import (
 from slim.io.weights import check_params_fit as weights_check_params_fit
 
 MODEL_NAME = "__model__"
+PIR_SUFFIX = ".json"  # a Paddle 3 new-IR program
 INFER_MODEL_NAME = "__model__.infer"
 PARAMS_NAME = "__params__"
 MODEL_MANIFEST_NAME = "model_manifest.json"
@@ -127,21 +128,42 @@ def export_model(eval_built, scope, executor, out_dir, with_eval_model=True, wit
     return written
 
 
+def is_pir_program_file(path):
+    """True for a Paddle 3 new-IR (PIR) program file: named `.json`, or JSON text (a
+    ProgramDesc is binary protobuf, which never starts with '{')."""
+    if str(path).endswith(PIR_SUFFIX):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(64).lstrip()[:1] == b"{"
+    except OSError:
+        return False
+
+
 def load_exported_program(model_dir, executor, scope, model_name=INFER_MODEL_NAME,
                           params_name=PARAMS_NAME):
     """(program, feed names, fetch vars) of an exported model, parameters loaded into `scope`.
 
     Checked first (see the module docstring): a missing file, a manifest mismatch, a
     program that does not parse, or params that do not fit the program raise a one-line
-    UserError naming the file; so does any error of Paddle's own load.
+    UserError naming the file; so does any error of Paddle's own load. A PIR program
+    (`.json`, Paddle 3) is loaded as one (call this, and run the program, inside
+    `slim.prune.pir.ir_guard(True)`); its fetch targets are PIR Values.
     """
     import paddle
     model_path = os.path.join(model_dir, model_name)
     params_path = os.path.join(model_dir, params_name)
     require_files(model_dir, (model_name, params_name))
     verify_model_manifest(model_dir, (model_name, params_name))
-    program = read_program(model_path)
-    check_params_fit(program, params_path, model_path)
+    if is_pir_program_file(model_path):
+        from slim.prune.pir import pir_supported
+        if not pir_supported():
+            raise UserError(f"'{shorten(model_path)}' is a Paddle 3 new-IR (PIR) program, which "
+                            f"Paddle {paddle.__version__} cannot load: install "
+                            "paddlepaddle>=3, or use the classic model (__model__.infer)")
+    else:
+        program = read_program(model_path)
+        check_params_fit(program, params_path, model_path)
     try:
         with paddle.static.scope_guard(scope), without_deprecation_notice():
             # normpath: Paddle takes 'dir/' (the seed's documented form) for a file prefix

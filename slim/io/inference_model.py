@@ -23,10 +23,18 @@ here knows the model: its feeds, fetch targets and parameters are what the progr
 import dataclasses
 import os
 
+import numpy as np
+
 from slim.errors import UserError, did_you_mean, shorten
 from slim.io.checkpoint import persistable_vars
-from slim.io.export import first_line, read_program, without_deprecation_notice, write_bytes
-from slim.io.weights import check_params_fit
+from slim.io.export import (
+    first_line,
+    is_pir_program_file,
+    read_program,
+    without_deprecation_notice,
+    write_bytes,
+)
+from slim.io.weights import check_params_fit, numpy_dtype
 from slim.prune.pir import pir_supported
 
 SEED_MODEL_NAME = "__model__"
@@ -57,7 +65,7 @@ class ModelFiles:
     @property
     def pir(self):
         """True for a Paddle 3 new-IR program (`.json`)."""
-        return self.model_filename.endswith(PIR_SUFFIX) or _looks_like_json(self.model_path)
+        return is_pir_program_file(self.model_path)
 
     @property
     def model_path(self):
@@ -113,7 +121,7 @@ def find_model_files(model_dir, model_filename=None, params_filename=None):
         model_filename = _default_model_filename(model_dir, present)
     model_path = os.path.join(model_dir, model_filename)
     _require_file(model_path, "--model_filename", present)
-    pir = model_filename.endswith(PIR_SUFFIX) or _looks_like_json(model_path)
+    pir = is_pir_program_file(model_path)
     if pir and not pir_supported():
         raise pir_model_error(model_path)
     if params_filename is None:
@@ -178,13 +186,6 @@ def _require_file(path, option, present):
         what = "is not a regular file" if os.path.exists(path) else "does not exist"
         raise UserError(f"{option}: '{shorten(path)}' {what}{did_you_mean(name, present)}"
                         f"{'; the dir holds: ' + shorten(', '.join(present)) if present else ''}")
-
-
-def _looks_like_json(path):
-    """True when the file starts (after blanks) with '{': a PIR program, whatever its name
-    (a ProgramDesc is binary protobuf, which never starts so)."""
-    with open(path, "rb") as handle:
-        return handle.read(64).lstrip()[:1] == b"{"
 
 
 def persistables(program):
@@ -340,3 +341,72 @@ def inference_config(files, threads=1):
     config.set_cpu_math_library_num_threads(int(threads))
     config.disable_glog_info()
     return config
+
+
+LATENCY_SEED = 0  # random_feeds' seed
+
+
+def feed_shapes(model, input_shapes=None):
+    """{feed name: shape}: the program's feed shapes with an unknown batch axis 1 and the
+    dims of `input_shapes` (['[FEED=]C,H,W', ...]) put in; a one-line error when a given
+    shape does not fit or a dim stays unknown."""
+    block = model.program.global_block()
+    declared = {name: list(block.var(name).shape) for name in model.feed_names}
+    given = parse_input_shapes(input_shapes or [], model.feed_names)
+    shapes = {}
+    for name, shape in declared.items():
+        if not shape:  # a scalar feed
+            shapes[name] = []
+            continue
+        rest = given.get(name, shape[1:])
+        if len(rest) != len(shape) - 1:
+            raise UserError(f"--input_shape {name}={','.join(map(str, rest))}: feed '{name}' "
+                            f"has {len(shape) - 1} dims besides the batch axis ({shape})")
+        for dim, fixed in zip(shape[1:], rest):
+            if dim >= 0 and fixed != dim:
+                raise UserError(f"--input_shape {name}={','.join(map(str, rest))} does not fit "
+                                f"feed '{name}' of shape {shape}")
+        if any(dim < 0 for dim in rest):
+            raise UserError(f"feed '{name}' has shape {shape}: give its size with --input_shape "
+                            f"{name}={','.join('N' if d < 0 else str(d) for d in shape[1:])}")
+        shapes[name] = [shape[0] if shape[0] > 0 else 1] + list(rest)
+    return shapes
+
+
+def parse_input_shapes(values, feed_names):
+    """{feed name: [dims]} of ['[FEED=]D,D,...']; a bare shape is the only feed's."""
+    result = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        if not name:
+            if len(feed_names) != 1:
+                raise UserError(f"--input_shape '{shorten(value, 60)}': the model has "
+                                f"{len(feed_names)} feeds ({', '.join(feed_names)}); write "
+                                "FEED=C,H,W")
+            name = feed_names[0]
+        if name not in feed_names:
+            raise UserError(f"--input_shape '{shorten(value, 60)}': no feed '{shorten(name, 60)}'; "
+                            f"feeds: {', '.join(feed_names)}")
+        try:
+            shape = [int(dim) for dim in dims.split(",")]
+        except ValueError:
+            shape = []
+        if not shape or any(dim < 1 for dim in shape):
+            raise UserError(f"--input_shape '{shorten(value, 60)}': expected positive integers "
+                            "separated by commas, e.g. 3,224,224")
+        result[name] = shape
+    return result
+
+
+def random_feeds(model, shapes):
+    """{feed: array}: standard normal floats (seeded), ones for integer feeds, at `shapes`."""
+    rng = np.random.default_rng(LATENCY_SEED)
+    block = model.program.global_block()
+    feeds = {}
+    for name in model.feed_names:
+        dtype = numpy_dtype(block.var(name).dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shapes[name]).astype(dtype)
+        else:
+            feeds[name] = np.ones(shapes[name], dtype)
+    return feeds

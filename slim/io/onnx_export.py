@@ -32,6 +32,7 @@ from slim.io.export import (
     PARAMS_NAME,
     add_model_file,
     check_params_fit,
+    is_pir_program_file,
     read_program,
     require_files,
     verify_model_manifest,
@@ -92,8 +93,15 @@ def check_exported_model(model_dir, model_name=INFER_MODEL_NAME, params_name=PAR
     params_path = os.path.join(model_dir, params_name)
     require_files(model_dir, (model_name, params_name))
     verify_model_manifest(model_dir, (model_name, params_name))
+    if is_pir_program_file(model_path):
+        raise UserError(f"'{shorten(model_path)}' is a Paddle 3 new-IR (PIR) program: the pinned "
+                        "paddle2onnx 1.3.1 converts classic programs only, and paddle2onnx 2.x "
+                        "(which reads PIR) converts these models wrongly (see slim.io."
+                        "onnx_export); export ONNX from the classic model (__model__.infer or "
+                        "a .pdmodel)")
     check_params_fit(read_program(model_path), params_path, model_path)
     return model_path, params_path
+
 
 
 def onnx_model_bytes(model_dir, opset=DEFAULT_OPSET, model_name=INFER_MODEL_NAME,

@@ -44,3 +44,29 @@ def draw_detections(image_bgr, detections, class_names, threshold=0.5):
         cv2.putText(canvas, text, (top_left[0] + 1, text_top + text_h + 1),
                     cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
     return canvas, rows
+
+
+def side_by_side(rows, titles, gap=6, scale=2):
+    """One BGR image of `rows` ([[image path, ...], ...], one list per row, one image per
+    column) with a title strip over each column (`titles`), every image enlarged `scale`
+    times (nearest neighbour, so drawn boxes stay sharp) and padded to the widest: the
+    baseline | pruned picture of the demo."""
+    import cv2
+    images = [[cv2.imread(path, cv2.IMREAD_COLOR) for path in row] for row in rows]
+    images = [[cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+               for image in row] for row in images]
+    cell_w = max(image.shape[1] for row in images for image in row)
+    cell_h = max(image.shape[0] for row in images for image in row)
+    strip = 28
+    columns = len(titles)
+    canvas = np.full((strip + len(images) * (cell_h + gap), columns * (cell_w + gap) - gap, 3),
+                     255, np.uint8)
+    for column, title in enumerate(titles):
+        cv2.putText(canvas, title, (column * (cell_w + gap) + 4, strip - 8),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
+    for index, row in enumerate(images):
+        top = strip + index * (cell_h + gap)
+        for column, image in enumerate(row):
+            left = column * (cell_w + gap)
+            canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
+    return canvas

@@ -107,7 +107,10 @@ def bn_scale(group, read_param):
     """|gamma| of the batch norms on the channels (network slimming)."""
     scales = group.members_with_role(BN_SCALE)
     if not scales:
-        raise PruneError(f"criterion bn_scale: the channels of {group.key[0]} have no batch norm")
+        raise PruneError(f"criterion bn_scale needs a batch norm on the channels, and those of "
+                         f"'{group.key[0]}' have none (a batch norm folded into its conv at export, "
+                         "or a squeeze-excite conv): use criterion l1_norm or fpgm, or "
+                         "activation with calibration images")
     return sum(np.abs(read_param(s.var)[s.start: s.start + s.length]).astype(np.float64)
                for s in scales)
 

@@ -98,7 +98,7 @@ for _reduce in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce
 PIR_ATTR_NAMES = {"transpose_x": "trans_x", "transpose_y": "trans_y", "keepdim": "keep_dim",
                   "kernel_size": "ksize"}
 CONSTANT_OPS = ("pd_op.full_int_array", "pd_op.full")
-HIDDEN_OPS = ("builtin.parameter", "pd_op.data", "builtin.combine", "builtin.split",
+HIDDEN_OPS = ("builtin.parameter", "pd_op.data", "pd_op.feed", "builtin.combine", "builtin.split",
               "builtin.shadow_output", "builtin.constant")
 _SKIP_ATTRS = ("stop_gradient", "struct_name", "op_callstack", "persistable", "place",
                "is_persistable")
@@ -330,6 +330,22 @@ class PirProgramView:
     def global_block(self):
         return self.block
 
+    def runnable_clone(self):
+        """(a clone of the program as this view says it, without its fetch ops; {view name:
+        Value of the clone}): a program to run and fetch any value of by name. The view is
+        committed first (idempotent: a restored view writes the restored types back)."""
+        self.commit()
+        clone = self.program.clone()
+        names = PirProgramView(clone).name_of  # the same positions, so the same names
+        values = {}
+        for op in list(clone.global_block().ops):
+            for value in op.results():
+                if value.id in names:
+                    values[names[value.id]] = value
+            if op.name() == "pd_op.fetch":
+                op.erase()
+        return clone, values
+
     def concrete_copy(self, shapes, seed=0):
         """A shadow view with the shapes of one run at feed `shapes` ({feed: shape}; floats
         standard normal, integers ones) in `self.runner`; the unpruned program's own type
@@ -369,7 +385,7 @@ class PirProgramView:
             attrs = op.attrs()
             if name == "builtin.parameter":
                 self._add_var(op.result(0), attrs["parameter_name"], True, True)
-            elif name == "pd_op.data":
+            elif name in ("pd_op.data", "pd_op.feed"):  # feed: a translated program's input
                 persistable = bool(_first(attrs.get("persistable", False)))
                 self._add_var(op.result(0), attrs["name"], persistable)
             elif name == "builtin.combine":

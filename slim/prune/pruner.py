@@ -9,7 +9,9 @@ Selection (`pruned_params`): a regex matched in full against every conv
 weight name, dots unescaped as users write them (the seed's form); a list of
 such names/regexes; or `auto` for every prunable conv. Ratios: one `ratio`
 for all groups, `ratios` per param (name or regex -> ratio), or a FLOPs
-`target_ratio` met by searching the uniform ratio. At least one channel of
+`target_ratio`, met within 0.5% of the FLOPs: the uniform ratio is searched,
+then single groups' counts move a step at a time (greedy by the criterion)
+where the uniform counts step past the target. At least one channel of
 every group stays; `round_to` rounds kept channel counts to a multiple.
 """
 import collections
@@ -224,7 +226,8 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
     pruned_params: regex / list / 'auto' (see module docstring); may be omitted with `ratios`.
     ratio: fraction of every selected group's channels to remove.
     ratios: {conv weight name or regex: ratio}, per param.
-    target_ratio: fraction of FLOPs to remove; the uniform ratio is searched.
+    target_ratio: fraction of FLOPs to remove; the uniform ratio is searched, then single
+        groups adjusted (`search_keeps`).
     criterion: 'l1_norm' (default), 'fpgm' or 'bn_scale'.
     round_to: keep channel counts at multiples of this.
     on_unknown: 'error' or 'skip' when a selected conv reaches an op without a rule.
@@ -262,20 +265,18 @@ def plan_pruning(program, scope, pruned_params=None, *, ratio=None, ratios=None,
     uniform = None
     if ratios is not None:
         group_ratio = _ratios_of_groups(selection, graph, ratios)
+        keeps = [keep_count(g.size, group_ratio[g.id], round_to) for g in selection.groups]
+    elif ratio is not None:
+        uniform = _check_ratio("ratio", ratio)
+        keeps = [keep_count(g.size, uniform, round_to) for g in selection.groups]
     else:
-        if ratio is not None:
-            uniform = _check_ratio("ratio", ratio)
-        else:
-            target = _check_ratio("target_ratio", target_ratio, low_open=True)
-            counter = FlopsCounter(flops_program or program, selection.groups, round_to,
-                                   graph if flops_program is None else None, extra_ops)
-            uniform = search_uniform_ratio(counter, target)
-        group_ratio = {group.id: uniform for group in selection.groups}
-    plans = []
-    for group in selection.groups:
-        keep = keep_count(group.size, group_ratio[group.id], round_to)
-        plans.append(GroupPlan(group.key, group.params, group.size,
-                               kept_indices(scores[group.id], keep)))
+        target = _check_ratio("target_ratio", target_ratio, low_open=True)
+        counter = FlopsCounter(flops_program or program, selection.groups, round_to,
+                               graph if flops_program is None else None, extra_ops)
+        uniform, keeps = search_keeps(counter, target,
+                                      [scores[g.id] for g in selection.groups])
+    plans = [GroupPlan(group.key, group.params, group.size, kept_indices(scores[group.id], keep))
+             for group, keep in zip(selection.groups, keeps)]
     return PrunePlan(plans, criterion, selection.matched, uniform,
                      float(target_ratio) if target_ratio is not None else None,
                      dict(selection.skipped))
@@ -336,17 +337,80 @@ class FlopsCounter:
             undo.restore()
 
 
-def search_uniform_ratio(counter, target_ratio, tolerance=FLOPS_TOLERANCE, max_steps=40):
-    """The uniform ratio whose pruned FLOPs are closest to removing `target_ratio` of the
-    FLOPs; a PruneError when no ratio comes within `tolerance` of the total."""
+def search_keeps(counter, target_ratio, scores, tolerance=FLOPS_TOLERANCE):
+    """(uniform ratio, [channels kept per group]) removing `target_ratio` of the FLOPs within
+    `tolerance` of the total: the closest uniform ratio, then, when its channel counts step
+    past the target (many groups of one size change at once), single groups' counts moved
+    one `round_to` step at a time (`adjust_keeps`). A PruneError when neither gets there."""
+    base = counter.base
+    target = base * (1.0 - target_ratio)
+    slack = tolerance * base
+    ratio, flops = _closest_uniform_ratio(counter, target_ratio)
+    keeps = [keep_count(size, ratio, counter.round_to) for size in counter.sizes]
+    if abs(flops - target) > slack:
+        keeps, flops = adjust_keeps(counter, keeps, flops, target, slack, scores)
+    if abs(flops - target) > slack:
+        raise PruneError(
+            f"no channel counts remove {100 * target_ratio:.1f}% of the FLOPs within "
+            f"{100 * tolerance:.1f}%: the closest removes {100.0 * (1 - flops / base):.2f}% "
+            f"(round_to {counter.round_to}: every group moves in steps of {counter.round_to} "
+            f"channel{'s' if counter.round_to > 1 else ''}; ask for that cut, a smaller "
+            "round_to, or select more convs)")
+    return ratio, keeps
+
+
+def _importance_order(scores):
+    """Scores sorted high to low, over their mean: the i-th is the (i+1)-th most important
+    channel of its group, comparable across groups of different scales."""
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    mean = float(np.abs(ordered).mean()) if len(ordered) else 0.0
+    return ordered / mean if mean > 0 else ordered
+
+
+def adjust_keeps(counter, keeps, flops, target, slack, scores):
+    """Move single groups' kept counts by one `round_to` step until the FLOPs are within
+    `slack` of `target`: when too many FLOPs remain, the group whose next channel to go is
+    the least important (score over its group's mean) loses a step; when too few, the one
+    whose best removed channel is the most important gets a step back; a step that does
+    not bring the FLOPs closer is not taken (the next group in that order is tried).
+    Returns (keeps, flops) as close as it got."""
+    step = counter.round_to
+    keeps, orders = list(keeps), [_importance_order(group) for group in scores]
+    while abs(flops - target) > slack / 10:  # once within the band, a little closer if it can
+        remove = flops > target
+        candidates = []
+        for position, (keep, size) in enumerate(zip(keeps, counter.sizes)):
+            new = keep - step if remove else min(keep + step, size)
+            if new < 1 or new == keep:
+                continue
+            # the channel that goes (remove) or comes back (restore): its importance
+            importance = orders[position][keep - 1] if remove else orders[position][keep]
+            candidates.append((importance if remove else -importance, position, new))
+        best = None
+        for _, position, new in sorted(candidates):
+            trial = keeps[:position] + [new] + keeps[position + 1:]
+            trial_flops = counter.at_keep(trial)
+            if abs(trial_flops - target) < abs(flops - target):  # closer, on either side
+                best = (trial, trial_flops)
+                break
+        if best is None:
+            break
+        keeps, flops = best
+    return keeps, flops
+
+
+def _closest_uniform_ratio(counter, target_ratio, max_steps=40, tolerance=FLOPS_TOLERANCE):
+    """(ratio, its FLOPs): the bisected uniform ratio closest to removing `target_ratio`; a
+    PruneError when even one channel per group keeps too many FLOPs."""
     base = counter.base
     target = base * (1.0 - target_ratio)
     slack = tolerance * base
     most_removed = counter.at_ratio(1.0)
     if most_removed > target + slack:
         raise PruneError(f"target_ratio {target_ratio} is out of reach: pruning the selected "
-                         f"params to one channel each removes only "
-                         f"{100.0 * (1 - most_removed / base):.1f}% of the FLOPs")
+                         f"convs to one channel each removes only "
+                         f"{100.0 * (1 - most_removed / base):.1f}% of the FLOPs (select more "
+                         "convs, e.g. pruned_params auto)")
     low, high = 0.0, 1.0
     best_error, best_ratio, best_flops = abs(base - target), 0.0, base
     for _ in range(max_steps):
@@ -361,8 +425,18 @@ def search_uniform_ratio(counter, target_ratio, tolerance=FLOPS_TOLERANCE, max_s
             high = middle
         if high - low < 1e-5 or error < slack / 20:
             break
-    if best_error > slack:
+    return best_ratio, best_flops
+
+
+def search_uniform_ratio(counter, target_ratio, tolerance=FLOPS_TOLERANCE, max_steps=40):
+    """The uniform ratio whose pruned FLOPs are closest to removing `target_ratio` of the
+    FLOPs; a PruneError when no ratio comes within `tolerance` of the total (`search_keeps`
+    then also moves single groups)."""
+    best_ratio, best_flops = _closest_uniform_ratio(counter, target_ratio, max_steps, tolerance)
+    base = counter.base
+    if abs(best_flops - base * (1.0 - target_ratio)) > tolerance * base:
         raise PruneError(f"no uniform ratio removes {100 * target_ratio:.1f}% of the FLOPs within "
                          f"{100 * tolerance:.1f}%: the closest, ratio {best_ratio:.4f}, removes "
-                         f"{100.0 * (1 - best_flops / base):.2f}% (try round_to 1 or more params)")
+                         f"{100.0 * (1 - best_flops / base):.2f}% (plan_pruning with target_ratio "
+                         "also moves single groups' channel counts)")
     return best_ratio

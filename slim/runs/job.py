@@ -99,8 +99,7 @@ def build_job(args, cfg, compressor, strategies, env, log, metric_name, with_inf
     max_iters = cfg.get("max_iters", "auto")
     if max_iters == "auto":
         max_iters = train_loader.batches_per_epoch
-        log(f"max_iters auto: {train_loader.num_samples} training images / total batch "
-            f"{total_batch} = {max_iters} iterations per epoch")
+        log(auto_max_iters_message(train_loader, train_feed.batch_size, env.world_size))
     total_iterations = None
     if epoch_iterations is not None:
         total_iterations, max_iters = max_iters, min(max_iters, epoch_iterations)
@@ -122,6 +121,21 @@ def build_job(args, cfg, compressor, strategies, env, log, metric_name, with_inf
     return TrainingJob(args, cfg, compressor, env, log, strategies, with_infer_model, executor, place,
                        scope, programs, scheduler, train_loader, max_iters, total_batch, metric_name,
                        programs.flops(), programs.params(), total_iterations, infer_config)
+
+
+def auto_max_iters_message(train_loader, batch_size, world_size):
+    """The log line saying how `max_iters: auto` was counted (on several cards: the images
+    per card, and how many were repeated or left out to give every card as many)."""
+    count, iterations = train_loader.num_samples, train_loader.batches_per_epoch
+    if world_size == 1:
+        return (f"max_iters auto: {count} training images / total batch {batch_size} = "
+                f"{iterations} iterations per epoch")
+    per_card = train_loader.shard[1] - train_loader.shard[0]
+    extra = per_card * world_size - count
+    note = (f", {extra} repeated to even the shards" if extra > 0 else
+            f", {-extra} left out by drop_last" if extra < 0 else "")
+    return (f"max_iters auto: {count} training images on {world_size} cards of batch "
+            f"{batch_size} = {iterations} iterations per epoch ({per_card} images per card{note})")
 
 
 def visualdl_dir(cfg):

@@ -33,7 +33,11 @@ class ProgramRunner:
     """Runs one program in one scope on batches of samples and returns fetched arrays."""
 
     def __init__(self, program, scope, executor, feed_names):
-        self.program = forward_clone(program)
+        self._values = None  # a PIR view's program: {name: Value} to fetch by name
+        if getattr(program, "is_pir_view", False):
+            self.program, self._values = program.runnable_clone()
+        else:
+            self.program = forward_clone(program)
         self.scope = scope
         self.executor = executor
         self.feed_names = list(feed_names)
@@ -47,9 +51,13 @@ class ProgramRunner:
         import paddle
         feeds = self.feeds(samples)
         feeds.update(extra_feeds or {})
+        fetches = list(names) if self._values is None else [self._values[n] for n in names]
         with paddle.static.scope_guard(self.scope):
-            return self.executor.run(program or self.program, feed=feeds, fetch_list=list(names),
-                                     return_numpy=True)
+            # use_prune: only the ops the fetched vars need run (an early layer's input
+            # costs a fraction of the whole model); classic programs only
+            return self.executor.run(program or self.program, feed=feeds, fetch_list=fetches,
+                                     return_numpy=True,
+                                     use_prune=program is None and self._values is None)
 
     def outputs(self, samples, names, batch_size=8):
         """{name: [one array per sample]} over all `samples` (batched by shape)."""

@@ -22,6 +22,8 @@ from slim.sourcefree.statistics import activation_statistics
 DEFAULT_NUM_IMAGES = 200
 DEFAULT_HELD_OUT = 0.2   # of the readable images, at least 1
 MAX_SEARCH_IMAGES = 64   # calibration images the accuracy-bounded search measures on
+MAX_STATISTICS_IMAGES = 200  # calibration images the channel statistics are measured on
+MAX_RECONSTRUCT_IMAGES = 64  # calibration images each refitted layer's rows come from
 SEARCH_STEPS = 7
 SEARCH_HIGH = 0.95
 
@@ -97,7 +99,8 @@ class SourceFreeSession:
     def statistics(self, graph, kinds=("activation", "taylor")):
         """Channel statistics of the unpruned model on the calibration images."""
         return activation_statistics(self.teacher, self.teacher_scope, self.executor,
-                                     self.images.calibration, graph, kinds=kinds,
+                                     self.images.calibration[:MAX_STATISTICS_IMAGES], graph,
+                                     kinds=kinds,
                                      batch_size=min(self.options.batch_size, 4),
                                      seed=self.options.seed)
 
@@ -125,7 +128,8 @@ class SourceFreeSession:
         """Least-squares refit of the pruned channels' readers (see slim.sourcefree.reconstruct)."""
         student = ProgramRunner(model.program, scope, self.executor, model.feed_names)
         return reconstruct(plan, graph, model, scope, student, self.teacher_runner,
-                           self.images.calibration, batch_size=self.options.batch_size,
+                           self.images.calibration[:MAX_RECONSTRUCT_IMAGES],
+                           batch_size=self.options.batch_size,
                            seed=self.options.seed)
 
     def recover(self, model, scope, identity=None):
@@ -138,19 +142,19 @@ class SourceFreeSession:
 
 
 def search_largest_cut(evaluate, high=SEARCH_HIGH, steps=SEARCH_STEPS, log=None):
-    """The largest FLOPs cut t in (0, high] for which evaluate(t) -> (ok, detail) is ok,
+    """The largest pruning ratio t in (0, high] for which evaluate(t) -> (ok, detail) is ok,
     by bisection (assuming a larger cut is never better); (t or None, [steps tried])."""
     low, best, tried = 0.0, None, []
     ok, detail = evaluate(high)
-    tried.append({"target_ratio": high, "ok": ok, **detail})
+    tried.append({"ratio": high, "ok": ok, **detail})
     if ok:
         return high, tried
     for _ in range(steps):
         middle = round((low + high) / 2.0, 4)
         ok, detail = evaluate(middle)
-        tried.append({"target_ratio": middle, "ok": ok, **detail})
+        tried.append({"ratio": middle, "ok": ok, **detail})
         if log:
-            log(f"search: -{100 * middle:.1f}% FLOPs {'within' if ok else 'beyond'} the bound "
+            log(f"search: ratio {middle:.4f} {'within' if ok else 'beyond'} the bound "
                 f"({', '.join(f'{k} {v:.4f}' for k, v in detail.items() if isinstance(v, float))})")
         if ok:
             low, best = middle, middle

@@ -1,9 +1,8 @@
 """Paddle Inference latency of several exported models, measured interleaved (A, B, A, B
-...) so that machine noise hits all alike; medians per model."""
+...) so that machine noise hits all alike; medians per model (with `slim.io.latency`)."""
 import os
-import time
 
-import numpy as np
+from slim.io.latency import interleaved_timings, medians
 
 LATENCY_ROUNDS = 3
 
@@ -17,26 +16,7 @@ def measure_latency(model_dirs, images, rounds=LATENCY_ROUNDS, threads=None):
                   for name, path in model_dirs.items()}
     runs = {name: (lambda feeds, predictor=predictor: export.run_predictor(predictor, feeds))
             for name, predictor in predictors.items()}
-    timings = interleaved_timings(runs, images, rounds)
-    return {name: float(np.median(values)) for name, values in timings.items()}, threads
-
-
-def interleaved_timings(runs, images, rounds, warmup=1):
-    """{name: [ms of each run]} of the functions `runs` ({name: run(feeds)}), each timed on
-    every feed of `images` for `rounds` rounds, interleaved (A, B, A, B ...: the i-th
-    timings of all names were taken back to back), after `warmup` untimed runs of each on
-    the first feed (first runs allocate and optimise)."""
-    for run in runs.values():
-        for _ in range(warmup):
-            run(images[0])
-    timings = {name: [] for name in runs}
-    for _ in range(rounds):
-        for feeds in images:
-            for name, run in runs.items():
-                started = time.perf_counter()
-                run(feeds)
-                timings[name].append(1000.0 * (time.perf_counter() - started))
-    return timings
+    return medians(interleaved_timings(runs, images, rounds)), threads
 
 
 def latency_inputs(cfg, count):
