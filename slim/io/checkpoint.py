@@ -41,7 +41,6 @@ The config is not stored (as the seed says: edits to it apply on restart).
 """
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import re
@@ -69,6 +68,7 @@ from slim.io.output_places import (
     foreign_entries,
     is_owned_dir,
     make_owned_temp_dir,
+    open_locked,
     require_no_foreign_entries,
     seal_owned,
 )
@@ -183,17 +183,8 @@ def lock_checkpoint_root(checkpoint_root, what="compressor.checkpoint_path"):
     from a mix of both: it gets a one-line CheckpointError naming the path instead. Call
     before training starts; keep the lock while running."""
     ensure_writable_dir(checkpoint_root, what)
-    try:
-        descriptor = os.open(checkpoint_root, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as error:
-        raise CheckpointError(f"{what} '{shorten(checkpoint_root)}' cannot be locked "
-                              f"({describe_os_error(error)})") from None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(descriptor)
-        raise CheckpointError(f"{what} '{shorten(checkpoint_root)}' is in use by another run; "
-                              f"wait for it to finish or choose another {what}") from None
+    descriptor = open_locked(checkpoint_root, os.O_RDONLY | os.O_DIRECTORY, what,
+                             checkpoint_root, error=CheckpointError)
     return CheckpointRootLock(descriptor)
 
 

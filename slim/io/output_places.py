@@ -445,28 +445,38 @@ class FileLock:
         self.close()
 
 
+def open_locked(path, flags, what, shown, error=None, holds=""):
+    """A descriptor of `path` opened with `flags` and holding an exclusive flock: the one
+    lock of the tool's in-place files and of checkpoint_path. A one-line `error` (default
+    OutputPlaceError) naming `what` '`shown`' when it cannot be opened or another run holds
+    it (`holds`: what that run holds, said in the message)."""
+    import fcntl
+    error = error or OutputPlaceError
+    try:
+        descriptor = os.open(path, flags, 0o666 & ~_current_umask())
+    except OSError as failure:
+        raise error(f"{what} '{shorten(shown)}' cannot be locked "
+                    f"({describe_os_error(failure)})") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        held = f" (it holds '{shorten(holds)}')" if holds else ""
+        raise error(f"{what} '{shorten(shown)}' is in use by another run{held}; wait for it "
+                    f"to finish or choose another {what}") from None
+    return descriptor
+
+
 def lock_file(path, what):
     """Claim the file `path` that this run updates in place (e.g. a sensitivities file
     written after every entry), as checkpoint_path is claimed: an exclusive lock on
     `.NAME.lock` beside it, held until the returned FileLock is closed or the process ends.
     A second run on the same file gets a one-line OutputPlaceError at once, before it
     measures anything. A lock file left by a killed run is not locked and is taken over."""
-    import fcntl
     directory, name = os.path.split(os.path.abspath(str(path)))
     lock_path = os.path.join(directory, f".{name}.lock")
     while True:
-        try:
-            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_current_umask())
-        except OSError as error:
-            raise OutputPlaceError(f"{what} '{shorten(path)}' cannot be locked "
-                                   f"({describe_os_error(error)})") from None
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(descriptor)
-            raise OutputPlaceError(f"{what} '{shorten(path)}' is in use by another run (it holds "
-                                   f"'{shorten(lock_path)}'); wait for it to finish or choose "
-                                   f"another {what}") from None
+        descriptor = open_locked(lock_path, os.O_RDWR | os.O_CREAT, what, path, holds=lock_path)
         try:  # the holder may have removed the file between our open and flock: lock anew
             if os.stat(lock_path).st_ino == os.fstat(descriptor).st_ino:
                 return FileLock(descriptor, lock_path)
