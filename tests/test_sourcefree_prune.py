@@ -98,6 +98,24 @@ def test_reconstruction_lowers_the_known_layers_output_error(planted):
     assert fidelity_after < fidelity_before
 
 
+def test_reconstruction_refits_a_fully_connected_reader(planted):
+    """Channels of conv2 removed: the fc reading them (through the mean) is refitted too."""
+    executor, scope = paddle.static.Executor(CPU), paddle.static.Scope()
+    files = find_model_files(planted["dir"])
+    model = load_inference_model(files, executor, scope)
+    session = SourceFreeSession(files, model, executor, SourceFreeOptions(
+        images=planted["images"], held_out=8, preprocess=("size=8,8", "mean=0", "std=1")),
+        log=lambda message: None)
+    graph = analyze_program(model.program, fixed_vars=[v.name for v in model.fetch_vars])
+    plan = plan_pruning(model.program, scope, "conv2_w", ratio=0.34, graph=graph)
+    assert [len(group.removed) for group in plan.groups] == [1]
+    apply_plan(plan, [model.program], scope, graphs=[graph])
+    results = session.reconstruct(plan, graph, model, scope)
+    fc = [r for r in results if r["weight"] == "fc_w"]
+    assert fc and fc[0]["kind"] == "fc", results
+    assert fc[0]["error_after"] < fc[0]["error_before"]
+
+
 def _run(argv, env=None):
     return subprocess.run([sys.executable, "-m", "slim", *argv], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, **(env or {})})

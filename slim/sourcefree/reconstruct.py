@@ -14,7 +14,7 @@ near-constant value is compensated where it matters most.
 """
 import numpy as np
 
-from slim.prune.graph import FILTER, INPUT_FILTER
+from slim.prune.graph import FILTER, INPUT_FILTER, INPUT_WEIGHT
 from slim.sourcefree.images import batches
 
 FC_TYPES = ("mul", "matmul", "matmul_v2")
@@ -29,12 +29,8 @@ def _pruned_reader_weights(plan, graph):
         group = graph.group_at(*group_plan.key)
         if group is None or not group_plan.removed:
             continue
-        for member in group.members_with_role(INPUT_FILTER):
-            readers.add(member.var)
-        for member in group.members:
-            if group.roles[member] == "param" and member.axis == 0 and \
-                    len(graph.index.shapes.get(member.var, ())) == 2:
-                readers.add(member.var)  # an fc weight's rows
+        for member in group.members_with_role(INPUT_FILTER, INPUT_WEIGHT):
+            readers.add(member.var)  # a conv's input channels or an fc weight's contracted rows
         for member in group.members_with_role(FILTER):
             kept_out[member.var] = np.asarray(group_plan.kept, np.int64) + member.start
     return readers, kept_out
