@@ -340,6 +340,13 @@ def test_undecodable_training_images_raise_a_data_error_through_the_prefetch(dem
     assert gone_within(1.0, prefetch_threads)
 
 
+def test_opencv_runs_sequentially_so_forked_workers_inherit_no_thread_pool():
+    """A worker forked while OpenCV had a thread pool hung in cvtColor (this test file's
+    next test, once in two suite runs): the loader's import turns the pool off."""
+    import cv2
+    assert loader_lib.cv2 is cv2 and cv2.getNumThreads() == 1
+
+
 @pytest.mark.parametrize("options", [{"num_workers": 0}, {"num_workers": 2}], ids=["serial", "processes"])
 def test_a_consumer_that_stops_early_ends_the_thread_and_the_workers(demo_dir, options):
     loader = build_train_loader(train_feed(demo_dir, **options), seed=2)

@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 
+import cv2
 import numpy as np
 
 from slim.data import records as records_lib
@@ -30,6 +31,13 @@ from slim.data.voc import VOCDataSet
 from slim.errors import DataError, shorten
 
 LOGGER = logging.getLogger("slim.data")
+
+# Worker processes are forked, and a child that inherits OpenCV's thread pool (not its
+# threads) can wait forever in its first parallel cv2 call: a worker stuck in cvtColor hung
+# the test suite, once in two runs. Here the workers are the parallelism, so OpenCV runs
+# sequentially in this process and its children (as Ultralytics and MMDetection set it); set
+# at import, before any thread of ours uses cv2 (changing it while one does can crash).
+cv2.setNumThreads(0)
 
 # Stream ids keep the random streams of one (seed, epoch) independent.
 _SHUFFLE_STREAM, _SIZE_STREAM, _SAMPLE_STREAM = 1, 2, 3
