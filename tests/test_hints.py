@@ -59,6 +59,15 @@ def test_train_resume_checkpoint_empty_is_refused_and_its_hint_works(workspace, 
                            str(tmp_path / "ckpt2"), "-r", eval_model]) is not None
 
 
+def test_a_repeated_o_adds_to_the_earlier_overrides(workspace, tmp_path, monkeypatch):
+    """`-o max_iters=1 save_dir=X -o pretrain_weights=null`: all three apply (a plain
+    nargs='*' option would keep only the last -o and train the config's max_iters)."""
+    monkeypatch.chdir(workspace["root"])
+    summary = train_cli.main(_train(tmp_path, "-o", "pretrain_weights=null"))
+    assert summary["max_iters"] == 1
+    assert summary["last_checkpoint"].endswith(os.path.join("ckpt", "0"))
+
+
 @pytest.mark.parametrize("value", ["", "nowhere"])
 def test_an_empty_or_missing_weights_path_hint_works(workspace, tmp_path, capsys, monkeypatch,
                                                      value):

@@ -18,7 +18,7 @@ DIR` does this for a whole new config.
 """
 import sys
 
-from slim.commands.cli import parse_command_args
+from slim.commands.cli import add_override_argument, parse_command_args
 from slim.data.anchors import DEFAULT_ANCHORS, DEFAULT_RESTARTS, anchors_override, anchors_yaml
 from slim.data.dataset_config import check_train_size, dataset_anchors, dataset_source
 from slim.errors import UserError, exit_on_user_error, shorten
@@ -35,8 +35,7 @@ def add_arguments(parser):
     parser.add_argument("--label_list", default="label_list.txt", help="class names file in DIR")
     parser.add_argument("-c", "--config", default=None,
                         help="detection config: its train feed's dataset and image size")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides of the -c config")
+    add_override_argument(parser, "overrides of the -c config")
     parser.add_argument("--size", type=int, default=None,
                         help=f"train input size in px (default: the config's, else {DEFAULT_SIZE})")
     parser.add_argument("-n", "--anchors", type=int, default=DEFAULT_ANCHORS, metavar="N",

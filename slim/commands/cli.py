@@ -11,12 +11,18 @@ def add_config_arguments(parser, with_dataset_dir=True, config_help=None):
     parser.add_argument("-c", "--config", required=config_help is None,
                         help=config_help or
                         "detection config YAML, e.g. configs/yolov3_mobilenet_v1_voc.yml")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config options: dotted keys, YAML values, e.g. "
-                             "YoloTrainFeed.batch_size=64 max_iters=258")
+    add_override_argument(parser, "override config options: dotted keys, YAML values, e.g. "
+                                  "YoloTrainFeed.batch_size=64 max_iters=258")
     if with_dataset_dir:
         parser.add_argument("-d", "--dataset_dir", default=None,
                             help="dataset root; replaces dataset_dir of every feed")
+
+
+def add_override_argument(parser, help_text):
+    """-o/--opt KEY=VALUE ...; a repeated -o adds to the earlier ones (argparse's plain
+    nargs='*' would silently keep only the last)."""
+    parser.add_argument("-o", "--opt", nargs="*", action="extend", default=[],
+                        metavar="KEY=VALUE", help=help_text)
 
 
 def new_parser(description, prog=None):

@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 
-from slim.commands.cli import parse_command_args
+from slim.commands.cli import add_override_argument, parse_command_args
 from slim.errors import UserError, exit_on_user_error
 from slim.io.output_places import WrittenFiles, check_output_dir, check_replaceable_dir
 from slim.workflow.latency import LATENCY_ROUNDS, latency_inputs, measure_latency
@@ -59,8 +59,7 @@ def add_arguments(parser):
                         help="epochs of backbone pretraining on object crops (0: train from scratch)")
     parser.add_argument("--baseline_epochs", type=int, default=12,
                         help="epochs (of max_iters iterations) of baseline training")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides for train.py and compress.py")
+    add_override_argument(parser, "overrides for train.py and compress.py")
 
 
 def parse_args(argv=None):

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 
+from slim.commands.cli import add_override_argument
 from slim.errors import UserError, shorten
 from slim.io.output_places import WrittenFiles, check_output_file
 from slim.model.from_config import model_from_config
@@ -53,8 +54,7 @@ def add_arguments(parser):
     """Add the `inspect` options to `parser` (other subcommands' engineers extend this)."""
     parser.add_argument("-c", "--config", required=True,
                         help="detection config YAML, e.g. configs/yolov3_mobilenet_v1_voc.yml")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config options (dotted keys, YAML values)")
+    add_override_argument(parser, "override config options (dotted keys, YAML values)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--graph", metavar="FILE.dot", default=None,
                         help="write the op graph (graphviz dot, convs filled); renders "

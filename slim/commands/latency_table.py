@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 
+from slim.commands.cli import add_override_argument
 from slim.errors import UserError, shorten
 
 DEFAULT_ROUNDS = 5
@@ -40,8 +41,7 @@ def add_arguments(parser):
     source.add_argument("-c", "--config", default=None, help="detection config YAML")
     source.add_argument("--model_dir", default=None, metavar="DIR",
                         help="an exported inference model's directory")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="with -c: override config options")
+    add_override_argument(parser, "with -c: override config options")
     parser.add_argument("--size", type=int, default=None, metavar="PX",
                         help="with -c: input size (default: the eval feed's image_shape)")
     parser.add_argument("--model_filename", default=None, metavar="F")

@@ -20,7 +20,7 @@ directory that the detection config's `pretrain_weights` loads.
 import math
 import sys
 
-from slim.commands.cli import parse_command_args
+from slim.commands.cli import add_override_argument, parse_command_args
 from slim.errors import Interrupted, UserError, exit_on_user_error, shorten, stop_on_sigterm
 from slim.runs.pretrain import pretrain_backbone
 
@@ -33,8 +33,7 @@ def add_arguments(parser):
     parser.add_argument("--size", type=int, default=64, help="crop side in pixels")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05, help="Momentum LR (cosine decay)")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="detection config overrides")
+    add_override_argument(parser, "detection config overrides")
 
 
 def parse_args(argv=None):

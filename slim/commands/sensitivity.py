@@ -24,6 +24,7 @@ import signal
 import sys
 import types
 
+from slim.commands.cli import add_override_argument
 from slim.errors import UserError, shorten
 from slim.io.output_places import check_output_file
 
@@ -36,8 +37,7 @@ def add_arguments(parser):
                         help="detection config YAML; its `weights` are the model measured")
     parser.add_argument("-s", "--slim_file", required=True, metavar="SLIM.yaml",
                         help="slim config with a SensitivePruneStrategy entry")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override detection config options (dotted keys, YAML values)")
+    add_override_argument(parser, "override detection config options (dotted keys, YAML values)")
     parser.add_argument("--strategy", default=None, metavar="NAME",
                         help="the SensitivePruneStrategy entry to use when there are several")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
