@@ -60,8 +60,9 @@ HOSTILE = {
     "empty output_dir": (["--infer_img", "{image}", "--output_dir", ""], "--output_dir is empty"),
     "infer_img missing": (["--infer_img", "{out}/nothing.jpg", "--output_dir", "{out}"],
                           "nothing.jpg"),
-    "infer_cfg.yml tampered": (["--infer_img", "{image}", "--output_dir", "{out}"],
-                               "does not match its infer_cfg.yml"),
+    # a byte of __params__ flipped: the checksum infer_cfg.yml records for it catches that
+    "params differ from infer_cfg.yml": (["--infer_img", "{image}", "--output_dir", "{out}"],
+                                         "does not match its infer_cfg.yml"),
 }
 
 
@@ -73,7 +74,7 @@ def test_infer_without_config_hostile(fitted, tmp_path, capsys, case):
     images = tmp_path / "images"
     shutil.copytree(fitted["images"], images)
     name = sorted(os.listdir(images))[0]
-    if case == "infer_cfg.yml tampered":  # a byte of the params its file list records
+    if case == "params differ from infer_cfg.yml":
         with open(model / "__params__", "r+b") as handle:
             handle.seek(1000)
             byte = handle.read(1)
@@ -82,8 +83,10 @@ def test_infer_without_config_hostile(fitted, tmp_path, capsys, case):
     (tmp_path / "a_file").write_text("the user's")
     fill = {"model": str(model), "image": str(images / name), "images": str(images),
             "name": name, "out": str(tmp_path / "out"), "file": str(tmp_path / "a_file")}
-    before = {"model": tree_digest(model), "images": tree_digest(images)}
+    before = {"model": tree_digest(model), "images": tree_digest(images),
+              "a_file": (tmp_path / "a_file").read_text()}
     code, error = _run(capsys, ["--model_path", str(model),
                                 *[part.format(**fill) for part in argv_tail]])
     assert code == 2 and expected in error, error
-    assert {"model": tree_digest(model), "images": tree_digest(images)} == before
+    assert {"model": tree_digest(model), "images": tree_digest(images),
+            "a_file": (tmp_path / "a_file").read_text()} == before

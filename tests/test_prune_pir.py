@@ -14,7 +14,7 @@ import pytest
 from test_prune_exact import persistables
 from test_prune_exact import restore as put_back
 
-from slim.prune import analyze_program, apply_plan, plan_pruning
+from slim.prune import PrunePlan, analyze_program, apply_plan, plan_pruning
 from slim.prune.flops import program_flops
 from slim.prune.masking import zero_removed_channels
 from slim.prune.pir import pir_supported
@@ -168,6 +168,7 @@ def test_classic_plan_applies_to_the_pir_translation():
     exe = randomized(main, startup, scope)
     graph = analyze_program(main, fixed_vars=[out.name])
     plan = plan_pruning(main, scope, "auto", ratio=0.5, graph=graph)
+    assert plan.groups and all(group.removed for group in plan.groups)
     state = persistables(main, scope)
     translated = paddle.pir.translate_to_pir(main.desc)
     apply_plan(plan, [main], scope, graphs=[graph])
@@ -200,7 +201,6 @@ def test_json_model_round_trips_through_slim_prune_and_paddle_inference(tmp_path
     from test_prune_command import predict, prune
 
     from slim.io.inference_model import find_model_files, load_inference_model
-    from slim.prune import PrunePlan
     from slim.prune.pir import ir_guard
     model_dir = str(tmp_path / "model")
     with ir_guard(True):
@@ -350,6 +350,11 @@ def test_images_fidelity_of_a_json_model_equals_its_classic_twin(tmp_path, capsy
     assert pir["agreement"] == classic["agreement"]
     assert pir["relative_l2"] == pytest.approx(classic["relative_l2"], rel=1e-4)
     assert reports["pir"]["after"]["flops"] == reports["classic"]["after"]["flops"]
+    plans = {name: PrunePlan.load(str(tmp_path / f"out_{name}" / "plan.json"))
+             for name in ("classic", "pir")}
+    assert plans["classic"].groups
+    assert [(g.key, g.kept) for g in plans["pir"].groups] == \
+        [(g.key, g.kept) for g in plans["classic"].groups]
     code, error = error_line(capsys, ["--model_dir", pir_dir, "--target_ratio", "0.4", "--out",
                                       str(tmp_path / "refused"), "--images", str(images),
                                       "--reconstruct"])

@@ -40,20 +40,21 @@ def prune_args(planted, out, *extra):
 
 def test_every_prune_prints_its_fidelity_and_warns_when_poor(planted, capsys, tmp_path):
     out = str(tmp_path / "l1")
-    assert slim_main(prune_args(planted, out, "--criterion", "l1_norm", "--task", "classify",
-                                "--threshold", "0.5")) == 0
+    # dense at 0.2: the planted map's mask agrees on 1 image in 3 after l1 (0.33 measured)
+    assert slim_main(prune_args(planted, out, "--criterion", "l1_norm", "--task", "dense",
+                                "--threshold", "0.2")) == 0
     captured = capsys.readouterr()
     assert "fidelity (one-shot) on 16 held-out images" in captured.out
     with open(os.path.join(out, "report.json"), encoding="utf-8") as handle:
         report = json.load(handle)
     fidelity = report["fidelity"]["one_shot"]
     (record,) = fidelity["outputs"].values()
-    assert record["task"] == "classify" and record["images"] == 16
+    assert record["task"] == "dense" and record["images"] == 16
     assert report["images"]["held_out"] == 16 and report["images"]["calibration"] == 32
     assert record["relative_l2_median"] > 0.05  # l1 removed the vital channel
     warnings = [line for line in captured.err.splitlines() if "agrees with the unpruned" in line
                 or "outputs differ" in line]
-    assert len(warnings) == (1 if fidelity["agreement"] < 0.9 else 0)
+    assert fidelity["agreement"] < 0.5 and len(warnings) == 1, (fidelity, captured.err)
     out = str(tmp_path / "act")
     assert slim_main(prune_args(planted, out, "--criterion", "activation")) == 0
     captured = capsys.readouterr()
