@@ -59,11 +59,11 @@ def target_row(target, measured, predicted, flops, params):
             "flops_ratio": flops, "params_ratio": params}
 
 
-def refined_ratio(target, planned, measured_speedup, predicted_speedup):
+def refined_ratio(target, measured_speedup, predicted_speedup):
     """The ratio to plan with so that the measured speed-up reaches 1 / target, when the
-    plan at `planned` measured `measured_speedup` against its predicted one (the table's
-    bias on this model, assumed to stay: NetAdapt's measure-and-adjust, once)."""
-    bias = measured_speedup / predicted_speedup  # (planned only names the plan it was)
+    first plan measured `measured_speedup` against its predicted one (the table's bias on
+    this model, assumed to stay: NetAdapt's measure-and-adjust, once)."""
+    bias = measured_speedup / predicted_speedup
     return min(max(target * bias, 0.05), 0.95)
 
 
@@ -164,7 +164,7 @@ def measure(arch, config, size, runtime, targets, rounds, table_path, work_dir, 
                    **target_row(target, summary, predicted, flops, params)}
             rows.append(row)
             # once: the table's bias measured here, the plan's ratio corrected by it
-            ratios[target] = refined_ratio(target, ratios[target], row["measured_speedup"],
+            ratios[target] = refined_ratio(target, row["measured_speedup"],
                                            row["predicted_speedup"])
     return rows, {"arch": arch, "size": size, "runtime": runtime, **fit}
 

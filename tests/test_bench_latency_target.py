@@ -20,6 +20,7 @@ def test_row_compares_the_measured_speedup_with_the_targets():
 
 
 def test_refined_ratio_corrects_by_the_measured_bias():
-    # planned 0.5, predicted 2.0x, measured 1.6x: plan for 2.0 / 0.8 = 2.5x predicted
-    assert bench.refined_ratio(0.5, 0.5, 1.6, 2.0) == pytest.approx(0.4)
-    assert bench.refined_ratio(0.3, 0.3, 0.1, 3.3) == pytest.approx(0.05)  # clamped
+    # target 0.5, predicted 2.0x, measured 1.6x: plan for 2.0 / 0.8 = 2.5x predicted
+    assert bench.refined_ratio(0.5, 1.6, 2.0) == pytest.approx(0.4)
+    assert bench.refined_ratio(0.3, 0.1, 3.3) == pytest.approx(0.05)  # clamped
+    assert bench.refined_ratio(0.5, 3.0, 1.0) == pytest.approx(0.95)  # clamped above
