@@ -344,12 +344,7 @@ def profile_worker(model_dir, threads, onednn, size, runs):
     from slim.io import export
     config = paddle_infer.Config(os.path.join(model_dir, export.INFER_MODEL_NAME),
                                  os.path.join(model_dir, export.PARAMS_NAME))
-    config.disable_gpu()
-    config.set_cpu_math_library_num_threads(int(threads))
-    if onednn == "on":
-        config.enable_mkldnn()
-    else:
-        config.disable_mkldnn()
+    export.set_cpu_kernels(config, threads, onednn == "on")
     config.disable_glog_info()
     config.enable_profile()
     predictor = paddle_infer.create_predictor(config)

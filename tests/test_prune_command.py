@@ -574,3 +574,13 @@ def test_prune_of_a_per_parameter_model(exported, tmp_path, capsys):
                   "--latency_runs", "0", "--out", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     assert set(names) <= set(os.listdir(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("onednn", [True, False, None])
+def test_inference_config_sets_onednn_as_asked(exported, onednn):
+    """latency-table's paddle-onednn / paddle runtimes and the default, through one function."""
+    from slim.io.inference_model import inference_config
+    config = inference_config(find_model_files(exported["dir"]), threads=2, onednn=onednn)
+    assert config.cpu_math_library_num_threads() == 2
+    if onednn is not None:
+        assert config.mkldnn_enabled() is onednn

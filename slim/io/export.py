@@ -353,15 +353,22 @@ def inference_predictor(model_dir, model_name=INFER_MODEL_NAME, params_name=PARA
     if use_gpu:
         config.enable_use_gpu(256, 0)
     else:
-        config.disable_gpu()
-        if cpu_threads:
-            config.set_cpu_math_library_num_threads(int(cpu_threads))
-        if onednn is True:
-            config.enable_mkldnn()
-        elif onednn is False:
-            config.disable_mkldnn()
+        set_cpu_kernels(config, cpu_threads, onednn)
     config.disable_glog_info()
     return paddle_infer.create_predictor(config)
+
+
+def set_cpu_kernels(config, threads=None, onednn=None):
+    """A Paddle Inference Config on the CPU with `threads` math threads (None: Paddle's
+    default); `onednn` True / False turns oneDNN (MKL-DNN) kernels on / off (None: Paddle's
+    default)."""
+    config.disable_gpu()
+    if threads:
+        config.set_cpu_math_library_num_threads(int(threads))
+    if onednn is True:
+        config.enable_mkldnn()
+    elif onednn is False:
+        config.disable_mkldnn()
 
 
 def run_predictor(predictor, feeds):

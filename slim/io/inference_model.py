@@ -31,6 +31,7 @@ from slim.io.export import (
     first_line,
     is_pir_program_file,
     read_program,
+    set_cpu_kernels,
     without_deprecation_notice,
     write_bytes,
 )
@@ -322,23 +323,23 @@ def _save_pir_model(model, executor, scope, directory, model_filename, params_fi
     return [model_filename, params_filename]
 
 
-def inference_config(files, threads=1):
+def inference_config(files, threads=1, onednn=None):
     """The Paddle Inference (`paddle.inference`) Config of the model in `files` on the CPU,
-    with `threads` math threads and Paddle's default kernels (oneDNN where Paddle enables
-    it: `config.mkldnn_enabled()`)."""
+    with `threads` math threads; `onednn` True / False turns oneDNN kernels on / off, None
+    keeps Paddle's default (oneDNN where Paddle enables it: `config.mkldnn_enabled()`),
+    except for PIR models (below)."""
     import paddle.inference as paddle_infer
     if files.params_filename:
         config = paddle_infer.Config(files.model_path, files.params_path)
     else:
         config = paddle_infer.Config(files.directory)
         config.set_prog_file(files.model_path)
-    config.disable_gpu()
-    if files.pir:
+    if onednn is None and files.pir:
         # Paddle 3.3.1 runs PIR models with oneDNN into "ConvertPirAttribute2RuntimeAttribute
         # not support ArrayAttribute<DoubleAttribute>" (PP-OCRv5's nearest_interp scale),
         # the unpruned model too; its plain CPU kernels run them.
-        config.disable_mkldnn()
-    config.set_cpu_math_library_num_threads(int(threads))
+        onednn = False
+    set_cpu_kernels(config, threads, onednn)
     config.disable_glog_info()
     return config
 

@@ -76,11 +76,7 @@ class TimedRun:
 
     def _init_paddle(self, files, feeds, threads, onednn):
         import paddle.inference as paddle_infer
-        config = inference_config(files, threads)
-        if onednn:
-            config.enable_mkldnn()
-        else:
-            config.disable_mkldnn()
+        config = inference_config(files, threads, onednn=onednn)
         self.predictor = paddle_infer.create_predictor(config)
         for name in self.predictor.get_input_names():
             handle = self.predictor.get_input_handle(name)
