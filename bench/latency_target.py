@@ -118,7 +118,7 @@ def measure(arch, config, size, runtime, targets, rounds, table_path, work_dir, 
     save()
     base_flops = program_flops(loaded.counted)
     base_params = program_params(loaded.model.program)
-    baseline = lt.timed_run(runtime, files, loaded.feeds, 1, work_dir)
+    baseline = lt.timed_run(runtime, files, loaded.feeds, 1)
 
     def pruned(ratio):
         """(TimedRun, predicted, FLOPs ratio, params ratio) of the model pruned to `ratio`."""
@@ -137,7 +137,7 @@ def measure(arch, config, size, runtime, targets, rounds, table_path, work_dir, 
         finally:
             undo.restore()
         run = lt.timed_run(runtime, dataclasses.replace(files, directory=directory),
-                           loaded.feeds, 1, directory)
+                           loaded.feeds, 1)
         return run, predicted, flops, params
 
     rows, ratios = [], {target: target for target in targets}

@@ -256,7 +256,7 @@ def prune_model(args, request, files, out_dir, use_images, out):
         feeds = random_feeds(model, shapes)
         if request.latency is not None:
             latency = measure_on_runtime(files, pruned_files, feeds, args.latency_runs,
-                                         request.latency.runtime, args.threads, temp_dir)
+                                         request.latency.runtime, args.threads)
         else:
             latency = measure_latency(files, pruned_files, feeds, args.latency_runs, args.threads)
         report = build_report(args, request, files, model, shapes, plan, before, after, latency,
@@ -445,19 +445,16 @@ def moved_groups(plan, round_to):
                for group in plan.groups)
 
 
-def measure_on_runtime(files, pruned_files, feeds, runs, runtime, threads, work_dir):
+def measure_on_runtime(files, pruned_files, feeds, runs, runtime, threads):
     """The models timed interleaved on `runtime` (as `python -m slim latency-table` times
     them: the run call only), after WARMUP_RUNS each; the timing summary (None: runs 0)."""
-    import tempfile
-
     from slim.workflow.latency_table import load_average, timed_run
     if runs == 0:
         return None
-    with tempfile.TemporaryDirectory(prefix="slim-runtime-") as scratch:
-        timed = {"before": timed_run(runtime, files, feeds, threads, scratch),
-                 "after": timed_run(runtime, pruned_files, feeds, threads, scratch)}
-        load = load_average()
-        timings = interleaved_timings(timed, [None], runs, warmup=WARMUP_RUNS)
+    timed = {"before": timed_run(runtime, files, feeds, threads),
+             "after": timed_run(runtime, pruned_files, feeds, threads)}
+    load = load_average()
+    timings = interleaved_timings(timed, [None], runs, warmup=WARMUP_RUNS)
     return {"runs": runs, "warmup": WARMUP_RUNS, "threads": threads, "runtime": runtime,
             "onednn": runtime == "paddle-onednn", "load_average": [load, load_average()],
             **pair_summary(timings["before"], timings["after"], ("before_", "after_")),

@@ -92,8 +92,7 @@ def open_session(args, files, model, executor, inputs=()):
     options = SourceFreeOptions(
         images=args.images, num_images=args.num_images, held_out=args.held_out,
         preprocess=tuple(args.preprocess or ()), task=args.task, threshold=args.threshold,
-        batch_size=args.batch_size, reconstruct=args.reconstruct,
-        recover_iters=args.recover_iters, recover_lr=args.recover_lr,
+        batch_size=args.batch_size, recover_iters=args.recover_iters, recover_lr=args.recover_lr,
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every)
     return SourceFreeSession(files, model, executor, options)
 

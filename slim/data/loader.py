@@ -91,7 +91,7 @@ def padded_shard_bounds(num_items, rank, world_size, drop_last):
     world_size times that: positions >= num_items repeat the epoch's first items (at
     most world_size - 1 of them, all on the last ranks), as PyTorch's
     DistributedSampler pads. One process: [0, num_items) either way."""
-    start, stop = shard_bounds(num_items, rank, world_size)
+    start = shard_bounds(num_items, rank, world_size)[0]  # (also checks rank, world_size)
     if drop_last:
         return start, start + num_items // world_size
     per_rank = -(-num_items // world_size)

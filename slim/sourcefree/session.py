@@ -38,7 +38,6 @@ class SourceFreeOptions:
     task: str = "auto"
     threshold: object = None
     batch_size: int = DEFAULT_BATCH
-    reconstruct: bool = False
     recover_iters: int = 0
     recover_lr: float = DEFAULT_LR
     checkpoint_dir: object = None

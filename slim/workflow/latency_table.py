@@ -67,10 +67,10 @@ class TimedRun:
     """One model loaded in one runtime with its inputs set: calling it runs the model once
     (the run call only; inputs stay bound)."""
 
-    def __init__(self, runtime, files, feeds, threads, work_dir):
+    def __init__(self, runtime, files, feeds, threads):
         self.runtime = runtime
         if runtime == "onnxruntime":
-            self._init_onnx(files, feeds, threads, work_dir)
+            self._init_onnx(files, feeds, threads)
         else:
             self._init_paddle(files, feeds, threads, runtime == "paddle-onednn")
 
@@ -84,7 +84,7 @@ class TimedRun:
             handle.copy_from_cpu(feeds[name])
         self._call = self.predictor.run
 
-    def _init_onnx(self, files, feeds, threads, work_dir):
+    def _init_onnx(self, files, feeds, threads):
         from slim.io.onnx_export import onnx_model_bytes, onnx_session_of_bytes
         if not files.params_filename:
             raise UserError(f"--runtime onnxruntime needs a model with combined params; "
@@ -103,10 +103,10 @@ class TimedRun:
         self._call()
 
 
-def timed_run(runtime, files, feeds, threads, work_dir):
+def timed_run(runtime, files, feeds, threads):
     """A TimedRun; a one-line UserError when the runtime cannot load or run the model."""
     try:
-        run = TimedRun(runtime, files, feeds, threads, work_dir)
+        run = TimedRun(runtime, files, feeds, threads)
         run()
     except UserError:
         raise
@@ -198,7 +198,7 @@ def measure_layers(table, runtime, threads, missing, work_dir, rounds=LAYER_ROUN
     rng = np.random.default_rng(0)
     overhead_dir = tempfile.mkdtemp(prefix="overhead-", dir=work_dir)
     overhead = timed_run(runtime, save_overhead_program(overhead_dir),
-                         {"x": np.ones((1, 1, 1, 1), np.float32)}, threads, overhead_dir)
+                         {"x": np.ones((1, 1, 1, 1), np.float32)}, threads)
     for shape_key, (layer, pairs) in by_key.items():
         runs = {OVERHEAD: overhead}
         for cin, cout in pairs:
@@ -206,7 +206,7 @@ def measure_layers(table, runtime, threads, missing, work_dir, rounds=LAYER_ROUN
             files = save_layer(layer, cin, cout, directory)
             feeds = {"x": rng.standard_normal((1, cin, layer.height, layer.width))
                      .astype(np.float32)}
-            runs[(cin, cout)] = timed_run(runtime, files, feeds, threads, directory)
+            runs[(cin, cout)] = timed_run(runtime, files, feeds, threads)
         timings = interleaved_timings(runs, [None], rounds, warmup=warmup)
         cost = float(np.median(timings.pop(OVERHEAD)))
         for (cin, cout), values in timings.items():
@@ -298,12 +298,11 @@ def check_model(table, loaded, runtime, threads, candidates, work_dir, grid, ste
     lowest = min(fraction for fraction in _grid_fractions(candidates, loaded.sizes))
     keeps = {"middle": middle_keeps(candidates, loaded.sizes),
              "lowest": {group: counts[0] for group, counts in candidates.items()}}
-    runs = {"full": timed_run(runtime, loaded.files, loaded.feeds, threads,
-                              tempfile.mkdtemp(prefix="full-", dir=work_dir))}
+    runs = {"full": timed_run(runtime, loaded.files, loaded.feeds, threads)}
     for name, chosen in keeps.items():
         directory = tempfile.mkdtemp(prefix=f"{name}-", dir=work_dir)
         runs[name] = timed_run(runtime, save_pruned(loaded, chosen, directory), loaded.feeds,
-                               threads, directory)
+                               threads)
     load_before = load_average()
     timings = interleaved_timings(runs, [None], rounds, warmup=warmup)
     model = LatencyModel(loaded.layers, loaded.sizes, table, runtime, threads, candidates)
