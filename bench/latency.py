@@ -35,7 +35,6 @@ runtime only.
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -126,14 +125,6 @@ def selected_architectures(architectures, arch=None, size=None):
         raise ValueError(f"no architecture {arch or ''} at size {size} among "
                          f"{ {name: sizes for name, (_, sizes, _) in architectures.items()} }")
     return selected
-
-
-def load_average():
-    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # ---------------------------------------------------------------- models
@@ -405,7 +396,7 @@ def main(argv=None):
                 and (args.runtime is None or runtime_name(r) == args.runtime)]
     architectures = selected_architectures(QUICK if args.quick else ARCHITECTURES, args.arch,
                                            args.size)
-    load_before, started = load_average(), time.time()
+    load_before, started = latency_lib.load_average(), time.time()
     rows, profiles = [], []
     with tempfile.TemporaryDirectory(prefix="slim-latency-") as work_dir:
         for arch, (config, sizes, rounding_size) in architectures.items():
@@ -426,10 +417,9 @@ def main(argv=None):
         print(f"\nper-op profile, {profile['arch']} {profile['size']} px, "
               f"{runtime_label(profile['runtime'])}:")
         print("\n".join(profile["table"]))
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "python": platform.python_version(), "paddle": paddle.__version__,
-                          "onnxruntime": __import__("onnxruntime").__version__,
-                          "load_average_before": load_before, "load_average_after": load_average()},
+    result = {"machine": latency_lib.machine_info(
+                  paddle=paddle.__version__, onnxruntime=__import__("onnxruntime").__version__,
+                  load_average_before=load_before, load_average_after=latency_lib.load_average()),
               "seconds": round(time.time() - started, 1), "rounds": rounds,
               "warmup": args.warmup, "quick": args.quick, "rows": rows, "table": lines,
               "profiles": profiles}

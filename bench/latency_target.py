@@ -23,7 +23,6 @@ stored with every row: on a shared machine the medians move with it.
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -181,8 +180,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import paddle
 
+    from slim.io.latency import load_average, machine_info
     from slim.io.output_places import check_output_file
-    from slim.workflow.latency_table import load_average
     paddle.enable_static()
     written, out_name = check_output_file(args.out, "--out")
     os.makedirs(os.path.dirname(os.path.abspath(args.table)), exist_ok=True)
@@ -209,10 +208,9 @@ def main(argv=None):
                     print("\n".join(results_table(got)), flush=True)
     lines = results_table(rows)
     print("\n".join(lines))
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "python": platform.python_version(), "paddle": paddle.__version__,
-                          "onnxruntime": __import__("onnxruntime").__version__,
-                          "load_average_before": load_before, "load_average_after": load_average()},
+    result = {"machine": machine_info(
+                  paddle=paddle.__version__, onnxruntime=__import__("onnxruntime").__version__,
+                  load_average_before=load_before, load_average_after=load_average()),
               "seconds": round(time.time() - started, 1), "rounds": rounds, "rows": rows,
               "fits": fits, "table": lines}
     path = written.write_bytes(out_name, json.dumps(result, indent=1).encode("utf-8"))

@@ -43,8 +43,9 @@ sys.path.insert(0, ROOT)
 import slim  # noqa: E402,F401  (classic static IR before paddle)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from latency import load_average  # noqa: E402
 from real_models import model_dir  # noqa: E402
+
+from slim.io.latency import load_average  # noqa: E402
 
 MODELS = ("ppocrv5_mobile_det", "ppocrv5_mobile_rec")
 TARGET = 0.3

@@ -31,7 +31,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -41,6 +40,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+sys.path.insert(0, ROOT)
+
+from slim.io.latency import machine_info  # noqa: E402
+
 WORK = os.path.join(ROOT, "output", "prune_real")
 CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.:/"
 
@@ -239,9 +242,7 @@ def main(argv=None):
             print(json.dumps({key: row}, indent=1), flush=True)
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
             with open(args.out, "w", encoding="utf-8") as handle:
-                json.dump({"format": "slim-bench-prune-real", "machine": {
-                    "platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()}, "images": (
+                json.dump({"format": "slim-bench-prune-real", "machine": machine_info(), "images": (
                     "rendered with OpenCV (Hershey fonts) on plain backgrounds and crops of "
                     "matplotlib's sample_data photos; see bench/prune_real.py"),
                     "runs": results}, handle, indent=1)

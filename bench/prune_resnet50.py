@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 import slim  # noqa: E402,F401  (classic static IR before paddle)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from latency import load_average  # noqa: E402
+from slim.io.latency import load_average  # noqa: E402
 
 WORK_DIR = os.path.join("output", "prune_resnet50")
 MODEL_DIR = os.path.join(WORK_DIR, "model")

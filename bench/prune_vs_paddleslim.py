@@ -24,7 +24,6 @@ pyzmq, matplotlib, pyyaml. Prints a table, writes JSON.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import slim  # noqa: E402,F401  (classic static IR before paddle)
+from slim.io.latency import machine_info  # noqa: E402
 
 DEFAULT_PADDLESLIM_PYTHON = os.path.join(ROOT, ".venv-paddleslim", "bin", "python")
 PADDLESLIM_REQUIREMENTS = ["paddlepaddle==2.6.2", "protobuf>=4.25,<4.26", "numpy==1.26.4",
@@ -375,8 +375,7 @@ def main():
     result = compare(our, theirs, params)
     result.update({"ratio": our["ratio"], "image_shape": list(shape),
                    "paddle": {"ours": our["paddle"], "paddleslim": theirs["paddle"]},
-                   "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                               "platform": platform.platform()},
+                   "machine": machine_info(),
                    "kept": {"ours": our["kept"], "paddleslim": theirs["kept"]}})
     print_table(result)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

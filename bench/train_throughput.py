@@ -34,7 +34,6 @@ import functools
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,7 +45,7 @@ sys.path.insert(0, ROOT)
 import slim  # noqa: E402,F401  (classic static IR before paddle)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from latency import load_average  # noqa: E402
+from slim.io.latency import load_average, machine_info  # noqa: E402
 
 DEMO_CONFIG = os.path.join(ROOT, "configs", "yolov3_mobilenet_v1_demo.yml")
 
@@ -282,10 +281,9 @@ def main(argv=None):
     table = format_table(rows)
     print(table)
     result = {"rows": rows, "threads": args.threads or os.cpu_count(),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                        "load_average_before": load_before,
-                                        "load_average_after": load_average(),
-                                        "note": args.machine_note},
+              "machine": machine_info(load_average_before=load_before,
+                                      load_average_after=load_average(),
+                                      note=args.machine_note),
               "command": "python bench/train_throughput.py " + " ".join(argv or sys.argv[1:])}
     if not args.quick:
         with open(args.json, "w") as handle:

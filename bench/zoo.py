@@ -46,7 +46,6 @@ with `--worker`. Prints a Markdown table, writes JSON.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -56,7 +55,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from latency import load_average  # noqa: E402
 from prune_vs_paddleslim import (  # noqa: E402
     CHECK_RATIO,
     DEFAULT_PADDLESLIM_PYTHON,
@@ -71,6 +69,7 @@ from prune_vs_paddleslim import (  # noqa: E402
 
 import slim  # noqa: E402,F401  (classic static IR before paddle)
 from slim.errors import exit_on_user_error  # noqa: E402
+from slim.io.latency import load_average, machine_info  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "bench", "results", "zoo.json")
 TESTS = os.path.join(ROOT, "tests")
@@ -473,8 +472,7 @@ def main(argv=None):
     print(table)
     result = {"target_ratio": TARGET, "repeats": repeats, "quick": args.quick,
               "seconds": round(time.time() - started, 1),
-              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform(), "load_average": load_average()},
+              "machine": machine_info(load_average=load_average()),
               "models": models, "rows": rows, "table": table.splitlines()}
     path = written.write_bytes(out_name, json.dumps(result, indent=1).encode("utf-8"))
     print(f"wrote {path}")

@@ -40,7 +40,6 @@ shapes. Float feeds get standard normal values, integer feeds ones.
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -56,7 +55,13 @@ from slim.io.inference_model import (  # noqa: F401  (feed_shapes & co. used to 
     random_feeds,
     save_inference_model,
 )
-from slim.io.latency import WARMUP_RUNS, interleaved_timings, pair_summary, speedup_text
+from slim.io.latency import (
+    WARMUP_RUNS,
+    interleaved_timings,
+    machine_info,
+    pair_summary,
+    speedup_text,
+)
 from slim.io.output_places import (
     check_replaceable_dir,
     make_owned_temp_dir,
@@ -485,8 +490,7 @@ def build_report(args, request, files, model, shapes, plan, before, after, laten
         "params_ratio": ratio("params"), "size_ratio": ratio("size_bytes"),
         "latency": latency,
         "plan_seconds": round(plan_seconds, 2), "seconds": round(seconds, 2),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "paddle": paddle.__version__},
+        "machine": machine_info(paddle=paddle.__version__),
     }
 
 

@@ -18,12 +18,29 @@ NO_CHANGE, whatever the median says (issue 21: 20 pairs on a loaded machine prin
 The demo (`slim.workflow.latency`), `python -m slim prune` and bench/latency.py measure
 with this module. No paddle here: the runs are any functions of one feed.
 """
+import os
+import platform
 import time
 
 import numpy as np
 
 WARMUP_RUNS = 3
 FASTER, SLOWER, NO_CHANGE = "faster", "slower", "no significant change"
+
+
+def load_average():
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info(**extra):
+    """{"platform", "cpus", "python"} of this machine and process, and `extra` (versions of
+    the runtimes, load averages): what a report or bench result says it was measured on."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), **extra}
 
 
 def interleaved_timings(runs, feeds, rounds, warmup=1):

@@ -29,7 +29,7 @@ from slim.io.inference_model import (
     random_feeds,
     save_inference_model,
 )
-from slim.io.latency import interleaved_timings, percentile
+from slim.io.latency import interleaved_timings, load_average, percentile
 from slim.prune.latency import (
     DEFAULT_GRID,
     DEFAULT_STEP,
@@ -51,14 +51,6 @@ LAYER_PARAMS = "layer.pdiparams"
 CALIBRATION_SIZE = 128        # px of the random image batch_norm statistics come from
 OBJECTNESS_BIAS = -10.0       # sigmoid(-10) = 4.5e-5 < NMS score threshold 0.01
 PADDLE_ACTIVATIONS = {"hard_swish": "hardswish", "hard_sigmoid": "hardsigmoid"}
-
-
-def load_average():
-    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # ---------------------------------------------------------------- runtimes
