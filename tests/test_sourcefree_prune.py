@@ -64,9 +64,8 @@ def test_every_prune_prints_its_fidelity_and_warns_when_poor(planted, capsys, tm
     assert "warning" not in captured.err.replace("warning: skipping", "")
 
 
-def test_reconstruction_lowers_the_known_layers_output_error(planted):
-    """l1 removes conv1's vital channel; refitting conv2 (its reader) by least squares brings
-    conv2's output back towards the unpruned model's."""
+def _loaded_session(planted):
+    """(executor, scope, model, SourceFreeSession, graph) of the planted model, unpruned."""
     executor, scope = paddle.static.Executor(CPU), paddle.static.Scope()
     files = find_model_files(planted["dir"])
     model = load_inference_model(files, executor, scope)
@@ -74,6 +73,13 @@ def test_reconstruction_lowers_the_known_layers_output_error(planted):
         images=planted["images"], held_out=8, preprocess=("size=8,8", "mean=0", "std=1")),
         log=lambda message: None)
     graph = analyze_program(model.program, fixed_vars=[v.name for v in model.fetch_vars])
+    return executor, scope, model, session, graph
+
+
+def test_reconstruction_lowers_the_known_layers_output_error(planted):
+    """l1 removes conv1's vital channel; refitting conv2 (its reader) by least squares brings
+    conv2's output back towards the unpruned model's."""
+    executor, scope, model, session, graph = _loaded_session(planted)
     plan = plan_pruning(model.program, scope, "conv1_w", ratio=0.5, graph=graph)
     apply_plan(plan, [model.program], scope, graphs=[graph])
     ops = model.program.global_block().ops
@@ -101,13 +107,7 @@ def test_reconstruction_lowers_the_known_layers_output_error(planted):
 
 def test_reconstruction_refits_a_fully_connected_reader(planted):
     """Channels of conv2 removed: the fc reading them (through the mean) is refitted too."""
-    executor, scope = paddle.static.Executor(CPU), paddle.static.Scope()
-    files = find_model_files(planted["dir"])
-    model = load_inference_model(files, executor, scope)
-    session = SourceFreeSession(files, model, executor, SourceFreeOptions(
-        images=planted["images"], held_out=8, preprocess=("size=8,8", "mean=0", "std=1")),
-        log=lambda message: None)
-    graph = analyze_program(model.program, fixed_vars=[v.name for v in model.fetch_vars])
+    executor, scope, model, session, graph = _loaded_session(planted)
     plan = plan_pruning(model.program, scope, "conv2_w", ratio=0.34, graph=graph)
     assert [len(group.removed) for group in plan.groups] == [1]
     apply_plan(plan, [model.program], scope, graphs=[graph])
