@@ -205,6 +205,9 @@ def main(argv=None):
                                                       "prune_real.json"))
     parser.add_argument("--recover_lr", type=float, default=None,
                         help="recovery learning rate (default: the command's)")
+    parser.add_argument("--tag", default="",
+                        help="appended to each run's key ('MODEL@TARGET TAG'), so a rerun with "
+                             "other recovery settings is kept beside the first")
     parser.add_argument("--table", action="store_true",
                         help="print the table of the runs in --out and run nothing")
     args = parser.parse_args(argv)
@@ -218,8 +221,8 @@ def main(argv=None):
     for model in args.models:
         iters = args.recover_iters or MODELS[model][3]
         for target in args.targets:
-            key = f"{model}@{target:g}"
-            base = os.path.join(WORK, "runs", key.replace("@", "_"))
+            key = f"{model}@{target:g}" + (f" {args.tag}" if args.tag else "")
+            base = os.path.join(WORK, "runs", key.replace("@", "_").replace(" ", "_"))
             l1 = prune(model, target, "l1_norm", [], base + "_l1")
             lr = ["--recover_lr", str(args.recover_lr)] if args.recover_lr else []
             full = prune(model, target, "activation",

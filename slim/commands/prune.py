@@ -11,9 +11,9 @@ Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
         --model_filename __model__.infer --params_filename __params__ --target_ratio 0.5 \\
         --out output/pruned_model --latency_runs 2
 
-No training: the model is loaded with `paddle.static.load_inference_model` (classic
-ProgramDesc; a Paddle 3 new-IR `.json` model is refused with how to save it classic),
-its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
+No training: the model is loaded with `paddle.static.load_inference_model` (a classic
+ProgramDesc, or a Paddle 3 new-IR `.json` model, pruned through the PIR view of
+slim.prune.pir and saved as `.json` again), its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
 a list of them, full match, as in the seed's slim config) are pruned so that
 `target_ratio` of the FLOPs goes (a searched uniform ratio, then single groups moved;
 `--ratio`: one given ratio), keeping the channels that
