@@ -13,11 +13,12 @@ Example (${checkpoint_path}/${epoch}: a checkpoint compress.py wrote):
 
 No training: the model is loaded with `paddle.static.load_inference_model` (a classic
 ProgramDesc, or a Paddle 3 new-IR `.json` model, pruned through the PIR view of
-slim.prune.pir and saved as `.json` again), its conv filters selected by `pruned_params` (`auto`: every prunable conv; a regex or
-a list of them, full match, as in the seed's slim config) are pruned so that
-`target_ratio` of the FLOPs goes (a searched uniform ratio, then single groups moved;
-`--ratio`: one given ratio), keeping the channels that
-`criterion` (l1_norm, fpgm, bn_scale) scores highest. The fetch targets keep their
+slim.prune.pir and saved as `.json` again), its conv filters selected by
+`pruned_params` (`auto`: every prunable conv; a regex or a list of them, full match, as
+in the seed's slim config) are pruned so that `target_ratio` of the FLOPs goes (a
+searched uniform ratio, then single groups moved; `--ratio`: one given ratio), keeping
+the channels that `criterion` (l1_norm, fpgm, bn_scale; activation, taylor with
+`--images`) scores highest. The fetch targets keep their
 shape (they are the model's contract: a classifier's logits, a detector's raw heads).
 With `-s SLIM.yaml` the options come from its UniformPruneStrategy entry (and its
 pruner's criterion); options given on the command line win over it.

@@ -13,6 +13,7 @@ Imports: numpy, slim.data.voc / coco sources (records), errors.
 """
 import numpy as np
 
+from slim.config.yaml_io import flow_value
 from slim.errors import DataError, UserError
 
 DEFAULT_ANCHORS = 9
@@ -108,17 +109,15 @@ def anchor_masks(count, outputs=3):
 
 def anchors_override(anchors):
     """The `-o` item that sets `anchors` (and their masks) in a detection config."""
-    return (f"YOLOv3Head.anchors={_flow(anchors)} "
-            f"YOLOv3Head.anchor_masks={_flow(anchor_masks(len(anchors)))}")
+    return (f"YOLOv3Head.anchors={flow_value(anchors)} "
+            f"YOLOv3Head.anchor_masks={flow_value(anchor_masks(len(anchors)))}")
 
 
 def anchors_yaml(anchors, note=""):
     """A YOLOv3Head section with `anchors` and their masks, as YAML text."""
     lines = [f"# {note}"] if note else []
-    lines += ["YOLOv3Head:", f"  anchor_masks: {_flow(anchor_masks(len(anchors)))}",
-              f"  anchors: {_flow(anchors)}", ""]
+    lines += ["YOLOv3Head:", f"  anchor_masks: {flow_value(anchor_masks(len(anchors)))}",
+              f"  anchors: {flow_value(anchors)}", ""]
     return "\n".join(lines)
 
 
-def _flow(pairs):
-    return "[" + ", ".join("[" + ", ".join(str(v) for v in pair) + "]" for pair in pairs) + "]"

@@ -7,18 +7,9 @@ mAP this depends on the threshold, and difficult objects count like any other.
 """
 import numpy as np
 
+from slim.metrics.voc import box_iou
+
 MATCH_IOU = 0.5
-
-
-def box_iou(box, boxes):
-    """IoU of one [x1, y1, x2, y2] box with each row of `boxes` (continuous coordinates)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = width * height
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
 
 
 def found_objects(detections, gt_boxes, gt_classes, threshold, iou=MATCH_IOU):
@@ -33,7 +24,7 @@ def found_objects(detections, gt_boxes, gt_classes, threshold, iou=MATCH_IOU):
         candidates = (np.asarray(gt_classes) == int(row[0])) & ~found
         if not candidates.any():
             continue
-        overlaps = np.where(candidates, box_iou(row[2:], gt_boxes), 0.0)
+        overlaps = np.where(candidates, box_iou(row[2:], gt_boxes, pixel_offset=0), 0.0)
         best = int(np.argmax(overlaps))
         if overlaps[best] >= iou:
             found[best] = True

@@ -18,6 +18,8 @@ above POOR_ERROR) gets a one-line warning.
 """
 import numpy as np
 
+from slim.metrics.voc import box_iou
+
 TASKS = ("auto", "classify", "sequence", "dense", "detect")
 POOR_AGREEMENT = 0.9
 POOR_ERROR = 0.3
@@ -46,17 +48,6 @@ def ctc_decode(scores):
     return tuple(k for k in merged if k != 0)
 
 
-def _box_iou(box, boxes):
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def agreement(task, reference, candidate, threshold=None):
     """Agreement in [0, 1] of one image's output `candidate` with `reference` under `task`
     (None when the image gives nothing to compare, e.g. no reference box)."""
@@ -80,7 +71,7 @@ def agreement(task, reference, candidate, threshold=None):
         found = 0
         for box in ref:
             same = cand[cand[:, 0] == box[0]]
-            if len(same) and _box_iou(box[2:], same[:, 2:]).max() >= BOX_IOU:
+            if len(same) and box_iou(box[2:], same[:, 2:], pixel_offset=0).max() >= BOX_IOU:
                 found += 1
         return found / len(ref)
     raise ValueError(f"unknown task {task!r}")
