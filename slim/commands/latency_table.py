@@ -77,7 +77,7 @@ def parse_grid(text):
 def run(args, out=None):
     """Measure what the table lacks, check the prediction, write --out; returns 0."""
     from slim.io.output_places import check_output_file
-    from slim.prune.latency import LatencyTable
+    from slim.prune.latency import LatencyTable, context_key
     from slim.workflow import latency_table as measure
     out = out or sys.stdout
     runtime = measure.check_runtime(args.runtime)
@@ -96,7 +96,7 @@ def run(args, out=None):
         files = model_files(args, work_dir)
         loaded = measure.LoadedModel(files, args.input_shape if args.model_dir else None)
         candidates = measure.candidates_of(loaded.sizes, grid, args.step)
-        context = f"{runtime}|t{args.threads}"
+        context = context_key(runtime, args.threads)
         missing = table.missing(context, loaded.layers, candidates)
         print(f"{len(loaded.layers)} conv layers, {len(loaded.sizes)} channel groups, feeds "
               f"{loaded.shapes}; {runtime}, {args.threads} thread(s): {len(missing)} layer "

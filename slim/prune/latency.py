@@ -32,6 +32,7 @@ import numpy as np
 from slim.errors import UserError, shorten
 from slim.prune.apply import find_group
 from slim.prune.plan import GroupPlan, PrunePlan
+from slim.prune.pruner import kept_indices
 
 TABLE_FORMAT = "slim-latency-table"
 TABLE_VERSION = 1
@@ -410,9 +411,7 @@ def plan_from_keeps(selection, scores, keeps, criterion, target=None):
     scoring ones); `target` is recorded as the plan's target_ratio (None for latency)."""
     plans = []
     for group in selection.groups:
-        keep = int(keeps.get(group.id, group.size))
-        order = np.argsort(np.asarray(scores[group.id]), kind="stable")
-        kept = sorted(int(i) for i in order[len(order) - keep:])
+        kept = kept_indices(scores[group.id], int(keeps.get(group.id, group.size)))
         plans.append(GroupPlan(group.key, group.params, group.size, kept))
     return PrunePlan(plans, criterion, selection.matched, None, target, dict(selection.skipped))
 
