@@ -15,8 +15,8 @@ import numpy as np
 import paddle
 import pytest
 from test_latency_table import latency_table, model_dir  # noqa: F401  (fixture)
+from test_prune_command import prune
 
-from slim.__main__ import main as slim_main
 from slim.config import load_slim_config
 from slim.errors import ConfigError
 from slim.prune import analyze_program, select_params
@@ -106,13 +106,6 @@ def test_an_unreachable_target_is_one_error():
     model = synthetic_model(layers, a, b)
     with pytest.raises(LatencyTableError, match="out of reach"):
         choose_keeps(model, importance_losses(scores(a, b)), 0.01)
-
-
-def prune(argv):
-    try:
-        return slim_main(["prune", *argv])
-    except SystemExit as stop:
-        return stop.code
 
 
 def test_prune_command_to_a_latency_target(model_dir, tmp_path, capsys):  # noqa: F811

@@ -11,7 +11,7 @@ On Paddle 2.6 (no PIR) every test here skips with that reason.
 import numpy as np
 import paddle
 import pytest
-from test_prune_exact import persistables
+from test_prune_exact import kept_part, persistables
 from test_prune_exact import restore as put_back
 
 from slim.prune import PrunePlan, analyze_program, apply_plan, plan_pruning
@@ -306,13 +306,6 @@ def test_pir_train_step_equals_masked_reference(pir_mode):
         assert not np.array_equal(value, pruned_state[name]), name  # the step moved it
         compared += 1
     assert compared == 18  # 10 parameters (BN statistics included) and 8 velocities
-
-
-def kept_part(value, removals, name):
-    for (var, axis), removed in removals.items():
-        if var == name:
-            value = np.delete(value, removed, axis=axis)
-    return value
 
 
 def test_images_fidelity_of_a_json_model_equals_its_classic_twin(tmp_path, capsys):
