@@ -30,6 +30,7 @@ from slim.io.inference_model import (
     save_inference_model,
 )
 from slim.io.latency import interleaved_timings, load_average, percentile
+from slim.io.scopes import temporary_scope
 from slim.prune.latency import (
     DEFAULT_GRID,
     DEFAULT_STEP,
@@ -145,8 +146,7 @@ def save_layer(layer, cin, cout, directory):
     import paddle
     main, startup, x, out = layer_program(layer, cin, cout)
     executor = paddle.static.Executor(paddle.CPUPlace())
-    scope = paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
+    with temporary_scope() as scope, paddle.static.scope_guard(scope):
         executor.run(startup)
         paddle.static.save_inference_model(os.path.join(directory, "layer"), [x], [out],
                                            executor, program=main)
@@ -163,7 +163,7 @@ def save_overhead_program(directory):
         x = paddle.static.data("x", [1, 1, 1, 1], "float32")
         out = paddle.static.nn.conv2d(x, 1, 1, bias_attr=False)
     executor = paddle.static.Executor(paddle.CPUPlace())
-    with paddle.static.scope_guard(paddle.static.Scope()):
+    with temporary_scope() as scope, paddle.static.scope_guard(scope):
         executor.run(startup)
         paddle.static.save_inference_model(os.path.join(directory, "layer"), [x], [out],
                                            executor, program=main)
