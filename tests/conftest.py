@@ -20,8 +20,8 @@ paddle.enable_static()
 # A scope made by paddle.static.Scope() lives in Paddle's global scope pool until
 # _remove_from_pool(): dropping the Python object frees nothing (measured: a 100 MB
 # parameter stays allocated per scope; the Paddle 3 suite grew past 18 GB). The scopes a
-# test's body makes (with those of the commands it runs in-process) are freed after its
-# teardown, the ones fixtures make when their module ends: nothing uses them later.
+# test module makes (with those of the commands it runs in-process) are freed when it
+# ends, after its fixtures: nothing uses them later. (Per test it costs a gc pass each.)
 _POOLED_SCOPE = paddle.static.Scope
 _MODULE_SCOPES = []
 
@@ -60,23 +60,6 @@ def _free(scopes):
             pir_cache.cache_clear()
     while scopes:
         scopes.pop()._remove_from_pool()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item):
-    first = len(_MODULE_SCOPES)
-    yield
-    item.stash[_CALL_SCOPES] = _MODULE_SCOPES[first:]
-    del _MODULE_SCOPES[first:]
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item):
-    yield
-    _free(item.stash.get(_CALL_SCOPES, []))
-
-
-_CALL_SCOPES = pytest.StashKey()
 
 
 @pytest.fixture(autouse=True, scope="module")
